@@ -12,9 +12,44 @@
 //!
 //! Keys: 1..=1024 bytes, components separated by `/`, no empty component, no `.` or `..`
 //! component, no NUL, no leading `/`. Invalid keys get `ErrorKind::Invalid`.
+//!
+//! Versions: a put returns a [`Version`]; the local and memory stores give every put a new one,
+//! even with identical bytes. S3's version is the ETag, derived from the content, so an identical
+//! rewrite keeps it; since the bytes are then the same, a compare-and-swap on it still compares
+//! the state it claims to.
+//!
+//! Implementations, chosen by URL in [`open_store`]:
+//! ```text
+//!   memory://[name]          MemoryStore   (tests; a name shares one store in the process)
+//!   file:///abs/dir          LocalStore    (a directory; atomic rename + fsync; flock for CAS)
+//!   s3://bucket[/prefix]     S3Store       (object_store + conditional PUT; AWS_* environment)
+//! ```
+//! Decorators: [`FaultStore`] (injected latency, errors, offline). [`conformance`] holds the one
+//! test suite every implementation and decorator must pass.
 #![forbid(unsafe_code)]
 
+/// An `Invalid` error with `format!` arguments. Defined before the modules so they can use it.
+macro_rules! invalid {
+    ($($arg:tt)*) => {
+        $crate::Error::invalid(format!($($arg)*))
+    };
+}
+
+pub mod conformance;
+pub mod fault;
+pub mod local;
+pub mod memory;
+#[cfg(feature = "s3")]
+pub mod s3;
+
 use std::ops::Range;
+use std::sync::Arc;
+
+pub use fault::FaultStore;
+pub use local::LocalStore;
+pub use memory::MemoryStore;
+#[cfg(feature = "s3")]
+pub use s3::S3Store;
 
 use bytes::Bytes;
 pub use shale_error::{Error, ErrorKind, Result};
@@ -37,7 +72,9 @@ pub enum PutMode {
 /// Listing entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectMeta {
+    /// The full key, as given to `put`.
     pub key: String,
+    /// Size in bytes.
     pub size: u64,
 }
 
@@ -73,4 +110,52 @@ pub fn validate_key(key: &str) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The URL schemes [`open_store`] understands, for error messages.
+const SCHEMES: &str = "file:///absolute/dir, memory://[name], s3://bucket[/prefix]";
+
+/// Open the store a URL names: `file:///abs/path` (created if missing), `memory://` (a fresh
+/// empty store) or `memory://name` (shared by name within the process), `s3://bucket[/prefix]`
+/// (endpoint and credentials from the `AWS_*` environment variables).
+pub fn open_store(url: &str) -> Result<Arc<dyn ObjectStore>> {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return Err(invalid!("store URL {url:?} has no scheme; supported: {SCHEMES}"));
+    };
+    match scheme {
+        "file" => {
+            if !rest.starts_with('/') {
+                return Err(invalid!(
+                    "store URL {url:?}: a file URL needs an absolute path (file:///var/lib/shale)"
+                ));
+            }
+            Ok(Arc::new(LocalStore::open(rest)?))
+        }
+        "memory" => {
+            if rest.is_empty() {
+                Ok(Arc::new(MemoryStore::new()))
+            } else {
+                Ok(MemoryStore::named(rest)?)
+            }
+        }
+        #[cfg(feature = "s3")]
+        "s3" => Ok(Arc::new(S3Store::open(url)?)),
+        #[cfg(not(feature = "s3"))]
+        "s3" => Err(Error::new(
+            ErrorKind::Unsupported,
+            format!("store URL {url:?}: shale-store was built without the `s3` feature"),
+        )),
+        _ => Err(invalid!("store URL {url:?} has unsupported scheme {scheme:?}; supported: {SCHEMES}")),
+    }
+}
+
+/// Clamp `range` to an object of `size` bytes: the end is cut to `size`, a start at or past the
+/// end gives an empty range. A range whose start is after its end is the caller's bug: `Invalid`.
+pub(crate) fn clamp_range(key: &str, range: &Range<u64>, size: u64) -> Result<Range<u64>> {
+    if range.start > range.end {
+        return Err(invalid!("object {key:?}: read range {}..{} is reversed", range.start, range.end));
+    }
+    let end = range.end.min(size);
+    let start = range.start.min(end);
+    Ok(start..end)
 }

@@ -1,0 +1,148 @@
+//! The read path: resolve sectors through the extent map, then copy from the open segment, a
+//! sealed segment still in memory, or the store (ranged GET, page checksums verified).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use shale_error::{err, Result};
+use shale_extmap::Target;
+use shale_format::segment::{self, Header};
+use shale_format::{PAGE, SECTOR};
+
+use crate::upload::seg_key;
+use crate::volume::{lock, Sealed, Shared, Volume};
+
+/// Decoded headers of stored segments (their page checksums), bounded.
+#[derive(Debug)]
+pub(crate) struct SegIndexCache {
+    cap: usize,
+    map: Mutex<HashMap<u64, Arc<Header>>>,
+}
+
+impl SegIndexCache {
+    pub(crate) fn new(cap: usize) -> Self {
+        SegIndexCache { cap, map: Mutex::new(HashMap::new()) }
+    }
+
+    fn get(&self, sh: &Shared, seq: u64) -> Result<Arc<Header>> {
+        if let Some(h) = self.map.lock().unwrap_or_else(|p| p.into_inner()).get(&seq) {
+            return Ok(h.clone());
+        }
+        let h = Arc::new(load_header(sh.store.as_ref(), &seg_key(&sh.prefix, seq))?);
+        let mut m = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        if m.len() >= self.cap {
+            // Crude but bounded: drop an arbitrary half.
+            let drop: Vec<u64> = m.keys().copied().take(self.cap / 2).collect();
+            for k in drop {
+                m.remove(&k);
+            }
+        }
+        m.insert(seq, h.clone());
+        Ok(h)
+    }
+}
+
+/// Fetch and decode a segment header with one or two ranged GETs.
+pub(crate) fn load_header(store: &dyn shale_store::ObjectStore, key: &str) -> Result<Header> {
+    let first = store.get_range(key, 0..64 * 1024)?;
+    let hl = segment::header_len(&first).map_err(|e| e.context(key))?;
+    let buf = if hl as usize <= first.len() {
+        first
+    } else {
+        store.get_range(key, 0..hl)?
+    };
+    segment::decode_header(&buf).map_err(|e| e.context(key))
+}
+
+/// Where one run of sectors comes from.
+enum Source {
+    Zeros,
+    Memory(Arc<Sealed>, usize),
+    Store(u64, u32),
+}
+
+impl Volume {
+    /// Read `buf.len()` bytes at `off`; returns how many were read (short at the image's end).
+    pub fn read(&self, off: u64, buf: &mut [u8]) -> Result<usize> {
+        let n = self.clamp(off, buf.len() as u64)? as usize;
+        if n == 0 {
+            return Ok(0);
+        }
+        let buf = &mut buf[..n];
+        if off % SECTOR == 0 && n as u64 % SECTOR == 0 {
+            self.read_sectors(off / SECTOR, n as u64 / SECTOR, buf)?;
+        } else {
+            let first = off / SECTOR;
+            let end = (off + n as u64).div_ceil(SECTOR);
+            let mut tmp = vec![0u8; ((end - first) * SECTOR) as usize];
+            self.read_sectors(first, end - first, &mut tmp)?;
+            let s = (off - first * SECTOR) as usize;
+            buf.copy_from_slice(&tmp[s..s + n]);
+        }
+        Ok(n)
+    }
+
+    /// Read whole sectors into `out` (exactly `n * 512` bytes).
+    pub(crate) fn read_sectors(&self, lba: u64, n: u64, out: &mut [u8]) -> Result<()> {
+        let mut plan: Vec<(usize, usize, Source)> = Vec::new();
+        {
+            let g = lock(&self.sh.inner);
+            let open_seq = g.open.seq;
+            g.map.for_each_in(lba, n, |m| {
+                let at = ((m.lba - lba) * SECTOR) as usize;
+                let len = (m.len * SECTOR) as usize;
+                match m.target {
+                    None | Some(Target::Zero) => plan.push((at, len, Source::Zeros)),
+                    Some(Target::Data { seg, off }) => {
+                        let boff = off as usize * SECTOR as usize;
+                        if seg == open_seq {
+                            out[at..at + len].copy_from_slice(&g.open.data[boff..boff + len]);
+                        } else if let Some(s) = g.pending.get(&seg) {
+                            plan.push((at, len, Source::Memory(s.clone(), boff)));
+                        } else {
+                            // Coalesce with the previous piece when contiguous in the segment.
+                            if let Some((pat, plen, Source::Store(pseg, poff))) = plan.last_mut() {
+                                if *pseg == seg && *pat + *plen == at && *poff as usize + *plen / 512 == off as usize {
+                                    *plen += len;
+                                    return;
+                                }
+                            }
+                            plan.push((at, len, Source::Store(seg, off)));
+                        }
+                    }
+                }
+            });
+        }
+        for (at, len, src) in plan {
+            let dst = &mut out[at..at + len];
+            match src {
+                Source::Zeros => dst.fill(0),
+                Source::Memory(s, boff) => dst.copy_from_slice(&s.data[boff..boff + len]),
+                Source::Store(seg, off) => self.read_stored(seg, off, dst)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Read from a stored segment: fetch the covering pages, verify them, copy.
+    fn read_stored(&self, seq: u64, off_sectors: u32, dst: &mut [u8]) -> Result<()> {
+        let sh = &self.sh;
+        let h = sh.index_cache.get(sh, seq)?;
+        let start = off_sectors as u64 * SECTOR;
+        let end = start + dst.len() as u64;
+        if end > h.data_len {
+            return Err(err!(Corruption, "segment {seq:016x}: extent past the end of its data"));
+        }
+        let p0 = start / PAGE as u64;
+        let p1 = end.div_ceil(PAGE as u64);
+        let key = seg_key(&sh.prefix, seq);
+        let bytes = sh
+            .store
+            .get_range(&key, h.header_len + p0 * PAGE as u64..h.header_len + p1 * PAGE as u64)?;
+        lock(&sh.inner).stats.store_reads += 1;
+        segment::verify_pages(&h, p0 as u32, &bytes).map_err(|e| e.context(&key))?;
+        let s = (start - p0 * PAGE as u64) as usize;
+        dst.copy_from_slice(&bytes[s..s + dst.len()]);
+        Ok(())
+    }
+}

@@ -1,0 +1,322 @@
+//! `Cluster`: one store, its pools and image names.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use shale_error::{err, Error, ErrorKind, Result};
+use shale_format::envelope::{self, Kind};
+use shale_store::{ObjectStore, PutMode};
+
+use crate::image::{Image, ImageHeader};
+use crate::names::{validate_image_name, validate_pool_name};
+use crate::settings::Settings;
+
+/// Largest image: the extent map addresses 2^40 sectors.
+pub const MAX_IMAGE_SIZE: u64 = 1 << 49;
+
+/// A connection to one store.
+#[derive(Debug, Clone)]
+pub struct Cluster {
+    pub(crate) store: Arc<dyn ObjectStore>,
+    settings: Settings,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct PoolEntry {
+    id: i64,
+    created: u64,
+}
+
+/// `ls` entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ImageEntry {
+    pub name: String,
+    pub id: String,
+}
+
+/// Usage of a pool.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PoolStats {
+    pub images: u64,
+    pub objects: u64,
+    pub bytes: u64,
+}
+
+pub(crate) fn now_secs() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+pub(crate) fn put_json<T: Serialize>(
+    store: &dyn ObjectStore,
+    key: &str,
+    kind: Kind,
+    v: &T,
+    mode: PutMode,
+) -> Result<shale_store::Version> {
+    let body = serde_json::to_vec(v).map_err(|e| Error::with_source(ErrorKind::Invalid, "encoding metadata", e))?;
+    store.put(key, Bytes::from(envelope::encode(kind, &body)), mode)
+}
+
+pub(crate) fn get_json<T: for<'de> Deserialize<'de>>(
+    store: &dyn ObjectStore,
+    key: &str,
+    kind: Kind,
+) -> Result<(T, shale_store::Version)> {
+    let (b, ver) = store.get(key)?;
+    let body = envelope::decode(kind, &b).map_err(|e| e.context(key))?;
+    let v = serde_json::from_slice(body)
+        .map_err(|e| Error::with_source(ErrorKind::Corruption, format!("{key}: bad metadata"), e))?;
+    Ok((v, ver))
+}
+
+fn random_id() -> Result<String> {
+    let mut b = [0u8; 6];
+    getrandom::getrandom(&mut b).map_err(|e| err!(Io, "no randomness for an image id: {e}"))?;
+    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+}
+
+impl Cluster {
+    /// Open the store named by the settings, initialising it on first use (with pool `rbd`).
+    pub fn connect(settings: Settings) -> Result<Cluster> {
+        let url = settings.store_url();
+        let store = shale_store::open_store(&url).map_err(|e| e.context(format!("store {url}")))?;
+        Self::with_store(store, settings)
+    }
+
+    /// Use an already opened store.
+    pub fn with_store(store: Arc<dyn ObjectStore>, settings: Settings) -> Result<Cluster> {
+        let c = Cluster { store, settings };
+        c.init()?;
+        Ok(c)
+    }
+
+    fn init(&self) -> Result<()> {
+        match self.store.get(".shale") {
+            Ok(_) => return Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => return Err(e.context(format!("cannot reach store {}", self.store.url()))),
+        }
+        match self.pool_create(&self.settings.default_pool.clone()) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::Exists => {}
+            Err(e) => return Err(e),
+        }
+        let marker = serde_json::json!({ "created": now_secs() });
+        match put_json(self.store.as_ref(), ".shale", Kind::Store, &marker, PutMode::Create) {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::Exists => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    pub fn store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
+    }
+
+    // ---- pools ----
+
+    pub fn pool_create(&self, name: &str) -> Result<()> {
+        validate_pool_name(name)?;
+        let next = self.pool_list()?.iter().map(|(_, id)| *id).max().unwrap_or(0) + 1;
+        let e = PoolEntry { id: next, created: now_secs() };
+        put_json(self.store.as_ref(), &format!(".pools/{name}"), Kind::Pool, &e, PutMode::Create)
+            .map_err(|e| match e.kind() {
+                ErrorKind::Exists => err!(Exists, "pool {name} already exists"),
+                _ => e,
+            })?;
+        Ok(())
+    }
+
+    /// Pools and their ids, sorted by name.
+    pub fn pool_list(&self) -> Result<Vec<(String, i64)>> {
+        let mut out = Vec::new();
+        for o in self.store.list(".pools/")? {
+            let Some(name) = o.key.strip_prefix(".pools/") else { continue };
+            match get_json::<PoolEntry>(self.store.as_ref(), &o.key, Kind::Pool) {
+                Ok((p, _)) => out.push((name.to_string(), p.id)),
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
+    /// The pool's id; `NotFound` with advice when it does not exist.
+    pub fn pool_id(&self, name: &str) -> Result<i64> {
+        validate_pool_name(name)?;
+        match get_json::<PoolEntry>(self.store.as_ref(), &format!(".pools/{name}"), Kind::Pool) {
+            Ok((p, _)) => Ok(p.id),
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                Err(err!(NotFound, "pool {name} does not exist (create it with `shale pool create {name}`)"))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Remove a pool. Refused while it holds images unless `force`, which removes them too.
+    pub fn pool_remove(&self, name: &str, force: bool) -> Result<()> {
+        self.pool_id(name)?;
+        let images = self.list_images(name)?;
+        if !images.is_empty() && !force {
+            return Err(err!(
+                Busy,
+                "pool {name} still holds {} image(s); remove them first or pass --force",
+                images.len()
+            ));
+        }
+        for o in self.store.list(&format!("{name}/"))? {
+            self.store.delete(&o.key)?;
+        }
+        self.store.delete(&format!(".pools/{name}"))
+    }
+
+    pub fn pool_stats(&self, name: &str) -> Result<PoolStats> {
+        self.pool_id(name)?;
+        let mut s = PoolStats { images: self.list_images(name)?.len() as u64, ..Default::default() };
+        for o in self.store.list(&format!("{name}/"))? {
+            s.objects += 1;
+            s.bytes += o.size;
+        }
+        Ok(s)
+    }
+
+    // ---- images ----
+
+    fn name_key(pool: &str, name: &str) -> String {
+        format!("{pool}/names/{name}")
+    }
+
+    pub(crate) fn header_key(pool: &str, id: &str) -> String {
+        format!("{pool}/images/{id}/header")
+    }
+
+    /// The id of an image, `NotFound` if there is none of that name.
+    pub fn image_id(&self, pool: &str, name: &str) -> Result<String> {
+        validate_image_name(name)?;
+        self.pool_id(pool)?;
+        match get_json::<BTreeMap<String, String>>(self.store.as_ref(), &Self::name_key(pool, name), Kind::Name) {
+            Ok((m, _)) => m.get("id").cloned().ok_or_else(|| err!(Corruption, "name entry {pool}/{name} has no id")),
+            Err(e) if e.kind() == ErrorKind::NotFound => Err(err!(NotFound, "image {pool}/{name} does not exist")),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Create an image of `size` bytes (any size, no alignment required).
+    pub fn create_image(&self, pool: &str, name: &str, size: u64, order: u8) -> Result<String> {
+        validate_image_name(name)?;
+        self.pool_id(pool)?;
+        if size > MAX_IMAGE_SIZE {
+            return Err(err!(Invalid, "size {size} is larger than the maximum image size (512 TiB)"));
+        }
+        if !(12..=26).contains(&order) {
+            return Err(err!(Invalid, "order {order} is out of range 12..=26"));
+        }
+        let id = random_id()?;
+        let h = ImageHeader::new(&id, name, size, order);
+        // Header first (unreachable until the name points at it), then the name, atomically.
+        put_json(self.store.as_ref(), &Self::header_key(pool, &id), Kind::ImageHeader, &h, PutMode::Create)?;
+        let entry: BTreeMap<&str, &str> = [("id", id.as_str())].into();
+        match put_json(self.store.as_ref(), &Self::name_key(pool, name), Kind::Name, &entry, PutMode::Create) {
+            Ok(_) => Ok(id),
+            Err(e) => {
+                let _ = self.store.delete(&Self::header_key(pool, &id));
+                if e.kind() == ErrorKind::Exists {
+                    Err(err!(Exists, "image {pool}/{name} already exists"))
+                } else {
+                    Err(e)
+                }
+            }
+        }
+    }
+
+    /// Images in a pool, sorted by name.
+    pub fn list_images(&self, pool: &str) -> Result<Vec<ImageEntry>> {
+        self.pool_id(pool)?;
+        let dir = format!("{pool}/names/");
+        let mut out = Vec::new();
+        for o in self.store.list(&dir)? {
+            let Some(name) = o.key.strip_prefix(&dir) else { continue };
+            if let Ok((m, _)) = get_json::<BTreeMap<String, String>>(self.store.as_ref(), &o.key, Kind::Name) {
+                if let Some(id) = m.get("id") {
+                    out.push(ImageEntry { name: name.to_string(), id: id.clone() });
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Remove an image and every object it owns. `progress(done, total)` is called as objects go.
+    pub fn remove_image(&self, pool: &str, name: &str, mut progress: impl FnMut(u64, u64)) -> Result<()> {
+        let id = self.image_id(pool, name)?;
+        let hkey = Self::header_key(pool, &id);
+        // Mark it first: an interrupted removal leaves an image that can only be removed.
+        match get_json::<ImageHeader>(self.store.as_ref(), &hkey, Kind::ImageHeader) {
+            Ok((mut h, ver)) => {
+                if !h.removing {
+                    h.removing = true;
+                    put_json(self.store.as_ref(), &hkey, Kind::ImageHeader, &h, PutMode::Update(ver))
+                        .map_err(|e| e.context(format!("marking {pool}/{name} for removal")))?;
+                }
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        let data = format!("{pool}/images/{id}/");
+        let objs: Vec<_> = self.store.list(&data)?.into_iter().filter(|o| o.key != hkey).collect();
+        let total = objs.len() as u64 + 2;
+        for (i, o) in objs.iter().enumerate() {
+            self.store.delete(&o.key)?;
+            progress(i as u64 + 1, total);
+        }
+        self.store.delete(&hkey)?;
+        progress(total - 1, total);
+        self.store.delete(&Self::name_key(pool, name))?;
+        progress(total, total);
+        Ok(())
+    }
+
+    /// Rename an image within its pool.
+    pub fn rename_image(&self, pool: &str, src: &str, dst: &str) -> Result<()> {
+        validate_image_name(dst)?;
+        let id = self.image_id(pool, src)?;
+        let entry: BTreeMap<&str, &str> = [("id", id.as_str())].into();
+        put_json(self.store.as_ref(), &Self::name_key(pool, dst), Kind::Name, &entry, PutMode::Create).map_err(
+            |e| match e.kind() {
+                ErrorKind::Exists => err!(Exists, "image {pool}/{dst} already exists"),
+                _ => e,
+            },
+        )?;
+        let hkey = Self::header_key(pool, &id);
+        loop {
+            let (mut h, ver) = get_json::<ImageHeader>(self.store.as_ref(), &hkey, Kind::ImageHeader)?;
+            h.name = dst.to_string();
+            match put_json(self.store.as_ref(), &hkey, Kind::ImageHeader, &h, PutMode::Update(ver)) {
+                Ok(_) => break,
+                Err(e) if e.kind() == ErrorKind::Busy => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        self.store.delete(&Self::name_key(pool, src))
+    }
+
+    /// Open an image by name.
+    pub fn open_image(&self, pool: &str, name: &str, read_only: bool) -> Result<Image> {
+        let id = self.image_id(pool, name)?;
+        Image::open(self, pool, &id, read_only)
+    }
+
+    /// Open an image by id.
+    pub fn open_image_by_id(&self, pool: &str, id: &str, read_only: bool) -> Result<Image> {
+        self.pool_id(pool)?;
+        if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric()) {
+            return Err(err!(Invalid, "image id {id:?} is not valid"));
+        }
+        Image::open(self, pool, id, read_only)
+    }
+}

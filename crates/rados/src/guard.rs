@@ -1,0 +1,78 @@
+//! The panic barrier of the C ABI and the "not implemented" values of the generated stubs.
+//!
+//! A Rust panic must never unwind into C: every exported body runs inside [`ffi`], which turns a
+//! panic into the function's error value. Stubs log their name when `SHALE_FFI_LOG` is set (to
+//! any value), which shows which missing function a client called.
+
+use std::io::Write;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::OnceLock;
+
+/// Run `body`, returning `on_panic` if it panics.
+pub(crate) fn ffi<T>(name: &'static str, on_panic: T, body: impl FnOnce() -> T) -> T {
+    match catch_unwind(AssertUnwindSafe(body)) {
+        Ok(v) => v,
+        Err(_) => {
+            log(format_args!("shale: panic in {name}, returning an error"));
+            on_panic
+        }
+    }
+}
+
+/// The value an unimplemented function returns, per C return type.
+pub(crate) trait NotImplemented {
+    fn not_implemented() -> Self;
+}
+
+macro_rules! enosys {
+    ($($t:ty),*) => {$(
+        impl NotImplemented for $t {
+            fn not_implemented() -> Self {
+                -(libc::ENOSYS as $t)
+            }
+        }
+    )*};
+}
+enosys!(i32, i64, isize);
+
+macro_rules! zero {
+    ($($t:ty),*) => {$(
+        impl NotImplemented for $t {
+            fn not_implemented() -> Self {
+                0
+            }
+        }
+    )*};
+}
+zero!(u32, u64);
+
+impl NotImplemented for () {
+    fn not_implemented() -> Self {}
+}
+
+impl<T> NotImplemented for *mut T {
+    fn not_implemented() -> Self {
+        std::ptr::null_mut()
+    }
+}
+
+/// Body of every generated stub.
+pub(crate) fn not_implemented<T: NotImplemented>(name: &'static str) -> T {
+    ffi(name, T::not_implemented(), || {
+        if log_enabled() {
+            log(format_args!("shale: {name} is not implemented"));
+        }
+        T::not_implemented()
+    })
+}
+
+fn log_enabled() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| std::env::var_os("SHALE_FFI_LOG").is_some())
+}
+
+fn log(args: std::fmt::Arguments<'_>) {
+    // Never panic here (eprintln! would, on a closed stderr).
+    let _ = writeln!(std::io::stderr(), "{args}");
+}
+

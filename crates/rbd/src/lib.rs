@@ -1,0 +1,12 @@
+//! librbd.so.1 of Shale: a generated forwarder.
+//!
+//! Every `rbd_X` of Ceph's librbd.h is exported here and calls `shale_rbd_X` in librados.so.2
+//! (crate shale-rados), where the implementation and all state live: a `rados_ioctx_t` made by
+//! librados must be usable by librbd, so the two libraries cannot each keep their own state.
+//! Regenerate with `python3 scripts/gen-ffi.py`.
+
+#[path = "../../rados/src/types.rs"]
+mod types;
+
+#[rustfmt::skip]
+mod generated;
