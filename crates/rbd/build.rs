@@ -9,7 +9,8 @@ use std::path::PathBuf;
 use std::process::Command;
 
 fn main() {
-    let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| ".".into()));
+    let manifest =
+        PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| ".".into()));
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
     let stub = manifest.join("abi").join("librados-link-stub.c");
     println!("cargo:rerun-if-changed={}", stub.display());
@@ -20,7 +21,10 @@ fn main() {
         .arg(&stub)
         .status()
         .unwrap_or_else(|e| panic!("cannot run {cc} to build the librados link stub: {e}"));
-    assert!(status.success(), "{cc} failed to build the librados link stub");
+    assert!(
+        status.success(),
+        "{cc} failed to build the librados link stub"
+    );
     println!("cargo:rustc-link-search=native={}", out.display());
     println!("cargo:rustc-link-lib=dylib=rados");
     println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,librbd.so.1");

@@ -9,7 +9,7 @@
 //! `extents=… bytes/extent=… insert_ns=… lookup_ns=… order=… chunks=… rss_bytes/extent=…`.
 //! `insert_ns` is the mean over building the whole map; `lookup_ns` the mean of 2M random
 //! 8-sector `for_each_in` calls on the full map. The shuffle seed comes from `SHALE_SEED`
-//! (printed, so a run can be repeated).
+//! (printed, so a run can be repeated); `SHALE_CHUNK_ENTRIES` overrides the chunk size.
 
 use shale_extmap::{ExtentMap, Target};
 use std::hint::black_box;
@@ -49,7 +49,13 @@ fn target(i: u64) -> Target {
 fn run(order_name: &str, order: &[u64], rng: &mut Rng) {
     let n = order.len() as u64;
     let rss0 = rss_bytes();
-    let mut map = ExtentMap::new();
+    let mut map = match std::env::var("SHALE_CHUNK_ENTRIES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        Some(cap) => ExtentMap::with_chunk_capacity(cap),
+        None => ExtentMap::new(),
+    };
     let t = Instant::now();
     for &i in order {
         map.insert(i * 16, 8, target(i));

@@ -44,7 +44,9 @@ unsafe fn create(out: *mut rados_t, identity: Result<Identity, c_int>) -> c_int 
         Ok(i) => i,
         Err(e) => return e,
     };
-    let handle = CLUSTERS.insert(Arc::new(Cluster { conf: Mutex::new(Conf::new(identity)) }));
+    let handle = CLUSTERS.insert(Arc::new(Cluster {
+        conf: Mutex::new(Conf::new(identity)),
+    }));
     // SAFETY: `out` is non-NULL and the caller promises it is writable.
     unsafe { out.write(handle) };
     0

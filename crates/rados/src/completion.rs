@@ -131,7 +131,9 @@ pub unsafe extern "C" fn shale_rbd_aio_release(c: rbd_completion_t) {
 #[no_mangle]
 pub unsafe extern "C" fn shale_rbd_aio_get_return_value(c: rbd_completion_t) -> isize {
     ffi("rbd_aio_get_return_value", -(libc::EINVAL as isize), || {
-        COMPLETIONS.get(c).map_or(-(libc::EINVAL as isize), |c| c.state().rval)
+        COMPLETIONS
+            .get(c)
+            .map_or(-(libc::EINVAL as isize), |c| c.state().rval)
     })
 }
 
@@ -142,7 +144,9 @@ pub unsafe extern "C" fn shale_rbd_aio_get_return_value(c: rbd_completion_t) -> 
 #[no_mangle]
 pub unsafe extern "C" fn shale_rbd_aio_get_arg(c: rbd_completion_t) -> *mut c_void {
     ffi("rbd_aio_get_arg", std::ptr::null_mut(), || {
-        COMPLETIONS.get(c).map_or(std::ptr::null_mut(), |c| c.arg as *mut c_void)
+        COMPLETIONS
+            .get(c)
+            .map_or(std::ptr::null_mut(), |c| c.arg as *mut c_void)
     })
 }
 
@@ -153,7 +157,9 @@ pub unsafe extern "C" fn shale_rbd_aio_get_arg(c: rbd_completion_t) -> *mut c_vo
 #[no_mangle]
 pub unsafe extern "C" fn shale_rbd_aio_is_complete(c: rbd_completion_t) -> c_int {
     ffi("rbd_aio_is_complete", -libc::EINVAL, || {
-        COMPLETIONS.get(c).map_or(-libc::EINVAL, |c| c_int::from(c.state().completed))
+        COMPLETIONS
+            .get(c)
+            .map_or(-libc::EINVAL, |c| c_int::from(c.state().completed))
     })
 }
 
@@ -165,7 +171,9 @@ pub unsafe extern "C" fn shale_rbd_aio_is_complete(c: rbd_completion_t) -> c_int
 #[no_mangle]
 pub unsafe extern "C" fn shale_rbd_aio_wait_for_complete(c: rbd_completion_t) -> c_int {
     ffi("rbd_aio_wait_for_complete", -libc::EINVAL, || {
-        let Some(c) = COMPLETIONS.get(c) else { return -libc::EINVAL };
+        let Some(c) = COMPLETIONS.get(c) else {
+            return -libc::EINVAL;
+        };
         let mut st = c.state();
         while !st.completed {
             st = c.done.wait(st).unwrap_or_else(|e| e.into_inner());
@@ -181,12 +189,14 @@ mod tests {
 
     static SEEN_RVAL: AtomicIsize = AtomicIsize::new(0);
     static CALLS: AtomicUsize = AtomicUsize::new(0);
+    static SEEN_ARG: AtomicUsize = AtomicUsize::new(0);
 
-    unsafe extern "C" fn release_inside(c: rbd_completion_t, arg: *mut c_void) {
+    // No assert! in here: a panic cannot unwind out of an extern "C" fn (it would abort).
+    unsafe extern "C" fn release_inside(c: rbd_completion_t, _arg: *mut c_void) {
         // SAFETY: test callback; `c` is the live completion being completed.
         unsafe {
             SEEN_RVAL.store(shale_rbd_aio_get_return_value(c), Ordering::SeqCst);
-            assert_eq!(shale_rbd_aio_get_arg(c), arg);
+            SEEN_ARG.store(shale_rbd_aio_get_arg(c) as usize, Ordering::SeqCst);
             shale_rbd_aio_release(c);
         }
         CALLS.fetch_add(1, Ordering::SeqCst);
@@ -198,7 +208,10 @@ mod tests {
         let arg = 0x1234usize as *mut c_void;
         // SAFETY: test of the C entry points with valid arguments.
         unsafe {
-            assert_eq!(shale_rbd_aio_create_completion(arg, Some(release_inside), &mut h), 0);
+            assert_eq!(
+                shale_rbd_aio_create_completion(arg, Some(release_inside), &mut h),
+                0
+            );
             assert_eq!(shale_rbd_aio_is_complete(h), 0);
             assert_eq!(shale_rbd_aio_get_arg(h), arg);
         }
@@ -212,6 +225,7 @@ mod tests {
         }
         assert_eq!(CALLS.load(Ordering::SeqCst), 1);
         assert_eq!(SEEN_RVAL.load(Ordering::SeqCst), 4096);
+        assert_eq!(SEEN_ARG.load(Ordering::SeqCst), 0x1234);
         // Released inside the callback: the handle is gone, and reuse is refused.
         // SAFETY: stale handles are accepted by contract.
         unsafe {
@@ -225,13 +239,19 @@ mod tests {
         let mut h: rbd_completion_t = std::ptr::null_mut();
         // SAFETY: test of the C entry points with valid arguments.
         unsafe {
-            assert_eq!(shale_rbd_aio_create_completion(std::ptr::null_mut(), None, &mut h), 0);
+            assert_eq!(
+                shale_rbd_aio_create_completion(std::ptr::null_mut(), None, &mut h),
+                0
+            );
             complete(COMPLETIONS.get(h).expect("live"), -(libc::EIO as isize));
             assert_eq!(shale_rbd_aio_wait_for_complete(h), 0);
             assert_eq!(shale_rbd_aio_is_complete(h), 1);
             assert_eq!(shale_rbd_aio_get_return_value(h), -(libc::EIO as isize));
             shale_rbd_aio_release(h);
-            assert_eq!(shale_rbd_aio_create_completion(std::ptr::null_mut(), None, std::ptr::null_mut()), -libc::EINVAL);
+            assert_eq!(
+                shale_rbd_aio_create_completion(std::ptr::null_mut(), None, std::ptr::null_mut()),
+                -libc::EINVAL
+            );
         }
     }
 }

@@ -11,7 +11,9 @@ pub(crate) unsafe fn arg<'a>(p: *const c_char) -> Result<&'a str, c_int> {
         return Err(-libc::EINVAL);
     }
     // SAFETY: non-NULL, and the caller promises a NUL-terminated string.
-    unsafe { CStr::from_ptr(p) }.to_str().map_err(|_| -libc::EINVAL)
+    unsafe { CStr::from_ptr(p) }
+        .to_str()
+        .map_err(|_| -libc::EINVAL)
 }
 
 /// Like [`arg`], but NULL is `None`.

@@ -75,4 +75,3 @@ fn log(args: std::fmt::Arguments<'_>) {
     // Never panic here (eprintln! would, on a closed stderr).
     let _ = writeln!(std::io::stderr(), "{args}");
 }
-

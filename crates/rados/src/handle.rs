@@ -18,7 +18,10 @@ pub(crate) struct Table<T> {
 
 impl<T> Table<T> {
     pub(crate) const fn new() -> Self {
-        Self { live: Mutex::new(BTreeSet::new()), _kind: PhantomData }
+        Self {
+            live: Mutex::new(BTreeSet::new()),
+            _kind: PhantomData,
+        }
     }
 
     fn live(&self) -> MutexGuard<'_, BTreeSet<usize>> {

@@ -27,4 +27,3 @@ mod version;
 
 #[rustfmt::skip]
 mod generated;
-

@@ -121,8 +121,9 @@ pub type librbd_progress_fn_t =
 /// `void (*)(void *arg)`
 pub type rbd_update_callback_t = Option<unsafe extern "C" fn(arg: *mut c_void)>;
 /// The callback of `rbd_read_iterate{,2}`: `int (*)(uint64_t, size_t, const char *, void *)`.
-pub type rbd_read_iterate_cb_t =
-    Option<unsafe extern "C" fn(ofs: u64, len: usize, buf: *const c_char, arg: *mut c_void) -> c_int>;
+pub type rbd_read_iterate_cb_t = Option<
+    unsafe extern "C" fn(ofs: u64, len: usize, buf: *const c_char, arg: *mut c_void) -> c_int,
+>;
 /// The callback of `rbd_diff_iterate{,2}`: `int (*)(uint64_t, size_t, int, void *)`.
 pub type rbd_diff_iterate_cb_t =
     Option<unsafe extern "C" fn(ofs: u64, len: usize, exists: c_int, arg: *mut c_void) -> c_int>;

@@ -9,7 +9,12 @@ const LIBRBD_VERSION: (c_int, c_int, c_int) = (1, 16, 0);
 
 /// # Safety
 /// Each pointer is NULL or writable.
-unsafe fn write_version(v: (c_int, c_int, c_int), major: *mut c_int, minor: *mut c_int, extra: *mut c_int) {
+unsafe fn write_version(
+    v: (c_int, c_int, c_int),
+    major: *mut c_int,
+    minor: *mut c_int,
+    extra: *mut c_int,
+) {
     for (p, x) in [(major, v.0), (minor, v.1), (extra, v.2)] {
         if !p.is_null() {
             // SAFETY: non-NULL, writable by the caller's contract.
@@ -25,7 +30,9 @@ unsafe fn write_version(v: (c_int, c_int, c_int), major: *mut c_int, minor: *mut
 #[no_mangle]
 pub unsafe extern "C" fn rados_version(major: *mut c_int, minor: *mut c_int, extra: *mut c_int) {
     // SAFETY: forwarded caller contract.
-    ffi("rados_version", (), || unsafe { write_version(LIBRADOS_VERSION, major, minor, extra) })
+    ffi("rados_version", (), || unsafe {
+        write_version(LIBRADOS_VERSION, major, minor, extra)
+    })
 }
 
 /// `void rbd_version(int *major, int *minor, int *extra)`; NULL pointers are skipped.
@@ -33,7 +40,13 @@ pub unsafe extern "C" fn rados_version(major: *mut c_int, minor: *mut c_int, ext
 /// # Safety
 /// Each pointer is NULL or writable.
 #[no_mangle]
-pub unsafe extern "C" fn shale_rbd_version(major: *mut c_int, minor: *mut c_int, extra: *mut c_int) {
+pub unsafe extern "C" fn shale_rbd_version(
+    major: *mut c_int,
+    minor: *mut c_int,
+    extra: *mut c_int,
+) {
     // SAFETY: forwarded caller contract.
-    ffi("rbd_version", (), || unsafe { write_version(LIBRBD_VERSION, major, minor, extra) })
+    ffi("rbd_version", (), || unsafe {
+        write_version(LIBRBD_VERSION, major, minor, extra)
+    })
 }

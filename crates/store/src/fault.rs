@@ -199,18 +199,33 @@ mod tests {
     #[test]
     fn toggles_and_rates() {
         let f = FaultStore::new(Arc::new(MemoryStore::new()), 7);
-        f.put("a", Bytes::from_static(b"x"), PutMode::Overwrite).unwrap();
+        f.put("a", Bytes::from_static(b"x"), PutMode::Overwrite)
+            .unwrap();
         f.set_offline(true);
         assert_eq!(f.get("a").unwrap_err().kind(), ErrorKind::Unavailable);
         f.set_offline(false);
         f.update(|c| c.fail_puts = true);
-        assert_eq!(f.put("b", Bytes::new(), PutMode::Create).unwrap_err().kind(), ErrorKind::Unavailable);
+        assert_eq!(
+            f.put("b", Bytes::new(), PutMode::Create)
+                .unwrap_err()
+                .kind(),
+            ErrorKind::Unavailable
+        );
         assert_eq!(f.inner().get("b").unwrap_err().kind(), ErrorKind::NotFound);
         assert_eq!(f.get("a").unwrap().0, Bytes::from_static(b"x"));
-        f.set(FaultConfig { get_error_rate: 0.5, ..Default::default() });
+        f.set(FaultConfig {
+            get_error_rate: 0.5,
+            ..Default::default()
+        });
         let fails = (0..1000).filter(|_| f.get("a").is_err()).count();
-        assert!((350..650).contains(&fails), "{fails} of 1000 failed at rate 0.5");
-        f.set(FaultConfig { lost_ack_rate: 1.0, ..Default::default() });
+        assert!(
+            (350..650).contains(&fails),
+            "{fails} of 1000 failed at rate 0.5"
+        );
+        f.set(FaultConfig {
+            lost_ack_rate: 1.0,
+            ..Default::default()
+        });
         assert!(f.put("c", Bytes::new(), PutMode::Create).is_err());
         assert!(f.inner().get("c").is_ok(), "a lost ack still writes");
         assert_eq!(f.injected(), 2 + fails as u64 + 1);

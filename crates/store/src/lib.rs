@@ -99,14 +99,19 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
 /// Check a key against the rules above.
 pub fn validate_key(key: &str) -> Result<()> {
     if key.is_empty() || key.len() > 1024 {
-        return Err(Error::invalid(format!("object key must be 1..=1024 bytes, got {}", key.len())));
+        return Err(Error::invalid(format!(
+            "object key must be 1..=1024 bytes, got {}",
+            key.len()
+        )));
     }
     if key.contains('\0') {
         return Err(Error::invalid("object key contains NUL"));
     }
     for c in key.split('/') {
         if c.is_empty() || c == "." || c == ".." {
-            return Err(Error::invalid(format!("object key {key:?} has an empty, '.' or '..' component")));
+            return Err(Error::invalid(format!(
+                "object key {key:?} has an empty, '.' or '..' component"
+            )));
         }
     }
     Ok(())
@@ -120,7 +125,9 @@ const SCHEMES: &str = "file:///absolute/dir, memory://[name], s3://bucket[/prefi
 /// (endpoint and credentials from the `AWS_*` environment variables).
 pub fn open_store(url: &str) -> Result<Arc<dyn ObjectStore>> {
     let Some((scheme, rest)) = url.split_once("://") else {
-        return Err(invalid!("store URL {url:?} has no scheme; supported: {SCHEMES}"));
+        return Err(invalid!(
+            "store URL {url:?} has no scheme; supported: {SCHEMES}"
+        ));
     };
     match scheme {
         "file" => {
@@ -145,7 +152,9 @@ pub fn open_store(url: &str) -> Result<Arc<dyn ObjectStore>> {
             ErrorKind::Unsupported,
             format!("store URL {url:?}: shale-store was built without the `s3` feature"),
         )),
-        _ => Err(invalid!("store URL {url:?} has unsupported scheme {scheme:?}; supported: {SCHEMES}")),
+        _ => Err(invalid!(
+            "store URL {url:?} has unsupported scheme {scheme:?}; supported: {SCHEMES}"
+        )),
     }
 }
 
@@ -153,7 +162,11 @@ pub fn open_store(url: &str) -> Result<Arc<dyn ObjectStore>> {
 /// end gives an empty range. A range whose start is after its end is the caller's bug: `Invalid`.
 pub(crate) fn clamp_range(key: &str, range: &Range<u64>, size: u64) -> Result<Range<u64>> {
     if range.start > range.end {
-        return Err(invalid!("object {key:?}: read range {}..{} is reversed", range.start, range.end));
+        return Err(invalid!(
+            "object {key:?}: read range {}..{} is reversed",
+            range.start,
+            range.end
+        ));
     }
     let end = range.end.min(size);
     let start = range.start.min(end);

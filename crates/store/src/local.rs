@@ -41,9 +41,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
-use crate::{
-    clamp_range, validate_key, Error, ObjectMeta, ObjectStore, PutMode, Result, Version,
-};
+use crate::{clamp_range, validate_key, Error, ObjectMeta, ObjectStore, PutMode, Result, Version};
 
 const TMP_DIR: &str = ".shale-tmp";
 const LOCK_FILE: &str = ".shale-lock";
@@ -72,7 +70,10 @@ impl LocalStore {
         let url = format!("file://{}", root.display());
         fs::create_dir_all(root.join(TMP_DIR))
             .map_err(|e| Error::io(format!("cannot create local store {url}"), e))?;
-        let store = LocalStore { root: root.to_path_buf(), url };
+        let store = LocalStore {
+            root: root.to_path_buf(),
+            url,
+        };
         drop(store.lock()?); // create the lock file and prove we can take it
         Ok(store)
     }
@@ -88,10 +89,14 @@ impl LocalStore {
         validate_key(key)?;
         let first = key.split('/').next().unwrap_or(key);
         if first == TMP_DIR || first == LOCK_FILE {
-            return Err(invalid!("object key {key:?}: {first:?} is reserved by the local store"));
+            return Err(invalid!(
+                "object key {key:?}: {first:?} is reserved by the local store"
+            ));
         }
         if key.split('/').any(|c| c.len() > NAME_MAX) {
-            return Err(invalid!("object key {key:?} has a component longer than {NAME_MAX} bytes"));
+            return Err(invalid!(
+                "object key {key:?} has a component longer than {NAME_MAX} bytes"
+            ));
         }
         // Components are validated (no "", ".", ".."; no leading '/'), so this stays under root.
         Ok(self.root.join(key))
@@ -139,7 +144,9 @@ impl LocalStore {
             Err(e) if is_missing(&e) => return Err(self.not_found(key)),
             Err(e) => return Err(self.key_err(key, "cannot open", e)),
         };
-        let meta = file.metadata().map_err(|e| self.key_err(key, "cannot stat", e))?;
+        let meta = file
+            .metadata()
+            .map_err(|e| self.key_err(key, "cannot stat", e))?;
         if !meta.is_file() {
             return Err(self.not_found(key));
         }
@@ -154,7 +161,9 @@ impl LocalStore {
             let parent = cur.clone();
             cur.push(comp);
             match fs::create_dir(&cur) {
-                Ok(()) => sync_dir(&parent).map_err(|e| self.key_err(key, "cannot sync dir of", e))?,
+                Ok(()) => {
+                    sync_dir(&parent).map_err(|e| self.key_err(key, "cannot sync dir of", e))?
+                }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                     if !cur.is_dir() {
                         return Err(self.conflict(key));
@@ -174,7 +183,11 @@ impl LocalStore {
         loop {
             let n = COUNTER.fetch_add(1, Ordering::Relaxed);
             let tmp = tmp_dir.join(format!("{}-{n}", std::process::id()));
-            let mut file = match fs::OpenOptions::new().write(true).create_new(true).open(&tmp) {
+            let mut file = match fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&tmp)
+            {
                 Ok(f) => f,
                 // Left behind by a crashed process that had our pid.
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
@@ -253,7 +266,13 @@ fn is_missing(e: &io::Error) -> bool {
 }
 
 fn version_of(m: &Metadata) -> Version {
-    Version(format!("{:x}-{:x}.{:x}-{:x}", m.ino(), m.mtime(), m.mtime_nsec(), m.size()))
+    Version(format!(
+        "{:x}-{:x}.{:x}-{:x}",
+        m.ino(),
+        m.mtime(),
+        m.mtime_nsec(),
+        m.size()
+    ))
 }
 
 /// A wall-clock time in nanoseconds, strictly increasing within this process.
@@ -281,7 +300,8 @@ impl ObjectStore for LocalStore {
     fn get(&self, key: &str) -> Result<(Bytes, Version)> {
         let (mut file, meta) = self.open_object(key)?;
         let mut buf = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
-        file.read_to_end(&mut buf).map_err(|e| self.key_err(key, "cannot read", e))?;
+        file.read_to_end(&mut buf)
+            .map_err(|e| self.key_err(key, "cannot read", e))?;
         Ok((Bytes::from(buf), version_of(&meta)))
     }
 
@@ -381,7 +401,13 @@ impl LocalStore {
     }
 
     /// Add the objects under `dir` (whose keys start with `key_base`) that match `prefix`.
-    fn walk(&self, dir: &Path, key_base: &str, prefix: &str, out: &mut Vec<ObjectMeta>) -> Result<()> {
+    fn walk(
+        &self,
+        dir: &Path,
+        key_base: &str,
+        prefix: &str,
+        out: &mut Vec<ObjectMeta>,
+    ) -> Result<()> {
         let entries = match fs::read_dir(dir) {
             Ok(it) => it,
             // Gone (deleted concurrently) or a file where the prefix expects a directory.
@@ -389,7 +415,8 @@ impl LocalStore {
             Err(e) => return Err(self.io_err(&format!("cannot list {}", dir.display()), e)),
         };
         for entry in entries {
-            let entry = entry.map_err(|e| self.io_err(&format!("cannot list {}", dir.display()), e))?;
+            let entry =
+                entry.map_err(|e| self.io_err(&format!("cannot list {}", dir.display()), e))?;
             let Ok(name) = entry.file_name().into_string() else {
                 continue; // not UTF-8: not written by this store
             };

@@ -36,17 +36,25 @@ fn named_stores() -> &'static Mutex<HashMap<String, Arc<MemoryStore>>> {
 impl MemoryStore {
     /// A fresh, empty, unnamed store.
     pub fn new() -> Self {
-        MemoryStore { name: String::new(), inner: Mutex::new(Inner::default()) }
+        MemoryStore {
+            name: String::new(),
+            inner: Mutex::new(Inner::default()),
+        }
     }
 
     /// The process-wide store called `name` (`memory://name`), created empty on first use.
     pub fn named(name: &str) -> Result<Arc<MemoryStore>> {
         if name.contains('/') || name.contains('\0') {
-            return Err(invalid!("memory store name {name:?} must not contain '/' or NUL"));
+            return Err(invalid!(
+                "memory store name {name:?} must not contain '/' or NUL"
+            ));
         }
         let mut map = named_stores().lock().unwrap_or_else(|p| p.into_inner());
         let store = map.entry(name.to_string()).or_insert_with(|| {
-            Arc::new(MemoryStore { name: name.to_string(), inner: Mutex::new(Inner::default()) })
+            Arc::new(MemoryStore {
+                name: name.to_string(),
+                inner: Mutex::new(Inner::default()),
+            })
         });
         Ok(Arc::clone(store))
     }
@@ -132,7 +140,10 @@ impl ObjectStore for MemoryStore {
             .objects
             .range(prefix.to_string()..)
             .take_while(|(k, _)| k.starts_with(prefix))
-            .map(|(k, (d, _))| ObjectMeta { key: k.clone(), size: d.len() as u64 })
+            .map(|(k, (d, _))| ObjectMeta {
+                key: k.clone(),
+                size: d.len() as u64,
+            })
             .collect())
     }
 

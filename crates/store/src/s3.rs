@@ -24,8 +24,10 @@
 //! runtime is served from a scoped helper thread, since blocking there would panic.
 //!
 //! The bucket is created on first need: a PUT answered `404` makes the store send one SigV4-
-//! signed `PUT /<bucket>` (CreateBucket; `object_store` has no call for it) and retry if that
-//! created the bucket. Reads and lists of a missing bucket see an empty store.
+//! signed `PUT /<bucket>` (CreateBucket, signed with `object_store`'s own signer, which has no
+//! call for it) and retry if that created the bucket; [`S3Store::ensure_bucket`] does the same
+//! up front. Reads and lists of a missing bucket see an empty store. (SeaweedFS creates a bucket
+//! on the first object PUT by itself, so there the fallback never fires.)
 
 use std::future::Future;
 use std::ops::Range;
@@ -34,12 +36,14 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::TryStreamExt;
-use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey, AwsAuthorizer, S3ConditionalPut};
+use object_store::aws::{
+    AmazonS3, AmazonS3Builder, AmazonS3ConfigKey, AwsAuthorizer, S3ConditionalPut,
+};
 use object_store::client::{HttpClient, HttpConnector, HttpRequestBody, ReqwestConnector};
 use object_store::path::Path;
 use object_store::{
-    ClientConfigKey, ClientOptions, GetOptions, GetRange, ObjectStore as _,
-    ObjectStoreExt as _, PutOptions, PutPayload, RetryConfig, UpdateVersion,
+    ClientConfigKey, ClientOptions, GetOptions, GetRange, ObjectStore as _, ObjectStoreExt as _,
+    PutOptions, PutPayload, RetryConfig, UpdateVersion,
 };
 
 use crate::{validate_key, Error, ErrorKind, ObjectMeta, ObjectStore, PutMode, Result, Version};
@@ -75,18 +79,29 @@ impl S3Store {
             .ok_or_else(|| invalid!("store URL {url:?} is not an s3:// URL"))?;
         let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
         if bucket.is_empty() {
-            return Err(invalid!("store URL {url:?} names no bucket (s3://bucket/prefix)"));
+            return Err(invalid!(
+                "store URL {url:?} names no bucket (s3://bucket/prefix)"
+            ));
         }
         let prefix = prefix.trim_end_matches('/');
         if !prefix.is_empty() {
-            validate_key(prefix).map_err(|e| e.context(format!("store URL {url:?}: bad prefix")))?;
+            validate_key(prefix)
+                .map_err(|e| e.context(format!("store URL {url:?}: bad prefix")))?;
         }
-        let prefix = if prefix.is_empty() { String::new() } else { format!("{prefix}/") };
+        let prefix = if prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{prefix}/")
+        };
 
         let mut builder = AmazonS3Builder::from_env();
         for (name, value) in settings {
             let key: AmazonS3ConfigKey = name.to_ascii_lowercase().parse().map_err(|e| {
-                Error::with_source(ErrorKind::Invalid, format!("store {url:?}: unknown S3 setting {name:?}"), e)
+                Error::with_source(
+                    ErrorKind::Invalid,
+                    format!("store {url:?}: unknown S3 setting {name:?}"),
+                    e,
+                )
             })?;
             builder = builder.with_config(key, *value);
         }
@@ -107,8 +122,9 @@ impl S3Store {
         let allow_http = builder
             .get_config_value(&AmazonS3ConfigKey::Client(ClientConfigKey::AllowHttp))
             .is_some_and(|v| v.eq_ignore_ascii_case("true") || v == "1");
-        let bad_config =
-            |e: object_store::Error| Error::with_source(ErrorKind::Invalid, format!("cannot configure {url}"), e);
+        let bad_config = |e: object_store::Error| {
+            Error::with_source(ErrorKind::Invalid, format!("cannot configure {url}"), e)
+        };
         let s3 = builder.build().map_err(bad_config)?;
         let http = ReqwestConnector::default()
             .connect(&ClientOptions::new().with_allow_http(allow_http))
@@ -150,8 +166,13 @@ impl S3Store {
 
     fn path(&self, key: &str) -> Result<Path> {
         validate_key(key)?;
-        Path::parse(format!("{}{key}", self.prefix))
-            .map_err(|e| Error::with_source(ErrorKind::Invalid, format!("object key {key:?} is not valid on S3"), e))
+        Path::parse(format!("{}{key}", self.prefix)).map_err(|e| {
+            Error::with_source(
+                ErrorKind::Invalid,
+                format!("object key {key:?} is not valid on S3"),
+                e,
+            )
+        })
     }
 
     fn map_err(&self, op: &str, key: &str, e: object_store::Error) -> Error {
@@ -172,18 +193,34 @@ impl S3Store {
             ErrorKind::Busy => "changed (version precondition failed)",
             _ => "failed",
         };
-        Error::with_source(kind, format!("{op} of object {key:?} in {}: {what}", self.url), e)
+        Error::with_source(
+            kind,
+            format!("{op} of object {key:?} in {}: {what}", self.url),
+            e,
+        )
+    }
+
+    /// Create the bucket if it does not exist: `Ok(true)` if this call created it, `Ok(false)`
+    /// if it was there already. Puts call this themselves when the bucket is missing; it is
+    /// public for tools that want to prepare a bucket up front.
+    pub fn ensure_bucket(&self) -> Result<bool> {
+        let created = self.block_on(self.create_bucket())?;
+        self.bucket_ready.store(true, Ordering::Relaxed);
+        Ok(created)
     }
 
     /// Send CreateBucket. `Ok(true)` if this call created it, `Ok(false)` if it existed.
     async fn create_bucket(&self) -> Result<bool> {
-        let fail = |what: &str| Error::unavailable(format!("cannot create bucket of {}: {what}", self.url));
-        let cred = self
-            .s3
-            .credentials()
-            .get_credential()
-            .await
-            .map_err(|e| Error::with_source(ErrorKind::Unavailable, format!("no credentials for {}", self.url), e))?;
+        let fail = |what: &str| {
+            Error::unavailable(format!("cannot create bucket of {}: {what}", self.url))
+        };
+        let cred = self.s3.credentials().get_credential().await.map_err(|e| {
+            Error::with_source(
+                ErrorKind::Unavailable,
+                format!("no credentials for {}", self.url),
+                e,
+            )
+        })?;
         let body = if self.region == "us-east-1" {
             Bytes::new()
         } else {
@@ -202,7 +239,11 @@ impl S3Store {
         AwsAuthorizer::new(&cred, "s3", &self.region)
             .try_authorize(&mut req, None)
             .map_err(|e| fail(&format!("cannot sign: {e}")))?;
-        let resp = self.http.execute(req).await.map_err(|e| fail(&e.to_string()))?;
+        let resp = self
+            .http
+            .execute(req)
+            .await
+            .map_err(|e| fail(&e.to_string()))?;
         let status = resp.status();
         if status.is_success() {
             tracing::info!(url = %self.url, "created bucket");
@@ -216,23 +257,37 @@ impl S3Store {
         }
     }
 
-    async fn put_once(&self, path: &Path, data: Bytes, mode: &PutMode) -> object_store::Result<object_store::PutResult> {
+    async fn put_once(
+        &self,
+        path: &Path,
+        data: Bytes,
+        mode: &PutMode,
+    ) -> object_store::Result<object_store::PutResult> {
         let mode = match mode {
             PutMode::Overwrite => object_store::PutMode::Overwrite,
             PutMode::Create => object_store::PutMode::Create,
-            PutMode::Update(v) => {
-                object_store::PutMode::Update(UpdateVersion { e_tag: Some(v.0.clone()), version: None })
-            }
+            PutMode::Update(v) => object_store::PutMode::Update(UpdateVersion {
+                e_tag: Some(v.0.clone()),
+                version: None,
+            }),
         };
-        let opts = PutOptions { mode, ..Default::default() };
-        self.s3.put_opts(path, PutPayload::from_bytes(data), opts).await
+        let opts = PutOptions {
+            mode,
+            ..Default::default()
+        };
+        self.s3
+            .put_opts(path, PutPayload::from_bytes(data), opts)
+            .await
     }
 
     fn version(&self, key: &str, e_tag: Option<String>) -> Result<Version> {
         e_tag.map(Version).ok_or_else(|| {
             Error::new(
                 ErrorKind::Unsupported,
-                format!("{} returned no ETag for object {key:?}; conditional writes need one", self.url),
+                format!(
+                    "{} returned no ETag for object {key:?}; conditional writes need one",
+                    self.url
+                ),
             )
         })
     }
@@ -254,7 +309,11 @@ impl ObjectStore for S3Store {
     fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
         let path = self.path(key)?;
         if range.start > range.end {
-            return Err(invalid!("object {key:?}: read range {}..{} is reversed", range.start, range.end));
+            return Err(invalid!(
+                "object {key:?}: read range {}..{} is reversed",
+                range.start,
+                range.end
+            ));
         }
         self.block_on(async {
             let size_says_empty = || async {
@@ -267,7 +326,16 @@ impl ObjectStore for S3Store {
                 size_says_empty().await?;
                 return Ok(Bytes::new());
             }
-            let opts = GetOptions { range: Some(GetRange::Bounded(range.clone())), ..Default::default() };
+            // An end past i64::MAX ("to the end") is not a range every server parses.
+            let get_range = if range.end > i64::MAX as u64 {
+                GetRange::Offset(range.start)
+            } else {
+                GetRange::Bounded(range.clone())
+            };
+            let opts = GetOptions {
+                range: Some(get_range),
+                ..Default::default()
+            };
             match self.s3.get_opts(&path, opts).await {
                 Ok(res) => res.bytes().await,
                 Err(e @ object_store::Error::NotFound { .. }) => Err(e),
@@ -286,7 +354,9 @@ impl ObjectStore for S3Store {
         let res = self.block_on(async {
             let first = self.put_once(&path, data.clone(), &mode).await;
             match first {
-                Err(object_store::Error::NotFound { .. }) if !self.bucket_ready.load(Ordering::Relaxed) => {
+                Err(object_store::Error::NotFound { .. })
+                    if !self.bucket_ready.load(Ordering::Relaxed) =>
+                {
                     // Maybe the bucket is missing. If creating it works, this put never ran.
                     let created = self.create_bucket().await?;
                     self.bucket_ready.store(true, Ordering::Relaxed);
@@ -302,6 +372,18 @@ impl ObjectStore for S3Store {
             Ok(r) => {
                 self.bucket_ready.store(true, Ordering::Relaxed);
                 self.version(key, r.e_tag)
+            }
+            Err(e @ object_store::Error::Precondition { .. })
+                if matches!(mode, PutMode::Update(_)) =>
+            {
+                // Some servers (SeaweedFS) answer If-Match on a missing object with 412, not 404.
+                match self.block_on(self.s3.head(&path)) {
+                    Err(object_store::Error::NotFound { .. }) => Err(Error::not_found(format!(
+                        "put of object {key:?} in {}: not found",
+                        self.url
+                    ))),
+                    _ => Err(self.map_err("put", key, e)),
+                }
             }
             Err(e) => Err(self.map_err("put", key, e)),
         }
@@ -326,8 +408,10 @@ impl ObjectStore for S3Store {
             self.block_on(self.s3.list(dir.as_ref()).try_collect());
         let metas = match listed {
             Ok(m) => m,
-            // Only the bucket can be missing: nothing stored yet.
+            // Only the bucket can be missing: nothing stored yet. object_store reports that
+            // as a generic error, so recognise S3's error code.
             Err(object_store::Error::NotFound { .. }) => Vec::new(),
+            Err(e) if e.to_string().contains("NoSuchBucket") => Vec::new(),
             Err(e) => return Err(self.map_err("list", prefix, e)),
         };
         let mut out: Vec<ObjectMeta> = metas
@@ -335,7 +419,10 @@ impl ObjectStore for S3Store {
             .filter_map(|m| {
                 let loc: &str = m.location.as_ref();
                 let key = loc.strip_prefix(&self.prefix)?;
-                key.starts_with(prefix).then(|| ObjectMeta { key: key.to_string(), size: m.size })
+                key.starts_with(prefix).then(|| ObjectMeta {
+                    key: key.to_string(),
+                    size: m.size,
+                })
             })
             .collect();
         out.sort_by(|a, b| a.key.cmp(&b.key));

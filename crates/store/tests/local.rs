@@ -22,7 +22,12 @@ fn local_conformance() {
     let mut left = left;
     left.sort();
     assert_eq!(left, [".shale-lock", ".shale-tmp"]);
-    assert_eq!(std::fs::read_dir(dir.path().join(".shale-tmp")).unwrap().count(), 0);
+    assert_eq!(
+        std::fs::read_dir(dir.path().join(".shale-tmp"))
+            .unwrap()
+            .count(),
+        0
+    );
 }
 
 #[test]
@@ -30,13 +35,29 @@ fn two_handles_on_one_directory_see_each_other() {
     let dir = tempfile::tempdir().unwrap();
     let a = LocalStore::open(dir.path()).unwrap();
     let b = LocalStore::open(dir.path()).unwrap();
-    let v = a.put("pool/names/img", Bytes::from_static(b"id1"), PutMode::Create).unwrap();
-    assert_eq!(b.get("pool/names/img").unwrap(), (Bytes::from_static(b"id1"), v.clone()));
+    let v = a
+        .put(
+            "pool/names/img",
+            Bytes::from_static(b"id1"),
+            PutMode::Create,
+        )
+        .unwrap();
     assert_eq!(
-        b.put("pool/names/img", Bytes::new(), PutMode::Create).unwrap_err().kind(),
+        b.get("pool/names/img").unwrap(),
+        (Bytes::from_static(b"id1"), v.clone())
+    );
+    assert_eq!(
+        b.put("pool/names/img", Bytes::new(), PutMode::Create)
+            .unwrap_err()
+            .kind(),
         ErrorKind::Exists
     );
-    b.put("pool/names/img", Bytes::from_static(b"id2"), PutMode::Update(v)).unwrap();
+    b.put(
+        "pool/names/img",
+        Bytes::from_static(b"id2"),
+        PutMode::Update(v),
+    )
+    .unwrap();
     assert_eq!(a.get("pool/names/img").unwrap().0.as_ref(), b"id2");
 }
 
@@ -44,10 +65,21 @@ fn two_handles_on_one_directory_see_each_other() {
 fn objects_are_plain_files_and_reserved_names_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let store = LocalStore::open(dir.path()).unwrap();
-    store.put("p/images/1/seg/0001", Bytes::from_static(b"data"), PutMode::Create).unwrap();
-    assert_eq!(std::fs::read(dir.path().join("p/images/1/seg/0001")).unwrap(), b"data");
+    store
+        .put(
+            "p/images/1/seg/0001",
+            Bytes::from_static(b"data"),
+            PutMode::Create,
+        )
+        .unwrap();
+    assert_eq!(
+        std::fs::read(dir.path().join("p/images/1/seg/0001")).unwrap(),
+        b"data"
+    );
     for key in [".shale-tmp/x", ".shale-lock", ".shale-tmp"] {
-        let e = store.put(key, Bytes::new(), PutMode::Overwrite).unwrap_err();
+        let e = store
+            .put(key, Bytes::new(), PutMode::Overwrite)
+            .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Invalid, "{key}: {e}");
     }
     // A stray temp file (a crashed put) is never listed or read.
@@ -60,11 +92,19 @@ fn objects_are_plain_files_and_reserved_names_are_refused() {
 fn a_key_cannot_be_both_object_and_directory() {
     let dir = tempfile::tempdir().unwrap();
     let store = LocalStore::open(dir.path()).unwrap();
-    store.put("a/b", Bytes::from_static(b"file"), PutMode::Create).unwrap();
-    let e = store.put("a/b/c", Bytes::new(), PutMode::Create).unwrap_err();
+    store
+        .put("a/b", Bytes::from_static(b"file"), PutMode::Create)
+        .unwrap();
+    let e = store
+        .put("a/b/c", Bytes::new(), PutMode::Create)
+        .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Invalid, "{e}");
-    store.put("x/y/z", Bytes::from_static(b"deep"), PutMode::Create).unwrap();
-    let e = store.put("x/y", Bytes::new(), PutMode::Overwrite).unwrap_err();
+    store
+        .put("x/y/z", Bytes::from_static(b"deep"), PutMode::Create)
+        .unwrap();
+    let e = store
+        .put("x/y", Bytes::new(), PutMode::Overwrite)
+        .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Invalid, "{e}");
     assert_eq!(store.get("x/y").unwrap_err().kind(), ErrorKind::NotFound);
     store.delete("x/y").unwrap(); // a directory is not an object: nothing to delete
@@ -78,7 +118,11 @@ fn objects_outside_the_store_are_unreachable() {
     std::fs::write(parent.path().join("secret"), b"s").unwrap();
     let store = LocalStore::open(parent.path().join("store")).unwrap();
     for key in ["../secret", "a/../../secret", "/secret"] {
-        assert_eq!(store.get(key).unwrap_err().kind(), ErrorKind::Invalid, "{key}");
+        assert_eq!(
+            store.get(key).unwrap_err().kind(),
+            ErrorKind::Invalid,
+            "{key}"
+        );
     }
     // A list prefix is a plain string; one that looks like a path escape finds nothing.
     assert!(store.list("../").unwrap().is_empty());
@@ -105,7 +149,11 @@ fn race_child() {
     }
     let mut results = Vec::new();
     for round in 0..20 {
-        let r = store.put(&format!("race/{round}"), Bytes::from(id.to_string()), PutMode::Create);
+        let r = store.put(
+            &format!("race/{round}"),
+            Bytes::from(id.to_string()),
+            PutMode::Create,
+        );
         results.push(match r {
             Ok(_) => "WON".to_string(),
             Err(e) if e.kind() == ErrorKind::Exists => "EXISTS".to_string(),
@@ -156,6 +204,10 @@ fn create_race_between_processes() {
     for (round, winners) in per_round_winners.iter().enumerate() {
         assert_eq!(winners.len(), 1, "round {round}: winners {winners:?}");
         let data = store.get(&format!("race/{round}")).unwrap().0;
-        assert_eq!(data.as_ref(), winners[0].as_bytes(), "round {round}: the winner's bytes");
+        assert_eq!(
+            data.as_ref(),
+            winners[0].as_bytes(),
+            "round {round}: the winner's bytes"
+        );
     }
 }

@@ -23,7 +23,8 @@ fn named_memory_stores_are_shared() {
     let a = open_store("memory://shared-test").unwrap();
     let b = open_store("memory://shared-test").unwrap();
     let c = open_store("memory://").unwrap();
-    a.put("k", bytes::Bytes::from_static(b"v"), PutMode::Create).unwrap();
+    a.put("k", bytes::Bytes::from_static(b"v"), PutMode::Create)
+        .unwrap();
     assert_eq!(b.get("k").unwrap().0.as_ref(), b"v");
     assert!(c.get("k").is_err());
     assert_eq!(a.url(), "memory://shared-test");

@@ -4,8 +4,17 @@ use shale_store::{open_store, ErrorKind};
 
 #[test]
 fn bad_urls_are_invalid_and_name_the_schemes() {
-    for url in ["", "/var/lib/shale", "ftp://x", "file://relative/path", "s3://", "s3:///prefix"] {
-        let e = open_store(url).err().unwrap_or_else(|| panic!("{url:?} opened"));
+    for url in [
+        "",
+        "/var/lib/shale",
+        "ftp://x",
+        "file://relative/path",
+        "s3://",
+        "s3:///prefix",
+    ] {
+        let e = open_store(url)
+            .err()
+            .unwrap_or_else(|| panic!("{url:?} opened"));
         assert_eq!(e.kind(), ErrorKind::Invalid, "{url:?}: {e}");
     }
     let e = open_store("ftp://x").err().unwrap();
@@ -29,5 +38,8 @@ fn file_url_creates_the_directory() {
 fn s3_url_opens_without_network() {
     // Opening sends nothing; a bad prefix is refused up front.
     assert!(open_store("s3://bucket/some/prefix").is_ok());
-    assert_eq!(open_store("s3://bucket/a/../b").err().unwrap().kind(), ErrorKind::Invalid);
+    assert_eq!(
+        open_store("s3://bucket/a/../b").err().unwrap().kind(),
+        ErrorKind::Invalid
+    );
 }

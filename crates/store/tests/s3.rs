@@ -14,8 +14,15 @@ fn store() -> Option<S3Store> {
         println!("skipped: set SHALE_TEST_S3=s3://bucket/prefix (and the AWS_* variables) to run");
         return None;
     };
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
-    let url = format!("{}/run-{}-{nanos:x}", base.trim_end_matches('/'), std::process::id());
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let url = format!(
+        "{}/run-{}-{nanos:x}",
+        base.trim_end_matches('/'),
+        std::process::id()
+    );
     Some(S3Store::open(&url).unwrap())
 }
 
@@ -33,11 +40,41 @@ fn s3_missing_bucket_is_created_on_first_put() {
     if store().is_none() {
         return;
     }
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
     let store = S3Store::open(&format!("s3://shale-new-{nanos:x}/p")).unwrap();
-    assert!(store.list("").unwrap().is_empty(), "a missing bucket lists as empty");
+    assert!(
+        store.list("").unwrap().is_empty(),
+        "a missing bucket lists as empty"
+    );
     assert_eq!(store.get("k").unwrap_err().kind(), ErrorKind::NotFound);
-    store.put("k", Bytes::from_static(b"v"), PutMode::Create).unwrap();
+    store
+        .put("k", Bytes::from_static(b"v"), PutMode::Create)
+        .unwrap();
+    assert_eq!(store.get("k").unwrap().0.as_ref(), b"v");
+    store.delete("k").unwrap();
+}
+
+#[test]
+fn s3_ensure_bucket_creates_it_once() {
+    if store().is_none() {
+        return;
+    }
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let store = S3Store::open(&format!("s3://shale-ensure-{nanos:x}")).unwrap();
+    assert!(
+        store.ensure_bucket().unwrap(),
+        "first call creates the bucket"
+    );
+    assert!(!store.ensure_bucket().unwrap(), "second call finds it");
+    store
+        .put("k", Bytes::from_static(b"v"), PutMode::Create)
+        .unwrap();
     assert_eq!(store.get("k").unwrap().0.as_ref(), b"v");
     store.delete("k").unwrap();
 }
@@ -49,10 +86,33 @@ fn s3_unreachable_endpoint_is_unavailable() {
         return;
     }
     // Nothing listens on port 1 of the loopback address.
-    let store =
-        S3Store::open_with("s3://b/p", &[("aws_endpoint", "http://127.0.0.1:1"), ("aws_allow_http", "true")])
-            .unwrap();
+    let store = S3Store::open_with(
+        "s3://b/p",
+        &[
+            ("aws_endpoint", "http://127.0.0.1:1"),
+            ("aws_allow_http", "true"),
+        ],
+    )
+    .unwrap();
     let e = store.get("k").unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
-    assert!(e.to_string().contains("\"k\"") && e.to_string().contains("s3://b/p"), "{e}");
+    assert!(
+        e.to_string().contains("\"k\"") && e.to_string().contains("s3://b/p"),
+        "{e}"
+    );
+}
+
+#[test]
+fn s3_works_when_called_from_inside_a_tokio_runtime() {
+    let Some(store) = store() else { return };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        store
+            .put("inside", Bytes::from_static(b"v"), PutMode::Create)
+            .unwrap();
+        assert_eq!(store.get("inside").unwrap().0.as_ref(), b"v");
+        store.delete("inside").unwrap();
+    });
 }

@@ -34,13 +34,18 @@ pub(crate) fn parse(text: &str) -> Result<Sections, ParseError> {
         }
         pending.push_str(raw);
         let line = std::mem::take(&mut pending);
-        let err = |what| ParseError { line: start_line, what };
+        let err = |what| ParseError {
+            line: start_line,
+            what,
+        };
         let trimmed = line.trim();
         if trimmed.is_empty() || trimmed.starts_with('#') || trimmed.starts_with(';') {
             continue;
         }
         if let Some(rest) = trimmed.strip_prefix('[') {
-            let end = rest.find(']').ok_or_else(|| err("section header without ']'"))?;
+            let end = rest
+                .find(']')
+                .ok_or_else(|| err("section header without ']'"))?;
             let after = rest[end + 1..].trim();
             if !(after.is_empty() || after.starts_with('#') || after.starts_with(';')) {
                 return Err(err("text after a section header"));
@@ -53,13 +58,17 @@ pub(crate) fn parse(text: &str) -> Result<Sections, ParseError> {
             sections.entry(name.to_string()).or_default();
             continue;
         }
-        let eq = trimmed.find('=').ok_or_else(|| err("line is neither a section nor key = value"))?;
+        let eq = trimmed
+            .find('=')
+            .ok_or_else(|| err("line is neither a section nor key = value"))?;
         let key = normalize(&trimmed[..eq]);
         if key.is_empty() {
             return Err(err("empty key"));
         }
         let value = parse_value(trimmed[eq + 1..].trim()).ok_or_else(|| err("bad quoted value"))?;
-        let section = current.clone().ok_or_else(|| err("key before the first section"))?;
+        let section = current
+            .clone()
+            .ok_or_else(|| err("key before the first section"))?;
         sections.entry(section).or_default().insert(key, value);
     }
     Ok(sections)

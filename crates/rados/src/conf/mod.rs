@@ -31,14 +31,20 @@ impl Identity {
     /// `client.<id>` from `rados_create`'s bare id (NULL → `admin`).
     pub(crate) fn client(cluster: Option<&str>, id: Option<&str>) -> Self {
         Self {
-            cluster: cluster.filter(|c| !c.is_empty()).unwrap_or("ceph").to_string(),
+            cluster: cluster
+                .filter(|c| !c.is_empty())
+                .unwrap_or("ceph")
+                .to_string(),
             entity_type: "client".to_string(),
             id: id.unwrap_or("admin").to_string(),
         }
     }
 
     /// From `rados_create2`'s full entity name `type.id` (NULL → `client.admin`).
-    pub(crate) fn from_entity_name(cluster: Option<&str>, name: Option<&str>) -> Result<Self, c_int> {
+    pub(crate) fn from_entity_name(
+        cluster: Option<&str>,
+        name: Option<&str>,
+    ) -> Result<Self, c_int> {
         let Some(name) = name else {
             return Ok(Self::client(cluster, None));
         };
@@ -73,7 +79,11 @@ pub(crate) struct Conf {
 
 impl Conf {
     pub(crate) fn new(identity: Identity) -> Self {
-        Self { identity, values: BTreeMap::new(), path: None }
+        Self {
+            identity,
+            values: BTreeMap::new(),
+            path: None,
+        }
     }
 
     /// `rados_conf_set`: `-ENOENT` for a name librados does not know.
@@ -85,7 +95,10 @@ impl Conf {
         if !options::is_known(&key) {
             return Err(-libc::ENOENT);
         }
-        self.values.entry(key).or_default().insert(Level::Override, value.to_string());
+        self.values
+            .entry(key)
+            .or_default()
+            .insert(Level::Override, value.to_string());
         Ok(())
     }
 
@@ -133,7 +146,10 @@ impl Conf {
             None => self.default_search_path(),
         };
         let expanded = self.expand(&list);
-        for path in expanded.split([',', ';', ' ', '\t']).filter(|p| !p.is_empty()) {
+        for path in expanded
+            .split([',', ';', ' ', '\t'])
+            .filter(|p| !p.is_empty())
+        {
             let text = match std::fs::read(path) {
                 Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
                 Err(_) => continue,
@@ -153,10 +169,15 @@ impl Conf {
         let me = self.identity.name();
         // Least specific first, so that more specific sections overwrite.
         for section in ["global", self.identity.entity_type.as_str(), me.as_str()] {
-            let Some(kv) = sections.get(section) else { continue };
+            let Some(kv) = sections.get(section) else {
+                continue;
+            };
             for (key, value) in kv {
                 if options::is_known(key) {
-                    self.values.entry(key.clone()).or_default().insert(Level::File, value.clone());
+                    self.values
+                        .entry(key.clone())
+                        .or_default()
+                        .insert(Level::File, value.clone());
                 }
             }
         }
@@ -255,18 +276,33 @@ mod tests {
         assert_eq!(c.read_file(Some(&list)), Ok(()));
         assert_eq!(c.get("mon_host").as_deref(), Ok("c"));
         assert_eq!(c.get("log_file").as_deref(), Ok("set-before-read"));
-        assert_eq!(c.get("keyring").as_deref(), Ok("/etc/ceph/ceph.client.qemu.keyring"));
+        assert_eq!(
+            c.get("keyring").as_deref(),
+            Ok("/etc/ceph/ceph.client.qemu.keyring")
+        );
         assert_eq!(c.read_file(Some("/nonexistent/a.conf")), Err(-libc::ENOENT));
         std::fs::write(&path, "[global\n").expect("write conf");
-        assert_eq!(c.read_file(Some(&path.to_string_lossy())), Err(-libc::EINVAL));
+        assert_eq!(
+            c.read_file(Some(&path.to_string_lossy())),
+            Err(-libc::EINVAL)
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
     fn entity_names() {
         let id = Identity::from_entity_name(Some(""), Some("client.cinder")).expect("valid");
-        assert_eq!((id.cluster.as_str(), id.name().as_str()), ("ceph", "client.cinder"));
-        assert_eq!(Identity::from_entity_name(None, Some("cinder")).err(), Some(-libc::EINVAL));
-        assert_eq!(Identity::from_entity_name(None, None).map(|i| i.name()), Ok("client.admin".into()));
+        assert_eq!(
+            (id.cluster.as_str(), id.name().as_str()),
+            ("ceph", "client.cinder")
+        );
+        assert_eq!(
+            Identity::from_entity_name(None, Some("cinder")).err(),
+            Some(-libc::EINVAL)
+        );
+        assert_eq!(
+            Identity::from_entity_name(None, None).map(|i| i.name()),
+            Ok("client.admin".into())
+        );
     }
 }

@@ -13,13 +13,20 @@ pub(crate) const SHALE_PREFIX: &str = "shale_";
 /// Canonical form of an option name: spaces are underscores, as in Ceph (dashes are not: the
 /// real librados refuses `rbd-cache` with `-ENOENT`, checked against Ceph 16.2.15).
 pub(crate) fn normalize(name: &str) -> String {
-    name.trim().chars().map(|c| if c == ' ' { '_' } else { c }).collect()
+    name.trim()
+        .chars()
+        .map(|c| if c == ' ' { '_' } else { c })
+        .collect()
 }
 
 fn ceph_names() -> &'static BTreeSet<&'static str> {
     static NAMES: OnceLock<BTreeSet<&'static str>> = OnceLock::new();
     NAMES.get_or_init(|| {
-        CEPH_OPTION_NAMES.lines().map(str::trim).filter(|l| !l.is_empty()).collect()
+        CEPH_OPTION_NAMES
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect()
     })
 }
 

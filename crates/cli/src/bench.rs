@@ -1,0 +1,176 @@
+//! `shale bench`: rbd-bench-style load on an image, or (with `--target-file`) the very same
+//! load on a plain file, so that one script can print ratios against the filesystem.
+
+use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use clap::{Args, ValueEnum};
+use serde_json::json;
+use shale_error::{err, Error, Result};
+use shale_image::size::{format_size, parse_size};
+use shale_image::{Cluster, ImageSpec};
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// The image (must exist)
+    pub spec: String,
+    #[arg(long, value_enum)]
+    pub io_type: IoType,
+    #[arg(long, default_value = "4K")]
+    pub io_size: String,
+    #[arg(long, default_value_t = 16)]
+    pub io_threads: usize,
+    #[arg(long, default_value = "1G")]
+    pub io_total: String,
+    #[arg(long, value_enum, default_value = "seq")]
+    pub io_pattern: Pattern,
+    /// Percentage of reads for --io-type readwrite
+    #[arg(long, default_value_t = 50)]
+    pub rw_mix_read: u8,
+    /// Run the same load on this plain file (created at the image's size) instead of the image
+    #[arg(long)]
+    pub target_file: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum IoType {
+    Read,
+    Write,
+    Readwrite,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Pattern {
+    Seq,
+    Rand,
+}
+
+trait Target: Send + Sync {
+    fn read(&self, off: u64, buf: &mut [u8]) -> Result<()>;
+    fn write(&self, off: u64, buf: &[u8]) -> Result<()>;
+    fn flush(&self) -> Result<()>;
+}
+
+impl Target for shale_image::Image {
+    fn read(&self, off: u64, buf: &mut [u8]) -> Result<()> {
+        shale_image::Image::read(self, off, buf).map(|_| ())
+    }
+    fn write(&self, off: u64, buf: &[u8]) -> Result<()> {
+        shale_image::Image::write(self, off, buf)
+    }
+    fn flush(&self) -> Result<()> {
+        shale_image::Image::flush(self)
+    }
+}
+
+impl Target for std::fs::File {
+    fn read(&self, off: u64, buf: &mut [u8]) -> Result<()> {
+        self.read_exact_at(buf, off).map_err(|e| Error::io("bench read", e))
+    }
+    fn write(&self, off: u64, buf: &[u8]) -> Result<()> {
+        self.write_all_at(buf, off).map_err(|e| Error::io("bench write", e))
+    }
+    fn flush(&self) -> Result<()> {
+        self.sync_data().map_err(|e| Error::io("bench fdatasync", e))
+    }
+}
+
+fn xorshift(s: &mut u64) -> u64 {
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    *s
+}
+
+pub fn run(c: &Cluster, sp: &ImageSpec, a: &BenchArgs, json_out: bool) -> Result<()> {
+    let io_size = parse_size(&a.io_size, 1)?;
+    let total = parse_size(&a.io_total, 1)?;
+    if io_size == 0 || io_size > 64 << 20 {
+        return Err(err!(Invalid, "--io-size must be between 1 byte and 64M"));
+    }
+    if a.io_threads == 0 || a.io_threads > 1024 {
+        return Err(err!(Invalid, "--io-threads must be between 1 and 1024"));
+    }
+    if a.rw_mix_read > 100 {
+        return Err(err!(Invalid, "--rw-mix-read is a percentage (0..=100)"));
+    }
+    let img = c.open_image(&sp.pool, &sp.image, a.io_type == IoType::Read && a.target_file.is_none())?;
+    let size = img.size();
+    if size < io_size {
+        return Err(err!(Invalid, "image {sp} ({size} bytes) is smaller than --io-size"));
+    }
+    let target: Arc<dyn Target> = match &a.target_file {
+        Some(p) => {
+            drop(img);
+            let f = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(p)
+                .map_err(|e| Error::io(format!("cannot open {p}"), e))?;
+            f.set_len(size).map_err(|e| Error::io(format!("cannot size {p}"), e))?;
+            Arc::new(f)
+        }
+        None => Arc::new(img),
+    };
+    let ops_total = total / io_size;
+    let blocks = size / io_size;
+    let next = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let mut handles = Vec::new();
+    for t in 0..a.io_threads {
+        let (target, next) = (target.clone(), next.clone());
+        let (pattern, io_type, mix) = (a.io_pattern, a.io_type, a.rw_mix_read as u64);
+        handles.push(std::thread::spawn(move || -> Result<()> {
+            let mut buf = vec![0x5au8 ^ t as u8; io_size as usize];
+            let mut rng = 0x9e3779b97f4a7c15u64 ^ (t as u64 + 1).wrapping_mul(0x2545f4914f6cdd1d);
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= ops_total {
+                    return Ok(());
+                }
+                let block = match pattern {
+                    Pattern::Seq => i % blocks,
+                    Pattern::Rand => xorshift(&mut rng) % blocks,
+                };
+                let is_read = match io_type {
+                    IoType::Read => true,
+                    IoType::Write => false,
+                    IoType::Readwrite => xorshift(&mut rng) % 100 < mix,
+                };
+                if is_read {
+                    target.read(block * io_size, &mut buf)?;
+                } else {
+                    buf[0] = i as u8;
+                    target.write(block * io_size, &buf)?;
+                }
+            }
+        }));
+    }
+    for h in handles {
+        h.join().map_err(|_| err!(Io, "a bench thread panicked"))??;
+    }
+    if a.io_type != IoType::Read {
+        target.flush()?;
+    }
+    let secs = start.elapsed().as_secs_f64().max(1e-9);
+    let bytes = ops_total * io_size;
+    let (iops, bps) = (ops_total as f64 / secs, bytes as f64 / secs);
+    if json_out {
+        crate::out(format!(
+            "{}",
+            json!({"target": a.target_file.clone().unwrap_or(sp.to_string()), "io_type": format!("{:?}", a.io_type).to_lowercase(),
+                   "io_pattern": format!("{:?}", a.io_pattern).to_lowercase(), "io_size": io_size, "io_threads": a.io_threads,
+                   "ops": ops_total, "elapsed_s": secs, "ops_per_sec": iops, "bytes_per_sec": bps})
+        ));
+    } else {
+        crate::out(format!(
+            "elapsed: {secs:.2} s  ops: {ops_total}  ops/sec: {iops:.0}  bytes/sec: {}/s",
+            format_size(bps as u64)
+        ));
+    }
+    Ok(())
+}

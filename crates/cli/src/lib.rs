@@ -1,0 +1,342 @@
+//! The `shale` command line, following `rbd`'s syntax: `shale create rbd/vm1 --size 10G`.
+//!
+//! Every command takes `--store URL` (else the configured or embedded default store) and
+//! `--format plain|json`. Errors print one line saying what went wrong and what to do, and the
+//! process exits nonzero.
+#![forbid(unsafe_code)]
+
+macro_rules! outln {
+    ($($a:tt)*) => { $crate::out(format!($($a)*)) };
+}
+
+mod bench;
+mod copy;
+mod progress;
+
+use std::ffi::OsString;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use serde_json::json;
+use shale_error::{err, Result};
+use shale_image::size::{format_size, parse_size};
+use shale_image::{Cluster, ImageSpec, Settings};
+
+#[derive(Parser, Debug)]
+#[command(name = "shale", version, about = "Shale virtual disks: an rbd-style command line")]
+struct Cli {
+    /// Object store URL: file:///path, s3://bucket/prefix, memory:// (default: settings, then
+    /// the embedded store under ~/.local/share/shale)
+    #[arg(long, global = true, value_name = "URL")]
+    store: Option<String>,
+    /// Output format
+    #[arg(long, global = true, value_enum, default_value = "plain")]
+    format: Format,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Format {
+    Plain,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Manage pools
+    Pool {
+        #[command(subcommand)]
+        cmd: PoolCmd,
+    },
+    /// Create an image: `shale create [pool/]image --size 10G`
+    Create {
+        spec: String,
+        /// Size, with unit (K, M, G, T); a bare number is MiB, as with rbd
+        #[arg(long, short = 's', allow_hyphen_values = true)]
+        size: String,
+        /// Object size as a power of two (rbd's --order)
+        #[arg(long, default_value_t = 22)]
+        order: u8,
+    },
+    /// List images of a pool
+    #[command(alias = "list")]
+    Ls {
+        pool: Option<String>,
+        /// Show sizes too
+        #[arg(short = 'l', long)]
+        long: bool,
+    },
+    /// Show an image's details
+    Info { spec: String },
+    /// Remove an image and all its data
+    #[command(alias = "remove")]
+    Rm { spec: String },
+    /// Rename an image within its pool
+    #[command(alias = "mv")]
+    Rename { src: String, dst: String },
+    /// Resize an image
+    Resize {
+        spec: String,
+        #[arg(long, short = 's', allow_hyphen_values = true)]
+        size: String,
+        /// Permit making the image smaller (data past the new end is lost)
+        #[arg(long)]
+        allow_shrink: bool,
+    },
+    /// Import a raw file (or `-` for stdin) as a new image; zero runs are skipped
+    Import { path: String, spec: Option<String> },
+    /// Export an image to a raw file (or `-` for stdout); the file is sparse where the image is
+    Export { spec: String, path: String },
+    /// Benchmark an image (as `rbd bench`)
+    Bench(bench::BenchArgs),
+    /// Show the settings in force and where they come from
+    Config,
+}
+
+#[derive(Subcommand, Debug)]
+enum PoolCmd {
+    /// Create a pool
+    Create { name: String },
+    /// List pools
+    #[command(alias = "list")]
+    Ls,
+    /// Remove a pool (refused while it holds images, unless --force)
+    #[command(alias = "remove")]
+    Rm {
+        name: String,
+        #[arg(long)]
+        force: bool,
+    },
+    /// Usage of a pool
+    Stats { name: String },
+}
+
+/// Run with the given arguments (including argv[0]); returns the exit code.
+pub fn main(args: Vec<OsString>) -> i32 {
+    let cli = match Cli::try_parse_from(args) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { 2 } else { 0 };
+        }
+    };
+    match run(cli) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("shale: error: {e}");
+            match e.kind() {
+                shale_error::ErrorKind::NotFound => 2,
+                shale_error::ErrorKind::Invalid => 22,
+                _ => 1,
+            }
+        }
+    }
+}
+
+fn connect(cli: &Cli) -> Result<Cluster> {
+    let mut s = Settings::load()?;
+    if let Some(url) = &cli.store {
+        s.set("store", url)?;
+    }
+    Cluster::connect(s)
+}
+
+/// Print a line to stdout; a closed pipe (`shale ls | head -1`) is not an error.
+pub(crate) fn out(line: String) {
+    use std::io::Write;
+    let mut o = std::io::stdout().lock();
+    let _ = writeln!(o, "{line}");
+}
+
+fn print_json(v: serde_json::Value) {
+    outln!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+}
+
+fn run(cli: Cli) -> Result<()> {
+    if let Cmd::Config = cli.cmd {
+        let mut s = Settings::load()?;
+        if let Some(url) = &cli.store {
+            s.set("store", url)?;
+        }
+        let file = Settings::config_path().map(|p| p.display().to_string()).unwrap_or_default();
+        let v = json!({
+            "config_file": file,
+            "store": s.store_url(),
+            "segment_size": s.segment_size,
+            "upload_threads": s.upload_threads,
+            "checkpoint_interval": s.checkpoint_interval,
+            "default_pool": s.default_pool,
+        });
+        if cli.format == Format::Json {
+            print_json(v);
+        } else if let Some(m) = v.as_object() {
+            for (k, v) in m {
+                outln!("{k} = {v}");
+            }
+        }
+        return Ok(());
+    }
+    let c = connect(&cli)?;
+    let dp = c.settings().default_pool.clone();
+    let spec = |s: &str| -> Result<ImageSpec> {
+        let sp = ImageSpec::parse(s, &dp)?;
+        if sp.snap.is_some() {
+            return Err(err!(Unsupported, "{s}: snapshots are not supported by this command yet"));
+        }
+        Ok(sp)
+    };
+    match &cli.cmd {
+        Cmd::Pool { cmd } => match cmd {
+            PoolCmd::Create { name } => {
+                c.pool_create(name)?;
+                if cli.format == Format::Json {
+                    print_json(json!({ "pool": name }));
+                }
+            }
+            PoolCmd::Ls => {
+                let pools = c.pool_list()?;
+                if cli.format == Format::Json {
+                    print_json(json!(pools.iter().map(|(n, id)| json!({"name": n, "id": id})).collect::<Vec<_>>()));
+                } else {
+                    for (n, _) in pools {
+                        outln!("{n}");
+                    }
+                }
+            }
+            PoolCmd::Rm { name, force } => c.pool_remove(name, *force)?,
+            PoolCmd::Stats { name } => {
+                let s = c.pool_stats(name)?;
+                if cli.format == Format::Json {
+                    print_json(json!(s));
+                } else {
+                    outln!("images: {}\nobjects: {}\nbytes: {} ({})", s.images, s.objects, s.bytes, format_size(s.bytes));
+                }
+            }
+        },
+        Cmd::Create { spec: s, size, order } => {
+            let sp = spec(s)?;
+            let bytes = parse_size(size, 1 << 20)?;
+            let id = c.create_image(&sp.pool, &sp.image, bytes, *order)?;
+            if cli.format == Format::Json {
+                print_json(json!({"pool": sp.pool, "name": sp.image, "id": id, "size": bytes}));
+            }
+        }
+        Cmd::Ls { pool, long } => {
+            let pool = pool.clone().unwrap_or(dp.clone());
+            let imgs = c.list_images(&pool)?;
+            if cli.format == Format::Json && !long {
+                print_json(json!(imgs.iter().map(|i| i.name.clone()).collect::<Vec<_>>()));
+            } else if *long {
+                let mut rows = Vec::new();
+                for i in &imgs {
+                    let img = c.open_image_by_id(&pool, &i.id, true)?;
+                    rows.push((i.name.clone(), img.size(), img.info().order));
+                }
+                if cli.format == Format::Json {
+                    print_json(json!(rows
+                        .iter()
+                        .map(|(n, s, o)| json!({"image": n, "size": s, "format": 2, "order": o}))
+                        .collect::<Vec<_>>()));
+                } else {
+                    outln!("{:<30} {:>12} FMT", "NAME", "SIZE");
+                    for (n, s, _) in rows {
+                        outln!("{n:<30} {:>12}   2", format_size(s));
+                    }
+                }
+            } else {
+                for i in imgs {
+                    outln!("{}", i.name);
+                }
+            }
+        }
+        Cmd::Info { spec: s } => {
+            let sp = spec(s)?;
+            let img = c.open_image(&sp.pool, &sp.image, true)?;
+            let i = img.info();
+            if cli.format == Format::Json {
+                print_json(json!({
+                    "name": i.name, "id": i.id, "pool": i.pool, "size": i.size,
+                    "objects": i.num_objs, "order": i.order, "object_size": i.object_size,
+                    "block_name_prefix": i.block_name_prefix, "format": 2, "features": feature_names(i.features),
+                    "create_timestamp": i.created, "metadata": img.metadata_list(),
+                }));
+            } else {
+                outln!("rbd image '{}':", i.name);
+                outln!("\tsize {} in {} objects", format_size(i.size), i.num_objs);
+                outln!("\torder {} ({} objects)", i.order, format_size(i.object_size));
+                outln!("\tid: {}", i.id);
+                outln!("\tblock_name_prefix: {}", i.block_name_prefix);
+                outln!("\tformat: 2");
+                outln!("\tfeatures: {}", feature_names(i.features).join(", "));
+                outln!("\tstore: {}", c.store().url());
+            }
+        }
+        Cmd::Rm { spec: s } => {
+            let sp = spec(s)?;
+            let bar = progress::count_bar("Removing image", 0);
+            c.remove_image(&sp.pool, &sp.image, |done, total| {
+                bar.set_length(total);
+                bar.set_position(done);
+            })?;
+            bar.finish_and_clear();
+        }
+        Cmd::Rename { src, dst } => {
+            let a = spec(src)?;
+            let b = ImageSpec::parse(dst, &a.pool)?;
+            if b.pool != a.pool {
+                return Err(err!(Invalid, "rename across pools is not possible; use export and import"));
+            }
+            c.rename_image(&a.pool, &a.image, &b.image)?;
+        }
+        Cmd::Resize { spec: s, size, allow_shrink } => {
+            let sp = spec(s)?;
+            let bytes = parse_size(size, 1 << 20)?;
+            let img = c.open_image(&sp.pool, &sp.image, false)?;
+            img.resize(bytes, *allow_shrink)?;
+            img.close()?;
+        }
+        Cmd::Import { path, spec: s } => {
+            let name = match s {
+                Some(s) => s.clone(),
+                None if path == "-" => return Err(err!(Invalid, "importing from stdin needs an image spec")),
+                None => std::path::Path::new(path)
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .ok_or_else(|| err!(Invalid, "cannot derive an image name from {path}; give one"))?,
+            };
+            let sp = spec(&name)?;
+            let st = copy::import(&c, path, &sp)?;
+            if cli.format == Format::Json {
+                print_json(json!({"image": sp.to_string(), "size": st.size, "written": st.written, "skipped_zero": st.skipped}));
+            }
+        }
+        Cmd::Export { spec: s, path } => {
+            let sp = spec(s)?;
+            let st = copy::export(&c, &sp, path)?;
+            if cli.format == Format::Json {
+                print_json(json!({"image": sp.to_string(), "size": st.size, "written": st.written}));
+            }
+        }
+        Cmd::Bench(a) => {
+            let sp = spec(&a.spec)?;
+            bench::run(&c, &sp, a, cli.format == Format::Json)?;
+        }
+        Cmd::Config => {}
+    }
+    Ok(())
+}
+
+/// librbd's feature names for a feature mask.
+pub fn feature_names(f: u64) -> Vec<&'static str> {
+    const N: [(u64, &str); 8] = [
+        (1, "layering"),
+        (2, "striping"),
+        (4, "exclusive-lock"),
+        (8, "object-map"),
+        (16, "fast-diff"),
+        (32, "deep-flatten"),
+        (64, "journaling"),
+        (128, "data-pool"),
+    ];
+    N.iter().filter(|(b, _)| f & b != 0).map(|(_, n)| *n).collect()
+}
