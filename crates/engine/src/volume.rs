@@ -231,7 +231,8 @@ impl Volume {
         self.zero_locked(off, len, EntryKind::Zero)
     }
 
-    /// Zero [off, off+len) with the write lock held; full sectors get `kind` (Zero or Trim).
+    /// Zero [off, off+len) with the write lock held; full sectors get `kind` (Zero or Trim),
+    /// partial edge sectors are rewritten with zeros. One atomic append.
     fn zero_locked(&self, off: u64, len: u64, kind: EntryKind) -> Result<()> {
         if len == 0 {
             return Ok(());
@@ -239,74 +240,101 @@ impl Volume {
         let end = off + len;
         let first_full = off.div_ceil(SECTOR);
         let end_full = end / SECTOR;
-        if first_full >= end_full {
-            // Within one sector, or across one boundary with no full sector.
-            return self.patch_zero(off, end);
+        let mut head = None;
+        let mut tail = None;
+        if first_full > end_full {
+            // Within one sector.
+            head = Some(self.zeroed_sector(off, end)?);
+        } else {
+            if off % SECTOR != 0 {
+                head = Some(self.zeroed_sector(off, first_full * SECTOR)?);
+            }
+            if end % SECTOR != 0 {
+                tail = Some(self.zeroed_sector(end_full * SECTOR, end)?);
+            }
         }
-        if off % SECTOR != 0 {
-            self.patch_zero(off, first_full * SECTOR)?;
+        let mut pieces: Vec<(u64, Option<&[u8]>, u64, EntryKind)> = Vec::new();
+        if let Some((lba, buf)) = &head {
+            pieces.push((*lba, Some(buf), 1, EntryKind::Data));
         }
-        self.append(first_full, None, end_full - first_full, kind)?;
-        if end % SECTOR != 0 {
-            self.patch_zero(end_full * SECTOR, end)?;
+        if end_full > first_full {
+            pieces.push((first_full, None, end_full - first_full, kind));
         }
-        Ok(())
+        if let Some((lba, buf)) = &tail {
+            pieces.push((*lba, Some(buf), 1, EntryKind::Data));
+        }
+        self.append_all(&pieces)
     }
 
-    /// Write zeros to bytes [a, b) that lie within at most two sectors (read-modify-write).
-    fn patch_zero(&self, a: u64, b: u64) -> Result<()> {
-        let first = a / SECTOR;
-        let last = b.div_ceil(SECTOR);
-        let mut buf = vec![0u8; ((last - first) * SECTOR) as usize];
-        self.read_sectors(first, last - first, &mut buf)?;
-        let s = (a - first * SECTOR) as usize;
+    /// The sector holding bytes [a, b) (which lie within one sector), with them zeroed.
+    fn zeroed_sector(&self, a: u64, b: u64) -> Result<(u64, Vec<u8>)> {
+        let lba = a / SECTOR;
+        let mut buf = vec![0u8; SECTOR as usize];
+        self.read_sectors(lba, 1, &mut buf)?;
+        let s = (a - lba * SECTOR) as usize;
         buf[s..s + (b - a) as usize].fill(0);
-        self.append(first, Some(&buf), last - first, EntryKind::Data)
+        Ok((lba, buf))
     }
 
     /// Append one change to the open segment and the map, sealing as needed. Caller holds the
     /// write lock.
-    fn append(&self, mut lba: u64, data: Option<&[u8]>, mut n: u64, kind: EntryKind) -> Result<()> {
+    fn append(&self, lba: u64, data: Option<&[u8]>, n: u64, kind: EntryKind) -> Result<()> {
+        self.append_all(&[(lba, data, n, kind)])
+    }
+
+    /// Append the pieces of one client operation. They land in one segment whenever their data
+    /// fits in one (the open segment is sealed first if needed), so that a crash keeps or loses
+    /// the operation as a whole; only an operation larger than a segment is split.
+    fn append_all(&self, pieces: &[(u64, Option<&[u8]>, u64, EntryKind)]) -> Result<()> {
         let seg_sectors = self.sh.cfg.segment_size / SECTOR;
-        let mut consumed = 0usize;
-        while n > 0 {
-            let mut g = self.wait_for_room()?;
-            let used = g.open.data.len() as u64 / SECTOR;
-            let take = match kind {
-                EntryKind::Data => {
-                    if used >= seg_sectors {
-                        self.seal(&mut g);
-                        continue;
+        let data_sectors: u64 = pieces.iter().filter(|p| p.3 == EntryKind::Data).map(|p| p.2).sum();
+        let mut g = self.wait_for_room()?;
+        let used = g.open.data.len() as u64 / SECTOR;
+        if used > 0 && used + data_sectors > seg_sectors && data_sectors <= seg_sectors {
+            self.seal(&mut g);
+        }
+        for &(mut lba, data, mut n, kind) in pieces {
+            let mut consumed = 0usize;
+            while n > 0 {
+                let used = g.open.data.len() as u64 / SECTOR;
+                let take = match kind {
+                    EntryKind::Data => {
+                        if used >= seg_sectors {
+                            self.seal(&mut g);
+                            drop(g);
+                            g = self.wait_for_room()?;
+                            continue;
+                        }
+                        n.min(seg_sectors - used)
                     }
-                    n.min(seg_sectors - used)
+                    _ => n.min(u32::MAX as u64 / 2),
+                };
+                let seq = g.open.seq;
+                match (kind, data) {
+                    (EntryKind::Data, Some(d)) => {
+                        let bytes = (take * SECTOR) as usize;
+                        g.open.data.extend_from_slice(&d[consumed..consumed + bytes]);
+                        consumed += bytes;
+                        g.open.entries.push(Entry { lba, len: take as u32, off: used as u32, kind });
+                        g.map.insert(lba, take, Target::Data { seg: seq, off: used as u32 });
+                    }
+                    (EntryKind::Zero, _) => {
+                        g.open.entries.push(Entry { lba, len: take as u32, off: 0, kind });
+                        g.map.insert(lba, take, Target::Zero);
+                    }
+                    (EntryKind::Trim, _) => {
+                        g.open.entries.push(Entry { lba, len: take as u32, off: 0, kind });
+                        g.map.remove(lba, take);
+                    }
+                    (EntryKind::Data, None) => return Err(err!(Invalid, "internal: data entry without data")),
                 }
-                _ => n.min(u32::MAX as u64 / 2),
-            };
-            let seq = g.open.seq;
-            match (kind, data) {
-                (EntryKind::Data, Some(d)) => {
-                    let bytes = (take * SECTOR) as usize;
-                    g.open.data.extend_from_slice(&d[consumed..consumed + bytes]);
-                    consumed += bytes;
-                    g.open.entries.push(Entry { lba, len: take as u32, off: used as u32, kind });
-                    g.map.insert(lba, take, Target::Data { seg: seq, off: used as u32 });
-                }
-                (EntryKind::Zero, _) => {
-                    g.open.entries.push(Entry { lba, len: take as u32, off: 0, kind });
-                    g.map.insert(lba, take, Target::Zero);
-                }
-                (EntryKind::Trim, _) => {
-                    g.open.entries.push(Entry { lba, len: take as u32, off: 0, kind });
-                    g.map.remove(lba, take);
-                }
-                (EntryKind::Data, None) => return Err(err!(Invalid, "internal: data entry without data")),
+                lba += take;
+                n -= take;
             }
-            lba += take;
-            n -= take;
-            // Keep segments from growing without bound in entries alone (many tiny zeroings).
-            if g.open.data.len() as u64 >= self.sh.cfg.segment_size || g.open.entries.len() >= 1 << 16 {
-                self.seal(&mut g);
-            }
+        }
+        // Keep segments from growing without bound in entries alone (many tiny zeroings).
+        if g.open.data.len() as u64 >= self.sh.cfg.segment_size || g.open.entries.len() >= 1 << 16 {
+            self.seal(&mut g);
         }
         Ok(())
     }

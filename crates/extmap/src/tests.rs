@@ -142,7 +142,7 @@ fn long_extents_are_split_into_entries() {
     let total: u64 = map.iter().map(|(_, len, _)| len).sum();
     assert_eq!(total, big);
     assert_eq!(map.lookup(0, big + 10).len(), 6); // hole + 4 entries + hole
-    // Data up to a whole segment: offsets continue across the internal split.
+                                                  // Data up to a whole segment: offsets continue across the internal split.
     map.insert(0, SEG_SECTORS, d(9, 0));
     ok(&map);
     let items: Vec<_> = map.iter().take(2).collect();
@@ -163,7 +163,10 @@ fn top_of_the_address_space() {
     assert_eq!(map.get(MAX_LBA - 1), Some(d(MAX_SEG, MAX_OFF)));
     assert_eq!(
         map.lookup(MAX_LBA - 8, 16),
-        vec![m(MAX_LBA - 8, 8, Some(d(MAX_SEG, MAX_OFF - 7))), m(MAX_LBA, 8, None)]
+        vec![
+            m(MAX_LBA - 8, 8, Some(d(MAX_SEG, MAX_OFF - 7))),
+            m(MAX_LBA, 8, None)
+        ]
     );
     assert_eq!(map.lookup(u64::MAX - 1, 5), vec![m(u64::MAX - 1, 1, None)]);
 }
@@ -243,7 +246,11 @@ fn sparse_chunks_merge_after_removal() {
             ok(&map);
         }
     }
-    assert!(map.chunk_count() < before, "{} >= {before}", map.chunk_count());
+    assert!(
+        map.chunk_count() < before,
+        "{} >= {before}",
+        map.chunk_count()
+    );
     assert_eq!(map.len(), 16);
 }
 

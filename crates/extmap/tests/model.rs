@@ -68,7 +68,11 @@ fn check_lookup(model: &[Option<Target>], lba: u64, len: u64, pieces: &[Mapping]
         }
         pos += p.len;
     }
-    assert_eq!(pos, lba + len, "pieces must end at the range end: {pieces:?}");
+    assert_eq!(
+        pos,
+        lba + len,
+        "pieces must end at the range end: {pieces:?}"
+    );
 }
 
 fn run(cap: usize, ops: &[Op]) {

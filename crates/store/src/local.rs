@@ -155,6 +155,9 @@ impl LocalStore {
 
     /// Create the missing directories from root down to `dir`, syncing each new entry's parent.
     fn make_dirs(&self, key: &str, dir: &Path) -> Result<()> {
+        if dir.is_dir() {
+            return Ok(()); // the common case: one stat
+        }
         let rel = dir.strip_prefix(&self.root).unwrap_or(Path::new(""));
         let mut cur = self.root.clone();
         for comp in rel.components() {
@@ -180,7 +183,7 @@ impl LocalStore {
     fn write_temp(&self, key: &str, data: &[u8]) -> Result<(PathBuf, Version)> {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let tmp_dir = self.root.join(TMP_DIR);
-        loop {
+        for _attempt in 0..100 {
             let n = COUNTER.fetch_add(1, Ordering::Relaxed);
             let tmp = tmp_dir.join(format!("{}-{n}", std::process::id()));
             let mut file = match fs::OpenOptions::new()
@@ -192,7 +195,7 @@ impl LocalStore {
                 // Left behind by a crashed process that had our pid.
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
                 Err(e) if is_missing(&e) => {
-                    // Someone removed the temp directory; recreate it once and retry.
+                    // Someone removed the temp directory; recreate it and retry.
                     fs::create_dir_all(&tmp_dir)
                         .map_err(|e| self.key_err(key, "cannot create temp dir for", e))?;
                     continue;
@@ -213,6 +216,13 @@ impl LocalStore {
                 }
             };
         }
+        Err(Error::new(
+            crate::ErrorKind::Io,
+            format!(
+                "cannot create a temp file for object {key:?} in {}",
+                self.url
+            ),
+        ))
     }
 
     /// Step 2, under the lock: check `mode` against the current object and rename.

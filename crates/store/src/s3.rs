@@ -401,7 +401,11 @@ impl ObjectStore for S3Store {
         let full = format!("{}{prefix}", self.prefix);
         // object_store lists whole path segments; list the enclosing "directory" and filter.
         let dir = match full.rfind('/') {
-            Some(i) => Path::parse(&full[..i]).ok(),
+            Some(i) => match Path::parse(&full[..i]) {
+                Ok(p) => Some(p),
+                // ".." or control characters: no stored key can start like that.
+                Err(_) => return Ok(Vec::new()),
+            },
             None => None,
         };
         let listed: object_store::Result<Vec<object_store::ObjectMeta>> =

@@ -23,6 +23,17 @@ fn bad_urls_are_invalid_and_name_the_schemes() {
     }
 }
 
+#[cfg(feature = "s3")]
+#[test]
+fn bad_s3_urls_are_invalid() {
+    for url in ["s3://", "s3:///prefix", "s3://bucket/a//b"] {
+        let e = open_store(url)
+            .err()
+            .unwrap_or_else(|| panic!("{url:?} opened"));
+        assert_eq!(e.kind(), ErrorKind::Invalid, "{url:?}: {e}");
+    }
+}
+
 #[test]
 fn file_url_creates_the_directory() {
     let dir = tempfile::tempdir().unwrap();
@@ -34,6 +45,7 @@ fn file_url_creates_the_directory() {
     assert!(store.list("").unwrap().is_empty());
 }
 
+#[cfg(feature = "s3")]
 #[test]
 fn s3_url_opens_without_network() {
     // Opening sends nothing; a bad prefix is refused up front.

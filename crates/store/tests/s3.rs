@@ -4,6 +4,8 @@
 //! variables `shared/peers/s3/start.sh` prints. Without `SHALE_TEST_S3` the test is skipped.
 //! Each run works under its own `run-<pid>-<time>/` prefix, so runs never see each other.
 
+#![cfg(feature = "s3")]
+
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
