@@ -264,3 +264,31 @@ fn clone_and_clear() {
     assert_eq!(copy.len(), 1);
     assert!(format!("{copy:?}").contains("entries: 1"));
 }
+
+#[test]
+fn exact_overwrite_swaps_in_place_or_merges() {
+    let mut map = ExtentMap::new();
+    map.insert(0, 8, d(1, 0));
+    map.insert(8, 8, d(2, 0));
+    map.insert(16, 8, d(3, 0));
+    // Exact cover, no contiguous neighbour: replaced in place.
+    map.insert(8, 8, d(4, 0));
+    assert_eq!(map.len(), 3);
+    assert_eq!(map.get(9), Some(d(4, 1)));
+    // Exact cover that continues its predecessor: merged.
+    map.insert(8, 8, d(1, 8));
+    ok(&map);
+    assert_eq!(
+        map.iter().collect::<Vec<_>>(),
+        vec![(0, 16, d(1, 0)), (16, 8, d(3, 0))]
+    );
+    // ... or is continued by its successor.
+    map.insert(0, 8, d(5, 0));
+    map.insert(8, 8, d(6, 0));
+    map.insert(16, 8, d(6, 8));
+    ok(&map);
+    assert_eq!(
+        map.iter().collect::<Vec<_>>(),
+        vec![(0, 8, d(5, 0)), (8, 16, d(6, 0))]
+    );
+}
