@@ -91,6 +91,13 @@ enum Cmd {
     Bench(bench::BenchArgs),
     /// Show the settings in force and where they come from
     Config,
+    /// Run a Ceph client (qemu-img, fio, python3 ...) on Shale's librbd/librados:
+    /// `shale run -- qemu-img info rbd:rbd/vm1`
+    Run {
+        /// The command and its arguments
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        cmd: Vec<OsString>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -153,6 +160,9 @@ fn print_json(v: serde_json::Value) {
 }
 
 fn run(cli: Cli) -> Result<()> {
+    if let Cmd::Run { cmd } = &cli.cmd {
+        return run_client(cli.store.as_deref(), cmd);
+    }
     if let Cmd::Config = cli.cmd {
         let mut s = Settings::load()?;
         if let Some(url) = &cli.store {
@@ -321,9 +331,53 @@ fn run(cli: Cli) -> Result<()> {
             let sp = spec(&a.spec)?;
             bench::run(&c, &sp, a, cli.format == Format::Json)?;
         }
-        Cmd::Config => {}
+        Cmd::Config | Cmd::Run { .. } => {}
     }
     Ok(())
+}
+
+/// Where Shale's librbd.so.1 and librados.so.2 are: `$SHALE_LIB_DIR`, else `shale-libs/` next
+/// to this executable, else `../lib/shale/` relative to it.
+pub fn lib_dir() -> Result<std::path::PathBuf> {
+    let mut candidates = Vec::new();
+    if let Some(d) = std::env::var_os("SHALE_LIB_DIR") {
+        candidates.push(std::path::PathBuf::from(d));
+    }
+    if let Some(exe_dir) = std::env::current_exe().ok().and_then(|e| e.parent().map(|p| p.to_path_buf())) {
+        candidates.push(exe_dir.join("shale-libs"));
+        candidates.push(exe_dir.join("../lib/shale"));
+    }
+    candidates
+        .iter()
+        .find(|d| d.join("librbd.so.1").exists() && d.join("librados.so.2").exists())
+        .cloned()
+        .ok_or_else(|| {
+            err!(
+                NotFound,
+                "Shale's librbd.so.1/librados.so.2 not found in {}; build and stage them with \
+                 `cargo build --release -p shale-rados -p shale-rbd && scripts/stage-libs.sh`, or set SHALE_LIB_DIR",
+                candidates.iter().map(|c| c.display().to_string()).collect::<Vec<_>>().join(", ")
+            )
+        })
+}
+
+/// Replace this process with `cmd`, its librbd/librados resolved to Shale's.
+fn run_client(store: Option<&str>, cmd: &[OsString]) -> Result<()> {
+    use std::os::unix::process::CommandExt;
+    let dir = lib_dir()?;
+    let mut path = OsString::from(dir.as_os_str());
+    if let Some(old) = std::env::var_os("LD_LIBRARY_PATH") {
+        path.push(":");
+        path.push(old);
+    }
+    let (prog, args) = cmd.split_first().ok_or_else(|| err!(Invalid, "shale run: no command given"))?;
+    let mut c = std::process::Command::new(prog);
+    c.args(args).env("LD_LIBRARY_PATH", path);
+    if let Some(url) = store {
+        c.env("SHALE_STORE", url);
+    }
+    let e = c.exec();
+    Err(shale_error::Error::io(format!("cannot run {}", prog.to_string_lossy()), e))
 }
 
 /// librbd's feature names for a feature mask.
