@@ -12,7 +12,8 @@ WORK=${1:-$(mktemp -d /tmp/shale-bench.XXXXXX)}
 TOTAL=${TOTAL:-1G}
 EXTENTS=${EXTENTS:-10000000}
 TD=${CARGO_TARGET_DIR:-$PWD/target}
-cargo build --release -q -p shale-cli -p shale-extmap --example extmap_stats
+cargo build --release -q -p shale-cli
+cargo build --release -q -p shale-extmap --example extmap_stats
 SHALE="$TD/release/shale --store file://$WORK/store"
 
 ext=$("$TD/release/examples/extmap_stats" "$EXTENTS" 2>/dev/null | sed -n 1p)

@@ -150,3 +150,24 @@ fn gap_in_log_ends_the_prefix_and_orphans_are_dropped() {
     vol.read(0, &mut buf).unwrap();
     assert_eq!(buf, vec![9; 65536]);
 }
+
+/// The same model test on the S3 peer, when `SHALE_TEST_S3=s3://bucket/prefix` is set.
+#[test]
+fn s3_store_matches_model() {
+    let Ok(base) = std::env::var("SHALE_TEST_S3") else {
+        println!("skipped: set SHALE_TEST_S3=s3://bucket/prefix (and AWS_*) to run against S3");
+        return;
+    };
+    let url = format!("{}/engine-model-{}", base.trim_end_matches('/'), std::process::id());
+    let store = shale_store::open_store(&url).unwrap();
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig { cases: 4, ..ProptestConfig::default() });
+    runner
+        .run(&proptest::collection::vec(op(), 1..25), |ops| {
+            for o in store.list("").unwrap() {
+                store.delete(&o.key).unwrap();
+            }
+            run(store.clone(), ops);
+            Ok(())
+        })
+        .unwrap();
+}

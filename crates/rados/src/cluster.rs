@@ -1,13 +1,16 @@
 //! Cluster handles (`rados_t`): creation, configuration, shutdown.
 //!
-//! A handle is created unconnected with its [`Conf`]; `rados_connect` (phase 2) will turn the
-//! configuration into a connection to Shale's stores.
+//! A handle is created unconnected with its [`Conf`]. `rados_connect` turns the configuration
+//! into a connection to a Shale store: `shale_image::Settings::load()` (config file + `SHALE_*`
+//! environment), then every `shale_<name>` option of the handle's conf (file or
+//! `rados_conf_set`) applied with `Settings::set(name, value)`; a bad one is `-EINVAL`. Handles
+//! naming the same store URL share one connection (see [`crate::state`]).
 
 use crate::conf::{Conf, Identity};
 use crate::cstr;
 use crate::guard::ffi;
-use crate::handle::Table;
-use crate::types::rados_t;
+use crate::state::{globals, lock, Store};
+use crate::types::{rados_cluster_stat_t, rados_t};
 use core::ffi::{c_char, c_int};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -15,22 +18,35 @@ use std::sync::{Arc, Mutex, MutexGuard};
 #[derive(Debug)]
 pub(crate) struct Cluster {
     conf: Mutex<Conf>,
+    store: Mutex<Option<Arc<Store>>>,
+    instance: u64,
 }
 
 impl Cluster {
     pub(crate) fn conf(&self) -> MutexGuard<'_, Conf> {
-        self.conf.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.conf)
+    }
+
+    /// The connected store, `-ENOTCONN` before `rados_connect`.
+    pub(crate) fn store(&self) -> Result<Arc<Store>, c_int> {
+        lock(&self.store).clone().ok_or(-libc::ENOTCONN)
+    }
+
+    pub(crate) fn instance(&self) -> u64 {
+        self.instance
     }
 }
 
-/// Every live `rados_t`.
-pub(crate) static CLUSTERS: Table<Cluster> = Table::new();
-
-fn lookup(cluster: rados_t) -> Result<Arc<Cluster>, c_int> {
-    CLUSTERS.get(cluster).ok_or(-libc::EINVAL)
+pub(crate) fn lookup(cluster: rados_t) -> Result<Arc<Cluster>, c_int> {
+    globals().clusters.get(cluster).ok_or(-libc::EINVAL)
 }
 
-fn status(r: Result<(), c_int>) -> c_int {
+/// The store of a connected handle.
+pub(crate) fn connected(cluster: rados_t) -> Result<Arc<Store>, c_int> {
+    lookup(cluster)?.store()
+}
+
+pub(crate) fn status(r: Result<(), c_int>) -> c_int {
     r.err().unwrap_or(0)
 }
 
@@ -44,8 +60,11 @@ unsafe fn create(out: *mut rados_t, identity: Result<Identity, c_int>) -> c_int 
         Ok(i) => i,
         Err(e) => return e,
     };
-    let handle = CLUSTERS.insert(Arc::new(Cluster {
+    let g = globals();
+    let handle = g.clusters.insert(Arc::new(Cluster {
         conf: Mutex::new(Conf::new(identity)),
+        store: Mutex::new(None),
+        instance: g.instance_id(),
     }));
     // SAFETY: `out` is non-NULL and the caller promises it is writable.
     unsafe { out.write(handle) };
@@ -99,7 +118,7 @@ pub unsafe extern "C" fn rados_create2(
 #[no_mangle]
 pub unsafe extern "C" fn rados_shutdown(cluster: rados_t) {
     ffi("rados_shutdown", (), || {
-        drop(CLUSTERS.remove(cluster));
+        drop(globals().clusters.remove(cluster));
     })
 }
 
@@ -170,6 +189,144 @@ pub unsafe extern "C" fn rados_conf_get(
             } else {
                 Err(-libc::ENAMETOOLONG)
             }
+        })())
+    })
+}
+
+/// `int rados_connect(rados_t cluster)`: `-EISCONN` if already connected, `-EINVAL` for a bad
+/// `shale_*` setting, the store's error if it cannot be opened.
+///
+/// # Safety
+/// C caller contract of librados.h.
+#[no_mangle]
+pub unsafe extern "C" fn rados_connect(cluster: rados_t) -> c_int {
+    ffi("rados_connect", -libc::EFAULT, || {
+        status((|| {
+            let c = lookup(cluster)?;
+            if lock(&c.store).is_some() {
+                return Err(-libc::EISCONN);
+            }
+            let mut settings = shale_image::Settings::load().map_err(|e| {
+                crate::guard::log_error(&e);
+                -libc::EINVAL
+            })?;
+            for (name, value) in c.conf().shale_values() {
+                settings.set(&name, &value).map_err(|e| {
+                    crate::guard::log_error(&e);
+                    -libc::EINVAL
+                })?;
+            }
+            let store = globals().connect(settings)?;
+            *lock(&c.store) = Some(store);
+            Ok(())
+        })())
+    })
+}
+
+/// `int rados_cluster_fsid(rados_t cluster, char *buf, size_t len)`: the length of the fsid,
+/// `-ERANGE` if it does not fit with its NUL.
+///
+/// # Safety
+/// C caller contract of librados.h: `buf` is writable for `len` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn rados_cluster_fsid(cluster: rados_t, buf: *mut c_char, len: usize) -> c_int {
+    ffi("rados_cluster_fsid", -libc::EFAULT, || {
+        let fsid = match connected(cluster) {
+            Ok(s) => s.fsid(),
+            Err(e) => return e,
+        };
+        if buf.is_null() || len <= fsid.len() {
+            return -libc::ERANGE;
+        }
+        // SAFETY: `buf` is writable for `len` bytes, which hold the fsid and its NUL.
+        unsafe { cstr::snprintf(buf, len, &fsid) };
+        fsid.len() as c_int
+    })
+}
+
+/// `uint64_t rados_get_instance_id(rados_t cluster)`: unique per handle in this process.
+///
+/// # Safety
+/// Any value is accepted.
+#[no_mangle]
+pub unsafe extern "C" fn rados_get_instance_id(cluster: rados_t) -> u64 {
+    ffi("rados_get_instance_id", 0, || {
+        lookup(cluster).map_or(0, |c| c.instance())
+    })
+}
+
+/// `int rados_wait_for_latest_osdmap(rados_t cluster)`: nothing to wait for.
+///
+/// # Safety
+/// Any value is accepted.
+#[no_mangle]
+pub unsafe extern "C" fn rados_wait_for_latest_osdmap(cluster: rados_t) -> c_int {
+    ffi("rados_wait_for_latest_osdmap", -libc::EFAULT, || {
+        status(connected(cluster).map(drop))
+    })
+}
+
+/// Capacity of the filesystem behind a `file://` store (total, available bytes); other stores
+/// report 1 PiB free (an object store has no fixed size).
+pub(crate) fn capacity(store: &Store) -> (u64, u64) {
+    const PIB: u64 = 1 << 50;
+    let Some(path) = store.url.strip_prefix("file://") else {
+        return (PIB, PIB);
+    };
+    let Ok(cpath) = std::ffi::CString::new(path) else {
+        return (PIB, PIB);
+    };
+    // SAFETY: an all-zero statvfs is a valid value to be overwritten.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `cpath` is a C string and `st` a writable statvfs.
+    if unsafe { libc::statvfs(cpath.as_ptr(), &mut st) } != 0 {
+        return (PIB, PIB);
+    }
+    let frsize = st.f_frsize as u64;
+    (st.f_blocks as u64 * frsize, st.f_bavail as u64 * frsize)
+}
+
+/// Usage of every pool of a store: (name, id, stats).
+pub(crate) fn pool_usage(
+    store: &Store,
+) -> Result<Vec<(String, i64, shale_image::PoolStats)>, c_int> {
+    let c = &store.cluster;
+    let pools = c.pool_list().map_err(|e| crate::errno::of(&e))?;
+    let mut out = Vec::with_capacity(pools.len());
+    for (name, id) in pools {
+        let st = c.pool_stats(&name).map_err(|e| crate::errno::of(&e))?;
+        out.push((name, id, st));
+    }
+    Ok(out)
+}
+
+/// `int rados_cluster_stat(rados_t cluster, struct rados_cluster_stat_t *result)`.
+///
+/// # Safety
+/// C caller contract of librados.h.
+#[no_mangle]
+pub unsafe extern "C" fn rados_cluster_stat(
+    cluster: rados_t,
+    result: *mut rados_cluster_stat_t,
+) -> c_int {
+    ffi("rados_cluster_stat", -libc::EFAULT, || {
+        status((|| {
+            let store = connected(cluster)?;
+            if result.is_null() {
+                return Err(-libc::EINVAL);
+            }
+            let (total, avail) = capacity(&store);
+            let usage = pool_usage(&store)?;
+            let used: u64 = usage.iter().map(|p| p.2.bytes).sum();
+            let st = rados_cluster_stat_t {
+                kb: total / 1024,
+                kb_used: used / 1024,
+                kb_avail: avail / 1024,
+                num_objects: usage.iter().map(|p| p.2.objects).sum(),
+            };
+            // SAFETY: `result` is non-NULL and writable (caller contract).
+            unsafe { result.write(st) };
+            Ok(())
         })())
     })
 }

@@ -71,6 +71,13 @@ fn log_enabled() -> bool {
     *ON.get_or_init(|| std::env::var_os("SHALE_FFI_LOG").is_some())
 }
 
+/// Write an error's message to stderr when `SHALE_FFI_LOG` is set.
+pub(crate) fn log_error(e: &dyn std::fmt::Display) {
+    if log_enabled() {
+        log(format_args!("shale: {e}"));
+    }
+}
+
 fn log(args: std::fmt::Arguments<'_>) {
     // Never panic here (eprintln! would, on a closed stderr).
     let _ = writeln!(std::io::stderr(), "{args}");

@@ -41,10 +41,36 @@ pub type rados_completion_t = *mut c_void;
 /// `enum rados_checksum_type_t`.
 pub type rados_checksum_type_t = c_int;
 
-/// Opaque until implemented: `struct rados_pool_stat_t` (128 bytes at 14.2.0, 96 at Base).
-pub type rados_pool_stat_t = c_void;
-/// Opaque until implemented: `struct rados_cluster_stat_t` (32 bytes).
-pub type rados_cluster_stat_t = c_void;
+/// `struct rados_pool_stat_t`: 128 bytes at 14.2.0; the Base (pre-14.2) struct is the first 96.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub struct rados_pool_stat_t {
+    pub num_bytes: u64,
+    pub num_kb: u64,
+    pub num_objects: u64,
+    pub num_object_clones: u64,
+    pub num_object_copies: u64,
+    pub num_objects_missing_on_primary: u64,
+    pub num_objects_unfound: u64,
+    pub num_objects_degraded: u64,
+    pub num_rd: u64,
+    pub num_rd_kb: u64,
+    pub num_wr: u64,
+    pub num_wr_kb: u64,
+    pub num_user_bytes: u64,
+    pub compressed_bytes_orig: u64,
+    pub compressed_bytes: u64,
+    pub compressed_bytes_alloc: u64,
+}
+/// `struct rados_cluster_stat_t` (32 bytes).
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub struct rados_cluster_stat_t {
+    pub kb: u64,
+    pub kb_used: u64,
+    pub kb_avail: u64,
+    pub num_objects: u64,
+}
 /// Opaque until implemented: `rados_object_list_item` (48 bytes).
 pub type rados_object_list_item = c_void;
 /// Opaque until implemented: `struct notify_ack_t`.
@@ -143,20 +169,47 @@ pub type rbd_snap_namespace_type_t = c_int;
 /// `enum rbd_encryption_format_t`.
 pub type rbd_encryption_format_t = c_int;
 
-/// Opaque until implemented: `rbd_image_info_t` (160 bytes).
-pub type rbd_image_info_t = c_void;
-/// Opaque until implemented: `rbd_snap_info_t` (24 bytes).
-pub type rbd_snap_info_t = c_void;
-/// Opaque until implemented: `rbd_image_spec_t` (16 bytes).
-pub type rbd_image_spec_t = c_void;
+/// `rbd_image_info_t` (160 bytes).
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct rbd_image_info_t {
+    pub size: u64,
+    pub obj_size: u64,
+    pub num_objs: u64,
+    pub order: c_int,
+    pub block_name_prefix: [c_char; 24],
+    pub parent_pool: i64,
+    pub parent_name: [c_char; 96],
+}
+/// `rbd_snap_info_t` (24 bytes).
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct rbd_snap_info_t {
+    pub id: u64,
+    pub size: u64,
+    pub name: *const c_char,
+}
+/// `rbd_image_spec_t` (16 bytes).
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct rbd_image_spec_t {
+    pub id: *mut c_char,
+    pub name: *mut c_char,
+}
 /// Opaque until implemented: `rbd_linked_image_spec_t` (48 bytes).
 pub type rbd_linked_image_spec_t = c_void;
 /// Opaque until implemented: `rbd_snap_spec_t` (24 bytes).
 pub type rbd_snap_spec_t = c_void;
 /// Opaque until implemented: `rbd_child_info_t` (32 bytes).
 pub type rbd_child_info_t = c_void;
-/// Opaque until implemented: `rbd_image_watcher_t` (24 bytes).
-pub type rbd_image_watcher_t = c_void;
+/// `rbd_image_watcher_t` (24 bytes).
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct rbd_image_watcher_t {
+    pub addr: *mut c_char,
+    pub id: i64,
+    pub cookie: u64,
+}
 /// Opaque until implemented: `rbd_trash_image_info_t` (40 bytes).
 pub type rbd_trash_image_info_t = c_void;
 /// Opaque until implemented: `rbd_config_option_t` (24 bytes).
@@ -183,6 +236,20 @@ pub type rbd_mirror_image_global_status_t = c_void;
 pub type rbd_mirror_peer_t = c_void;
 /// Opaque until implemented: `rbd_mirror_peer_site_t`.
 pub type rbd_mirror_peer_site_t = c_void;
+
+// Layouts checked against /work/shared/abi/struct-layouts.md.
+const _: () = {
+    assert!(core::mem::size_of::<rbd_image_info_t>() == 160);
+    assert!(core::mem::offset_of!(rbd_image_info_t, block_name_prefix) == 28);
+    assert!(core::mem::offset_of!(rbd_image_info_t, parent_pool) == 56);
+    assert!(core::mem::offset_of!(rbd_image_info_t, parent_name) == 64);
+    assert!(core::mem::size_of::<rbd_snap_info_t>() == 24);
+    assert!(core::mem::size_of::<rbd_image_spec_t>() == 16);
+    assert!(core::mem::size_of::<rbd_image_watcher_t>() == 24);
+    assert!(core::mem::size_of::<rados_pool_stat_t>() == 128);
+    assert!(core::mem::offset_of!(rados_pool_stat_t, num_user_bytes) == 96);
+    assert!(core::mem::size_of::<rados_cluster_stat_t>() == 32);
+};
 
 // ---- libc structs -----------------------------------------------------------------------------
 

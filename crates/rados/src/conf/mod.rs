@@ -120,6 +120,19 @@ impl Conf {
         Ok(self.expand(raw))
     }
 
+    /// Every `shale_<name>` option in force, as (`<name>`, expanded value), for
+    /// `shale_image::Settings::set` at connect time.
+    pub(crate) fn shale_values(&self) -> Vec<(String, String)> {
+        self.values
+            .iter()
+            .filter_map(|(k, levels)| {
+                let name = k.strip_prefix(options::SHALE_PREFIX)?;
+                let v = levels.values().next_back()?;
+                Some((name.to_string(), self.expand(v)))
+            })
+            .collect()
+    }
+
     /// The config files `read_file(NULL)` tries, in order: `$CEPH_CONF` if set, else
     /// /etc/ceph/$cluster.conf, ~/.ceph/$cluster.conf, ~/.ceph/config, ./$cluster.conf.
     pub(crate) fn default_search_path(&self) -> String {

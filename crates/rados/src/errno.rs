@@ -1,0 +1,21 @@
+//! The one mapping from Shale errors to the negative errno values the C interface returns.
+//!
+//! It is `shale_error::ErrorKind::errno()` unchanged (NotFound → ENOENT, Exists → EEXIST,
+//! Invalid → EINVAL, Busy → EBUSY, ReadOnly → EROFS, Unavailable → EAGAIN, Corruption/Io → EIO,
+//! Fenced → ESHUTDOWN, NoSpace → ENOSPC, Unsupported → ENOSYS). With `SHALE_FFI_LOG` set, the
+//! message of every error that becomes an errno is written to stderr (the C ABI has no room
+//! for it otherwise).
+
+use core::ffi::c_int;
+use shale_image::Error;
+
+/// `-errno` for `e`.
+pub(crate) fn of(e: &Error) -> c_int {
+    crate::guard::log_error(e);
+    -e.kind().errno()
+}
+
+/// `-errno` as `isize` (for `ssize_t` returns and completion values).
+pub(crate) fn of_isize(e: &Error) -> isize {
+    of(e) as isize
+}

@@ -1,0 +1,267 @@
+//! All process-global state of the C interface, in one place.
+//!
+//! The Ceph ABI hands out bare pointers (`rados_t`, `rbd_image_t`, ...) and lets a handle made by
+//! librados be used by librbd, so the state behind them is process-global:
+//!
+//! ```text
+//!   Globals (one per process; a forked child starts a fresh one)
+//!     handle tables    rados_t, rados_ioctx_t, rbd_image_t, rbd_completion_t, image options
+//!     stores           store URL -> Store (one connected shale_image::Cluster per URL)
+//!     open images      (store URL, pool, image id) -> SharedImage + handle count
+//!     workers          the aio worker pool (started on first use)
+//! ```
+//!
+//! Invariants:
+//! * At most one engine (`shale_image::Image`) per image per process: every `rbd_open*` of the
+//!   same image shares one [`SharedImage`]. A read-only engine is replaced by a writable one when
+//!   a writable handle opens; the image is closed (flushed) when its last handle closes, under
+//!   the registry lock, so a reopen never races with the final flush.
+//! * Fork: threads do not survive `fork`, and locks held by them would stay locked, so a child
+//!   (detected by a changed pid) starts with fresh, empty state; the parent's state is leaked on
+//!   purpose (it is never freed, which makes the `&'static` references sound).
+
+use crate::aio::WorkerPool;
+use crate::cluster::Cluster;
+use crate::completion::RbdCompletion;
+use crate::handle::Table;
+use crate::image::RbdImage;
+use crate::options::ImageOptions;
+use crate::pools::Ioctx;
+use core::ffi::c_int;
+use shale_image::{Image, Settings};
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, RwLock};
+
+/// Lock, ignoring poisoning (a panic elsewhere must not wedge the library).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A connected store: what `rados_connect` yields, shared by every handle naming the same URL.
+#[derive(Debug)]
+pub(crate) struct Store {
+    pub(crate) url: String,
+    pub(crate) cluster: shale_image::Cluster,
+}
+
+impl Store {
+    /// A stable fsid for the store, derived from its URL (FNV-1a, formatted as a UUID).
+    pub(crate) fn fsid(&self) -> String {
+        let mut h: [u64; 2] = [0xcbf2_9ce4_8422_2325, 0x8422_2325_cbf2_9ce4];
+        for (i, part) in h.iter_mut().enumerate() {
+            for b in self.url.bytes().chain([i as u8]) {
+                *part ^= u64::from(b);
+                *part = part.wrapping_mul(0x0000_0100_0000_01b3);
+            }
+        }
+        let x = (u128::from(h[0]) << 64) | u128::from(h[1]);
+        let s = format!("{x:032x}");
+        format!("{}-{}-{}-{}-{}", &s[..8], &s[8..12], &s[12..16], &s[16..20], &s[20..])
+    }
+}
+
+/// Identity of an image in this process.
+pub(crate) type ImageKey = (String, String, String);
+
+/// One open image shared by all its handles, plus the in-flight tracking aio needs.
+#[derive(Debug)]
+pub(crate) struct SharedImage {
+    pub(crate) key: ImageKey,
+    image: RwLock<Arc<Image>>,
+    inflight: Mutex<Inflight>,
+    idle: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct Inflight {
+    next: u64,
+    pending: BTreeSet<u64>,
+}
+
+impl SharedImage {
+    fn new(key: ImageKey, image: Image) -> Self {
+        Self {
+            key,
+            image: RwLock::new(Arc::new(image)),
+            inflight: Mutex::new(Inflight::default()),
+            idle: Condvar::new(),
+        }
+    }
+
+    /// The engine (a clone: an upgrade to a writable engine does not disturb running calls).
+    pub(crate) fn image(&self) -> Arc<Image> {
+        self.image
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Register an operation; returns its sequence number for [`Self::end`].
+    pub(crate) fn begin(&self) -> u64 {
+        let mut g = lock(&self.inflight);
+        let seq = g.next;
+        g.next += 1;
+        g.pending.insert(seq);
+        seq
+    }
+
+    pub(crate) fn end(&self, seq: u64) {
+        lock(&self.inflight).pending.remove(&seq);
+        self.idle.notify_all();
+    }
+
+    /// The sequence number the next operation will get: a barrier for [`Self::wait_before`].
+    pub(crate) fn barrier(&self) -> u64 {
+        lock(&self.inflight).next
+    }
+
+    /// Wait until every operation numbered below `barrier` has ended.
+    pub(crate) fn wait_before(&self, barrier: u64) {
+        let mut g = lock(&self.inflight);
+        while g.pending.first().is_some_and(|&s| s < barrier) {
+            g = self.idle.wait(g).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
+struct OpenEntry {
+    shared: Arc<SharedImage>,
+    handles: usize,
+    writable: bool,
+}
+
+/// The process-global state; see the module docs.
+pub(crate) struct Globals {
+    pid: u32,
+    pub(crate) clusters: Table<Cluster>,
+    pub(crate) ioctxs: Table<Ioctx>,
+    pub(crate) images: Table<RbdImage>,
+    pub(crate) completions: Table<RbdCompletion>,
+    pub(crate) options: Table<ImageOptions>,
+    stores: Mutex<HashMap<String, Arc<Store>>>,
+    open: Mutex<HashMap<ImageKey, OpenEntry>>,
+    workers: OnceLock<Option<WorkerPool>>,
+    next_instance: AtomicU64,
+}
+
+static CURRENT: AtomicPtr<Globals> = AtomicPtr::new(std::ptr::null_mut());
+
+/// The state of this process (fresh after a fork).
+pub(crate) fn globals() -> &'static Globals {
+    let pid = std::process::id();
+    loop {
+        let cur = CURRENT.load(Ordering::Acquire);
+        if !cur.is_null() {
+            // SAFETY: a non-NULL CURRENT came from Box::into_raw below and is never freed.
+            let g = unsafe { &*cur };
+            if g.pid == pid {
+                return g;
+            }
+        }
+        let fresh = Box::into_raw(Box::new(Globals::new(pid)));
+        match CURRENT.compare_exchange(cur, fresh, Ordering::AcqRel, Ordering::Acquire) {
+            // The previous state (a parent's, after fork) is leaked on purpose.
+            // SAFETY: `fresh` is now published and never freed.
+            Ok(_) => return unsafe { &*fresh },
+            // SAFETY: `fresh` was never published; we still own it.
+            Err(_) => drop(unsafe { Box::from_raw(fresh) }),
+        }
+    }
+}
+
+impl Globals {
+    fn new(pid: u32) -> Self {
+        Self {
+            pid,
+            clusters: Table::new(),
+            ioctxs: Table::new(),
+            images: Table::new(),
+            completions: Table::new(),
+            options: Table::new(),
+            stores: Mutex::new(HashMap::new()),
+            open: Mutex::new(HashMap::new()),
+            workers: OnceLock::new(),
+            next_instance: AtomicU64::new(u64::from(pid) << 20),
+        }
+    }
+
+    /// A new instance id (`rados_get_instance_id`, watcher ids).
+    pub(crate) fn instance_id(&self) -> u64 {
+        self.next_instance.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// The aio worker pool, started on first use (None if no thread could be started).
+    pub(crate) fn workers(&self) -> Option<&WorkerPool> {
+        self.workers.get_or_init(WorkerPool::start).as_ref()
+    }
+
+    /// Connect to the store `settings` name, reusing a connection to the same URL.
+    pub(crate) fn connect(&self, settings: Settings) -> Result<Arc<Store>, c_int> {
+        let url = settings.store_url();
+        let mut stores = lock(&self.stores);
+        if let Some(s) = stores.get(&url) {
+            return Ok(s.clone());
+        }
+        let cluster = shale_image::Cluster::connect(settings).map_err(|e| crate::errno::of(&e))?;
+        let store = Arc::new(Store {
+            url: url.clone(),
+            cluster,
+        });
+        stores.insert(url, store.clone());
+        Ok(store)
+    }
+
+    /// Open (or share) the engine of image `id` in `pool` of `store`.
+    pub(crate) fn open_image(
+        &self,
+        store: &Store,
+        pool: &str,
+        id: &str,
+        read_only: bool,
+    ) -> shale_image::Result<Arc<SharedImage>> {
+        let key: ImageKey = (store.url.clone(), pool.to_string(), id.to_string());
+        let mut open = lock(&self.open);
+        if let Some(e) = open.get_mut(&key) {
+            if !read_only && !e.writable {
+                let img = store.cluster.open_image_by_id(pool, id, false)?;
+                *e.shared.image.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(img);
+                e.writable = true;
+            }
+            e.handles += 1;
+            return Ok(e.shared.clone());
+        }
+        let img = store.cluster.open_image_by_id(pool, id, read_only)?;
+        let shared = Arc::new(SharedImage::new(key.clone(), img));
+        open.insert(
+            key,
+            OpenEntry {
+                shared: shared.clone(),
+                handles: 1,
+                writable: !read_only,
+            },
+        );
+        Ok(shared)
+    }
+
+    /// Drop one handle of `shared`; the last one waits for its operations and closes the image.
+    pub(crate) fn release_image(&self, shared: &Arc<SharedImage>) -> shale_image::Result<()> {
+        let mut open = lock(&self.open);
+        let Some(e) = open.get_mut(&shared.key) else {
+            return Ok(());
+        };
+        e.handles -= 1;
+        if e.handles > 0 {
+            return Ok(());
+        }
+        open.remove(&shared.key);
+        shared.wait_before(shared.barrier());
+        // Closed under the lock: a concurrent reopen waits for the final flush.
+        shared.image().close()
+    }
+
+    /// How many handles of this process have the image open.
+    pub(crate) fn open_handles(&self, key: &ImageKey) -> usize {
+        lock(&self.open).get(key).map_or(0, |e| e.handles)
+    }
+}
