@@ -91,6 +91,7 @@ pub(crate) fn recover(store: &dyn ObjectStore, prefix: &str, epoch: u64, read_on
             seq: seq - 1,
             next_seq,
             epoch,
+            journal: Default::default(),
             extents: map
                 .iter()
                 .map(|(lba, len, t)| match t {

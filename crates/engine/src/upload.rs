@@ -61,7 +61,7 @@ fn worker(sh: Arc<Shared>, rx: Arc<Mutex<Receiver<Job>>>) {
 }
 
 fn upload(sh: &Shared, s: Arc<Sealed>) {
-    let res = segment::encode(s.seq, sh.epoch, &s.entries, &s.data).and_then(|obj| {
+    let res = segment::encode(s.seq, sh.epoch, Default::default(), &s.entries, &s.data).and_then(|obj| {
         let len = obj.len() as u64;
         put_with_retry(sh, &seg_key(&sh.prefix, s.seq), Bytes::from(obj)).map(|_| len)
     });
@@ -120,7 +120,7 @@ fn write_checkpoint(sh: &Shared, seq: u64, extents: &[(u64, u64, Target)]) {
             done += n;
         }
     }
-    let c = Checkpoint { seq, next_seq: seq + 1, epoch: sh.epoch, extents: out };
+    let c = Checkpoint { seq, next_seq: seq + 1, epoch: sh.epoch, journal: Default::default(), extents: out };
     if let Err(e) = store_checkpoint(sh.store.as_ref(), &sh.prefix, &c) {
         // A missing checkpoint only makes the next open replay more segments.
         tracing::warn!("checkpoint after segment {seq:016x} of {:?}: {e}", sh);

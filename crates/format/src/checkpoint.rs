@@ -1,7 +1,8 @@
 //! Checkpoints: a snapshot of an image's whole extent map after segment `seq`.
 //!
 //! ```text
-//! magic "SHALECKP" | version u32 | reserved u32 | seq u64 | next_seq u64 | epoch u64 | n u64
+//! magic "SHALECKP" | version u32 | reserved u32 | seq u64 | next_seq u64 | epoch u64
+//! journal_id u64 | jseq u64 | n u64
 //! n x { lba u64 | len u32 | off u32 | seg u64 }        (seg = u64::MAX: explicit zeros)
 //! crc32c u32 over everything before it
 //! ```
@@ -11,11 +12,12 @@
 
 use shale_error::{Error, Result};
 
+use crate::segment::JournalMark;
 use crate::wire::{check_magic, put_u32, put_u64, Reader};
 
 pub const MAGIC: &[u8; 8] = b"SHALECKP";
 pub const VERSION: u32 = 1;
-const FIXED_LEN: usize = 48;
+const FIXED_LEN: usize = 64;
 const EXTENT_LEN: usize = 24;
 /// `seg` value of an explicit-zero extent.
 pub const ZERO_SEG: u64 = u64::MAX;
@@ -36,6 +38,8 @@ pub struct Checkpoint {
     /// The first segment number replay should look for.
     pub next_seq: u64,
     pub epoch: u64,
+    /// The journal records reflected (see `segment::JournalMark`).
+    pub journal: JournalMark,
     pub extents: Vec<Extent>,
 }
 
@@ -47,6 +51,8 @@ pub fn encode(c: &Checkpoint) -> Vec<u8> {
     put_u64(&mut out, c.seq);
     put_u64(&mut out, c.next_seq);
     put_u64(&mut out, c.epoch);
+    put_u64(&mut out, c.journal.journal_id);
+    put_u64(&mut out, c.journal.jseq);
     put_u64(&mut out, c.extents.len() as u64);
     for e in &c.extents {
         put_u64(&mut out, e.lba);
@@ -66,6 +72,7 @@ pub fn decode(buf: &[u8]) -> Result<Checkpoint> {
     let seq = r.u64()?;
     let next_seq = r.u64()?;
     let epoch = r.u64()?;
+    let journal = JournalMark { journal_id: r.u64()?, jseq: r.u64()? };
     let n = r.u64()?;
     let expect = (n as u128) * EXTENT_LEN as u128 + FIXED_LEN as u128 + 4;
     if expect != buf.len() as u128 {
@@ -93,7 +100,7 @@ pub fn decode(buf: &[u8]) -> Result<Checkpoint> {
         }
         extents.push(Extent { lba, len, off, seg });
     }
-    Ok(Checkpoint { seq, next_seq, epoch, extents })
+    Ok(Checkpoint { seq, next_seq, epoch, journal, extents })
 }
 
 #[cfg(test)]
@@ -106,6 +113,7 @@ mod tests {
             seq: 5,
             next_seq: 9,
             epoch: 2,
+            journal: JournalMark { journal_id: 5, jseq: 77 },
             extents: vec![
                 Extent { lba: 0, len: 8, off: 16, seg: 3 },
                 Extent { lba: 8, len: 100, off: 0, seg: ZERO_SEG },

@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod checkpoint;
+pub mod record;
 pub mod envelope;
 pub mod segment;
 mod wire;

@@ -3,7 +3,7 @@
 //! ```text
 //! +-------------------- header (header_len bytes, a multiple of 4096) --------------------+
 //! | magic "SHALESEG" | version | header_len | seq | epoch | n_entries | n_pages | data_len |
-//! | entries[n_entries] (24 B each) | page_crcs[n_pages] (4 B each) | header_crc | zero pad  |
+//! | journal_id | jseq | entries[n_entries] (24 B each) | page_crcs[n_pages] | header_crc | pad |
 //! +----------------------------------------- data ----------------------------------------+
 //! | n_pages pages of 4096 bytes; Data entries point into it by sector offset               |
 //! +----------------------------------------------------------------------------------------+
@@ -20,7 +20,7 @@ use crate::{PAGE, SECTOR};
 pub const MAGIC: &[u8; 8] = b"SHALESEG";
 pub const VERSION: u32 = 1;
 /// Fixed part of the header before the entries.
-pub const FIXED_LEN: usize = 56;
+pub const FIXED_LEN: usize = 64;
 /// Bytes per entry.
 pub const ENTRY_LEN: usize = 24;
 
@@ -45,11 +45,20 @@ pub struct Entry {
     pub kind: EntryKind,
 }
 
+/// Which journal records a segment (or checkpoint) contains: every record of journal
+/// `journal_id` with a number ≤ `jseq`. Zero id: written without a journal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct JournalMark {
+    pub journal_id: u64,
+    pub jseq: u64,
+}
+
 /// A decoded segment header.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Header {
     pub seq: u64,
     pub epoch: u64,
+    pub journal: JournalMark,
     pub entries: Vec<Entry>,
     pub page_crcs: Vec<u32>,
     /// Byte offset of the data area in the object.
@@ -66,15 +75,42 @@ pub fn page_crc(seq: u64, index: u32, page: &[u8]) -> u32 {
     crc32c::crc32c_append(crc32c::crc32c(&salt), page)
 }
 
+/// Bytes a header needs for this many entries and data bytes (before rounding to a page).
+pub fn raw_header_len(n_entries: usize, data_len: usize) -> usize {
+    FIXED_LEN + n_entries * ENTRY_LEN + data_len.div_ceil(PAGE) * 4 + 4
+}
+
 /// Encode a whole segment object. `data` holds whole sectors; it is padded to whole pages.
-pub fn encode(seq: u64, epoch: u64, entries: &[Entry], data: &[u8]) -> Result<Vec<u8>> {
+pub fn encode(seq: u64, epoch: u64, journal: JournalMark, entries: &[Entry], data: &[u8]) -> Result<Vec<u8>> {
+    let mut out = encode_header(seq, epoch, journal, entries, data, None)?;
+    let header_len = out.len();
+    out.extend_from_slice(data);
+    out.resize(header_len + data.len().div_ceil(PAGE) * PAGE, 0);
+    Ok(out)
+}
+
+/// Encode only the header (exactly `header_len` bytes if given, which must be a multiple of
+/// the page size and large enough; else the smallest page multiple). The data area that
+/// follows it must be `data` padded with zeros to whole pages.
+pub fn encode_header(
+    seq: u64,
+    epoch: u64,
+    journal: JournalMark,
+    entries: &[Entry],
+    data: &[u8],
+    header_len: Option<usize>,
+) -> Result<Vec<u8>> {
     if data.len() as u64 % SECTOR != 0 {
         return Err(Error::invalid("segment data must be whole sectors"));
     }
     let n_pages = data.len().div_ceil(PAGE);
-    let raw_header = FIXED_LEN + entries.len() * ENTRY_LEN + n_pages * 4 + 4;
-    let header_len = raw_header.div_ceil(PAGE) * PAGE;
-    let mut out = Vec::with_capacity(header_len + n_pages * PAGE);
+    let raw_header = raw_header_len(entries.len(), data.len());
+    let header_len = match header_len {
+        None => raw_header.div_ceil(PAGE) * PAGE,
+        Some(h) if h >= raw_header && h % PAGE == 0 => h,
+        Some(h) => return Err(Error::invalid(format!("segment header needs {raw_header} bytes, {h} reserved"))),
+    };
+    let mut out = Vec::with_capacity(header_len);
     out.extend_from_slice(MAGIC);
     put_u32(&mut out, VERSION);
     put_u32(&mut out, header_len as u32);
@@ -83,7 +119,8 @@ pub fn encode(seq: u64, epoch: u64, entries: &[Entry], data: &[u8]) -> Result<Ve
     put_u32(&mut out, entries.len() as u32);
     put_u32(&mut out, n_pages as u32);
     put_u64(&mut out, (n_pages * PAGE) as u64);
-    put_u64(&mut out, 0); // reserved
+    put_u64(&mut out, journal.journal_id);
+    put_u64(&mut out, journal.jseq);
     debug_assert_eq!(out.len(), FIXED_LEN);
     for e in entries {
         put_u64(&mut out, e.lba);
@@ -108,8 +145,6 @@ pub fn encode(seq: u64, epoch: u64, entries: &[Entry], data: &[u8]) -> Result<Ve
     let crc = crc32c::crc32c(&out);
     put_u32(&mut out, crc);
     out.resize(header_len, 0);
-    out.extend_from_slice(data);
-    out.resize(header_len + n_pages * PAGE, 0);
     Ok(out)
 }
 
@@ -134,7 +169,7 @@ pub fn decode_header(buf: &[u8]) -> Result<Header> {
     let n_entries = r.u32()? as usize;
     let n_pages = r.u32()? as usize;
     let data_len = r.u64()?;
-    let _reserved = r.u64()?;
+    let journal = JournalMark { journal_id: r.u64()?, jseq: r.u64()? };
     let needed = FIXED_LEN as u64 + n_entries as u64 * ENTRY_LEN as u64 + n_pages as u64 * 4 + 4;
     if needed > header_len || header_len as usize > buf.len() || data_len != n_pages as u64 * PAGE as u64 {
         return Err(Error::corruption(format!(
@@ -169,7 +204,7 @@ pub fn decode_header(buf: &[u8]) -> Result<Header> {
     for _ in 0..n_pages {
         page_crcs.push(r.u32()?);
     }
-    Ok(Header { seq, epoch, entries, page_crcs, header_len, data_len })
+    Ok(Header { seq, epoch, journal, entries, page_crcs, header_len, data_len })
 }
 
 /// Verify data pages `first_page..` of a segment against its header. `data.len()` must be a
@@ -207,11 +242,12 @@ mod tests {
     #[test]
     fn roundtrip() {
         let (entries, data) = sample();
-        let obj = encode(7, 3, &entries, &data).unwrap();
+        let obj = encode(7, 3, JournalMark { journal_id: 9, jseq: 4 }, &entries, &data).unwrap();
         assert_eq!(header_len(&obj[..16]).unwrap(), 4096);
         let h = decode_header(&obj).unwrap();
         assert_eq!(h.seq, 7);
         assert_eq!(h.epoch, 3);
+        assert_eq!(h.journal, JournalMark { journal_id: 9, jseq: 4 });
         assert_eq!(h.entries, entries);
         assert_eq!(h.data_len, 8192);
         verify_pages(&h, 0, &obj[4096..]).unwrap();
@@ -221,7 +257,7 @@ mod tests {
     #[test]
     fn flipped_bytes_detected() {
         let (entries, data) = sample();
-        let obj = encode(7, 3, &entries, &data).unwrap();
+        let obj = encode(7, 3, JournalMark { journal_id: 9, jseq: 4 }, &entries, &data).unwrap();
         for pos in [0usize, 20, 60, 100, 4096, 4096 + 5000] {
             let mut bad = obj.clone();
             bad[pos] ^= 0x40;
@@ -233,8 +269,8 @@ mod tests {
     #[test]
     fn page_of_other_segment_rejected() {
         let (entries, data) = sample();
-        let a = encode(7, 3, &entries, &data).unwrap();
-        let b = encode(8, 3, &entries, &data).unwrap();
+        let a = encode(7, 3, JournalMark { journal_id: 9, jseq: 4 }, &entries, &data).unwrap();
+        let b = encode(8, 3, JournalMark::default(), &entries, &data).unwrap();
         let (ha, hb) = (decode_header(&a).unwrap(), decode_header(&b).unwrap());
         // Same bytes, different segment: the salted checksums differ, so a stale or misplaced
         // page can only verify where it was written.

@@ -1,21 +1,22 @@
-//! rbd aio completions (`rbd_completion_t`) and the library thread that completes them.
+//! rbd aio completions (`rbd_completion_t`).
 //!
 //! ```text
-//!   I/O path --complete(c, rval)--> channel --> "shale-completer" thread:
+//!   aio worker: run the request → finish(c, rval, events):
 //!        set rval → call complete_cb(c, arg) with no lock held → mark done, wake waiters
+//!        → if the image has a notification fd: queue c for rbd_poll_io_events, signal the fd
 //! ```
 //!
-//! Invariants: the completer holds its own `Arc` while it runs a completion, so the callback
+//! Invariants: the worker holds its own `Arc` while it finishes a completion, so the callback
 //! may call `rbd_aio_release` (QEMU 7.2 does) or `rbd_aio_get_return_value` on it; the handle
 //! stays valid for the callback and its address cannot be reused before the callback returns.
 //! The return value is set before the callback runs; `is_complete` turns true after it.
 
+use crate::aio::Events;
 use crate::guard::ffi;
-use crate::handle::Table;
+use crate::state::globals;
 use crate::types::{rbd_callback_t, rbd_completion_t};
 use core::ffi::{c_int, c_void};
-use std::sync::mpsc::{channel, Sender};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 /// One `rbd_completion_t`.
 pub(crate) struct RbdCompletion {
@@ -37,55 +38,30 @@ impl RbdCompletion {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn run(self: Arc<Self>, rval: isize) {
+    /// Complete with `rval` (bytes read, 0, or `-errno`) on the calling (library) thread.
+    pub(crate) fn finish(self: Arc<Self>, rval: isize, events: Option<&Events>) {
         self.state().rval = rval;
+        let handle = Arc::as_ptr(&self) as rbd_completion_t;
         if let Some(cb) = self.cb {
-            let handle = Arc::as_ptr(&self) as rbd_completion_t;
             // SAFETY: the callback and its argument were given to rbd_aio_create_completion for
             // exactly this call; `handle` stays valid during the call because we hold an Arc.
             unsafe { cb(handle, self.arg as *mut c_void) };
         }
         self.state().completed = true;
         self.done.notify_all();
+        if let Some(ev) = events {
+            ev.notify(handle);
+        }
     }
 }
 
-/// Every live `rbd_completion_t`.
-pub(crate) static COMPLETIONS: Table<RbdCompletion> = Table::new();
-
-type Job = (Arc<RbdCompletion>, isize);
-
-fn completer() -> Option<&'static Mutex<Sender<Job>>> {
-    static TX: OnceLock<Option<Mutex<Sender<Job>>>> = OnceLock::new();
-    TX.get_or_init(|| {
-        let (tx, rx) = channel::<Job>();
-        std::thread::Builder::new()
-            .name("shale-completer".into())
-            .spawn(move || {
-                for (c, rval) in rx {
-                    // A panic here would only come from our own code; keep the thread alive.
-                    ffi("rbd completion", (), move || c.run(rval));
-                }
-            })
-            .ok()
-            .map(|_| Mutex::new(tx))
-    })
-    .as_ref()
+fn get(c: rbd_completion_t) -> Option<Arc<RbdCompletion>> {
+    globals().completions.get(c)
 }
 
-/// Complete `c` with `rval` (bytes read, 0, or `-errno`) on the completer thread.
-#[cfg_attr(not(test), allow(dead_code))] // the I/O path of phase 2 calls it
-pub(crate) fn complete(c: Arc<RbdCompletion>, rval: isize) {
-    let job = (c, rval);
-    let job = match completer() {
-        Some(tx) => match tx.lock().unwrap_or_else(|e| e.into_inner()).send(job) {
-            Ok(()) => return,
-            Err(e) => e.0,
-        },
-        None => job,
-    };
-    // No thread could be started: complete inline rather than never.
-    job.0.run(job.1);
+/// The completion behind a live handle.
+pub(crate) fn lookup_completion(c: rbd_completion_t) -> Result<Arc<RbdCompletion>, c_int> {
+    get(c).ok_or(-libc::EINVAL)
 }
 
 /// `int rbd_aio_create_completion(void *cb_arg, rbd_callback_t complete_cb, rbd_completion_t *c)`
@@ -108,7 +84,7 @@ pub unsafe extern "C" fn shale_rbd_aio_create_completion(
             state: Mutex::new(State::default()),
             done: Condvar::new(),
         };
-        let handle = COMPLETIONS.insert(Arc::new(comp));
+        let handle = globals().completions.insert(Arc::new(comp));
         // SAFETY: `c` is non-NULL and writable (caller contract).
         unsafe { c.write(handle) };
         0
@@ -121,7 +97,7 @@ pub unsafe extern "C" fn shale_rbd_aio_create_completion(
 /// Any value is accepted; unknown handles are ignored.
 #[no_mangle]
 pub unsafe extern "C" fn shale_rbd_aio_release(c: rbd_completion_t) {
-    ffi("rbd_aio_release", (), || drop(COMPLETIONS.remove(c)))
+    ffi("rbd_aio_release", (), || drop(globals().completions.remove(c)))
 }
 
 /// `ssize_t rbd_aio_get_return_value(rbd_completion_t c)`: `-EINVAL` for an unknown handle.
@@ -131,8 +107,7 @@ pub unsafe extern "C" fn shale_rbd_aio_release(c: rbd_completion_t) {
 #[no_mangle]
 pub unsafe extern "C" fn shale_rbd_aio_get_return_value(c: rbd_completion_t) -> isize {
     ffi("rbd_aio_get_return_value", -(libc::EINVAL as isize), || {
-        COMPLETIONS
-            .get(c)
+        get(c)
             .map_or(-(libc::EINVAL as isize), |c| c.state().rval)
     })
 }
@@ -144,8 +119,7 @@ pub unsafe extern "C" fn shale_rbd_aio_get_return_value(c: rbd_completion_t) -> 
 #[no_mangle]
 pub unsafe extern "C" fn shale_rbd_aio_get_arg(c: rbd_completion_t) -> *mut c_void {
     ffi("rbd_aio_get_arg", std::ptr::null_mut(), || {
-        COMPLETIONS
-            .get(c)
+        get(c)
             .map_or(std::ptr::null_mut(), |c| c.arg as *mut c_void)
     })
 }
@@ -157,8 +131,7 @@ pub unsafe extern "C" fn shale_rbd_aio_get_arg(c: rbd_completion_t) -> *mut c_vo
 #[no_mangle]
 pub unsafe extern "C" fn shale_rbd_aio_is_complete(c: rbd_completion_t) -> c_int {
     ffi("rbd_aio_is_complete", -libc::EINVAL, || {
-        COMPLETIONS
-            .get(c)
+        get(c)
             .map_or(-libc::EINVAL, |c| c_int::from(c.state().completed))
     })
 }
@@ -171,7 +144,7 @@ pub unsafe extern "C" fn shale_rbd_aio_is_complete(c: rbd_completion_t) -> c_int
 #[no_mangle]
 pub unsafe extern "C" fn shale_rbd_aio_wait_for_complete(c: rbd_completion_t) -> c_int {
     ffi("rbd_aio_wait_for_complete", -libc::EINVAL, || {
-        let Some(c) = COMPLETIONS.get(c) else {
+        let Some(c) = get(c) else {
             return -libc::EINVAL;
         };
         let mut st = c.state();
@@ -215,8 +188,8 @@ mod tests {
             assert_eq!(shale_rbd_aio_is_complete(h), 0);
             assert_eq!(shale_rbd_aio_get_arg(h), arg);
         }
-        let comp = COMPLETIONS.get(h).expect("live");
-        complete(comp, 4096);
+        let comp = get(h).expect("live");
+        std::thread::spawn(move || comp.finish(4096, None));
         for _ in 0..1000 {
             if CALLS.load(Ordering::SeqCst) == 1 {
                 break;
@@ -243,7 +216,7 @@ mod tests {
                 shale_rbd_aio_create_completion(std::ptr::null_mut(), None, &mut h),
                 0
             );
-            complete(COMPLETIONS.get(h).expect("live"), -(libc::EIO as isize));
+            get(h).expect("live").finish(-(libc::EIO as isize), None);
             assert_eq!(shale_rbd_aio_wait_for_complete(h), 0);
             assert_eq!(shale_rbd_aio_is_complete(h), 1);
             assert_eq!(shale_rbd_aio_get_return_value(h), -(libc::EIO as isize));

@@ -47,3 +47,15 @@ pub(crate) unsafe fn snprintf(buf: *mut c_char, len: usize, s: &str) -> bool {
     }
     s.len() < len
 }
+
+/// A `malloc`ed NUL-terminated copy of `s` (for strings the C caller frees with `free` or a
+/// `*_cleanup` call); NULL if out of memory.
+pub(crate) fn malloc_str(s: &str) -> *mut c_char {
+    // SAFETY: plain allocation, checked for NULL.
+    let p = unsafe { libc::malloc(s.len() + 1) }.cast::<c_char>();
+    if !p.is_null() {
+        // SAFETY: `p` has room for `s` and its NUL.
+        unsafe { snprintf(p, s.len() + 1, s) };
+    }
+    p
+}

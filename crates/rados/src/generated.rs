@@ -13,21 +13,119 @@
 
 use crate::types::*;
 use core::ffi::{c_char, c_int, c_uint, c_void};
-// ---- prototype checks of the 14 hand-written entry points ----
+// ---- prototype checks of the 112 hand-written entry points ----
+const _: unsafe extern "C" fn(rados_ioctx_t, *const c_char, c_int) -> c_int = crate::pools::rados_application_enable;
+const _: unsafe extern "C" fn(*mut c_char) = crate::mon::rados_buffer_free;
+const _: unsafe extern "C" fn(rados_t, *mut c_char, usize) -> c_int = crate::cluster::rados_cluster_fsid;
+const _: unsafe extern "C" fn(rados_t, *mut rados_cluster_stat_t) -> c_int = crate::cluster::rados_cluster_stat;
 const _: unsafe extern "C" fn(rados_t, *const c_char, *mut c_char, usize) -> c_int = crate::cluster::rados_conf_get;
 const _: unsafe extern "C" fn(rados_t, *const c_char) -> c_int = crate::cluster::rados_conf_read_file;
 const _: unsafe extern "C" fn(rados_t, *const c_char, *const c_char) -> c_int = crate::cluster::rados_conf_set;
+const _: unsafe extern "C" fn(rados_t) -> c_int = crate::cluster::rados_connect;
 const _: unsafe extern "C" fn(*mut rados_t, *const c_char) -> c_int = crate::cluster::rados_create;
 const _: unsafe extern "C" fn(*mut rados_t, *const c_char, *const c_char, u64) -> c_int = crate::cluster::rados_create2;
+const _: unsafe extern "C" fn(rados_t) -> u64 = crate::cluster::rados_get_instance_id;
+const _: unsafe extern "C" fn(rados_t, *const c_char, *mut rados_ioctx_t) -> c_int = crate::pools::rados_ioctx_create;
+const _: unsafe extern "C" fn(rados_t, i64, *mut rados_ioctx_t) -> c_int = crate::pools::rados_ioctx_create2;
+const _: unsafe extern "C" fn(rados_ioctx_t) = crate::pools::rados_ioctx_destroy;
+const _: unsafe extern "C" fn(rados_ioctx_t) -> rados_t = crate::pools::rados_ioctx_get_cluster;
+const _: unsafe extern "C" fn(rados_ioctx_t) -> i64 = crate::pools::rados_ioctx_get_id;
+const _: unsafe extern "C" fn(rados_ioctx_t, *mut c_char, c_uint) -> c_int = crate::pools::rados_ioctx_get_namespace;
+const _: unsafe extern "C" fn(rados_ioctx_t, *mut c_char, c_uint) -> c_int = crate::pools::rados_ioctx_get_pool_name;
+const _: unsafe extern "C" fn(rados_ioctx_t, *const c_char) = crate::pools::rados_ioctx_set_namespace;
+const _: unsafe extern "C" fn(rados_t, *mut *const c_char, usize, *const c_char, usize, *mut *mut c_char, *mut usize, *mut *mut c_char, *mut usize) -> c_int = crate::mon::rados_mon_command;
+const _: unsafe extern "C" fn(rados_t, *const c_char) -> c_int = crate::pools::rados_pool_create;
+const _: unsafe extern "C" fn(rados_t, *const c_char, u64, u8) -> c_int = crate::pools::rados_pool_create_with_all;
+const _: unsafe extern "C" fn(rados_t, *const c_char, u64) -> c_int = crate::pools::rados_pool_create_with_auid;
+const _: unsafe extern "C" fn(rados_t, *const c_char, u8) -> c_int = crate::pools::rados_pool_create_with_crush_rule;
+const _: unsafe extern "C" fn(rados_t, *const c_char) -> c_int = crate::pools::rados_pool_delete;
+const _: unsafe extern "C" fn(rados_t, *mut c_char, usize) -> c_int = crate::pools::rados_pool_list;
+const _: unsafe extern "C" fn(rados_t, *const c_char) -> i64 = crate::pools::rados_pool_lookup;
+const _: unsafe extern "C" fn(rados_t, i64, *mut c_char, usize) -> c_int = crate::pools::rados_pool_reverse_lookup;
 const _: unsafe extern "C" fn(rados_t) = crate::cluster::rados_shutdown;
 const _: unsafe extern "C" fn(*mut c_int, *mut c_int, *mut c_int) = crate::version::rados_version;
+const _: unsafe extern "C" fn(rados_t) -> c_int = crate::cluster::rados_wait_for_latest_osdmap;
+const _: unsafe extern "C" fn(rados_ioctx_t, *mut rados_pool_stat_t) -> c_int = crate::pools::shale_rados_ioctx_pool_stat_base;
+const _: unsafe extern "C" fn(rados_ioctx_t, *mut rados_pool_stat_t) -> c_int = crate::pools::shale_rados_ioctx_pool_stat_v14_2_0;
 const _: unsafe extern "C" fn(*mut c_void, rbd_callback_t, *mut rbd_completion_t) -> c_int = crate::completion::shale_rbd_aio_create_completion;
+const _: unsafe extern "C" fn(rbd_image_t, u64, u64, rbd_completion_t) -> c_int = crate::aio::shale_rbd_aio_discard;
+const _: unsafe extern "C" fn(rbd_image_t, rbd_completion_t) -> c_int = crate::aio::shale_rbd_aio_flush;
 const _: unsafe extern "C" fn(rbd_completion_t) -> *mut c_void = crate::completion::shale_rbd_aio_get_arg;
 const _: unsafe extern "C" fn(rbd_completion_t) -> isize = crate::completion::shale_rbd_aio_get_return_value;
 const _: unsafe extern "C" fn(rbd_completion_t) -> c_int = crate::completion::shale_rbd_aio_is_complete;
+const _: unsafe extern "C" fn(rbd_image_t, u64, usize, *mut c_char, rbd_completion_t) -> c_int = crate::aio::shale_rbd_aio_read;
+const _: unsafe extern "C" fn(rbd_image_t, u64, usize, *mut c_char, rbd_completion_t, c_int) -> c_int = crate::aio::shale_rbd_aio_read2;
+const _: unsafe extern "C" fn(rbd_image_t, *const iovec, c_int, u64, rbd_completion_t) -> c_int = crate::aio::shale_rbd_aio_readv;
 const _: unsafe extern "C" fn(rbd_completion_t) = crate::completion::shale_rbd_aio_release;
 const _: unsafe extern "C" fn(rbd_completion_t) -> c_int = crate::completion::shale_rbd_aio_wait_for_complete;
+const _: unsafe extern "C" fn(rbd_image_t, u64, usize, *const c_char, rbd_completion_t) -> c_int = crate::aio::shale_rbd_aio_write;
+const _: unsafe extern "C" fn(rbd_image_t, u64, usize, *const c_char, rbd_completion_t, c_int) -> c_int = crate::aio::shale_rbd_aio_write2;
+const _: unsafe extern "C" fn(rbd_image_t, u64, usize, rbd_completion_t, c_int, c_int) -> c_int = crate::aio::shale_rbd_aio_write_zeroes;
+const _: unsafe extern "C" fn(rbd_image_t, u64, usize, *const c_char, usize, rbd_completion_t, c_int) -> c_int = crate::aio::shale_rbd_aio_writesame;
+const _: unsafe extern "C" fn(rbd_image_t, *const iovec, c_int, u64, rbd_completion_t) -> c_int = crate::aio::shale_rbd_aio_writev;
+const _: unsafe extern "C" fn(rbd_image_t) -> c_int = crate::image::shale_rbd_close;
+const _: unsafe extern "C" fn(rbd_image_t, rados_ioctx_t, *const c_char) -> c_int = crate::admin::shale_rbd_copy;
+const _: unsafe extern "C" fn(rbd_image_t, rbd_image_t) -> c_int = crate::admin::shale_rbd_copy2;
+const _: unsafe extern "C" fn(rbd_image_t, rados_ioctx_t, *const c_char, rbd_image_options_t) -> c_int = crate::admin::shale_rbd_copy3;
+const _: unsafe extern "C" fn(rbd_image_t, rados_ioctx_t, *const c_char, rbd_image_options_t, usize) -> c_int = crate::admin::shale_rbd_copy4;
+const _: unsafe extern "C" fn(rados_ioctx_t, *const c_char, u64, *mut c_int) -> c_int = crate::admin::shale_rbd_create;
+const _: unsafe extern "C" fn(rados_ioctx_t, *const c_char, u64, u64, *mut c_int) -> c_int = crate::admin::shale_rbd_create2;
+const _: unsafe extern "C" fn(rados_ioctx_t, *const c_char, u64, u64, *mut c_int, u64, u64) -> c_int = crate::admin::shale_rbd_create3;
+const _: unsafe extern "C" fn(rados_ioctx_t, *const c_char, u64, rbd_image_options_t) -> c_int = crate::admin::shale_rbd_create4;
+const _: unsafe extern "C" fn(rbd_image_t, *const c_char, u64, u64, Option<unsafe extern "C" fn(u64, usize, c_int, *mut c_void) -> c_int>, *mut c_void) -> c_int = crate::image::shale_rbd_diff_iterate;
+const _: unsafe extern "C" fn(rbd_image_t, *const c_char, u64, u64, u8, u8, Option<unsafe extern "C" fn(u64, usize, c_int, *mut c_void) -> c_int>, *mut c_void) -> c_int = crate::image::shale_rbd_diff_iterate2;
+const _: unsafe extern "C" fn(rbd_image_t, u64, u64) -> c_int = crate::io::shale_rbd_discard;
+const _: unsafe extern "C" fn(rbd_image_t) -> c_int = crate::io::shale_rbd_flush;
+const _: unsafe extern "C" fn(rbd_image_t, *mut timespec) -> c_int = crate::image::shale_rbd_get_access_timestamp;
+const _: unsafe extern "C" fn(rbd_image_t, *mut c_char, usize) -> c_int = crate::image::shale_rbd_get_block_name_prefix;
+const _: unsafe extern "C" fn(rbd_image_t, *mut timespec) -> c_int = crate::image::shale_rbd_get_create_timestamp;
+const _: unsafe extern "C" fn(rbd_image_t) -> i64 = crate::image::shale_rbd_get_data_pool_id;
+const _: unsafe extern "C" fn(rbd_image_t, *mut c_char, usize) -> c_int = crate::image::shale_rbd_get_id;
+const _: unsafe extern "C" fn(rbd_image_t, *mut timespec) -> c_int = crate::image::shale_rbd_get_modify_timestamp;
+const _: unsafe extern "C" fn(rbd_image_t, *mut c_char, *mut usize) -> c_int = crate::image::shale_rbd_get_name;
+const _: unsafe extern "C" fn(rbd_image_t, *mut u8) -> c_int = crate::image::shale_rbd_get_old_format;
+const _: unsafe extern "C" fn(rbd_image_t, *mut rbd_linked_image_spec_t, *mut rbd_snap_spec_t) -> c_int = crate::image::shale_rbd_get_parent;
+const _: unsafe extern "C" fn(rbd_image_t, *mut c_char, usize, *mut c_char, usize, *mut c_char, usize) -> c_int = crate::image::shale_rbd_get_parent_info;
+const _: unsafe extern "C" fn(rbd_image_options_t) = crate::options::shale_rbd_image_options_clear;
+const _: unsafe extern "C" fn(*mut rbd_image_options_t) = crate::options::shale_rbd_image_options_create;
+const _: unsafe extern "C" fn(rbd_image_options_t) = crate::options::shale_rbd_image_options_destroy;
+const _: unsafe extern "C" fn(rbd_image_options_t, c_int, *mut c_char, usize) -> c_int = crate::options::shale_rbd_image_options_get_string;
+const _: unsafe extern "C" fn(rbd_image_options_t, c_int, *mut u64) -> c_int = crate::options::shale_rbd_image_options_get_uint64;
+const _: unsafe extern "C" fn(rbd_image_options_t) -> c_int = crate::options::shale_rbd_image_options_is_empty;
+const _: unsafe extern "C" fn(rbd_image_options_t, c_int, *mut bool) -> c_int = crate::options::shale_rbd_image_options_is_set;
+const _: unsafe extern "C" fn(rbd_image_options_t, c_int, *const c_char) -> c_int = crate::options::shale_rbd_image_options_set_string;
+const _: unsafe extern "C" fn(rbd_image_options_t, c_int, u64) -> c_int = crate::options::shale_rbd_image_options_set_uint64;
+const _: unsafe extern "C" fn(rbd_image_options_t, c_int) -> c_int = crate::options::shale_rbd_image_options_unset;
+const _: unsafe extern "C" fn(*mut rbd_image_spec_t) = crate::admin::shale_rbd_image_spec_cleanup;
+const _: unsafe extern "C" fn(*mut rbd_image_spec_t, usize) = crate::admin::shale_rbd_image_spec_list_cleanup;
+const _: unsafe extern "C" fn(rbd_image_t) -> c_int = crate::image::shale_rbd_invalidate_cache;
+const _: unsafe extern "C" fn(rbd_image_t, *mut c_int) -> c_int = crate::image::shale_rbd_is_exclusive_lock_owner;
+const _: unsafe extern "C" fn(rados_ioctx_t, *mut c_char, *mut usize) -> c_int = crate::admin::shale_rbd_list;
+const _: unsafe extern "C" fn(rados_ioctx_t, *mut rbd_image_spec_t, *mut usize) -> c_int = crate::admin::shale_rbd_list2;
+const _: unsafe extern "C" fn(rbd_image_t, *const c_char, *mut c_char, *mut usize) -> c_int = crate::metadata::shale_rbd_metadata_get;
+const _: unsafe extern "C" fn(rbd_image_t, *const c_char, u64, *mut c_char, *mut usize, *mut c_char, *mut usize) -> c_int = crate::metadata::shale_rbd_metadata_list;
+const _: unsafe extern "C" fn(rbd_image_t, *const c_char) -> c_int = crate::metadata::shale_rbd_metadata_remove;
+const _: unsafe extern "C" fn(rbd_image_t, *const c_char, *const c_char) -> c_int = crate::metadata::shale_rbd_metadata_set;
+const _: unsafe extern "C" fn(rados_ioctx_t, *const c_char, *mut bool) -> c_int = crate::admin::shale_rbd_namespace_exists;
+const _: unsafe extern "C" fn(rbd_image_t, *mut rbd_completion_t, c_int) -> c_int = crate::aio::shale_rbd_poll_io_events;
+const _: unsafe extern "C" fn(rbd_image_t, u64, usize, *mut c_char) -> isize = crate::io::shale_rbd_read;
+const _: unsafe extern "C" fn(rbd_image_t, u64, usize, *mut c_char, c_int) -> isize = crate::io::shale_rbd_read2;
+const _: unsafe extern "C" fn(rados_ioctx_t, *const c_char) -> c_int = crate::admin::shale_rbd_remove;
+const _: unsafe extern "C" fn(rados_ioctx_t, *const c_char, librbd_progress_fn_t, *mut c_void) -> c_int = crate::admin::shale_rbd_remove_with_progress;
+const _: unsafe extern "C" fn(rados_ioctx_t, *const c_char, *const c_char) -> c_int = crate::admin::shale_rbd_rename;
+const _: unsafe extern "C" fn(rbd_image_t, u64) -> c_int = crate::image::shale_rbd_resize;
+const _: unsafe extern "C" fn(rbd_image_t, u64, bool, librbd_progress_fn_t, *mut c_void) -> c_int = crate::image::shale_rbd_resize2;
+const _: unsafe extern "C" fn(rbd_image_t, c_int, c_int) -> c_int = crate::aio::shale_rbd_set_image_notification;
+const _: unsafe extern "C" fn(rbd_image_t, *mut rbd_snap_info_t, *mut c_int) -> c_int = crate::image::shale_rbd_snap_list;
+const _: unsafe extern "C" fn(*mut rbd_snap_info_t) = crate::image::shale_rbd_snap_list_end;
+const _: unsafe extern "C" fn(rbd_image_t, *mut rbd_image_info_t, usize) -> c_int = crate::image::shale_rbd_stat;
 const _: unsafe extern "C" fn(*mut c_int, *mut c_int, *mut c_int) = crate::version::shale_rbd_version;
+const _: unsafe extern "C" fn(rbd_image_t, *mut rbd_image_watcher_t, *mut usize) -> c_int = crate::image::shale_rbd_watchers_list;
+const _: unsafe extern "C" fn(*mut rbd_image_watcher_t, usize) = crate::image::shale_rbd_watchers_list_cleanup;
+const _: unsafe extern "C" fn(rbd_image_t, u64, usize, *const c_char) -> isize = crate::io::shale_rbd_write;
+const _: unsafe extern "C" fn(rbd_image_t, u64, usize, *const c_char, c_int) -> isize = crate::io::shale_rbd_write2;
+const _: unsafe extern "C" fn(rbd_image_t, u64, usize, c_int, c_int) -> isize = crate::io::shale_rbd_write_zeroes;
+const _: unsafe extern "C" fn(rbd_image_t, u64, usize, *const c_char, usize, c_int) -> isize = crate::io::shale_rbd_writesame;
 
 // ---- symbol versions (LIBRADOS_14.2.0 default + hidden-ABI Base twin) ----
 core::arch::global_asm!(
@@ -41,7 +139,7 @@ core::arch::global_asm!(
     ".symver shale_rados_tmap_update_base, rados_tmap_update@",
 );
 
-// ---- 512 stubs ----
+// ---- 414 stubs ----
 
 #[no_mangle]
 pub unsafe extern "C" fn rados_aio_append(_io: rados_ioctx_t, _oid: *const c_char, _completion: rados_completion_t, _buf: *const c_char, _len: usize) -> c_int {
@@ -244,11 +342,6 @@ pub unsafe extern "C" fn rados_append(_io: rados_ioctx_t, _oid: *const c_char, _
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn rados_application_enable(_io: rados_ioctx_t, _app_name: *const c_char, _force: c_int) -> c_int {
-    crate::guard::not_implemented("rados_application_enable")
-}
-
-#[no_mangle]
 pub unsafe extern "C" fn rados_application_list(_io: rados_ioctx_t, _values: *mut c_char, _values_len: *mut usize) -> c_int {
     crate::guard::not_implemented("rados_application_list")
 }
@@ -289,11 +382,6 @@ pub unsafe extern "C" fn rados_break_lock(_io: rados_ioctx_t, _o: *const c_char,
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn rados_buffer_free(_buf: *mut c_char) {
-    crate::guard::not_implemented::<()>("rados_buffer_free");
-}
-
-#[no_mangle]
 pub unsafe extern "C" fn rados_cache_pin(_io: rados_ioctx_t, _o: *const c_char) -> c_int {
     crate::guard::not_implemented("rados_cache_pin")
 }
@@ -314,16 +402,6 @@ pub unsafe extern "C" fn rados_checksum(_io: rados_ioctx_t, _oid: *const c_char,
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn rados_cluster_fsid(_cluster: rados_t, _buf: *mut c_char, _len: usize) -> c_int {
-    crate::guard::not_implemented("rados_cluster_fsid")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn rados_cluster_stat(_cluster: rados_t, _result: *mut rados_cluster_stat_t) -> c_int {
-    crate::guard::not_implemented("rados_cluster_stat")
-}
-
-#[no_mangle]
 pub unsafe extern "C" fn rados_cmpext(_io: rados_ioctx_t, _o: *const c_char, _cmp_buf: *const c_char, _cmp_len: usize, _off: u64) -> c_int {
     crate::guard::not_implemented("rados_cmpext")
 }
@@ -341,11 +419,6 @@ pub unsafe extern "C" fn rados_conf_parse_argv_remainder(_cluster: rados_t, _arg
 #[no_mangle]
 pub unsafe extern "C" fn rados_conf_parse_env(_cluster: rados_t, _var: *const c_char) -> c_int {
     crate::guard::not_implemented("rados_conf_parse_env")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn rados_connect(_cluster: rados_t) -> c_int {
-    crate::guard::not_implemented("rados_connect")
 }
 
 #[no_mangle]
@@ -376,11 +449,6 @@ pub unsafe extern "C" fn rados_exec(_io: rados_ioctx_t, _oid: *const c_char, _cl
 #[no_mangle]
 pub unsafe extern "C" fn rados_free_notify_response(_acks: *mut notify_ack_t, _nr_acks: usize, _timeouts: *mut notify_timeout_t) {
     crate::guard::not_implemented::<()>("rados_free_notify_response");
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn rados_get_instance_id(_cluster: rados_t) -> u64 {
-    crate::guard::not_implemented("rados_get_instance_id")
 }
 
 #[no_mangle]
@@ -434,41 +502,6 @@ pub unsafe extern "C" fn rados_ioctx_cct(_io: rados_ioctx_t) -> rados_config_t {
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn rados_ioctx_create(_cluster: rados_t, _pool_name: *const c_char, _ioctx: *mut rados_ioctx_t) -> c_int {
-    crate::guard::not_implemented("rados_ioctx_create")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn rados_ioctx_create2(_cluster: rados_t, _pool_id: i64, _ioctx: *mut rados_ioctx_t) -> c_int {
-    crate::guard::not_implemented("rados_ioctx_create2")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn rados_ioctx_destroy(_io: rados_ioctx_t) {
-    crate::guard::not_implemented::<()>("rados_ioctx_destroy");
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn rados_ioctx_get_cluster(_io: rados_ioctx_t) -> rados_t {
-    crate::guard::not_implemented("rados_ioctx_get_cluster")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn rados_ioctx_get_id(_io: rados_ioctx_t) -> i64 {
-    crate::guard::not_implemented("rados_ioctx_get_id")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn rados_ioctx_get_namespace(_io: rados_ioctx_t, _buf: *mut c_char, _maxlen: c_uint) -> c_int {
-    crate::guard::not_implemented("rados_ioctx_get_namespace")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn rados_ioctx_get_pool_name(_io: rados_ioctx_t, _buf: *mut c_char, _maxlen: c_uint) -> c_int {
-    crate::guard::not_implemented("rados_ioctx_get_pool_name")
-}
-
-#[no_mangle]
 pub unsafe extern "C" fn rados_ioctx_locator_set_key(_io: rados_ioctx_t, _key: *const c_char) {
     crate::guard::not_implemented::<()>("rados_ioctx_locator_set_key");
 }
@@ -504,16 +537,6 @@ pub unsafe extern "C" fn rados_ioctx_pool_set_auid(_io: rados_ioctx_t, _auid: u6
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn shale_rados_ioctx_pool_stat_v14_2_0(_io: rados_ioctx_t, _stats: *mut rados_pool_stat_t) -> c_int {
-    crate::guard::not_implemented("rados_ioctx_pool_stat")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rados_ioctx_pool_stat_base(_io: rados_ioctx_t, _stats: *mut rados_pool_stat_t) -> c_int {
-    crate::guard::not_implemented("rados_ioctx_pool_stat")
-}
-
-#[no_mangle]
 pub unsafe extern "C" fn rados_ioctx_selfmanaged_snap_create(_io: rados_ioctx_t, _snapid: *mut rados_snap_t) -> c_int {
     crate::guard::not_implemented("rados_ioctx_selfmanaged_snap_create")
 }
@@ -531,11 +554,6 @@ pub unsafe extern "C" fn rados_ioctx_selfmanaged_snap_rollback(_io: rados_ioctx_
 #[no_mangle]
 pub unsafe extern "C" fn rados_ioctx_selfmanaged_snap_set_write_ctx(_io: rados_ioctx_t, _seq: rados_snap_t, _snaps: *mut rados_snap_t, _num_snaps: c_int) -> c_int {
     crate::guard::not_implemented("rados_ioctx_selfmanaged_snap_set_write_ctx")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn rados_ioctx_set_namespace(_io: rados_ioctx_t, _nspace: *const c_char) {
-    crate::guard::not_implemented::<()>("rados_ioctx_set_namespace");
 }
 
 #[no_mangle]
@@ -601,11 +619,6 @@ pub unsafe extern "C" fn rados_mgr_command(_cluster: rados_t, _cmd: *mut *const 
 #[no_mangle]
 pub unsafe extern "C" fn rados_mgr_command_target(_cluster: rados_t, _name: *const c_char, _cmd: *mut *const c_char, _cmdlen: usize, _inbuf: *const c_char, _inbuflen: usize, _outbuf: *mut *mut c_char, _outbuflen: *mut usize, _outs: *mut *mut c_char, _outslen: *mut usize) -> c_int {
     crate::guard::not_implemented("rados_mgr_command_target")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn rados_mon_command(_cluster: rados_t, _cmd: *mut *const c_char, _cmdlen: usize, _inbuf: *const c_char, _inbuflen: usize, _outbuf: *mut *mut c_char, _outbuflen: *mut usize, _outs: *mut *mut c_char, _outslen: *mut usize) -> c_int {
-    crate::guard::not_implemented("rados_mon_command")
 }
 
 #[no_mangle]
@@ -779,48 +792,8 @@ pub unsafe extern "C" fn rados_ping_monitor(_cluster: rados_t, _mon_id: *const c
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn rados_pool_create(_cluster: rados_t, _pool_name: *const c_char) -> c_int {
-    crate::guard::not_implemented("rados_pool_create")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn rados_pool_create_with_all(_cluster: rados_t, _pool_name: *const c_char, _auid: u64, _crush_rule_num: u8) -> c_int {
-    crate::guard::not_implemented("rados_pool_create_with_all")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn rados_pool_create_with_auid(_cluster: rados_t, _pool_name: *const c_char, _auid: u64) -> c_int {
-    crate::guard::not_implemented("rados_pool_create_with_auid")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn rados_pool_create_with_crush_rule(_cluster: rados_t, _pool_name: *const c_char, _crush_rule_num: u8) -> c_int {
-    crate::guard::not_implemented("rados_pool_create_with_crush_rule")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn rados_pool_delete(_cluster: rados_t, _pool_name: *const c_char) -> c_int {
-    crate::guard::not_implemented("rados_pool_delete")
-}
-
-#[no_mangle]
 pub unsafe extern "C" fn rados_pool_get_base_tier(_cluster: rados_t, _pool: i64, _base_tier: *mut i64) -> c_int {
     crate::guard::not_implemented("rados_pool_get_base_tier")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn rados_pool_list(_cluster: rados_t, _buf: *mut c_char, _len: usize) -> c_int {
-    crate::guard::not_implemented("rados_pool_list")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn rados_pool_lookup(_cluster: rados_t, _pool_name: *const c_char) -> i64 {
-    crate::guard::not_implemented("rados_pool_lookup")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn rados_pool_reverse_lookup(_cluster: rados_t, _id: i64, _buf: *mut c_char, _maxlen: usize) -> c_int {
-    crate::guard::not_implemented("rados_pool_reverse_lookup")
 }
 
 #[no_mangle]
@@ -1054,11 +1027,6 @@ pub unsafe extern "C" fn rados_unwatch2(_io: rados_ioctx_t, _cookie: u64) -> c_i
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn rados_wait_for_latest_osdmap(_cluster: rados_t) -> c_int {
-    crate::guard::not_implemented("rados_wait_for_latest_osdmap")
-}
-
-#[no_mangle]
 pub unsafe extern "C" fn rados_watch(_io: rados_ioctx_t, _o: *const c_char, _ver: u64, _cookie: *mut u64, _watchcb: rados_watchcb_t, _arg: *mut c_void) -> c_int {
     crate::guard::not_implemented("rados_watch")
 }
@@ -1249,16 +1217,6 @@ pub unsafe extern "C" fn shale_rbd_aio_compare_and_write(_image: rbd_image_t, _o
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn shale_rbd_aio_discard(_image: rbd_image_t, _off: u64, _len: u64, _c: rbd_completion_t) -> c_int {
-    crate::guard::not_implemented("rbd_aio_discard")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_aio_flush(_image: rbd_image_t, _c: rbd_completion_t) -> c_int {
-    crate::guard::not_implemented("rbd_aio_flush")
-}
-
-#[no_mangle]
 pub unsafe extern "C" fn shale_rbd_aio_mirror_image_create_snapshot(_image: rbd_image_t, _flags: u32, _snap_id: *mut u64, _c: rbd_completion_t) -> c_int {
     crate::guard::not_implemented("rbd_aio_mirror_image_create_snapshot")
 }
@@ -1314,46 +1272,6 @@ pub unsafe extern "C" fn shale_rbd_aio_open_read_only(_io: rados_ioctx_t, _name:
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn shale_rbd_aio_read(_image: rbd_image_t, _off: u64, _len: usize, _buf: *mut c_char, _c: rbd_completion_t) -> c_int {
-    crate::guard::not_implemented("rbd_aio_read")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_aio_read2(_image: rbd_image_t, _off: u64, _len: usize, _buf: *mut c_char, _c: rbd_completion_t, _op_flags: c_int) -> c_int {
-    crate::guard::not_implemented("rbd_aio_read2")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_aio_readv(_image: rbd_image_t, _iov: *const iovec, _iovcnt: c_int, _off: u64, _c: rbd_completion_t) -> c_int {
-    crate::guard::not_implemented("rbd_aio_readv")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_aio_write(_image: rbd_image_t, _off: u64, _len: usize, _buf: *const c_char, _c: rbd_completion_t) -> c_int {
-    crate::guard::not_implemented("rbd_aio_write")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_aio_write2(_image: rbd_image_t, _off: u64, _len: usize, _buf: *const c_char, _c: rbd_completion_t, _op_flags: c_int) -> c_int {
-    crate::guard::not_implemented("rbd_aio_write2")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_aio_write_zeroes(_image: rbd_image_t, _off: u64, _len: usize, _c: rbd_completion_t, _zero_flags: c_int, _op_flags: c_int) -> c_int {
-    crate::guard::not_implemented("rbd_aio_write_zeroes")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_aio_writesame(_image: rbd_image_t, _off: u64, _len: usize, _buf: *const c_char, _data_len: usize, _c: rbd_completion_t, _op_flags: c_int) -> c_int {
-    crate::guard::not_implemented("rbd_aio_writesame")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_aio_writev(_image: rbd_image_t, _iov: *const iovec, _iovcnt: c_int, _off: u64, _c: rbd_completion_t) -> c_int {
-    crate::guard::not_implemented("rbd_aio_writev")
-}
-
-#[no_mangle]
 pub unsafe extern "C" fn shale_rbd_break_lock(_image: rbd_image_t, _client: *const c_char, _cookie: *const c_char) -> c_int {
     crate::guard::not_implemented("rbd_break_lock")
 }
@@ -1371,11 +1289,6 @@ pub unsafe extern "C" fn shale_rbd_clone2(_p_ioctx: rados_ioctx_t, _p_name: *con
 #[no_mangle]
 pub unsafe extern "C" fn shale_rbd_clone3(_p_ioctx: rados_ioctx_t, _p_name: *const c_char, _p_snapname: *const c_char, _c_ioctx: rados_ioctx_t, _c_name: *const c_char, _c_opts: rbd_image_options_t) -> c_int {
     crate::guard::not_implemented("rbd_clone3")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_close(_image: rbd_image_t) -> c_int {
-    crate::guard::not_implemented("rbd_close")
 }
 
 #[no_mangle]
@@ -1404,26 +1317,6 @@ pub unsafe extern "C" fn shale_rbd_config_pool_list_cleanup(_options: *mut rbd_c
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn shale_rbd_copy(_image: rbd_image_t, _dest_io_ctx: rados_ioctx_t, _destname: *const c_char) -> c_int {
-    crate::guard::not_implemented("rbd_copy")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_copy2(_src: rbd_image_t, _dest: rbd_image_t) -> c_int {
-    crate::guard::not_implemented("rbd_copy2")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_copy3(_src: rbd_image_t, _dest_io_ctx: rados_ioctx_t, _destname: *const c_char, _dest_opts: rbd_image_options_t) -> c_int {
-    crate::guard::not_implemented("rbd_copy3")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_copy4(_src: rbd_image_t, _dest_io_ctx: rados_ioctx_t, _destname: *const c_char, _dest_opts: rbd_image_options_t, _sparse_size: usize) -> c_int {
-    crate::guard::not_implemented("rbd_copy4")
-}
-
-#[no_mangle]
 pub unsafe extern "C" fn shale_rbd_copy_with_progress(_image: rbd_image_t, _dest_p: rados_ioctx_t, _destname: *const c_char, _cb: librbd_progress_fn_t, _cbdata: *mut c_void) -> c_int {
     crate::guard::not_implemented("rbd_copy_with_progress")
 }
@@ -1444,26 +1337,6 @@ pub unsafe extern "C" fn shale_rbd_copy_with_progress4(_image: rbd_image_t, _des
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn shale_rbd_create(_io: rados_ioctx_t, _name: *const c_char, _size: u64, _order: *mut c_int) -> c_int {
-    crate::guard::not_implemented("rbd_create")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_create2(_io: rados_ioctx_t, _name: *const c_char, _size: u64, _features: u64, _order: *mut c_int) -> c_int {
-    crate::guard::not_implemented("rbd_create2")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_create3(_io: rados_ioctx_t, _name: *const c_char, _size: u64, _features: u64, _order: *mut c_int, _stripe_unit: u64, _stripe_count: u64) -> c_int {
-    crate::guard::not_implemented("rbd_create3")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_create4(_io: rados_ioctx_t, _name: *const c_char, _size: u64, _opts: rbd_image_options_t) -> c_int {
-    crate::guard::not_implemented("rbd_create4")
-}
-
-#[no_mangle]
 pub unsafe extern "C" fn shale_rbd_deep_copy(_src: rbd_image_t, _dest_io_ctx: rados_ioctx_t, _destname: *const c_char, _dest_opts: rbd_image_options_t) -> c_int {
     crate::guard::not_implemented("rbd_deep_copy")
 }
@@ -1471,21 +1344,6 @@ pub unsafe extern "C" fn shale_rbd_deep_copy(_src: rbd_image_t, _dest_io_ctx: ra
 #[no_mangle]
 pub unsafe extern "C" fn shale_rbd_deep_copy_with_progress(_image: rbd_image_t, _dest_io_ctx: rados_ioctx_t, _destname: *const c_char, _dest_opts: rbd_image_options_t, _cb: librbd_progress_fn_t, _cbdata: *mut c_void) -> c_int {
     crate::guard::not_implemented("rbd_deep_copy_with_progress")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_diff_iterate(_image: rbd_image_t, _fromsnapname: *const c_char, _ofs: u64, _len: u64, _cb: Option<unsafe extern "C" fn(u64, usize, c_int, *mut c_void) -> c_int>, _arg: *mut c_void) -> c_int {
-    crate::guard::not_implemented("rbd_diff_iterate")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_diff_iterate2(_image: rbd_image_t, _fromsnapname: *const c_char, _ofs: u64, _len: u64, _include_parent: u8, _whole_object: u8, _cb: Option<unsafe extern "C" fn(u64, usize, c_int, *mut c_void) -> c_int>, _arg: *mut c_void) -> c_int {
-    crate::guard::not_implemented("rbd_diff_iterate2")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_discard(_image: rbd_image_t, _ofs: u64, _len: u64) -> c_int {
-    crate::guard::not_implemented("rbd_discard")
 }
 
 #[no_mangle]
@@ -1519,31 +1377,6 @@ pub unsafe extern "C" fn shale_rbd_flatten_with_progress(_image: rbd_image_t, _c
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn shale_rbd_flush(_image: rbd_image_t) -> c_int {
-    crate::guard::not_implemented("rbd_flush")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_get_access_timestamp(_image: rbd_image_t, _timestamp: *mut timespec) -> c_int {
-    crate::guard::not_implemented("rbd_get_access_timestamp")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_get_block_name_prefix(_image: rbd_image_t, _prefix: *mut c_char, _prefix_len: usize) -> c_int {
-    crate::guard::not_implemented("rbd_get_block_name_prefix")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_get_create_timestamp(_image: rbd_image_t, _timestamp: *mut timespec) -> c_int {
-    crate::guard::not_implemented("rbd_get_create_timestamp")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_get_data_pool_id(_image: rbd_image_t) -> i64 {
-    crate::guard::not_implemented("rbd_get_data_pool_id")
-}
-
-#[no_mangle]
 pub unsafe extern "C" fn shale_rbd_get_features(_image: rbd_image_t, _features: *mut u64) -> c_int {
     crate::guard::not_implemented("rbd_get_features")
 }
@@ -1559,28 +1392,8 @@ pub unsafe extern "C" fn shale_rbd_get_group(_image: rbd_image_t, _group_info: *
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn shale_rbd_get_id(_image: rbd_image_t, _id: *mut c_char, _id_len: usize) -> c_int {
-    crate::guard::not_implemented("rbd_get_id")
-}
-
-#[no_mangle]
 pub unsafe extern "C" fn shale_rbd_get_migration_source_spec(_image: rbd_image_t, _source_spec: *mut c_char, _max_len: *mut usize) -> c_int {
     crate::guard::not_implemented("rbd_get_migration_source_spec")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_get_modify_timestamp(_image: rbd_image_t, _timestamp: *mut timespec) -> c_int {
-    crate::guard::not_implemented("rbd_get_modify_timestamp")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_get_name(_image: rbd_image_t, _name: *mut c_char, _name_len: *mut usize) -> c_int {
-    crate::guard::not_implemented("rbd_get_name")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_get_old_format(_image: rbd_image_t, _old: *mut u8) -> c_int {
-    crate::guard::not_implemented("rbd_get_old_format")
 }
 
 #[no_mangle]
@@ -1591,16 +1404,6 @@ pub unsafe extern "C" fn shale_rbd_get_op_features(_image: rbd_image_t, _op_feat
 #[no_mangle]
 pub unsafe extern "C" fn shale_rbd_get_overlap(_image: rbd_image_t, _overlap: *mut u64) -> c_int {
     crate::guard::not_implemented("rbd_get_overlap")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_get_parent(_image: rbd_image_t, _parent_image: *mut rbd_linked_image_spec_t, _parent_snap: *mut rbd_snap_spec_t) -> c_int {
-    crate::guard::not_implemented("rbd_get_parent")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_get_parent_info(_image: rbd_image_t, _parent_poolname: *mut c_char, _ppoolnamelen: usize, _parent_name: *mut c_char, _pnamelen: usize, _parent_snapname: *mut c_char, _psnapnamelen: usize) -> c_int {
-    crate::guard::not_implemented("rbd_get_parent_info")
 }
 
 #[no_mangle]
@@ -1714,76 +1517,6 @@ pub unsafe extern "C" fn shale_rbd_group_snap_rollback_with_progress(_group_p: r
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn shale_rbd_image_options_clear(_opts: rbd_image_options_t) {
-    crate::guard::not_implemented::<()>("rbd_image_options_clear");
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_image_options_create(_opts: *mut rbd_image_options_t) {
-    crate::guard::not_implemented::<()>("rbd_image_options_create");
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_image_options_destroy(_opts: rbd_image_options_t) {
-    crate::guard::not_implemented::<()>("rbd_image_options_destroy");
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_image_options_get_string(_opts: rbd_image_options_t, _optname: c_int, _optval: *mut c_char, _maxlen: usize) -> c_int {
-    crate::guard::not_implemented("rbd_image_options_get_string")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_image_options_get_uint64(_opts: rbd_image_options_t, _optname: c_int, _optval: *mut u64) -> c_int {
-    crate::guard::not_implemented("rbd_image_options_get_uint64")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_image_options_is_empty(_opts: rbd_image_options_t) -> c_int {
-    crate::guard::not_implemented("rbd_image_options_is_empty")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_image_options_is_set(_opts: rbd_image_options_t, _optname: c_int, _is_set: *mut bool) -> c_int {
-    crate::guard::not_implemented("rbd_image_options_is_set")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_image_options_set_string(_opts: rbd_image_options_t, _optname: c_int, _optval: *const c_char) -> c_int {
-    crate::guard::not_implemented("rbd_image_options_set_string")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_image_options_set_uint64(_opts: rbd_image_options_t, _optname: c_int, _optval: u64) -> c_int {
-    crate::guard::not_implemented("rbd_image_options_set_uint64")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_image_options_unset(_opts: rbd_image_options_t, _optname: c_int) -> c_int {
-    crate::guard::not_implemented("rbd_image_options_unset")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_image_spec_cleanup(_image: *mut rbd_image_spec_t) {
-    crate::guard::not_implemented::<()>("rbd_image_spec_cleanup");
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_image_spec_list_cleanup(_images: *mut rbd_image_spec_t, _num_images: usize) {
-    crate::guard::not_implemented::<()>("rbd_image_spec_list_cleanup");
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_invalidate_cache(_image: rbd_image_t) -> c_int {
-    crate::guard::not_implemented("rbd_invalidate_cache")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_is_exclusive_lock_owner(_image: rbd_image_t, _is_owner: *mut c_int) -> c_int {
-    crate::guard::not_implemented("rbd_is_exclusive_lock_owner")
-}
-
-#[no_mangle]
 pub unsafe extern "C" fn shale_rbd_linked_image_spec_cleanup(_image: *mut rbd_linked_image_spec_t) {
     crate::guard::not_implemented::<()>("rbd_linked_image_spec_cleanup");
 }
@@ -1791,16 +1524,6 @@ pub unsafe extern "C" fn shale_rbd_linked_image_spec_cleanup(_image: *mut rbd_li
 #[no_mangle]
 pub unsafe extern "C" fn shale_rbd_linked_image_spec_list_cleanup(_images: *mut rbd_linked_image_spec_t, _num_images: usize) {
     crate::guard::not_implemented::<()>("rbd_linked_image_spec_list_cleanup");
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_list(_io: rados_ioctx_t, _names: *mut c_char, _size: *mut usize) -> c_int {
-    crate::guard::not_implemented("rbd_list")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_list2(_io: rados_ioctx_t, _images: *mut rbd_image_spec_t, _max_images: *mut usize) -> c_int {
-    crate::guard::not_implemented("rbd_list2")
 }
 
 #[no_mangle]
@@ -1871,26 +1594,6 @@ pub unsafe extern "C" fn shale_rbd_lock_release(_image: rbd_image_t) -> c_int {
 #[no_mangle]
 pub unsafe extern "C" fn shale_rbd_lock_shared(_image: rbd_image_t, _cookie: *const c_char, _tag: *const c_char) -> c_int {
     crate::guard::not_implemented("rbd_lock_shared")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_metadata_get(_image: rbd_image_t, _key: *const c_char, _value: *mut c_char, _val_len: *mut usize) -> c_int {
-    crate::guard::not_implemented("rbd_metadata_get")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_metadata_list(_image: rbd_image_t, _start: *const c_char, _max: u64, _keys: *mut c_char, _key_len: *mut usize, _values: *mut c_char, _vals_len: *mut usize) -> c_int {
-    crate::guard::not_implemented("rbd_metadata_list")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_metadata_remove(_image: rbd_image_t, _key: *const c_char) -> c_int {
-    crate::guard::not_implemented("rbd_metadata_remove")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_metadata_set(_image: rbd_image_t, _key: *const c_char, _value: *const c_char) -> c_int {
-    crate::guard::not_implemented("rbd_metadata_set")
 }
 
 #[no_mangle]
@@ -2189,11 +1892,6 @@ pub unsafe extern "C" fn shale_rbd_namespace_create(_io: rados_ioctx_t, _namespa
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn shale_rbd_namespace_exists(_io: rados_ioctx_t, _namespace_name: *const c_char, _exists: *mut bool) -> c_int {
-    crate::guard::not_implemented("rbd_namespace_exists")
-}
-
-#[no_mangle]
 pub unsafe extern "C" fn shale_rbd_namespace_list(_io: rados_ioctx_t, _namespace_names: *mut c_char, _size: *mut usize) -> c_int {
     crate::guard::not_implemented("rbd_namespace_list")
 }
@@ -2221,11 +1919,6 @@ pub unsafe extern "C" fn shale_rbd_open_by_id_read_only(_io: rados_ioctx_t, _id:
 #[no_mangle]
 pub unsafe extern "C" fn shale_rbd_open_read_only(_io: rados_ioctx_t, _name: *const c_char, _image: *mut rbd_image_t, _snap_name: *const c_char) -> c_int {
     crate::guard::not_implemented("rbd_open_read_only")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_poll_io_events(_image: rbd_image_t, _comps: *mut rbd_completion_t, _numcomp: c_int) -> c_int {
-    crate::guard::not_implemented("rbd_poll_io_events")
 }
 
 #[no_mangle]
@@ -2289,16 +1982,6 @@ pub unsafe extern "C" fn shale_rbd_quiesce_watch(_image: rbd_image_t, _quiesce_c
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn shale_rbd_read(_image: rbd_image_t, _ofs: u64, _len: usize, _buf: *mut c_char) -> isize {
-    crate::guard::not_implemented("rbd_read")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_read2(_image: rbd_image_t, _ofs: u64, _len: usize, _buf: *mut c_char, _op_flags: c_int) -> isize {
-    crate::guard::not_implemented("rbd_read2")
-}
-
-#[no_mangle]
 pub unsafe extern "C" fn shale_rbd_read_iterate(_image: rbd_image_t, _ofs: u64, _len: usize, _cb: Option<unsafe extern "C" fn(u64, usize, *const c_char, *mut c_void) -> c_int>, _arg: *mut c_void) -> i64 {
     crate::guard::not_implemented("rbd_read_iterate")
 }
@@ -2314,38 +1997,8 @@ pub unsafe extern "C" fn shale_rbd_rebuild_object_map(_image: rbd_image_t, _cb: 
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn shale_rbd_remove(_io: rados_ioctx_t, _name: *const c_char) -> c_int {
-    crate::guard::not_implemented("rbd_remove")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_remove_with_progress(_io: rados_ioctx_t, _name: *const c_char, _cb: librbd_progress_fn_t, _cbdata: *mut c_void) -> c_int {
-    crate::guard::not_implemented("rbd_remove_with_progress")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_rename(_src_io_ctx: rados_ioctx_t, _srcname: *const c_char, _destname: *const c_char) -> c_int {
-    crate::guard::not_implemented("rbd_rename")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_resize(_image: rbd_image_t, _size: u64) -> c_int {
-    crate::guard::not_implemented("rbd_resize")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_resize2(_image: rbd_image_t, _size: u64, _allow_shrink: bool, _cb: librbd_progress_fn_t, _cbdata: *mut c_void) -> c_int {
-    crate::guard::not_implemented("rbd_resize2")
-}
-
-#[no_mangle]
 pub unsafe extern "C" fn shale_rbd_resize_with_progress(_image: rbd_image_t, _size: u64, _cb: librbd_progress_fn_t, _cbdata: *mut c_void) -> c_int {
     crate::guard::not_implemented("rbd_resize_with_progress")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_set_image_notification(_image: rbd_image_t, _fd: c_int, _type_: c_int) -> c_int {
-    crate::guard::not_implemented("rbd_set_image_notification")
 }
 
 #[no_mangle]
@@ -2411,16 +2064,6 @@ pub unsafe extern "C" fn shale_rbd_snap_group_namespace_cleanup(_group_snap: *mu
 #[no_mangle]
 pub unsafe extern "C" fn shale_rbd_snap_is_protected(_image: rbd_image_t, _snap_name: *const c_char, _is_protected: *mut c_int) -> c_int {
     crate::guard::not_implemented("rbd_snap_is_protected")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_snap_list(_image: rbd_image_t, _snaps: *mut rbd_snap_info_t, _max_snaps: *mut c_int) -> c_int {
-    crate::guard::not_implemented("rbd_snap_list")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_snap_list_end(_snaps: *mut rbd_snap_info_t) {
-    crate::guard::not_implemented::<()>("rbd_snap_list_end");
 }
 
 #[no_mangle]
@@ -2499,11 +2142,6 @@ pub unsafe extern "C" fn shale_rbd_sparsify_with_progress(_image: rbd_image_t, _
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn shale_rbd_stat(_image: rbd_image_t, _info: *mut rbd_image_info_t, _infosize: usize) -> c_int {
-    crate::guard::not_implemented("rbd_stat")
-}
-
-#[no_mangle]
 pub unsafe extern "C" fn shale_rbd_trash_get(_io: rados_ioctx_t, _id: *const c_char, _info: *mut rbd_trash_image_info_t) -> c_int {
     crate::guard::not_implemented("rbd_trash_get")
 }
@@ -2571,34 +2209,4 @@ pub unsafe extern "C" fn shale_rbd_update_unwatch(_image: rbd_image_t, _handle: 
 #[no_mangle]
 pub unsafe extern "C" fn shale_rbd_update_watch(_image: rbd_image_t, _handle: *mut u64, _watch_cb: rbd_update_callback_t, _arg: *mut c_void) -> c_int {
     crate::guard::not_implemented("rbd_update_watch")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_watchers_list(_image: rbd_image_t, _watchers: *mut rbd_image_watcher_t, _max_watchers: *mut usize) -> c_int {
-    crate::guard::not_implemented("rbd_watchers_list")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_watchers_list_cleanup(_watchers: *mut rbd_image_watcher_t, _num_watchers: usize) {
-    crate::guard::not_implemented::<()>("rbd_watchers_list_cleanup");
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_write(_image: rbd_image_t, _ofs: u64, _len: usize, _buf: *const c_char) -> isize {
-    crate::guard::not_implemented("rbd_write")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_write2(_image: rbd_image_t, _ofs: u64, _len: usize, _buf: *const c_char, _op_flags: c_int) -> isize {
-    crate::guard::not_implemented("rbd_write2")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_write_zeroes(_image: rbd_image_t, _ofs: u64, _len: usize, _zero_flags: c_int, _op_flags: c_int) -> isize {
-    crate::guard::not_implemented("rbd_write_zeroes")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_writesame(_image: rbd_image_t, _ofs: u64, _len: usize, _buf: *const c_char, _data_len: usize, _op_flags: c_int) -> isize {
-    crate::guard::not_implemented("rbd_writesame")
 }

@@ -50,6 +50,22 @@ impl<T> Table<T> {
         }
     }
 
+    /// Every live object (for listings such as `rbd_watchers_list`).
+    pub(crate) fn all(&self) -> Vec<Arc<T>> {
+        let live = self.live();
+        live.iter()
+            .map(|&h| {
+                let raw = h as *const T;
+                // SAFETY: as in `get`: a live handle's strong count is owned by the table,
+                // and we hold the table lock.
+                unsafe {
+                    Arc::increment_strong_count(raw);
+                    Arc::from_raw(raw)
+                }
+            })
+            .collect()
+    }
+
     /// Unregister a handle, returning the table's reference to its object.
     pub(crate) fn remove(&self, handle: *mut c_void) -> Option<Arc<T>> {
         if !self.live().remove(&(handle as usize)) {

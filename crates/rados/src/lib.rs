@@ -16,12 +16,22 @@
 //! hand-written module defines and checks its prototype at compile time. Every hand-written entry
 //! point runs its body under [`guard::ffi`], so no panic crosses the C boundary.
 
+mod admin;
+mod aio;
 mod cluster;
 mod completion;
 mod conf;
 mod cstr;
+mod errno;
 mod guard;
 mod handle;
+mod image;
+mod io;
+mod metadata;
+mod mon;
+mod options;
+mod pools;
+mod state;
 mod types;
 mod version;
 

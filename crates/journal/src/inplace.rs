@@ -1,0 +1,208 @@
+//! The in-place log: on a local-directory store, records are written straight into the open
+//! segment's staging file (`<image>/open/<seq>`), after a reserved header region. Sealing
+//! writes the segment header into that region, syncs, and links the file to its segment key:
+//! the device sees each client byte once.
+//!
+//! ```text
+//!  staging file:  [ reserved header region | record | record | record | ... ]
+//!  published:     [ segment header + pad   | record | record | record | pad ]  (same bytes)
+//! ```
+//! Segment entries point at the data sectors inside the records; the record headers are
+//! unreferenced sectors of the data area. After a crash, a staging file's valid record prefix
+//! is exactly the segment's content: recovery publishes it.
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use shale_error::{err, Error, Result};
+use shale_format::record::{self, Op, RecordKind};
+
+use crate::aligned::AlignedBuf;
+use crate::{LogDevice, LogStats};
+
+const SECTOR: u64 = 512;
+
+type StagingPath = Box<dyn Fn(u64) -> Result<PathBuf> + Send + Sync>;
+
+#[derive(Debug)]
+struct St {
+    next_seq: u64,
+    cur: Option<(u64, Arc<File>)>,
+    dirty: Vec<Arc<File>>,
+    buf: AlignedBuf,
+    stats: LogStats,
+}
+
+/// Records written into staging files of a local store.
+pub struct InPlaceLog {
+    id: u64,
+    header_reserve: u64,
+    staging: StagingPath,
+    st: Mutex<St>,
+}
+
+impl std::fmt::Debug for InPlaceLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "InPlaceLog({:016x})", self.id)
+    }
+}
+
+/// A record recovered from a staging file.
+#[derive(Debug, Clone)]
+pub struct StagedRecord {
+    pub journal_id: u64,
+    pub seq: u64,
+    /// Byte offset of the record in the segment's data area.
+    pub off: u64,
+    pub bytes: Vec<u8>,
+}
+
+impl InPlaceLog {
+    /// A log with id `id` whose next record is `next_seq`; `staging(seg)` names the file of
+    /// segment `seg`; segment data starts `header_reserve` bytes into it.
+    pub fn new(
+        id: u64,
+        next_seq: u64,
+        header_reserve: u64,
+        staging: impl Fn(u64) -> Result<PathBuf> + Send + Sync + 'static,
+    ) -> Self {
+        InPlaceLog {
+            id,
+            header_reserve,
+            staging: Box::new(staging),
+            st: Mutex::new(St {
+                next_seq,
+                cur: None,
+                dirty: Vec::new(),
+                buf: AlignedBuf::with_capacity(1 << 20),
+                stats: LogStats::default(),
+            }),
+        }
+    }
+
+    pub fn header_reserve(&self) -> u64 {
+        self.header_reserve
+    }
+
+    /// The valid consecutive records of a staging file, from the start of its data area. The
+    /// first must be `first` = (journal id, seq) when given, else any record starts the run.
+    pub fn scan(path: &Path, header_reserve: u64, first: Option<(u64, u64)>) -> Result<Vec<StagedRecord>> {
+        let f = File::open(path).map_err(|e| Error::io(format!("cannot read {}", path.display()), e))?;
+        let len = f.metadata().map_err(|e| Error::io(format!("cannot stat {}", path.display()), e))?.len();
+        let mut out = Vec::new();
+        let mut off = 0u64;
+        let mut expect = first;
+        let mut hdr = vec![0u8; 4096];
+        while header_reserve + off + SECTOR <= len {
+            let n = (hdr.len() as u64).min(len - header_reserve - off) as usize;
+            if f.read_exact_at(&mut hdr[..n], header_reserve + off).is_err() {
+                break;
+            }
+            let h = match expect {
+                Some((id, seq)) => record::decode_header(&hdr[..n], id, seq),
+                None => record::decode_header_any(&hdr[..n]).ok(),
+            };
+            let Some(h) = h.filter(|h| h.kind == RecordKind::Ops) else { break };
+            let total = h.total_len();
+            if header_reserve + off + total > len {
+                break;
+            }
+            let mut rec = vec![0u8; total as usize];
+            if f.read_exact_at(&mut rec, header_reserve + off).is_err() || !record::verify(&rec) {
+                break;
+            }
+            expect = Some((h.journal_id, h.seq + 1));
+            out.push(StagedRecord { journal_id: h.journal_id, seq: h.seq, off, bytes: rec });
+            off += total;
+        }
+        Ok(out)
+    }
+
+    /// Turn a staging file into segment `dest`: write `header` (exactly the reserved length)
+    /// at its start, cut or pad the data area to `data_len` bytes rounded up to a page, sync,
+    /// link it to `dest` (create-only), sync the directory, drop the staging name.
+    pub fn publish(staging: &Path, header: &[u8], data_len: u64, dest: &Path) -> Result<()> {
+        let f = OpenOptions::new()
+            .write(true)
+            .open(staging)
+            .map_err(|e| Error::io(format!("cannot open {}", staging.display()), e))?;
+        f.write_all_at(header, 0).map_err(|e| Error::io(format!("writing {}", staging.display()), e))?;
+        f.set_len(header.len() as u64 + data_len.div_ceil(4096) * 4096)
+            .map_err(|e| Error::io(format!("sizing {}", staging.display()), e))?;
+        f.sync_all().map_err(|e| Error::io(format!("syncing {}", staging.display()), e))?;
+        let dir = dest.parent().ok_or_else(|| err!(Invalid, "segment path {} has no directory", dest.display()))?;
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("cannot create {}", dir.display()), e))?;
+        match std::fs::hard_link(staging, dest) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(err!(Exists, "segment {} already exists", dest.display()));
+            }
+            Err(e) => return Err(Error::io(format!("publishing {}", dest.display()), e)),
+        }
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| Error::io(format!("syncing {}", dir.display()), e))?;
+        std::fs::remove_file(staging).map_err(|e| Error::io(format!("removing {}", staging.display()), e))
+    }
+}
+
+impl LogDevice for InPlaceLog {
+    fn id(&self) -> u64 {
+        self.id
+    }
+
+    fn append(&self, ops: &[Op], data: &[u8], out: &mut Vec<u8>, place: (u64, u64)) -> Result<u64> {
+        let mut g = self.st.lock().unwrap_or_else(|p| p.into_inner());
+        let file = match &g.cur {
+            Some((seg, f)) if *seg == place.0 => f.clone(),
+            _ => {
+                let path = (self.staging)(place.0)?;
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("cannot create {}", dir.display()), e))?;
+                }
+                let f = OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .custom_flags(libc::O_DIRECT)
+                    .open(&path)
+                    .map_err(|e| Error::io(format!("cannot open {}", path.display()), e))?;
+                let f = Arc::new(f);
+                if let Some((_, old)) = g.cur.replace((place.0, f.clone())) {
+                    g.dirty.push(old);
+                }
+                f
+            }
+        };
+        let seq = g.next_seq;
+        let start = out.len();
+        record::encode_into(out, self.id, seq, RecordKind::Ops, ops, data);
+        let rec = &out[start..];
+        g.buf.fill(rec, rec.len());
+        file.write_all_at(g.buf.as_slice(), self.header_reserve + place.1)
+            .map_err(|e| Error::io("writing a segment record", e))?;
+        g.next_seq += 1;
+        g.stats.records += 1;
+        g.stats.bytes += rec.len() as u64;
+        Ok(seq)
+    }
+
+    fn sync(&self) -> Result<()> {
+        let (files, cur) = {
+            let mut g = self.st.lock().unwrap_or_else(|p| p.into_inner());
+            (std::mem::take(&mut g.dirty), g.cur.as_ref().map(|(_, f)| f.clone()))
+        };
+        for f in files.iter().chain(cur.iter()) {
+            f.sync_data().map_err(|e| Error::io("syncing a segment record", e))?;
+        }
+        Ok(())
+    }
+
+    fn release(&self, _upto: u64) {}
+
+    fn stats(&self) -> LogStats {
+        self.st.lock().unwrap_or_else(|p| p.into_inner()).stats.clone()
+    }
+}

@@ -1,0 +1,382 @@
+//! The ring journal file (used when the object store is remote).
+
+use std::collections::VecDeque;
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use shale_error::{err, Error, Result};
+use shale_format::record::{self, Op, RecordKind};
+use shale_format::segment::JournalMark;
+
+use crate::aligned::AlignedBuf;
+use crate::{LogDevice, LogStats};
+
+const SB_MAGIC: &[u8; 8] = b"SHALEJSB";
+const SB_LEN: u64 = 4096;
+const SECTOR: u64 = 512;
+
+/// A record found by replay.
+#[derive(Debug, Clone)]
+pub struct Replayed {
+    pub seq: u64,
+    /// The whole record, header and data.
+    pub bytes: Vec<u8>,
+}
+
+#[derive(Debug)]
+struct St {
+    head: u64,
+    next_seq: u64,
+    /// Records not yet released: (seq, offset, length), oldest first.
+    live: VecDeque<(u64, u64, u64)>,
+    /// The tail remembered in the superblock: (offset, seq).
+    persisted: (u64, u64),
+    base: JournalMark,
+    buf: AlignedBuf,
+    stats: LogStats,
+}
+
+/// A journal in a ring file of fixed size, written with O_DIRECT.
+#[derive(Debug)]
+pub struct RingJournal {
+    file: File,
+    path: PathBuf,
+    size: u64,
+    id: u64,
+    owner: u64,
+    full_wait: Duration,
+    st: Mutex<St>,
+    space: Condvar,
+}
+
+#[derive(Clone, Copy)]
+struct Superblock {
+    id: u64,
+    owner: u64,
+    size: u64,
+    base: JournalMark,
+    tail_off: u64,
+    tail_seq: u64,
+}
+
+fn encode_sb(sb: &Superblock) -> Vec<u8> {
+    let mut b = Vec::with_capacity(SB_LEN as usize);
+    b.extend_from_slice(SB_MAGIC);
+    b.extend_from_slice(&1u32.to_le_bytes());
+    b.extend_from_slice(&0u32.to_le_bytes());
+    for v in [sb.id, sb.owner, sb.size, sb.base.journal_id, sb.base.jseq, sb.tail_off, sb.tail_seq] {
+        b.extend_from_slice(&v.to_le_bytes());
+    }
+    let crc = crc32c::crc32c(&b);
+    b.extend_from_slice(&crc.to_le_bytes());
+    b.resize(SB_LEN as usize, 0);
+    b
+}
+
+fn decode_sb(b: &[u8]) -> Option<Superblock> {
+    if b.len() < 76 || &b[..8] != SB_MAGIC || b[8..12] != 1u32.to_le_bytes() {
+        return None;
+    }
+    let crc = u32::from_le_bytes([b[72], b[73], b[74], b[75]]);
+    if crc32c::crc32c(&b[..72]) != crc {
+        return None;
+    }
+    let w = |i: usize| {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(&b[16 + i * 8..24 + i * 8]);
+        u64::from_le_bytes(a)
+    };
+    Some(Superblock {
+        id: w(0),
+        owner: w(1),
+        size: w(2),
+        base: JournalMark { journal_id: w(3), jseq: w(4) },
+        tail_off: w(5),
+        tail_seq: w(6),
+    })
+}
+
+fn random_id() -> Result<u64> {
+    let mut b = [0u8; 8];
+    getrandom::getrandom(&mut b).map_err(|e| err!(Io, "no randomness for a journal id: {e}"))?;
+    Ok(u64::from_le_bytes(b) | 1)
+}
+
+impl RingJournal {
+    /// Open (or create) the ring at `path` of `size` bytes for `owner` (a stable hash of the
+    /// image). `store` is what the object store already holds; records after it are returned
+    /// for re-application. A ring that belongs to another owner, another size, or that the
+    /// store has moved past (another journal wrote after this one) is started afresh.
+    pub fn open(
+        path: &Path,
+        size: u64,
+        owner: u64,
+        store: JournalMark,
+        full_wait: Duration,
+    ) -> Result<(RingJournal, Vec<Replayed>)> {
+        let size = size / SB_LEN * SB_LEN;
+        if size < 4 * SB_LEN + (1 << 20) {
+            return Err(err!(Invalid, "journal size {size} is too small (at least 1M + 16K)"));
+        }
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("cannot create {}", dir.display()), e))?;
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .custom_flags(libc::O_DIRECT)
+            .open(path)
+            .map_err(|e| Error::io(format!("cannot open journal {}", path.display()), e))?;
+        let plain = File::open(path).map_err(|e| Error::io(format!("cannot read journal {}", path.display()), e))?;
+        let mut sbuf = vec![0u8; SB_LEN as usize];
+        let sb = plain.read_exact_at(&mut sbuf, 0).ok().and_then(|_| decode_sb(&sbuf));
+        let usable = sb.filter(|sb| {
+            sb.owner == owner
+                && sb.size == size
+                && (store == sb.base || store.journal_id == sb.id)
+                && sb.tail_off >= SB_LEN
+                && sb.tail_off < size
+        });
+        let mut replayed = Vec::new();
+        let (id, base, head, next_seq, persisted, live) = match usable {
+            Some(sb) => {
+                let (recs, head, next) = scan(&plain, size, sb.id, sb.tail_off, sb.tail_seq)?;
+                let mut live = VecDeque::new();
+                for (seq, off, bytes) in recs {
+                    live.push_back((seq, off, bytes.len() as u64));
+                    let already = store.journal_id == sb.id && seq <= store.jseq;
+                    if !already && record::decode_header_any(&bytes).map(|h| h.kind == RecordKind::Ops).unwrap_or(false) {
+                        replayed.push(Replayed { seq, bytes });
+                    }
+                }
+                (sb.id, sb.base, head, next, (sb.tail_off, sb.tail_seq), live)
+            }
+            None => {
+                if sb.is_some() {
+                    tracing::warn!("journal {} is stale or foreign; starting it afresh", path.display());
+                }
+                (random_id()?, store, SB_LEN, 1, (SB_LEN, 1), VecDeque::new())
+            }
+        };
+        file.set_len(size).map_err(|e| Error::io(format!("cannot size journal {}", path.display()), e))?;
+        let j = RingJournal {
+            file,
+            path: path.to_path_buf(),
+            size,
+            id,
+            owner,
+            full_wait,
+            st: Mutex::new(St {
+                head,
+                next_seq,
+                live,
+                persisted,
+                base,
+                buf: AlignedBuf::with_capacity(1 << 20),
+                stats: LogStats { capacity: size - SB_LEN, ..Default::default() },
+            }),
+            space: Condvar::new(),
+        };
+        {
+            let mut g = j.lock();
+            if usable.is_none() {
+                j.persist(&mut g, (SB_LEN, 1))?;
+            }
+            j.refresh_used(&mut g);
+        }
+        Ok((j, replayed))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, St> {
+        self.st.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn tail(g: &St) -> (u64, u64) {
+        g.live.front().map(|&(s, o, _)| (o, s)).unwrap_or((g.head, g.next_seq))
+    }
+
+    /// Bytes from `head` (inclusive) up to `limit` going around the ring, where `limit` is an
+    /// offset not to be overwritten (the persisted tail). Equal offsets mean "empty ring" only
+    /// when nothing is live.
+    fn free_until(&self, head: u64, limit: u64, empty: bool) -> u64 {
+        if head == limit {
+            if empty {
+                self.size - SB_LEN
+            } else {
+                0
+            }
+        } else if head < limit {
+            limit - head
+        } else {
+            (self.size - head) + (limit - SB_LEN)
+        }
+    }
+
+    fn refresh_used(&self, g: &mut St) {
+        let (toff, _) = Self::tail(g);
+        let cap = self.size - SB_LEN;
+        g.stats.used = cap - self.free_until(g.head, toff, g.live.is_empty());
+    }
+
+    fn persist(&self, g: &mut St, tail: (u64, u64)) -> Result<()> {
+        let sb = Superblock { id: self.id, owner: self.owner, size: self.size, base: g.base, tail_off: tail.0, tail_seq: tail.1 };
+        g.buf.fill(&encode_sb(&sb), SB_LEN as usize);
+        self.file.write_all_at(g.buf.as_slice(), 0).map_err(|e| Error::io("writing the journal superblock", e))?;
+        self.file.sync_data().map_err(|e| Error::io("syncing the journal", e))?;
+        g.persisted = tail;
+        Ok(())
+    }
+
+    /// Can `len` bytes be written at `head` (possibly after a wrap) without touching anything
+    /// at or after the persisted tail? Returns the offset to write at.
+    fn fits(&self, g: &St, len: u64) -> Option<u64> {
+        // Empty only if the superblock points exactly at the next record: writing a record of
+        // another number where the superblock says replay starts would hide the whole log.
+        let empty = g.live.is_empty() && g.persisted == (g.head, g.next_seq);
+        let free = self.free_until(g.head, g.persisted.0, empty);
+        if g.head + len <= self.size {
+            // Contiguous at head.
+            (free >= len).then_some(g.head)
+        } else {
+            // Wrap: lose the rest of the file, write at the start.
+            let lost = self.size - g.head;
+            (free >= lost + len).then_some(SB_LEN)
+        }
+    }
+}
+
+/// Follow consecutive records from (off, seq). Returns them with the head and next number.
+#[allow(clippy::type_complexity)]
+fn scan(f: &File, size: u64, id: u64, mut off: u64, mut seq: u64) -> Result<(Vec<(u64, u64, Vec<u8>)>, u64, u64)> {
+    let mut out = Vec::new();
+    let mut hdr = vec![0u8; SECTOR as usize * 8];
+    let mut steps = 0u64;
+    loop {
+        steps += 1;
+        if steps > size / SECTOR + 2 {
+            break; // cannot happen with distinct numbers; a guard against loops
+        }
+        if off + SECTOR > size {
+            off = SB_LEN;
+        }
+        let n = (hdr.len() as u64).min(size - off) as usize;
+        if f.read_exact_at(&mut hdr[..n], off).is_err() {
+            break;
+        }
+        let Some(h) = record::decode_header(&hdr[..n], id, seq) else { break };
+        let total = h.total_len();
+        if off + total > size {
+            break;
+        }
+        let mut rec = vec![0u8; total as usize];
+        if f.read_exact_at(&mut rec, off).is_err() || !record::verify(&rec) {
+            break;
+        }
+        let kind = h.kind;
+        out.push((seq, off, rec));
+        seq += 1;
+        off = if kind == RecordKind::Wrap { SB_LEN } else { off + total };
+    }
+    Ok((out, off, seq))
+}
+
+impl LogDevice for RingJournal {
+    fn id(&self) -> u64 {
+        self.id
+    }
+
+    fn append(&self, ops: &[Op], data: &[u8], out: &mut Vec<u8>, _place: (u64, u64)) -> Result<u64> {
+        let mut g = self.lock();
+        let len = (record::header_sectors(ops.len()) as u64 + data.len() as u64 / SECTOR) * SECTOR;
+        if len > (self.size - SB_LEN) / 2 {
+            return Err(err!(Invalid, "a {len}-byte journal record does not fit a {}-byte journal", self.size));
+        }
+        let started = Instant::now();
+        let mut waited = false;
+        let at = loop {
+            if let Some(at) = self.fits(&g, len) {
+                break at;
+            }
+            // Free space the released records left, if the superblock still pins it.
+            let tail = Self::tail(&g);
+            if tail != g.persisted {
+                self.persist(&mut g, tail)?;
+                continue;
+            }
+            if !waited {
+                g.stats.full_waits += 1;
+                waited = true;
+            }
+            let left = self.full_wait.saturating_sub(started.elapsed());
+            if left.is_zero() {
+                g.stats.full_wait_ns += started.elapsed().as_nanos() as u64;
+                return Err(err!(
+                    Unavailable,
+                    "journal {} is full and the store has not taken its data for {:?}",
+                    self.path.display(),
+                    self.full_wait
+                ));
+            }
+            g = self.space.wait_timeout(g, left).unwrap_or_else(|p| p.into_inner()).0;
+        };
+        if waited {
+            g.stats.full_wait_ns += started.elapsed().as_nanos() as u64;
+        }
+        if at != g.head && g.head < self.size {
+            // Mark the wrap so that replay jumps to the start.
+            let seq = g.next_seq;
+            let mut w = Vec::with_capacity(SECTOR as usize);
+            record::encode_into(&mut w, self.id, seq, RecordKind::Wrap, &[], &[]);
+            let head = g.head;
+            g.buf.fill(&w, w.len());
+            self.file.write_all_at(g.buf.as_slice(), head).map_err(|e| Error::io("writing the journal", e))?;
+            g.live.push_back((seq, head, self.size - head));
+            g.next_seq += 1;
+        }
+        g.head = at;
+        let seq = g.next_seq;
+        let start = out.len();
+        record::encode_into(out, self.id, seq, RecordKind::Ops, ops, data);
+        let rec = &out[start..];
+        g.buf.fill(rec, rec.len());
+        let head = g.head;
+        self.file.write_all_at(g.buf.as_slice(), head).map_err(|e| Error::io("writing the journal", e))?;
+        g.live.push_back((seq, head, len));
+        g.next_seq += 1;
+        g.head += len;
+        g.stats.records += 1;
+        g.stats.bytes += len;
+        self.refresh_used(&mut g);
+        Ok(seq)
+    }
+
+    fn sync(&self) -> Result<()> {
+        self.file.sync_data().map_err(|e| Error::io("syncing the journal", e))
+    }
+
+    fn release(&self, upto: u64) {
+        let mut g = self.lock();
+        while g.live.front().is_some_and(|&(s, _, _)| s <= upto) {
+            g.live.pop_front();
+        }
+        self.refresh_used(&mut g);
+        drop(g);
+        self.space.notify_all();
+    }
+
+    fn stats(&self) -> LogStats {
+        self.lock().stats.clone()
+    }
+}
+
+/// Counters of a ring journal.
+pub type RingStats = LogStats;

@@ -1,0 +1,741 @@
+//! Open images (`rbd_image_t`): open/close, stat and getters, metadata, resize, and the
+//! snapshot/parent/diff calls an image without snapshots answers (QEMU makes them on open).
+//!
+//! Every handle of the same image in this process shares one engine ([`SharedImage`], see
+//! [`crate::state`]). Return values follow what Ceph 16.2.15 measured (README.md): `-ERANGE`
+//! with the needed size for short buffers, `-EROFS` on read-only handles, `-ENOENT` for a
+//! missing image, snapshot or parent.
+
+use crate::aio::Events;
+use crate::cstr;
+use crate::errno;
+use crate::guard::ffi;
+use crate::pools::lookup_ioctx;
+use crate::state::{globals, SharedImage, Store};
+use crate::types::{
+    librbd_progress_fn_t, rados_ioctx_t, rbd_image_info_t, rbd_image_t, rbd_image_watcher_t,
+    rbd_linked_image_spec_t, rbd_snap_info_t, rbd_snap_spec_t, timespec,
+};
+use core::ffi::{c_char, c_int, c_void};
+use shale_image::{Error, ErrorKind};
+use std::sync::Arc;
+
+/// One `rbd_image_t`.
+pub(crate) struct RbdImage {
+    pub(crate) shared: Arc<SharedImage>,
+    pub(crate) store: Arc<Store>,
+    pub(crate) pool_id: i64,
+    pub(crate) read_only: bool,
+    pub(crate) events: Events,
+    instance: u64,
+}
+
+impl RbdImage {
+    pub(crate) fn image(&self) -> Arc<shale_image::Image> {
+        self.shared.image()
+    }
+
+    /// `-EROFS` on a read-only handle.
+    pub(crate) fn writable(&self) -> Result<(), c_int> {
+        if self.read_only {
+            Err(-libc::EROFS)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+pub(crate) fn lookup_image(image: rbd_image_t) -> Result<Arc<RbdImage>, c_int> {
+    globals().images.get(image).ok_or(-libc::EINVAL)
+}
+
+fn status(r: Result<(), c_int>) -> c_int {
+    r.err().unwrap_or(0)
+}
+
+/// Run `f` on the image behind a handle; errors become the return value.
+fn with_image(image: rbd_image_t, f: impl FnOnce(&RbdImage) -> Result<(), c_int>) -> c_int {
+    status(lookup_image(image).and_then(|i| f(&i)))
+}
+
+/// Write `v` through `p`, `-EINVAL` if NULL.
+///
+/// # Safety
+/// `p` is NULL or writable.
+unsafe fn put<T>(p: *mut T, v: T) -> Result<(), c_int> {
+    if p.is_null() {
+        return Err(-libc::EINVAL);
+    }
+    // SAFETY: non-NULL and writable (caller contract).
+    unsafe { p.write(v) };
+    Ok(())
+}
+
+/// Opening: a name that the store cannot hold cannot name an existing image either.
+fn open_errno(e: &Error) -> c_int {
+    if e.kind() == ErrorKind::Invalid {
+        crate::guard::log_error(e);
+        -libc::ENOENT
+    } else {
+        errno::of(e)
+    }
+}
+
+/// Open by name or id; `snap` must be NULL (there are no snapshots).
+///
+/// # Safety
+/// C caller contract of `rbd_open*`.
+unsafe fn open(
+    io: rados_ioctx_t,
+    name: *const c_char,
+    by_id: bool,
+    out: *mut rbd_image_t,
+    snap: *const c_char,
+    read_only: bool,
+) -> c_int {
+    status((|| {
+        let io = lookup_ioctx(io)?;
+        // SAFETY: C strings or NULL (caller contract).
+        let (name, snap) = unsafe { (cstr::arg(name)?, cstr::opt_arg(snap)?) };
+        if out.is_null() {
+            return Err(-libc::EINVAL);
+        }
+        if snap.is_some() || !io.namespace().is_empty() {
+            return Err(-libc::ENOENT);
+        }
+        let c = &io.store.cluster;
+        let id = if by_id {
+            name.to_string()
+        } else {
+            c.image_id(&io.pool, name).map_err(|e| open_errno(&e))?
+        };
+        let g = globals();
+        let shared = g
+            .open_image(&io.store, &io.pool, &id, read_only)
+            .map_err(|e| open_errno(&e))?;
+        let h = g.images.insert(Arc::new(RbdImage {
+            shared,
+            store: io.store.clone(),
+            pool_id: io.pool_id,
+            read_only,
+            events: Events::default(),
+            instance: g.instance_id(),
+        }));
+        // SAFETY: `out` is non-NULL and writable (caller contract).
+        unsafe { out.write(h) };
+        Ok(())
+    })())
+}
+
+macro_rules! open_fn {
+    ($name:ident, $c:literal, $by_id:expr, $ro:expr) => {
+        #[doc = concat!("`int ", $c, "(rados_ioctx_t io, const char *name_or_id, rbd_image_t *image, const char *snap_name)`.")]
+        ///
+        /// # Safety
+        /// C caller contract of librbd.h.
+        #[no_mangle]
+        pub unsafe extern "C" fn $name(
+            io: rados_ioctx_t,
+            name: *const c_char,
+            image: *mut rbd_image_t,
+            snap_name: *const c_char,
+        ) -> c_int {
+            // SAFETY: forwarded caller contract.
+            ffi($c, -libc::EFAULT, || unsafe {
+                open(io, name, $by_id, image, snap_name, $ro)
+            })
+        }
+    };
+}
+open_fn!(shale_rbd_open, "rbd_open", false, false);
+open_fn!(shale_rbd_open_read_only, "rbd_open_read_only", false, true);
+open_fn!(shale_rbd_open_by_id, "rbd_open_by_id", true, false);
+open_fn!(
+    shale_rbd_open_by_id_read_only,
+    "rbd_open_by_id_read_only",
+    true,
+    true
+);
+
+/// `int rbd_close(rbd_image_t image)`: waits for the handle's I/O; the last handle of an image
+/// flushes and closes it (its error is returned).
+///
+/// # Safety
+/// Any value is accepted.
+#[no_mangle]
+pub unsafe extern "C" fn shale_rbd_close(image: rbd_image_t) -> c_int {
+    ffi("rbd_close", -libc::EFAULT, || {
+        let Some(img) = globals().images.remove(image) else {
+            return -libc::EINVAL;
+        };
+        img.shared.wait_before(img.shared.barrier());
+        match globals().release_image(&img.shared) {
+            Ok(()) => 0,
+            Err(e) => errno::of(&e),
+        }
+    })
+}
+
+/// Copy `s` into a `[c_char; N]` field, NUL-terminated and truncated to fit.
+fn fill(dst: &mut [c_char], s: &str) {
+    let n = s.len().min(dst.len().saturating_sub(1));
+    for (d, b) in dst.iter_mut().zip(s.bytes().take(n)) {
+        *d = b as c_char;
+    }
+    if let Some(end) = dst.get_mut(n) {
+        *end = 0;
+    }
+}
+
+/// `int rbd_stat(rbd_image_t image, rbd_image_info_t *info, size_t infosize)`.
+///
+/// Ceph 16.2.15 ignores `infosize` (returns 0 even for 0); we return 0 too but write only
+/// `min(infosize, 160)` bytes.
+///
+/// # Safety
+/// C caller contract of librbd.h: `info` is writable for `infosize` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn shale_rbd_stat(
+    image: rbd_image_t,
+    info: *mut rbd_image_info_t,
+    infosize: usize,
+) -> c_int {
+    ffi("rbd_stat", -libc::EFAULT, || {
+        with_image(image, |img| {
+            if info.is_null() {
+                return Err(-libc::EINVAL);
+            }
+            let i = img.image().info();
+            let mut st = rbd_image_info_t {
+                size: i.size,
+                obj_size: i.object_size,
+                num_objs: i.num_objs,
+                order: c_int::from(i.order),
+                block_name_prefix: [0; 24],
+                parent_pool: -1,
+                parent_name: [0; 96],
+            };
+            fill(&mut st.block_name_prefix, &i.block_name_prefix);
+            let n = infosize.min(std::mem::size_of::<rbd_image_info_t>());
+            // SAFETY: `info` is writable for `infosize >= n` bytes (caller contract).
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    (&st as *const rbd_image_info_t).cast::<u8>(),
+                    info.cast::<u8>(),
+                    n,
+                )
+            };
+            Ok(())
+        })
+    })
+}
+
+macro_rules! getter_u64 {
+    ($name:ident, $c:literal, |$img:ident| $val:expr) => {
+        #[doc = concat!("`int ", $c, "(rbd_image_t image, uint64_t *out)`.")]
+        ///
+        /// # Safety
+        /// C caller contract of librbd.h.
+        #[no_mangle]
+        pub unsafe extern "C" fn $name(image: rbd_image_t, out: *mut u64) -> c_int {
+            ffi($c, -libc::EFAULT, || {
+                with_image(image, |$img| {
+                    let v: u64 = $val;
+                    // SAFETY: NULL-checked by `put`; writable by the caller's contract.
+                    unsafe { put(out, v) }
+                })
+            })
+        }
+    };
+}
+getter_u64!(shale_rbd_get_size, "rbd_get_size", |img| img.image().size());
+getter_u64!(shale_rbd_get_features, "rbd_get_features", |img| img
+    .image()
+    .features());
+getter_u64!(shale_rbd_get_flags, "rbd_get_flags", |_img| 0);
+getter_u64!(shale_rbd_get_op_features, "rbd_get_op_features", |_img| 0);
+getter_u64!(shale_rbd_get_stripe_unit, "rbd_get_stripe_unit", |img| img
+    .image()
+    .info()
+    .object_size);
+getter_u64!(shale_rbd_get_stripe_count, "rbd_get_stripe_count", |_img| 1);
+getter_u64!(shale_rbd_get_overlap, "rbd_get_overlap", |_img| 0);
+
+/// `int rbd_get_old_format(rbd_image_t image, uint8_t *old)`: always format 2.
+///
+/// # Safety
+/// C caller contract of librbd.h.
+#[no_mangle]
+pub unsafe extern "C" fn shale_rbd_get_old_format(image: rbd_image_t, old: *mut u8) -> c_int {
+    // SAFETY: NULL-checked by `put`.
+    ffi("rbd_get_old_format", -libc::EFAULT, || {
+        with_image(image, |_| unsafe { put(old, 0) })
+    })
+}
+
+/// `int64_t rbd_get_data_pool_id(rbd_image_t image)`: the image's own pool.
+///
+/// # Safety
+/// Any value is accepted.
+#[no_mangle]
+pub unsafe extern "C" fn shale_rbd_get_data_pool_id(image: rbd_image_t) -> i64 {
+    ffi("rbd_get_data_pool_id", -i64::from(libc::EFAULT), || {
+        lookup_image(image).map_or_else(i64::from, |i| i.pool_id)
+    })
+}
+
+/// `int rbd_is_exclusive_lock_owner(rbd_image_t image, int *is_owner)`: a writable handle owns.
+///
+/// # Safety
+/// C caller contract of librbd.h.
+#[no_mangle]
+pub unsafe extern "C" fn shale_rbd_is_exclusive_lock_owner(
+    image: rbd_image_t,
+    is_owner: *mut c_int,
+) -> c_int {
+    ffi("rbd_is_exclusive_lock_owner", -libc::EFAULT, || {
+        // SAFETY: NULL-checked by `put`.
+        with_image(image, |img| unsafe {
+            put(is_owner, c_int::from(!img.read_only))
+        })
+    })
+}
+
+fn timestamp(image: rbd_image_t, ts: *mut timespec) -> c_int {
+    with_image(image, |img| {
+        let t = timespec {
+            tv_sec: img.image().info().created as libc::time_t,
+            tv_nsec: 0,
+        };
+        // SAFETY: NULL-checked by `put`; writable by the caller's contract.
+        unsafe { put(ts, t) }
+    })
+}
+
+/// `int rbd_get_create_timestamp(rbd_image_t image, struct timespec *timestamp)`.
+///
+/// # Safety
+/// C caller contract of librbd.h.
+#[no_mangle]
+pub unsafe extern "C" fn shale_rbd_get_create_timestamp(
+    image: rbd_image_t,
+    timestamp: *mut timespec,
+) -> c_int {
+    ffi("rbd_get_create_timestamp", -libc::EFAULT, || {
+        self::timestamp(image, timestamp)
+    })
+}
+
+/// `rbd_get_access_timestamp`: not tracked; the creation time.
+///
+/// # Safety
+/// C caller contract of librbd.h.
+#[no_mangle]
+pub unsafe extern "C" fn shale_rbd_get_access_timestamp(
+    image: rbd_image_t,
+    timestamp: *mut timespec,
+) -> c_int {
+    ffi("rbd_get_access_timestamp", -libc::EFAULT, || {
+        self::timestamp(image, timestamp)
+    })
+}
+
+/// `rbd_get_modify_timestamp`: not tracked; the creation time.
+///
+/// # Safety
+/// C caller contract of librbd.h.
+#[no_mangle]
+pub unsafe extern "C" fn shale_rbd_get_modify_timestamp(
+    image: rbd_image_t,
+    timestamp: *mut timespec,
+) -> c_int {
+    ffi("rbd_get_modify_timestamp", -libc::EFAULT, || {
+        self::timestamp(image, timestamp)
+    })
+}
+
+/// Copy `s` + NUL into `buf` of `len` bytes, `-ERANGE` if it does not fit.
+///
+/// # Safety
+/// `buf` is NULL or writable for `len` bytes.
+unsafe fn copy_str(s: &str, buf: *mut c_char, len: usize) -> Result<(), c_int> {
+    if buf.is_null() || len <= s.len() {
+        return Err(-libc::ERANGE);
+    }
+    // SAFETY: forwarded caller contract; `s` plus NUL fits.
+    unsafe { cstr::snprintf(buf, len, s) };
+    Ok(())
+}
+
+/// Copy `s` + NUL into `buf` whose size is `*len`: `-ERANGE` with `*len` = the size needed.
+/// `*len` is set to the size used on success when `set_on_success`.
+///
+/// # Safety
+/// `len` is NULL or read/writable; `buf` is NULL or writable for `*len` bytes.
+unsafe fn copy_str_len(
+    s: &str,
+    buf: *mut c_char,
+    len: *mut usize,
+    set_on_success: bool,
+) -> Result<(), c_int> {
+    if len.is_null() {
+        return Err(-libc::EINVAL);
+    }
+    // SAFETY: non-NULL, readable and writable (caller contract).
+    unsafe {
+        if buf.is_null() || *len <= s.len() {
+            *len = s.len() + 1;
+            return Err(-libc::ERANGE);
+        }
+        cstr::snprintf(buf, *len, s);
+        if set_on_success {
+            *len = s.len() + 1;
+        }
+    }
+    Ok(())
+}
+
+/// `int rbd_get_id(rbd_image_t image, char *id, size_t id_len)`.
+///
+/// # Safety
+/// C caller contract of librbd.h.
+#[no_mangle]
+pub unsafe extern "C" fn shale_rbd_get_id(image: rbd_image_t, id: *mut c_char, id_len: usize) -> c_int {
+    ffi("rbd_get_id", -libc::EFAULT, || {
+        // SAFETY: forwarded caller contract.
+        with_image(image, |img| unsafe {
+            copy_str(img.image().id(), id, id_len)
+        })
+    })
+}
+
+/// `int rbd_get_block_name_prefix(rbd_image_t image, char *prefix, size_t prefix_len)`.
+///
+/// # Safety
+/// C caller contract of librbd.h.
+#[no_mangle]
+pub unsafe extern "C" fn shale_rbd_get_block_name_prefix(
+    image: rbd_image_t,
+    prefix: *mut c_char,
+    prefix_len: usize,
+) -> c_int {
+    ffi("rbd_get_block_name_prefix", -libc::EFAULT, || {
+        // SAFETY: forwarded caller contract.
+        with_image(image, |img| unsafe {
+            copy_str(&img.image().info().block_name_prefix, prefix, prefix_len)
+        })
+    })
+}
+
+/// `int rbd_get_name(rbd_image_t image, char *name, size_t *name_len)`.
+///
+/// # Safety
+/// C caller contract of librbd.h.
+#[no_mangle]
+pub unsafe extern "C" fn shale_rbd_get_name(
+    image: rbd_image_t,
+    name: *mut c_char,
+    name_len: *mut usize,
+) -> c_int {
+    ffi("rbd_get_name", -libc::EFAULT, || {
+        // SAFETY: forwarded caller contract.
+        with_image(image, |img| unsafe {
+            copy_str_len(&img.image().name(), name, name_len, true)
+        })
+    })
+}
+
+/// `int rbd_resize(rbd_image_t image, uint64_t size)`: may shrink.
+///
+/// # Safety
+/// Any value is accepted.
+#[no_mangle]
+pub unsafe extern "C" fn shale_rbd_resize(image: rbd_image_t, size: u64) -> c_int {
+    ffi("rbd_resize", -libc::EFAULT, || {
+        with_image(image, |img| {
+            img.writable()?;
+            img.image().resize(size, true).map_err(|e| errno::of(&e))
+        })
+    })
+}
+
+/// `int rbd_resize2(rbd_image_t image, uint64_t size, bool allow_shrink,
+/// librbd_progress_fn_t cb, void *cbdata)`: `-EINVAL` to shrink without `allow_shrink`.
+///
+/// # Safety
+/// C caller contract of librbd.h.
+#[no_mangle]
+pub unsafe extern "C" fn shale_rbd_resize2(
+    image: rbd_image_t,
+    size: u64,
+    allow_shrink: bool,
+    cb: librbd_progress_fn_t,
+    cbdata: *mut c_void,
+) -> c_int {
+    ffi("rbd_resize2", -libc::EFAULT, || {
+        with_image(image, |img| {
+            img.writable()?;
+            img.image()
+                .resize(size, allow_shrink)
+                .map_err(|e| errno::of(&e))?;
+            if let Some(cb) = cb {
+                // SAFETY: the caller's progress callback with its own argument.
+                unsafe { cb(size, size, cbdata) };
+            }
+            Ok(())
+        })
+    })
+}
+
+/// `int rbd_invalidate_cache(rbd_image_t image)`: there is no client cache to drop.
+///
+/// # Safety
+/// Any value is accepted.
+#[no_mangle]
+pub unsafe extern "C" fn shale_rbd_invalidate_cache(image: rbd_image_t) -> c_int {
+    ffi("rbd_invalidate_cache", -libc::EFAULT, || {
+        with_image(image, |_| Ok(()))
+    })
+}
+
+/// `int rbd_snap_list(rbd_image_t image, rbd_snap_info_t *snaps, int *max_snaps)`: no
+/// snapshots: room for the terminator entry is needed (`-ERANGE`, `*max_snaps` = 1), then the
+/// terminator (all zero, name NULL) is written and 0 returned.
+///
+/// # Safety
+/// C caller contract of librbd.h.
+#[no_mangle]
+pub unsafe extern "C" fn shale_rbd_snap_list(
+    image: rbd_image_t,
+    snaps: *mut rbd_snap_info_t,
+    max_snaps: *mut c_int,
+) -> c_int {
+    ffi("rbd_snap_list", -libc::EFAULT, || {
+        with_image(image, |_| {
+            if max_snaps.is_null() {
+                return Err(-libc::EINVAL);
+            }
+            // SAFETY: non-NULL, readable and writable (caller contract).
+            unsafe {
+                if snaps.is_null() || *max_snaps < 1 {
+                    *max_snaps = 1;
+                    return Err(-libc::ERANGE);
+                }
+                snaps.write(rbd_snap_info_t {
+                    id: 0,
+                    size: 0,
+                    name: std::ptr::null(),
+                });
+            }
+            Ok(())
+        })
+    })
+}
+
+/// `void rbd_snap_list_end(rbd_snap_info_t *snaps)`: nothing was allocated.
+///
+/// # Safety
+/// Any value is accepted.
+#[no_mangle]
+pub unsafe extern "C" fn shale_rbd_snap_list_end(_snaps: *mut rbd_snap_info_t) {
+    ffi("rbd_snap_list_end", (), || ())
+}
+
+/// `rbd_get_parent_info`: `-ENOENT`, there is no parent.
+///
+/// # Safety
+/// Any value is accepted.
+#[no_mangle]
+pub unsafe extern "C" fn shale_rbd_get_parent_info(
+    image: rbd_image_t,
+    _parent_poolname: *mut c_char,
+    _ppoolnamelen: usize,
+    _parent_name: *mut c_char,
+    _pnamelen: usize,
+    _parent_snapname: *mut c_char,
+    _psnapnamelen: usize,
+) -> c_int {
+    ffi("rbd_get_parent_info", -libc::EFAULT, || {
+        with_image(image, |_| Err(-libc::ENOENT))
+    })
+}
+
+/// `rbd_get_parent`: `-ENOENT`, there is no parent.
+///
+/// # Safety
+/// Any value is accepted.
+#[no_mangle]
+pub unsafe extern "C" fn shale_rbd_get_parent(
+    image: rbd_image_t,
+    _parent_image: *mut rbd_linked_image_spec_t,
+    _parent_snap: *mut rbd_snap_spec_t,
+) -> c_int {
+    ffi("rbd_get_parent", -libc::EFAULT, || {
+        with_image(image, |_| Err(-libc::ENOENT))
+    })
+}
+
+type DiffCb = Option<unsafe extern "C" fn(u64, usize, c_int, *mut c_void) -> c_int>;
+
+/// The allocated byte ranges of [ofs, ofs+len), rounded out to objects if `whole_object`.
+fn allocated(img: &shale_image::Image, ofs: u64, len: u64, whole_object: bool) -> Vec<(u64, u64)> {
+    let size = img.size();
+    let end = ofs.saturating_add(len).min(size);
+    if ofs >= end {
+        return Vec::new();
+    }
+    let obj = img.info().object_size.max(512);
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    for (lba, n) in img.allocated(ofs / 512, (end - ofs).div_ceil(512) + 1) {
+        let (mut s, mut e) = (lba * 512, (lba + n) * 512);
+        if whole_object {
+            s -= s % obj;
+            e = e.div_ceil(obj) * obj;
+        }
+        let (s, e) = (s.max(ofs), e.min(end));
+        if s >= e {
+            continue;
+        }
+        match out.last_mut() {
+            Some(last) if last.0 + last.1 >= s => last.1 = last.1.max(e - last.0),
+            _ => out.push((s, e - s)),
+        }
+    }
+    out
+}
+
+fn diff_iterate(
+    image: rbd_image_t,
+    fromsnap: *const c_char,
+    ofs: u64,
+    len: u64,
+    whole_object: bool,
+    cb: DiffCb,
+    arg: *mut c_void,
+) -> c_int {
+    let img = match lookup_image(image) {
+        Ok(i) => i,
+        Err(e) => return e,
+    };
+    let Some(cb) = cb else {
+        return -libc::EINVAL;
+    };
+    if !fromsnap.is_null() {
+        return -libc::ENOENT;
+    }
+    for (off, n) in allocated(&img.image(), ofs, len, whole_object) {
+        // SAFETY: the caller's callback with its own argument.
+        let r = unsafe { cb(off, n as usize, 1, arg) };
+        if r < 0 {
+            return r;
+        }
+    }
+    0
+}
+
+/// `int rbd_diff_iterate2(rbd_image_t image, const char *fromsnapname, uint64_t ofs,
+/// uint64_t len, uint8_t include_parent, uint8_t whole_object, cb, void *arg)`: reports the
+/// allocated data ranges (exists=1), in order; a negative callback value stops and is returned.
+///
+/// # Safety
+/// C caller contract of librbd.h.
+#[no_mangle]
+pub unsafe extern "C" fn shale_rbd_diff_iterate2(
+    image: rbd_image_t,
+    fromsnapname: *const c_char,
+    ofs: u64,
+    len: u64,
+    _include_parent: u8,
+    whole_object: u8,
+    cb: DiffCb,
+    arg: *mut c_void,
+) -> c_int {
+    ffi("rbd_diff_iterate2", -libc::EFAULT, || {
+        diff_iterate(image, fromsnapname, ofs, len, whole_object != 0, cb, arg)
+    })
+}
+
+/// `rbd_diff_iterate`: as `rbd_diff_iterate2` with exact extents.
+///
+/// # Safety
+/// C caller contract of librbd.h.
+#[no_mangle]
+pub unsafe extern "C" fn shale_rbd_diff_iterate(
+    image: rbd_image_t,
+    fromsnapname: *const c_char,
+    ofs: u64,
+    len: u64,
+    cb: DiffCb,
+    arg: *mut c_void,
+) -> c_int {
+    ffi("rbd_diff_iterate", -libc::EFAULT, || {
+        diff_iterate(image, fromsnapname, ofs, len, false, cb, arg)
+    })
+}
+
+/// `int rbd_watchers_list(rbd_image_t image, rbd_image_watcher_t *watchers,
+/// size_t *max_watchers)`: this process's open handles of the image.
+///
+/// # Safety
+/// C caller contract of librbd.h.
+#[no_mangle]
+pub unsafe extern "C" fn shale_rbd_watchers_list(
+    image: rbd_image_t,
+    watchers: *mut rbd_image_watcher_t,
+    max_watchers: *mut usize,
+) -> c_int {
+    ffi("rbd_watchers_list", -libc::EFAULT, || {
+        with_image(image, |img| {
+            if max_watchers.is_null() {
+                return Err(-libc::EINVAL);
+            }
+            let mine: Vec<Arc<RbdImage>> = globals()
+                .images
+                .all()
+                .into_iter()
+                .filter(|h| h.shared.key == img.shared.key)
+                .collect();
+            // SAFETY: non-NULL, readable and writable (caller contract).
+            unsafe {
+                if watchers.is_null() || *max_watchers < mine.len() {
+                    *max_watchers = mine.len();
+                    return Err(-libc::ERANGE);
+                }
+                for (i, h) in mine.iter().enumerate() {
+                    let addr = format!("127.0.0.1:0/{}", std::process::id());
+                    watchers.add(i).write(rbd_image_watcher_t {
+                        addr: cstr::malloc_str(&addr),
+                        id: h.instance as i64,
+                        cookie: Arc::as_ptr(h) as u64,
+                    });
+                }
+                *max_watchers = mine.len();
+            }
+            Ok(())
+        })
+    })
+}
+
+/// `void rbd_watchers_list_cleanup(rbd_image_watcher_t *watchers, size_t num_watchers)`.
+///
+/// # Safety
+/// `watchers` holds `num_watchers` entries filled by `rbd_watchers_list`.
+#[no_mangle]
+pub unsafe extern "C" fn shale_rbd_watchers_list_cleanup(
+    watchers: *mut rbd_image_watcher_t,
+    num_watchers: usize,
+) {
+    ffi("rbd_watchers_list_cleanup", (), || {
+        if watchers.is_null() {
+            return;
+        }
+        for i in 0..num_watchers {
+            // SAFETY: entry `i` was filled by rbd_watchers_list; its addr came from malloc.
+            unsafe {
+                let w = &mut *watchers.add(i);
+                libc::free(w.addr.cast());
+                w.addr = std::ptr::null_mut();
+            }
+        }
+    })
+}
