@@ -19,6 +19,11 @@ Entry points of librados.so.2:
   rados_X@@LIBRADOS_14.2.0  Rust fn `shale_rados_X_v14_2_0`; its Base twin `shale_rados_X_base`
   shale_rbd_X             the implementation of rbd_X (librbd.so.1 forwards to it)
 
+Versioned entry points must be defined next to their `.symver` lines (the assembler needs the
+symbol in the same object), so their hand-written implementation is a non-exported
+`pub(crate) unsafe extern "C" fn impl_shale_rados_X_v14_2_0` (or `..._base`) and generated.rs
+gets an exported forwarder `shale_rados_X_v14_2_0` that calls it.
+
 A function counts as implemented when a hand-written file under crates/rados/src (anything but
 generated.rs) defines it as `#[no_mangle] pub [unsafe] extern "C" fn NAME`. Rerun this script
 after adding or removing one:   python3 scripts/gen-ffi.py   (or --check to verify only).
@@ -196,8 +201,13 @@ def load_exports(f):
     return out
 
 
+IMPL_PAT = re.compile(
+    r"pub\(crate\)\s+unsafe\s+extern\s+\"C\"\s+fn\s+impl_(shale_rados_[A-Za-z0-9_]+)")
+
+
 def implemented_functions():
-    """Map name -> Rust path of every hand-written #[no_mangle] extern "C" fn."""
+    """Map name -> Rust path of every hand-written #[no_mangle] extern "C" fn, and of every
+    `impl_<versioned entry>` (keyed by the entry name, marked with a leading '@')."""
     found = {}
     src = os.path.join(RADOS, "src")
     pat = re.compile(
@@ -213,8 +223,11 @@ def implemented_functions():
                 rel = rel[:-1]
             module = "::".join(["crate"] + rel)
             with open(path) as fh:
-                for m in pat.finditer(fh.read()):
+                text = fh.read()
+                for m in pat.finditer(text):
                     found[m.group(1)] = module
+                for m in IMPL_PAT.finditer(text):
+                    found["@" + m.group(1)] = module
     return found
 
 
@@ -258,7 +271,9 @@ def gen_rados(protos, rados_exports, rbd_exports, implemented):
         entries.append(("shale_" + sym, protos[sym], sym))
 
     names = {e[0] for e in entries}
-    stray = sorted(n for n in implemented if n not in names
+    forwarded = {n[1:]: m for n, m in implemented.items() if n.startswith("@")}
+    implemented = {n: m for n, m in implemented.items() if not n.startswith("@")}
+    stray = sorted(n for n in list(implemented) + list(forwarded) if n not in names
                    and (n.startswith("rados_") or n.startswith("shale_")))
     if stray:
         raise SystemExit("hand-written functions that are no C entry point: %s" % stray)
@@ -278,7 +293,8 @@ use crate::types::*;
 use core::ffi::{c_char, c_int, c_uint, c_void};
 """]
     done = sorted(e for e in entries if e[0] in implemented)
-    todo = [e for e in entries if e[0] not in implemented]
+    todo = [e for e in entries if e[0] not in implemented and e[0] not in forwarded]
+    fwd = sorted(e for e in entries if e[0] in forwarded)
     out.append("// ---- prototype checks of the %d hand-written entry points ----\n" % len(done))
     for entry, p, _ in done:
         ftype = 'unsafe extern "C" fn%s' % sig(p, names=False)
@@ -286,6 +302,12 @@ use core::ffi::{c_char, c_int, c_uint, c_void};
     if symver:
         out.append("\n// ---- symbol versions (LIBRADOS_14.2.0 default + hidden-ABI Base twin) ----\n")
         out.append("core::arch::global_asm!(\n%s\n);\n" % "\n".join(symver))
+    if fwd:
+        out.append("\n// ---- forwarders of the hand-written versioned entry points ----\n\n")
+    for entry, p, _ in fwd:
+        args = ", ".join(n for n, _ in p.params)
+        out.append("#[no_mangle]\npub unsafe extern \"C\" fn %s%s {\n    // SAFETY: same prototype, arguments passed on unchanged.\n    unsafe { %s::impl_%s(%s) }\n}\n\n" % (
+            entry, sig(p), forwarded[entry], entry, args))
     out.append("\n// ---- %d stubs ----\n\n" % len(todo))
     for entry, p, c_name in todo:
         out.append(stub(entry, p, c_name))

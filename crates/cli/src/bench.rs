@@ -67,13 +67,16 @@ impl Target for shale_image::Image {
 
 impl Target for std::fs::File {
     fn read(&self, off: u64, buf: &mut [u8]) -> Result<()> {
-        self.read_exact_at(buf, off).map_err(|e| Error::io("bench read", e))
+        self.read_exact_at(buf, off)
+            .map_err(|e| Error::io("bench read", e))
     }
     fn write(&self, off: u64, buf: &[u8]) -> Result<()> {
-        self.write_all_at(buf, off).map_err(|e| Error::io("bench write", e))
+        self.write_all_at(buf, off)
+            .map_err(|e| Error::io("bench write", e))
     }
     fn flush(&self) -> Result<()> {
-        self.sync_data().map_err(|e| Error::io("bench fdatasync", e))
+        self.sync_data()
+            .map_err(|e| Error::io("bench fdatasync", e))
     }
 }
 
@@ -96,10 +99,17 @@ pub fn run(c: &Cluster, sp: &ImageSpec, a: &BenchArgs, json_out: bool) -> Result
     if a.rw_mix_read > 100 {
         return Err(err!(Invalid, "--rw-mix-read is a percentage (0..=100)"));
     }
-    let img = c.open_image(&sp.pool, &sp.image, a.io_type == IoType::Read && a.target_file.is_none())?;
+    let img = c.open_image(
+        &sp.pool,
+        &sp.image,
+        a.io_type == IoType::Read && a.target_file.is_none(),
+    )?;
     let size = img.size();
     if size < io_size {
-        return Err(err!(Invalid, "image {sp} ({size} bytes) is smaller than --io-size"));
+        return Err(err!(
+            Invalid,
+            "image {sp} ({size} bytes) is smaller than --io-size"
+        ));
     }
     let target: Arc<dyn Target> = match &a.target_file {
         Some(p) => {
@@ -111,7 +121,8 @@ pub fn run(c: &Cluster, sp: &ImageSpec, a: &BenchArgs, json_out: bool) -> Result
                 .truncate(false)
                 .open(p)
                 .map_err(|e| Error::io(format!("cannot open {p}"), e))?;
-            f.set_len(size).map_err(|e| Error::io(format!("cannot size {p}"), e))?;
+            f.set_len(size)
+                .map_err(|e| Error::io(format!("cannot size {p}"), e))?;
             Arc::new(f)
         }
         None => Arc::new(img),
@@ -151,7 +162,8 @@ pub fn run(c: &Cluster, sp: &ImageSpec, a: &BenchArgs, json_out: bool) -> Result
         }));
     }
     for h in handles {
-        h.join().map_err(|_| err!(Io, "a bench thread panicked"))??;
+        h.join()
+            .map_err(|_| err!(Io, "a bench thread panicked"))??;
     }
     if a.io_type != IoType::Read {
         target.flush()?;

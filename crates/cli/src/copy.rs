@@ -22,7 +22,11 @@ pub struct CopyStats {
 fn write_sparse(img: &Image, off: u64, buf: &[u8], st: &mut CopyStats) -> Result<()> {
     let mut i = 0;
     while i < buf.len() {
-        let zero = |j: usize| buf[j..(j + ZERO_GRAIN).min(buf.len())].iter().all(|&b| b == 0);
+        let zero = |j: usize| {
+            buf[j..(j + ZERO_GRAIN).min(buf.len())]
+                .iter()
+                .all(|&b| b == 0)
+        };
         if zero(i) {
             let n = ZERO_GRAIN.min(buf.len() - i);
             st.skipped += n as u64;
@@ -59,14 +63,21 @@ pub fn import(c: &Cluster, path: &str, sp: &ImageSpec) -> Result<CopyStats> {
         (Box::new(std::io::stdin().lock()), None)
     } else {
         let f = File::open(path).map_err(|e| Error::io(format!("cannot open {path}"), e))?;
-        let len = f.metadata().map_err(|e| Error::io(format!("cannot stat {path}"), e))?.len();
+        let len = f
+            .metadata()
+            .map_err(|e| Error::io(format!("cannot stat {path}"), e))?
+            .len();
         (Box::new(f), Some(len))
     };
     c.create_image(&sp.pool, &sp.image, size.unwrap_or(0), 22)?;
     let res = (|| {
         let img = c.open_image(&sp.pool, &sp.image, false)?;
         let bar = progress::bar("Importing image", size.unwrap_or(0));
-        let mut st = CopyStats { size: 0, written: 0, skipped: 0 };
+        let mut st = CopyStats {
+            size: 0,
+            written: 0,
+            skipped: 0,
+        };
         let mut buf = vec![0u8; CHUNK];
         loop {
             let n = read_full(&mut src, &mut buf)?;
@@ -95,25 +106,38 @@ pub fn export(c: &Cluster, sp: &ImageSpec, path: &str) -> Result<CopyStats> {
     let img = c.open_image(&sp.pool, &sp.image, true)?;
     let size = img.size();
     let bar = progress::bar("Exporting image", size);
-    let mut st = CopyStats { size, written: 0, skipped: 0 };
+    let mut st = CopyStats {
+        size,
+        written: 0,
+        skipped: 0,
+    };
     let mut buf = vec![0u8; CHUNK];
     if path == "-" {
         let mut out = std::io::stdout().lock();
         let mut off = 0u64;
         while off < size {
             let n = img.read(off, &mut buf)?;
-            out.write_all(&buf[..n]).map_err(|e| Error::io("writing to stdout", e))?;
+            out.write_all(&buf[..n])
+                .map_err(|e| Error::io("writing to stdout", e))?;
             off += n as u64;
             st.written += n as u64;
             bar.set_position(off);
         }
         out.flush().map_err(|e| Error::io("writing to stdout", e))?;
     } else {
-        if std::path::Path::new(path).exists() && std::fs::metadata(path).map(|m| m.is_file()).unwrap_or(false) {
-            return Err(err!(Exists, "{path} already exists; remove it first or choose another path"));
+        if std::path::Path::new(path).exists()
+            && std::fs::metadata(path)
+                .map(|m| m.is_file())
+                .unwrap_or(false)
+        {
+            return Err(err!(
+                Exists,
+                "{path} already exists; remove it first or choose another path"
+            ));
         }
         let f = File::create(path).map_err(|e| Error::io(format!("cannot create {path}"), e))?;
-        f.set_len(size).map_err(|e| Error::io(format!("cannot size {path}"), e))?;
+        f.set_len(size)
+            .map_err(|e| Error::io(format!("cannot size {path}"), e))?;
         let mut off = 0u64;
         while off < size {
             let n = (CHUNK as u64).min(size - off);
@@ -124,13 +148,15 @@ pub fn export(c: &Cluster, sp: &ImageSpec, path: &str) -> Result<CopyStats> {
                 let e = ((a + len) * 512).min(off + n);
                 let b = &mut buf[..(e - s) as usize];
                 img.read(s, b)?;
-                f.write_all_at(b, s).map_err(|e| Error::io(format!("writing {path}"), e))?;
+                f.write_all_at(b, s)
+                    .map_err(|e| Error::io(format!("writing {path}"), e))?;
                 st.written += b.len() as u64;
             }
             off += n;
             bar.set_position(off);
         }
-        f.sync_all().map_err(|e| Error::io(format!("syncing {path}"), e))?;
+        f.sync_all()
+            .map_err(|e| Error::io(format!("syncing {path}"), e))?;
     }
     bar.finish_and_clear();
     Ok(st)

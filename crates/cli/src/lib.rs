@@ -22,7 +22,11 @@ use shale_image::size::{format_size, parse_size};
 use shale_image::{Cluster, ImageSpec, Settings};
 
 #[derive(Parser, Debug)]
-#[command(name = "shale", version, about = "Shale virtual disks: an rbd-style command line")]
+#[command(
+    name = "shale",
+    version,
+    about = "Shale virtual disks: an rbd-style command line"
+)]
 struct Cli {
     /// Object store URL: file:///path, s3://bucket/prefix, memory:// (default: settings, then
     /// the embedded store under ~/.local/share/shale)
@@ -168,7 +172,9 @@ fn run(cli: Cli) -> Result<()> {
         if let Some(url) = &cli.store {
             s.set("store", url)?;
         }
-        let file = Settings::config_path().map(|p| p.display().to_string()).unwrap_or_default();
+        let file = Settings::config_path()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
         let v = json!({
             "config_file": file,
             "store": s.store_url(),
@@ -191,7 +197,10 @@ fn run(cli: Cli) -> Result<()> {
     let spec = |s: &str| -> Result<ImageSpec> {
         let sp = ImageSpec::parse(s, &dp)?;
         if sp.snap.is_some() {
-            return Err(err!(Unsupported, "{s}: snapshots are not supported by this command yet"));
+            return Err(err!(
+                Unsupported,
+                "{s}: snapshots are not supported by this command yet"
+            ));
         }
         Ok(sp)
     };
@@ -206,7 +215,10 @@ fn run(cli: Cli) -> Result<()> {
             PoolCmd::Ls => {
                 let pools = c.pool_list()?;
                 if cli.format == Format::Json {
-                    print_json(json!(pools.iter().map(|(n, id)| json!({"name": n, "id": id})).collect::<Vec<_>>()));
+                    print_json(json!(pools
+                        .iter()
+                        .map(|(n, id)| json!({"name": n, "id": id}))
+                        .collect::<Vec<_>>()));
                 } else {
                     for (n, _) in pools {
                         outln!("{n}");
@@ -219,11 +231,21 @@ fn run(cli: Cli) -> Result<()> {
                 if cli.format == Format::Json {
                     print_json(json!(s));
                 } else {
-                    outln!("images: {}\nobjects: {}\nbytes: {} ({})", s.images, s.objects, s.bytes, format_size(s.bytes));
+                    outln!(
+                        "images: {}\nobjects: {}\nbytes: {} ({})",
+                        s.images,
+                        s.objects,
+                        s.bytes,
+                        format_size(s.bytes)
+                    );
                 }
             }
         },
-        Cmd::Create { spec: s, size, order } => {
+        Cmd::Create {
+            spec: s,
+            size,
+            order,
+        } => {
             let sp = spec(s)?;
             let bytes = parse_size(size, 1 << 20)?;
             let id = c.create_image(&sp.pool, &sp.image, bytes, *order)?;
@@ -235,7 +257,10 @@ fn run(cli: Cli) -> Result<()> {
             let pool = pool.clone().unwrap_or(dp.clone());
             let imgs = c.list_images(&pool)?;
             if cli.format == Format::Json && !long {
-                print_json(json!(imgs.iter().map(|i| i.name.clone()).collect::<Vec<_>>()));
+                print_json(json!(imgs
+                    .iter()
+                    .map(|i| i.name.clone())
+                    .collect::<Vec<_>>()));
             } else if *long {
                 let mut rows = Vec::new();
                 for i in &imgs {
@@ -273,7 +298,11 @@ fn run(cli: Cli) -> Result<()> {
             } else {
                 outln!("rbd image '{}':", i.name);
                 outln!("\tsize {} in {} objects", format_size(i.size), i.num_objs);
-                outln!("\torder {} ({} objects)", i.order, format_size(i.object_size));
+                outln!(
+                    "\torder {} ({} objects)",
+                    i.order,
+                    format_size(i.object_size)
+                );
                 outln!("\tid: {}", i.id);
                 outln!("\tblock_name_prefix: {}", i.block_name_prefix);
                 outln!("\tformat: 2");
@@ -294,11 +323,18 @@ fn run(cli: Cli) -> Result<()> {
             let a = spec(src)?;
             let b = ImageSpec::parse(dst, &a.pool)?;
             if b.pool != a.pool {
-                return Err(err!(Invalid, "rename across pools is not possible; use export and import"));
+                return Err(err!(
+                    Invalid,
+                    "rename across pools is not possible; use export and import"
+                ));
             }
             c.rename_image(&a.pool, &a.image, &b.image)?;
         }
-        Cmd::Resize { spec: s, size, allow_shrink } => {
+        Cmd::Resize {
+            spec: s,
+            size,
+            allow_shrink,
+        } => {
             let sp = spec(s)?;
             let bytes = parse_size(size, 1 << 20)?;
             let img = c.open_image(&sp.pool, &sp.image, false)?;
@@ -308,23 +344,31 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Import { path, spec: s } => {
             let name = match s {
                 Some(s) => s.clone(),
-                None if path == "-" => return Err(err!(Invalid, "importing from stdin needs an image spec")),
+                None if path == "-" => {
+                    return Err(err!(Invalid, "importing from stdin needs an image spec"))
+                }
                 None => std::path::Path::new(path)
                     .file_name()
                     .map(|n| n.to_string_lossy().into_owned())
-                    .ok_or_else(|| err!(Invalid, "cannot derive an image name from {path}; give one"))?,
+                    .ok_or_else(|| {
+                        err!(Invalid, "cannot derive an image name from {path}; give one")
+                    })?,
             };
             let sp = spec(&name)?;
             let st = copy::import(&c, path, &sp)?;
             if cli.format == Format::Json {
-                print_json(json!({"image": sp.to_string(), "size": st.size, "written": st.written, "skipped_zero": st.skipped}));
+                print_json(
+                    json!({"image": sp.to_string(), "size": st.size, "written": st.written, "skipped_zero": st.skipped}),
+                );
             }
         }
         Cmd::Export { spec: s, path } => {
             let sp = spec(s)?;
             let st = copy::export(&c, &sp, path)?;
             if cli.format == Format::Json {
-                print_json(json!({"image": sp.to_string(), "size": st.size, "written": st.written}));
+                print_json(
+                    json!({"image": sp.to_string(), "size": st.size, "written": st.written}),
+                );
             }
         }
         Cmd::Bench(a) => {
@@ -343,7 +387,10 @@ pub fn lib_dir() -> Result<std::path::PathBuf> {
     if let Some(d) = std::env::var_os("SHALE_LIB_DIR") {
         candidates.push(std::path::PathBuf::from(d));
     }
-    if let Some(exe_dir) = std::env::current_exe().ok().and_then(|e| e.parent().map(|p| p.to_path_buf())) {
+    if let Some(exe_dir) = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(|p| p.to_path_buf()))
+    {
         candidates.push(exe_dir.join("shale-libs"));
         candidates.push(exe_dir.join("../lib/shale"));
     }
@@ -370,14 +417,19 @@ fn run_client(store: Option<&str>, cmd: &[OsString]) -> Result<()> {
         path.push(":");
         path.push(old);
     }
-    let (prog, args) = cmd.split_first().ok_or_else(|| err!(Invalid, "shale run: no command given"))?;
+    let (prog, args) = cmd
+        .split_first()
+        .ok_or_else(|| err!(Invalid, "shale run: no command given"))?;
     let mut c = std::process::Command::new(prog);
     c.args(args).env("LD_LIBRARY_PATH", path);
     if let Some(url) = store {
         c.env("SHALE_STORE", url);
     }
     let e = c.exec();
-    Err(shale_error::Error::io(format!("cannot run {}", prog.to_string_lossy()), e))
+    Err(shale_error::Error::io(
+        format!("cannot run {}", prog.to_string_lossy()),
+        e,
+    ))
 }
 
 /// librbd's feature names for a feature mask.
@@ -392,5 +444,8 @@ pub fn feature_names(f: u64) -> Vec<&'static str> {
         (64, "journaling"),
         (128, "data-pool"),
     ];
-    N.iter().filter(|(b, _)| f & b != 0).map(|(_, n)| *n).collect()
+    N.iter()
+        .filter(|(b, _)| f & b != 0)
+        .map(|(_, n)| *n)
+        .collect()
 }

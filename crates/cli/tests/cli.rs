@@ -16,7 +16,11 @@ fn shale(store: &Path, args: &[&str]) -> Output {
 
 fn ok(store: &Path, args: &[&str]) -> String {
     let o = shale(store, args);
-    assert!(o.status.success(), "shale {args:?} failed: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "shale {args:?} failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     String::from_utf8(o.stdout).unwrap()
 }
 
@@ -46,7 +50,8 @@ fn create_import_export_roundtrip_and_json() {
     let t = tempfile::tempdir().unwrap();
     let store = t.path().join("store");
     ok(&store, &["create", "rbd/a", "--size", "10M"]);
-    let info: serde_json::Value = serde_json::from_str(&ok(&store, &["info", "rbd/a", "--format", "json"])).unwrap();
+    let info: serde_json::Value =
+        serde_json::from_str(&ok(&store, &["info", "rbd/a", "--format", "json"])).unwrap();
     assert_eq!(info["size"], 10 << 20);
     let src = t.path().join("src.raw");
     let mut data = vec![0u8; 3_000_001];
@@ -54,19 +59,43 @@ fn create_import_export_roundtrip_and_json() {
         *b = (i % 251) as u8 + 1;
     }
     std::fs::write(&src, &data).unwrap();
-    let out = ok(&store, &["import", src.to_str().unwrap(), "rbd/b", "--format", "json"]);
+    let out = ok(
+        &store,
+        &["import", src.to_str().unwrap(), "rbd/b", "--format", "json"],
+    );
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert!(v["skipped_zero"].as_u64().unwrap() > 2_000_000, "import must skip zero runs: {v}");
+    assert!(
+        v["skipped_zero"].as_u64().unwrap() > 2_000_000,
+        "import must skip zero runs: {v}"
+    );
     let dst = t.path().join("dst.raw");
     ok(&store, &["export", "rbd/b", dst.to_str().unwrap()]);
     assert_eq!(std::fs::read(&dst).unwrap(), data);
-    let ls: serde_json::Value = serde_json::from_str(&ok(&store, &["ls", "--format", "json"])).unwrap();
+    let ls: serde_json::Value =
+        serde_json::from_str(&ok(&store, &["ls", "--format", "json"])).unwrap();
     assert_eq!(ls, serde_json::json!(["a", "b"]));
-    ok(&store, &["resize", "rbd/b", "--size", "1M", "--allow-shrink"]);
+    ok(
+        &store,
+        &["resize", "rbd/b", "--size", "1M", "--allow-shrink"],
+    );
     ok(&store, &["rm", "rbd/b"]);
     ok(&store, &["rename", "rbd/a", "rbd/c"]);
     assert_eq!(ok(&store, &["ls"]).trim(), "c");
-    let w = ok(&store, &["bench", "rbd/c", "--io-type", "write", "--io-total", "1M", "--io-pattern", "rand", "--format", "json"]);
+    let w = ok(
+        &store,
+        &[
+            "bench",
+            "rbd/c",
+            "--io-type",
+            "write",
+            "--io-total",
+            "1M",
+            "--io-pattern",
+            "rand",
+            "--format",
+            "json",
+        ],
+    );
     assert!(w.contains("ops_per_sec"));
 }
 
@@ -104,7 +133,13 @@ fn bad_input_fails_clearly_and_changes_nothing() {
         assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
         assert_eq!(tree(&store), before, "{args:?} changed the store");
     }
-    let bad_store = Command::new(env!("CARGO_BIN_EXE_shale")).args(["--store", "ftp://x", "ls"]).output().unwrap();
+    let bad_store = Command::new(env!("CARGO_BIN_EXE_shale"))
+        .args(["--store", "ftp://x", "ls"])
+        .output()
+        .unwrap();
     assert!(!bad_store.status.success());
-    assert!(String::from_utf8_lossy(&bad_store.stderr).contains("file://"), "should list supported schemes");
+    assert!(
+        String::from_utf8_lossy(&bad_store.stderr).contains("file://"),
+        "should list supported schemes"
+    );
 }

@@ -1,4 +1,32 @@
-//! Engine tuning knobs (the image layer fills them from Shale's settings).
+//! Engine tuning knobs and the choice of log device (the image layer fills them from Shale's
+//! settings).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// When a flush returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Once everything before it is durable on the local log device (the default).
+    Journal,
+    /// Once everything before it is in the object store.
+    Backend,
+}
+
+/// Where acknowledged writes wait for their segment to be stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogConfig {
+    /// Nowhere: a flush seals and stores the open segment.
+    Memory,
+    /// A ring journal file of `size` bytes; `owner` identifies the image (a stable hash).
+    Ring {
+        path: PathBuf,
+        size: u64,
+        owner: u64,
+    },
+    /// Records go straight into the open segment's file in a local-directory store.
+    InPlace,
+}
 
 /// How the engine batches and uploads.
 #[derive(Debug, Clone)]
@@ -11,8 +39,15 @@ pub struct EngineConfig {
     pub checkpoint_interval: u64,
     /// Sealed segments waiting for upload before writers are held back.
     pub max_pending: usize,
-    /// Attempts per segment upload before the image is marked failed.
+    /// Attempts per segment upload before the image is marked failed (without a journal
+    /// device; with one, unavailable stores are retried until they come back).
     pub upload_attempts: u32,
+    pub durability: Durability,
+    /// Longest time a writer waits for journal or memory space before its write fails.
+    pub full_wait: Duration,
+    /// Bytes reserved for the segment header in in-place segment files.
+    pub header_reserve: u64,
+    pub log: LogConfig,
 }
 
 impl Default for EngineConfig {
@@ -23,6 +58,10 @@ impl Default for EngineConfig {
             checkpoint_interval: 64,
             max_pending: 8,
             upload_attempts: 5,
+            durability: Durability::Journal,
+            full_wait: Duration::from_secs(60),
+            header_reserve: 64 << 10,
+            log: LogConfig::Memory,
         }
     }
 }

@@ -21,7 +21,10 @@ pub(crate) struct SegIndexCache {
 
 impl SegIndexCache {
     pub(crate) fn new(cap: usize) -> Self {
-        SegIndexCache { cap, map: Mutex::new(HashMap::new()) }
+        SegIndexCache {
+            cap,
+            map: Mutex::new(HashMap::new()),
+        }
     }
 
     fn get(&self, sh: &Shared, seq: u64) -> Result<Arc<Header>> {
@@ -70,23 +73,25 @@ impl Volume {
         }
         let buf = &mut buf[..n];
         if off % SECTOR == 0 && n as u64 % SECTOR == 0 {
-            self.read_sectors(off / SECTOR, n as u64 / SECTOR, buf)?;
+            self.sh.read_sectors(off / SECTOR, n as u64 / SECTOR, buf)?;
         } else {
             let first = off / SECTOR;
             let end = (off + n as u64).div_ceil(SECTOR);
             let mut tmp = vec![0u8; ((end - first) * SECTOR) as usize];
-            self.read_sectors(first, end - first, &mut tmp)?;
+            self.sh.read_sectors(first, end - first, &mut tmp)?;
             let s = (off - first * SECTOR) as usize;
             buf.copy_from_slice(&tmp[s..s + n]);
         }
         Ok(n)
     }
+}
 
+impl Shared {
     /// Read whole sectors into `out` (exactly `n * 512` bytes).
     pub(crate) fn read_sectors(&self, lba: u64, n: u64, out: &mut [u8]) -> Result<()> {
         let mut plan: Vec<(usize, usize, Source)> = Vec::new();
         {
-            let g = lock(&self.sh.inner);
+            let g = lock(&self.inner);
             let open_seq = g.open.seq;
             g.map.for_each_in(lba, n, |m| {
                 let at = ((m.lba - lba) * SECTOR) as usize;
@@ -102,7 +107,10 @@ impl Volume {
                         } else {
                             // Coalesce with the previous piece when contiguous in the segment.
                             if let Some((pat, plen, Source::Store(pseg, poff))) = plan.last_mut() {
-                                if *pseg == seg && *pat + *plen == at && *poff as usize + *plen / 512 == off as usize {
+                                if *pseg == seg
+                                    && *pat + *plen == at
+                                    && *poff as usize + *plen / 512 == off as usize
+                                {
                                     *plen += len;
                                     return;
                                 }
@@ -126,19 +134,23 @@ impl Volume {
 
     /// Read from a stored segment: fetch the covering pages, verify them, copy.
     fn read_stored(&self, seq: u64, off_sectors: u32, dst: &mut [u8]) -> Result<()> {
-        let sh = &self.sh;
+        let sh = self;
         let h = sh.index_cache.get(sh, seq)?;
         let start = off_sectors as u64 * SECTOR;
         let end = start + dst.len() as u64;
         if end > h.data_len {
-            return Err(err!(Corruption, "segment {seq:016x}: extent past the end of its data"));
+            return Err(err!(
+                Corruption,
+                "segment {seq:016x}: extent past the end of its data"
+            ));
         }
         let p0 = start / PAGE as u64;
         let p1 = end.div_ceil(PAGE as u64);
         let key = seg_key(&sh.prefix, seq);
-        let bytes = sh
-            .store
-            .get_range(&key, h.header_len + p0 * PAGE as u64..h.header_len + p1 * PAGE as u64)?;
+        let bytes = sh.store.get_range(
+            &key,
+            h.header_len + p0 * PAGE as u64..h.header_len + p1 * PAGE as u64,
+        )?;
         lock(&sh.inner).stats.store_reads += 1;
         segment::verify_pages(&h, p0 as u32, &bytes).map_err(|e| e.context(&key))?;
         let s = (start - p0 * PAGE as u64) as usize;

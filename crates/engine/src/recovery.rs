@@ -9,7 +9,8 @@
 use shale_error::{err, ErrorKind, Result};
 use shale_extmap::{ExtentMap, Target};
 use shale_format::checkpoint::{self, Checkpoint, ZERO_SEG};
-use shale_format::segment::EntryKind;
+
+use shale_format::segment::{self, EntryKind, JournalMark};
 use shale_store::ObjectStore;
 
 use crate::read::load_header;
@@ -20,6 +21,14 @@ pub(crate) struct Recovered {
     pub next_seq: u64,
     /// Segments replayed on top of the checkpoint (they count toward the next checkpoint).
     pub segs_replayed: u64,
+    /// The log records the recovered state contains.
+    pub mark: JournalMark,
+}
+
+pub(crate) fn random_id() -> Result<u64> {
+    let mut b = [0u8; 8];
+    getrandom::getrandom(&mut b).map_err(|e| err!(Io, "no randomness for a log id: {e}"))?;
+    Ok(u64::from_le_bytes(b) | 1)
 }
 
 fn parse_seq(key: &str, dir: &str) -> Option<u64> {
@@ -30,23 +39,39 @@ fn parse_seq(key: &str, dir: &str) -> Option<u64> {
     u64::from_str_radix(name, 16).ok()
 }
 
-pub(crate) fn recover(store: &dyn ObjectStore, prefix: &str, epoch: u64, read_only: bool) -> Result<Recovered> {
+pub(crate) fn recover(
+    store: &dyn ObjectStore,
+    prefix: &str,
+    epoch: u64,
+    read_only: bool,
+) -> Result<Recovered> {
     let ckpt_dir = format!("{prefix}ckpt/");
-    let mut ckpts: Vec<u64> = store.list(&ckpt_dir)?.iter().filter_map(|o| parse_seq(&o.key, &ckpt_dir)).collect();
+    let mut ckpts: Vec<u64> = store
+        .list(&ckpt_dir)?
+        .iter()
+        .filter_map(|o| parse_seq(&o.key, &ckpt_dir))
+        .collect();
     ckpts.sort_unstable();
     let mut map = ExtentMap::new();
     let mut next = 1u64;
-    let mut base_seq = 0u64;
+    let mut mark = JournalMark::default();
     for &n in ckpts.iter().rev() {
         let key = format!("{ckpt_dir}{n:016x}");
         match store.get(&key).and_then(|(b, _)| checkpoint::decode(&b)) {
             Ok(c) => {
                 for e in &c.extents {
-                    let t = if e.seg == ZERO_SEG { Target::Zero } else { Target::Data { seg: e.seg, off: e.off } };
+                    let t = if e.seg == ZERO_SEG {
+                        Target::Zero
+                    } else {
+                        Target::Data {
+                            seg: e.seg,
+                            off: e.off,
+                        }
+                    };
                     map.insert(e.lba, e.len as u64, t);
                 }
                 next = c.next_seq;
-                base_seq = c.seq;
+                mark = c.journal;
                 break;
             }
             Err(e) if e.kind() == ErrorKind::Corruption || e.kind() == ErrorKind::NotFound => {
@@ -57,12 +82,17 @@ pub(crate) fn recover(store: &dyn ObjectStore, prefix: &str, epoch: u64, read_on
     }
 
     let seg_dir = format!("{prefix}seg/");
-    let mut segs: Vec<u64> = store.list(&seg_dir)?.iter().filter_map(|o| parse_seq(&o.key, &seg_dir)).collect();
+    let mut segs: Vec<u64> = store
+        .list(&seg_dir)?
+        .iter()
+        .filter_map(|o| parse_seq(&o.key, &seg_dir))
+        .collect();
     segs.sort_unstable();
     let max_seen = segs.last().copied().unwrap_or(0);
     let mut replayed = 0u64;
     let mut seq = next;
-    let present: std::collections::BTreeSet<u64> = segs.iter().copied().filter(|&s| s >= next).collect();
+    let present: std::collections::BTreeSet<u64> =
+        segs.iter().copied().filter(|&s| s >= next).collect();
     while present.contains(&seq) {
         let key = seg_key(prefix, seq);
         let h = load_header(store, &key).map_err(|e| e.context("replaying the log"))?;
@@ -70,11 +100,23 @@ pub(crate) fn recover(store: &dyn ObjectStore, prefix: &str, epoch: u64, read_on
             return Err(err!(Corruption, "{key}: holds segment {:016x}", h.seq));
         }
         if h.epoch > epoch {
-            return Err(err!(Fenced, "{key}: written under epoch {} newer than ours ({epoch})", h.epoch));
+            return Err(err!(
+                Fenced,
+                "{key}: written under epoch {} newer than ours ({epoch})",
+                h.epoch
+            ));
         }
+        mark = h.journal;
         for e in &h.entries {
             match e.kind {
-                EntryKind::Data => map.insert(e.lba, e.len as u64, Target::Data { seg: seq, off: e.off }),
+                EntryKind::Data => map.insert(
+                    e.lba,
+                    e.len as u64,
+                    Target::Data {
+                        seg: seq,
+                        off: e.off,
+                    },
+                ),
                 EntryKind::Zero => map.insert(e.lba, e.len as u64, Target::Zero),
                 EntryKind::Trim => map.remove(e.lba, e.len as u64),
             }
@@ -91,14 +133,8 @@ pub(crate) fn recover(store: &dyn ObjectStore, prefix: &str, epoch: u64, read_on
             seq: seq - 1,
             next_seq,
             epoch,
-            journal: Default::default(),
-            extents: map
-                .iter()
-                .map(|(lba, len, t)| match t {
-                    Target::Data { seg, off } => checkpoint::Extent { lba, len: len as u32, off, seg },
-                    Target::Zero => checkpoint::Extent { lba, len: len as u32, off: 0, seg: ZERO_SEG },
-                })
-                .collect(),
+            journal: mark,
+            extents: crate::upload::to_extents(map.iter()),
         };
         store_checkpoint(store, prefix, &c)?;
         for o in &orphans {
@@ -107,6 +143,110 @@ pub(crate) fn recover(store: &dyn ObjectStore, prefix: &str, epoch: u64, read_on
         }
         replayed = 0;
     }
-    let _ = base_seq;
-    Ok(Recovered { map, next_seq, segs_replayed: replayed })
+    Ok(Recovered {
+        map,
+        next_seq,
+        segs_replayed: replayed,
+        mark,
+    })
+}
+
+/// In-place log: turn the staging files left by a crash into segments. The staging file of
+/// the next segment number holds records that continue the log; its valid record prefix is
+/// that segment's content, so it is published as is (header written into its reserved
+/// region). This repeats for the following numbers; whatever staging is left is dropped.
+pub(crate) fn finish_staged(
+    store: &dyn ObjectStore,
+    prefix: &str,
+    epoch: u64,
+    cfg: &crate::config::EngineConfig,
+    rec: &mut Recovered,
+) -> Result<()> {
+    let dir = format!("{prefix}open/");
+    let mut staged: Vec<u64> = store
+        .list(&dir)?
+        .iter()
+        .filter_map(|o| parse_seq(&o.key, &dir))
+        .collect();
+    staged.sort_unstable();
+    let path_of = |key: &str| {
+        store
+            .local_path(key)
+            .ok_or_else(|| err!(Unsupported, "{key}: not a local store"))
+    };
+    for seq in staged {
+        let staging = path_of(&crate::upload::staging_key(prefix, seq))?;
+        if seq == rec.next_seq {
+            let recs = shale_journal::InPlaceLog::scan(&staging, cfg.header_reserve, None)?;
+            let continues = recs.first().is_some_and(|r| {
+                (r.journal_id == rec.mark.journal_id && r.seq == rec.mark.jseq + 1)
+                    || (r.journal_id != rec.mark.journal_id && r.seq == 1)
+            });
+            if continues {
+                let mut entries = Vec::new();
+                let mut data = Vec::new();
+                let mut last = rec.mark;
+                for r in &recs {
+                    let h = shale_format::record::decode_header_any(&r.bytes)?;
+                    let mut cur = (r.off / 512) as u32 + h.header_sectors;
+                    for op in &h.ops {
+                        let off = if op.kind == EntryKind::Data { cur } else { 0 };
+                        if op.kind == EntryKind::Data {
+                            cur += op.len;
+                        }
+                        entries.push(segment::Entry {
+                            lba: op.lba,
+                            len: op.len,
+                            off,
+                            kind: op.kind,
+                        });
+                    }
+                    data.extend_from_slice(&r.bytes);
+                    last = JournalMark {
+                        journal_id: r.journal_id,
+                        jseq: r.seq,
+                    };
+                }
+                let header = segment::encode_header(
+                    seq,
+                    epoch,
+                    last,
+                    &entries,
+                    &data,
+                    Some(cfg.header_reserve as usize),
+                )?;
+                let dest = path_of(&seg_key(prefix, seq))?;
+                shale_journal::InPlaceLog::publish(&staging, &header, data.len() as u64, &dest)?;
+                for e in &entries {
+                    match e.kind {
+                        EntryKind::Data => rec.map.insert(
+                            e.lba,
+                            e.len as u64,
+                            Target::Data {
+                                seg: seq,
+                                off: e.off,
+                            },
+                        ),
+                        EntryKind::Zero => rec.map.insert(e.lba, e.len as u64, Target::Zero),
+                        EntryKind::Trim => rec.map.remove(e.lba, e.len as u64),
+                    }
+                }
+                tracing::info!(
+                    "recovered segment {seq:016x} from its staging file ({} records)",
+                    recs.len()
+                );
+                rec.next_seq += 1;
+                rec.segs_replayed += 1;
+                rec.mark = last;
+                continue;
+            }
+        }
+        tracing::info!(
+            "dropping staging file {} (nothing to recover)",
+            staging.display()
+        );
+        std::fs::remove_file(&staging)
+            .map_err(|e| shale_error::Error::io(format!("removing {}", staging.display()), e))?;
+    }
+    Ok(())
 }

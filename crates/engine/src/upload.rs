@@ -1,23 +1,28 @@
-//! Background upload of sealed segments and checkpoints.
+//! Background storing of sealed segments and checkpoints.
 //!
-//! Workers take sealed segments from a channel, encode and PUT them (create-only: a segment
-//! number is written once), then advance `durable` over the longest run of stored numbers.
-//! A checkpoint riding on a segment is written once `durable` reaches that segment; older
-//! checkpoints are then deleted (the newest two are kept).
+//! Workers take sealed segments from a channel and store them create-only (a segment number
+//! is written once): encoded and PUT, or — with the in-place log — published from the staging
+//! file that already holds their records (one worker, in order, so that a published segment
+//! implies every earlier one is published). `durable` then advances over the longest run of
+//! stored numbers; log records up to the newest durable segment are released; flushes waiting
+//! for the store are answered. A checkpoint riding on a segment is written once `durable`
+//! reaches it; older checkpoints are then deleted (the newest two are kept).
 
+use std::path::PathBuf;
 use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use bytes::Bytes;
-use shale_error::{ErrorKind, Result};
+use shale_error::{err, Error, ErrorKind, Result};
 use shale_extmap::Target;
 use shale_format::checkpoint::{self, Checkpoint, Extent, ZERO_SEG};
-use shale_format::segment;
+use shale_format::segment::{self, JournalMark};
 use shale_store::PutMode;
 
-use crate::volume::{lock, Sealed, Shared};
+use crate::config::LogConfig;
+use crate::volume::{lock, Done, Sealed, Shared};
 
 pub(crate) enum Job {
     Upload(Arc<Sealed>),
@@ -32,16 +37,26 @@ pub(crate) fn ckpt_key(prefix: &str, next_seq: u64) -> String {
     format!("{prefix}ckpt/{next_seq:016x}")
 }
 
+/// Key of the staging file of an open segment written in place.
+pub(crate) fn staging_key(prefix: &str, seq: u64) -> String {
+    format!("{prefix}open/{seq:016x}")
+}
+
 pub(crate) fn spawn_workers(sh: &Arc<Shared>, rx: Receiver<Job>) -> Result<Vec<JoinHandle<()>>> {
     let rx = Arc::new(Mutex::new(rx));
+    let n = if sh.cfg.log == LogConfig::InPlace {
+        1
+    } else {
+        sh.cfg.upload_threads.max(1)
+    };
     let mut out = Vec::new();
-    for i in 0..sh.cfg.upload_threads.max(1) {
+    for i in 0..n {
         let sh = sh.clone();
         let rx = rx.clone();
         let h = std::thread::Builder::new()
             .name(format!("shale-up{i}"))
             .spawn(move || worker(sh, rx))
-            .map_err(|e| shale_error::Error::io("cannot start upload thread", e))?;
+            .map_err(|e| Error::io("cannot start upload thread", e))?;
         out.push(h);
     }
     Ok(out)
@@ -60,67 +75,143 @@ fn worker(sh: Arc<Shared>, rx: Arc<Mutex<Receiver<Job>>>) {
     }
 }
 
+fn store_segment(sh: &Shared, s: &Sealed) -> Result<u64> {
+    if sh.cfg.log == LogConfig::InPlace {
+        let header = segment::encode_header(
+            s.seq,
+            sh.epoch,
+            s.mark,
+            &s.entries,
+            &s.data,
+            Some(sh.cfg.header_reserve as usize),
+        )?;
+        let path = |key: String| -> Result<PathBuf> {
+            sh.store
+                .local_path(&key)
+                .ok_or_else(|| err!(Unsupported, "no local path for {key}"))
+        };
+        let staging = path(staging_key(&sh.prefix, s.seq))?;
+        let dest = path(seg_key(&sh.prefix, s.seq))?;
+        retry(sh, &format!("publishing {}", dest.display()), || {
+            shale_journal::InPlaceLog::publish(&staging, &header, s.data.len() as u64, &dest)
+        })?;
+        return Ok(header.len() as u64 + s.data.len() as u64);
+    }
+    let obj = Bytes::from(segment::encode(
+        s.seq, sh.epoch, s.mark, &s.entries, &s.data,
+    )?);
+    let len = obj.len() as u64;
+    let key = seg_key(&sh.prefix, s.seq);
+    let mut first = true;
+    retry(sh, &format!("PUT {key}"), || {
+        let r = sh.store.put(&key, obj.clone(), PutMode::Create);
+        let again = !first;
+        first = false;
+        match r {
+            // A retried PUT whose first attempt landed: the object is ours.
+            Err(e) if e.kind() == ErrorKind::Exists && again => Ok(()),
+            r => r.map(|_| ()),
+        }
+    })?;
+    Ok(len)
+}
+
+/// Run `f` until it succeeds. Unavailable stores are retried with capped backoff — forever
+/// when a log device holds the data, `upload_attempts` times otherwise; other errors are final.
+fn retry(sh: &Shared, what: &str, mut f: impl FnMut() -> Result<()>) -> Result<()> {
+    let mut delay = Duration::from_millis(50);
+    let mut attempt = 1u32;
+    let forever = sh.cfg.log != LogConfig::Memory;
+    loop {
+        match f() {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == ErrorKind::Exists => return Err(e),
+            Err(e)
+                if (forever && e.kind() == ErrorKind::Unavailable)
+                    || attempt < sh.cfg.upload_attempts =>
+            {
+                if lock(&sh.inner).closing && forever && attempt > sh.cfg.upload_attempts {
+                    return Err(e); // closing: give up eventually; the log keeps the data
+                }
+                tracing::warn!("{what} failed (attempt {attempt}): {e}; retrying");
+                std::thread::sleep(delay);
+                delay = (delay * 2).min(Duration::from_secs(5));
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 fn upload(sh: &Shared, s: Arc<Sealed>) {
-    let res = segment::encode(s.seq, sh.epoch, Default::default(), &s.entries, &s.data).and_then(|obj| {
-        let len = obj.len() as u64;
-        put_with_retry(sh, &seg_key(&sh.prefix, s.seq), Bytes::from(obj)).map(|_| len)
-    });
+    let res = store_segment(sh, &s);
+    let mut ready: Vec<Done> = Vec::new();
+    let mut failed: Vec<Done> = Vec::new();
+    let mut release = None;
     let mut g = lock(&sh.inner);
     match res {
         Ok(len) => {
             g.stats.segments_written += 1;
             g.stats.bytes_to_store += len;
             g.pending.remove(&s.seq);
-            g.stored_ahead.insert(s.seq);
+            g.stored_ahead.insert(s.seq, s.mark.jseq);
             loop {
                 let next = g.durable + 1;
-                if !g.stored_ahead.remove(&next) {
+                let Some(jseq) = g.stored_ahead.remove(&next) else {
                     break;
-                }
+                };
                 g.durable = next;
+                release = Some(jseq);
             }
+            let durable = g.durable;
+            let (r, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut g.durable_waiters)
+                .into_iter()
+                .partition(|(t, _)| *t <= durable);
+            g.durable_waiters = keep;
+            ready = r.into_iter().map(|(_, d)| d).collect();
         }
         Err(e) => {
             tracing::error!("segment {:016x} of {:?}: {e}", s.seq, sh);
             if g.failed.is_none() {
                 g.failed = Some(format!("segment {:016x} could not be stored: {e}", s.seq));
             }
+            failed = sh.fail_waiters(&mut g);
         }
     }
     // Checkpoints ride on segments; write the ones now covered by `durable`. Only the worker
-    // that stored the segment writes its checkpoint; if `durable` has not reached it yet, wait.
-    if let Some(extents) = &s.checkpoint {
+    // that stored the segment writes its checkpoint; if `durable` has not reached it yet, wait
+    // (the earlier segments are with other workers and will get there).
+    let mut write_ckpt = false;
+    if s.checkpoint.is_some() {
         while g.failed.is_none() && g.durable < s.seq {
             g = sh.progress.wait(g).unwrap_or_else(|p| p.into_inner());
         }
-        let ok = g.failed.is_none() && g.durable >= s.seq;
-        drop(g);
-        sh.progress.notify_all();
-        if ok {
-            write_checkpoint(sh, s.seq, extents);
-        }
-        return;
+        write_ckpt = g.failed.is_none() && g.durable >= s.seq;
     }
     drop(g);
     sh.progress.notify_all();
+    if let Some(j) = release {
+        sh.log.release(j);
+    }
+    for d in ready {
+        d(Ok(()));
+    }
+    for d in failed {
+        d(Err(err!(Io, "segment {:016x} could not be stored", s.seq)));
+    }
+    if let (true, Some(extents)) = (write_ckpt, &s.checkpoint) {
+        write_checkpoint(sh, s.seq, s.mark, extents);
+    }
 }
 
-fn write_checkpoint(sh: &Shared, seq: u64, extents: &[(u64, u64, Target)]) {
-    let mut out = Vec::with_capacity(extents.len());
-    for &(lba, len, t) in extents {
-        // The map's entries are bounded well below u32 sectors; split defensively anyway.
-        let mut done = 0;
-        while done < len {
-            let n = (len - done).min(u32::MAX as u64 / 2);
-            let (seg, off) = match t {
-                Target::Data { seg, off } => (seg, off + done as u32),
-                Target::Zero => (ZERO_SEG, 0),
-            };
-            out.push(Extent { lba: lba + done, len: n as u32, off, seg });
-            done += n;
-        }
-    }
-    let c = Checkpoint { seq, next_seq: seq + 1, epoch: sh.epoch, journal: Default::default(), extents: out };
+fn write_checkpoint(sh: &Shared, seq: u64, mark: JournalMark, extents: &[(u64, u64, Target)]) {
+    let c = Checkpoint {
+        seq,
+        next_seq: seq + 1,
+        epoch: sh.epoch,
+        journal: mark,
+        extents: to_extents(extents.iter().copied()),
+    };
     if let Err(e) = store_checkpoint(sh.store.as_ref(), &sh.prefix, &c) {
         // A missing checkpoint only makes the next open replay more segments.
         tracing::warn!("checkpoint after segment {seq:016x} of {:?}: {e}", sh);
@@ -129,8 +220,35 @@ fn write_checkpoint(sh: &Shared, seq: u64, extents: &[(u64, u64, Target)]) {
     lock(&sh.inner).stats.checkpoints_written += 1;
 }
 
+/// Map entries → checkpoint extents (entries are bounded well below u32 sectors; split anyway).
+pub(crate) fn to_extents(it: impl Iterator<Item = (u64, u64, Target)>) -> Vec<Extent> {
+    let mut out = Vec::new();
+    for (lba, len, t) in it {
+        let mut done = 0;
+        while done < len {
+            let n = (len - done).min(u32::MAX as u64 / 2);
+            let (seg, off) = match t {
+                Target::Data { seg, off } => (seg, off + done as u32),
+                Target::Zero => (ZERO_SEG, 0),
+            };
+            out.push(Extent {
+                lba: lba + done,
+                len: n as u32,
+                off,
+                seg,
+            });
+            done += n;
+        }
+    }
+    out
+}
+
 /// Store a checkpoint and delete all but the two newest.
-pub(crate) fn store_checkpoint(store: &dyn shale_store::ObjectStore, prefix: &str, c: &Checkpoint) -> Result<()> {
+pub(crate) fn store_checkpoint(
+    store: &dyn shale_store::ObjectStore,
+    prefix: &str,
+    c: &Checkpoint,
+) -> Result<()> {
     let key = ckpt_key(prefix, c.next_seq);
     store.put(&key, Bytes::from(checkpoint::encode(c)), PutMode::Overwrite)?;
     let mut all = store.list(&format!("{prefix}ckpt/"))?;
@@ -143,23 +261,4 @@ pub(crate) fn store_checkpoint(store: &dyn shale_store::ObjectStore, prefix: &st
         }
     }
     Ok(())
-}
-
-fn put_with_retry(sh: &Shared, key: &str, data: Bytes) -> Result<()> {
-    let mut delay = Duration::from_millis(50);
-    let mut attempt = 1;
-    loop {
-        match sh.store.put(key, data.clone(), PutMode::Create) {
-            Ok(_) => return Ok(()),
-            // A retried PUT whose first attempt landed: the object is ours.
-            Err(e) if e.kind() == ErrorKind::Exists && attempt > 1 => return Ok(()),
-            Err(e) if attempt < sh.cfg.upload_attempts && e.kind() != ErrorKind::Exists => {
-                tracing::warn!("PUT {key} failed (attempt {attempt}): {e}; retrying");
-                std::thread::sleep(delay);
-                delay = (delay * 2).min(Duration::from_secs(5));
-                attempt += 1;
-            }
-            Err(e) => return Err(e),
-        }
-    }
 }

@@ -1,18 +1,25 @@
-//! `Volume`: the open handle on one image's log (write path, flush, resize, close).
+//! `Volume`: the open handle on one image's log — shared state, the submit API, flush,
+//! resize and close. The committer (commit.rs) and the upload workers (upload.rs) do the work.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
+use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
-use shale_error::{err, Result};
+use shale_error::{err, Error, Result};
 use shale_extmap::{ExtentMap, Target};
-use shale_format::segment::{Entry, EntryKind};
+use shale_format::segment::{Entry, JournalMark};
 use shale_format::SECTOR;
+use shale_journal::{LogDevice, LogStats};
 use shale_store::ObjectStore;
 
-use crate::config::EngineConfig;
+use crate::config::{Durability, EngineConfig, LogConfig};
 use crate::read::SegIndexCache;
-use crate::upload::{self, Job};
+use crate::upload::Job;
+
+/// Completion of a submitted request. Called exactly once, from an engine thread (or the
+/// submitting thread when the request is refused up front).
+pub type Done = Box<dyn FnOnce(Result<()>) + Send + 'static>;
 
 /// A sealed segment that may not be in the store yet.
 #[derive(Debug)]
@@ -20,6 +27,7 @@ pub(crate) struct Sealed {
     pub seq: u64,
     pub entries: Vec<Entry>,
     pub data: Vec<u8>,
+    pub mark: JournalMark,
     /// A checkpoint to write once this segment is durable.
     pub checkpoint: Option<Vec<(u64, u64, Target)>>,
 }
@@ -29,9 +37,11 @@ pub(crate) struct OpenSeg {
     pub seq: u64,
     pub entries: Vec<Entry>,
     pub data: Vec<u8>,
+    /// Number of the last log record applied to this segment.
+    pub jseq: u64,
 }
 
-/// Counters, for `info` and the benchmarks.
+/// Counters, for `info`, metrics and the benchmarks.
 #[derive(Debug, Clone, Default)]
 pub struct Stats {
     pub segments_written: u64,
@@ -40,9 +50,32 @@ pub struct Stats {
     pub extents: usize,
     pub map_bytes: usize,
     pub store_reads: u64,
+    /// Sealed segments not yet stored (write-back lag), and their bytes.
+    pub pending_segments: usize,
+    pub pending_bytes: u64,
+    /// Times writers waited for memory (sealed segments backed up).
+    pub room_waits: u64,
+    pub log: LogStats,
 }
 
-#[derive(Debug)]
+pub(crate) enum Req {
+    Write { off: u64, data: Vec<u8> },
+    Zero { off: u64, len: u64, trim: bool },
+    Flush,
+    Seal,
+}
+
+pub(crate) struct Pending {
+    pub req: Req,
+    pub done: Done,
+}
+
+#[derive(Default)]
+pub(crate) struct Queue {
+    pub reqs: VecDeque<Pending>,
+    pub stop: bool,
+}
+
 pub(crate) struct Inner {
     pub map: ExtentMap,
     pub size: u64,
@@ -51,9 +84,11 @@ pub(crate) struct Inner {
     pub pending: BTreeMap<u64, Arc<Sealed>>,
     /// Every segment ≤ durable is stored.
     pub durable: u64,
-    /// Stored segments above `durable` (uploads finish out of order).
-    pub stored_ahead: std::collections::BTreeSet<u64>,
-    /// The first failure of a background upload; the volume refuses further work.
+    /// Stored segments above `durable` (uploads finish out of order), with their jseq.
+    pub stored_ahead: BTreeMap<u64, u64>,
+    /// Flushes waiting for `durable` to reach a segment.
+    pub durable_waiters: Vec<(u64, Done)>,
+    /// The first fatal failure; the volume refuses further work.
     pub failed: Option<String>,
     pub segs_since_ckpt: u64,
     pub closing: bool,
@@ -67,11 +102,12 @@ pub(crate) struct Shared {
     pub cfg: EngineConfig,
     pub epoch: u64,
     pub read_only: bool,
+    pub log: Arc<dyn LogDevice>,
     pub inner: Mutex<Inner>,
     /// Signalled when `durable` advances, a failure is recorded or pending shrinks.
     pub progress: Condvar,
-    /// Serialises writes so that read-modify-write of partial sectors is atomic.
-    pub write_lock: Mutex<()>,
+    pub queue: Mutex<Queue>,
+    pub queue_cv: Condvar,
     pub index_cache: SegIndexCache,
     pub jobs: Mutex<std::sync::mpsc::Sender<Job>>,
 }
@@ -86,13 +122,29 @@ impl std::fmt::Debug for Shared {
 #[derive(Debug)]
 pub struct Volume {
     pub(crate) sh: Arc<Shared>,
-    workers: Mutex<Vec<JoinHandle<()>>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
 pub(crate) fn lock(m: &Mutex<Inner>) -> MutexGuard<'_, Inner> {
     // A panic while holding the lock leaves the map in an unknown state only for the panicking
     // operation; the data structures themselves stay valid, so continue.
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A one-shot completion a caller can wait for.
+fn waiter() -> (Done, std::sync::mpsc::Receiver<Result<()>>) {
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    (
+        Box::new(move |r| {
+            let _ = tx.send(r);
+        }),
+        rx,
+    )
+}
+
+fn wait(rx: std::sync::mpsc::Receiver<Result<()>>) -> Result<()> {
+    rx.recv()
+        .unwrap_or_else(|_| Err(err!(Io, "the image's committer thread is gone")))
 }
 
 impl Volume {
@@ -105,7 +157,9 @@ impl Volume {
         cfg: EngineConfig,
         read_only: bool,
     ) -> Result<Volume> {
-        if !(EngineConfig::MIN_SEGMENT_SIZE..=EngineConfig::MAX_SEGMENT_SIZE).contains(&cfg.segment_size) {
+        if !(EngineConfig::MIN_SEGMENT_SIZE..=EngineConfig::MAX_SEGMENT_SIZE)
+            .contains(&cfg.segment_size)
+        {
             return Err(err!(
                 Invalid,
                 "segment_size {} is out of range {}..={} bytes",
@@ -114,33 +168,85 @@ impl Volume {
                 EngineConfig::MAX_SEGMENT_SIZE
             ));
         }
-        let rec = crate::recovery::recover(store.as_ref(), prefix, epoch, read_only)?;
+        let mut rec = crate::recovery::recover(store.as_ref(), prefix, epoch, read_only)?;
+        let (log, replay): (Arc<dyn LogDevice>, Vec<Vec<u8>>) = match (&cfg.log, read_only) {
+            (_, true) | (LogConfig::Memory, _) => {
+                (Arc::new(shale_journal::MemoryLog::default()), Vec::new())
+            }
+            (LogConfig::Ring { path, size, owner }, false) => {
+                let (j, recs) =
+                    shale_journal::RingJournal::open(path, *size, *owner, rec.mark, cfg.full_wait)?;
+                if rec.mark.journal_id == j.id() {
+                    j.release(rec.mark.jseq);
+                }
+                (Arc::new(j), recs.into_iter().map(|r| r.bytes).collect())
+            }
+            (LogConfig::InPlace, false) => {
+                crate::recovery::finish_staged(store.as_ref(), prefix, epoch, &cfg, &mut rec)?;
+                let st = store.clone();
+                let pfx = prefix.to_string();
+                let staging = move |seg: u64| -> Result<PathBuf> {
+                    st.local_path(&crate::upload::staging_key(&pfx, seg))
+                        .ok_or_else(|| {
+                            err!(Unsupported, "in-place log needs a local-directory store")
+                        })
+                };
+                let id = crate::recovery::random_id()?;
+                (
+                    Arc::new(shale_journal::InPlaceLog::new(
+                        id,
+                        1,
+                        cfg.header_reserve,
+                        staging,
+                    )),
+                    Vec::new(),
+                )
+            }
+        };
         let (tx, rx) = std::sync::mpsc::channel();
         let sh = Arc::new(Shared {
             store,
             prefix: prefix.to_string(),
             epoch,
             read_only,
+            log,
             inner: Mutex::new(Inner {
                 map: rec.map,
                 size,
-                open: OpenSeg { seq: rec.next_seq, entries: Vec::new(), data: Vec::new() },
+                open: OpenSeg {
+                    seq: rec.next_seq,
+                    entries: Vec::new(),
+                    data: Vec::new(),
+                    jseq: rec.mark.jseq,
+                },
                 pending: BTreeMap::new(),
                 durable: rec.next_seq - 1,
                 stored_ahead: Default::default(),
+                durable_waiters: Vec::new(),
                 failed: None,
                 segs_since_ckpt: rec.segs_replayed,
                 closing: false,
                 stats: Stats::default(),
             }),
             progress: Condvar::new(),
-            write_lock: Mutex::new(()),
+            queue: Mutex::new(Queue::default()),
+            queue_cv: Condvar::new(),
             index_cache: SegIndexCache::new(1024),
             jobs: Mutex::new(tx),
             cfg,
         });
-        let workers = upload::spawn_workers(&sh, rx)?;
-        Ok(Volume { sh, workers: Mutex::new(workers) })
+        let mut threads = crate::upload::spawn_workers(&sh, rx)?;
+        // Records the log kept for us go back into the open segment before anything new.
+        for r in &replay {
+            crate::commit::apply_record(&sh, r)?;
+        }
+        if !read_only {
+            threads.push(crate::commit::spawn(&sh)?);
+        }
+        Ok(Volume {
+            sh,
+            threads: Mutex::new(threads),
+        })
     }
 
     pub fn size(&self) -> u64 {
@@ -148,10 +254,16 @@ impl Volume {
     }
 
     pub fn stats(&self) -> Stats {
-        let g = lock(&self.sh.inner);
-        let mut s = g.stats.clone();
-        s.extents = g.map.len();
-        s.map_bytes = g.map.mem_bytes();
+        let mut s = {
+            let g = lock(&self.sh.inner);
+            let mut s = g.stats.clone();
+            s.extents = g.map.len();
+            s.map_bytes = g.map.mem_bytes();
+            s.pending_segments = g.pending.len();
+            s.pending_bytes = g.pending.values().map(|p| p.data.len() as u64).sum();
+            s
+        };
+        s.log = self.sh.log.stats();
         s
     }
 
@@ -170,12 +282,12 @@ impl Volume {
         out
     }
 
-    fn check_writable(&self, g: &Inner) -> Result<()> {
+    fn refuse(&self, g: &Inner) -> Result<()> {
         if self.sh.read_only {
             return Err(err!(ReadOnly, "image is open read-only"));
         }
         if let Some(f) = &g.failed {
-            return Err(err!(Io, "image is unusable after a store failure: {f}"));
+            return Err(err!(Io, "image is unusable after a failure: {f}"));
         }
         if g.closing {
             return Err(err!(Invalid, "image is closed"));
@@ -183,204 +295,92 @@ impl Volume {
         Ok(())
     }
 
-    fn check_range(size: u64, off: u64, len: u64) -> Result<()> {
+    pub(crate) fn check_range(size: u64, off: u64, len: u64) -> Result<()> {
         match off.checked_add(len) {
             Some(end) if end <= size => Ok(()),
-            _ => Err(err!(Invalid, "I/O at {off}+{len} is past the end of the image ({size} bytes)")),
+            _ => Err(err!(
+                Invalid,
+                "I/O at {off}+{len} is past the end of the image ({size} bytes)"
+            )),
         }
     }
 
-    /// Write `data` at byte `off`. Any alignment; whole sectors are the fast path.
-    pub fn write(&self, off: u64, data: &[u8]) -> Result<()> {
-        if data.is_empty() {
-            Self::check_range(self.size(), off, 0)?;
-            return Ok(());
-        }
-        let _w = self.sh.write_lock.lock().unwrap_or_else(|p| p.into_inner());
-        {
+    fn submit(&self, req: Req, range: Option<(u64, u64)>, done: Done) {
+        let check = {
             let g = lock(&self.sh.inner);
-            self.check_writable(&g)?;
-            Self::check_range(g.size, off, data.len() as u64)?;
-        }
-        if off % SECTOR == 0 && data.len() as u64 % SECTOR == 0 {
-            return self.append(off / SECTOR, Some(data), data.len() as u64 / SECTOR, EntryKind::Data);
-        }
-        // Read-modify-write of the partial first and last sectors.
-        let first = off / SECTOR;
-        let end = (off + data.len() as u64).div_ceil(SECTOR);
-        let mut buf = vec![0u8; ((end - first) * SECTOR) as usize];
-        let head = (off - first * SECTOR) as usize;
-        self.read_sectors(first, 1, &mut buf[..SECTOR as usize])?;
-        if end - first > 1 {
-            let tail = buf.len() - SECTOR as usize;
-            self.read_sectors(end - 1, 1, &mut buf[tail..])?;
-        }
-        buf[head..head + data.len()].copy_from_slice(data);
-        self.append(first, Some(&buf), end - first, EntryKind::Data)
-    }
-
-    /// Make bytes [off, off+len) read as zeros. `discard` and `write_zeroes` both end here:
-    /// whole sectors become an explicit-zero extent; partial edge sectors are rewritten.
-    pub fn write_zeroes(&self, off: u64, len: u64) -> Result<()> {
-        let _w = self.sh.write_lock.lock().unwrap_or_else(|p| p.into_inner());
-        {
-            let g = lock(&self.sh.inner);
-            self.check_writable(&g)?;
-            Self::check_range(g.size, off, len)?;
-        }
-        self.zero_locked(off, len, EntryKind::Zero)
-    }
-
-    /// Zero [off, off+len) with the write lock held; full sectors get `kind` (Zero or Trim),
-    /// partial edge sectors are rewritten with zeros. One atomic append.
-    fn zero_locked(&self, off: u64, len: u64, kind: EntryKind) -> Result<()> {
-        if len == 0 {
-            return Ok(());
-        }
-        let end = off + len;
-        let first_full = off.div_ceil(SECTOR);
-        let end_full = end / SECTOR;
-        let mut head = None;
-        let mut tail = None;
-        if first_full > end_full {
-            // Within one sector.
-            head = Some(self.zeroed_sector(off, end)?);
-        } else {
-            if off % SECTOR != 0 {
-                head = Some(self.zeroed_sector(off, first_full * SECTOR)?);
-            }
-            if end % SECTOR != 0 {
-                tail = Some(self.zeroed_sector(end_full * SECTOR, end)?);
-            }
-        }
-        let mut pieces: Vec<(u64, Option<&[u8]>, u64, EntryKind)> = Vec::new();
-        if let Some((lba, buf)) = &head {
-            pieces.push((*lba, Some(buf), 1, EntryKind::Data));
-        }
-        if end_full > first_full {
-            pieces.push((first_full, None, end_full - first_full, kind));
-        }
-        if let Some((lba, buf)) = &tail {
-            pieces.push((*lba, Some(buf), 1, EntryKind::Data));
-        }
-        self.append_all(&pieces)
-    }
-
-    /// The sector holding bytes [a, b) (which lie within one sector), with them zeroed.
-    fn zeroed_sector(&self, a: u64, b: u64) -> Result<(u64, Vec<u8>)> {
-        let lba = a / SECTOR;
-        let mut buf = vec![0u8; SECTOR as usize];
-        self.read_sectors(lba, 1, &mut buf)?;
-        let s = (a - lba * SECTOR) as usize;
-        buf[s..s + (b - a) as usize].fill(0);
-        Ok((lba, buf))
-    }
-
-    /// Append one change to the open segment and the map, sealing as needed. Caller holds the
-    /// write lock.
-    fn append(&self, lba: u64, data: Option<&[u8]>, n: u64, kind: EntryKind) -> Result<()> {
-        self.append_all(&[(lba, data, n, kind)])
-    }
-
-    /// Append the pieces of one client operation. They land in one segment whenever their data
-    /// fits in one (the open segment is sealed first if needed), so that a crash keeps or loses
-    /// the operation as a whole; only an operation larger than a segment is split.
-    fn append_all(&self, pieces: &[(u64, Option<&[u8]>, u64, EntryKind)]) -> Result<()> {
-        let seg_sectors = self.sh.cfg.segment_size / SECTOR;
-        let data_sectors: u64 = pieces.iter().filter(|p| p.3 == EntryKind::Data).map(|p| p.2).sum();
-        let mut g = self.wait_for_room()?;
-        let used = g.open.data.len() as u64 / SECTOR;
-        if used > 0 && used + data_sectors > seg_sectors && data_sectors <= seg_sectors {
-            self.seal(&mut g);
-        }
-        for &(mut lba, data, mut n, kind) in pieces {
-            let mut consumed = 0usize;
-            while n > 0 {
-                let used = g.open.data.len() as u64 / SECTOR;
-                let take = match kind {
-                    EntryKind::Data => {
-                        if used >= seg_sectors {
-                            self.seal(&mut g);
-                            drop(g);
-                            g = self.wait_for_room()?;
-                            continue;
-                        }
-                        n.min(seg_sectors - used)
-                    }
-                    _ => n.min(u32::MAX as u64 / 2),
-                };
-                let seq = g.open.seq;
-                match (kind, data) {
-                    (EntryKind::Data, Some(d)) => {
-                        let bytes = (take * SECTOR) as usize;
-                        g.open.data.extend_from_slice(&d[consumed..consumed + bytes]);
-                        consumed += bytes;
-                        g.open.entries.push(Entry { lba, len: take as u32, off: used as u32, kind });
-                        g.map.insert(lba, take, Target::Data { seg: seq, off: used as u32 });
-                    }
-                    (EntryKind::Zero, _) => {
-                        g.open.entries.push(Entry { lba, len: take as u32, off: 0, kind });
-                        g.map.insert(lba, take, Target::Zero);
-                    }
-                    (EntryKind::Trim, _) => {
-                        g.open.entries.push(Entry { lba, len: take as u32, off: 0, kind });
-                        g.map.remove(lba, take);
-                    }
-                    (EntryKind::Data, None) => return Err(err!(Invalid, "internal: data entry without data")),
-                }
-                lba += take;
-                n -= take;
-            }
-        }
-        // Keep segments from growing without bound in entries alone (many tiny zeroings).
-        if g.open.data.len() as u64 >= self.sh.cfg.segment_size || g.open.entries.len() >= 1 << 16 {
-            self.seal(&mut g);
-        }
-        Ok(())
-    }
-
-    /// Block while too many sealed segments wait for upload (back-pressure, bounded by the
-    /// upload rate); fail if the volume failed.
-    fn wait_for_room(&self) -> Result<MutexGuard<'_, Inner>> {
-        let mut g = lock(&self.sh.inner);
-        loop {
-            self.check_writable(&g)?;
-            if g.pending.len() < self.sh.cfg.max_pending {
-                return Ok(g);
-            }
-            g = self.sh.progress.wait(g).unwrap_or_else(|p| p.into_inner());
-        }
-    }
-
-    /// Seal the open segment (if it has anything) and queue its upload.
-    pub(crate) fn seal(&self, g: &mut Inner) {
-        if g.open.entries.is_empty() {
-            return;
-        }
-        let next = g.open.seq + 1;
-        let open = std::mem::replace(&mut g.open, OpenSeg { seq: next, entries: Vec::new(), data: Vec::new() });
-        g.segs_since_ckpt += 1;
-        let checkpoint = if g.segs_since_ckpt >= self.sh.cfg.checkpoint_interval {
-            g.segs_since_ckpt = 0;
-            Some(g.map.iter().collect())
-        } else {
-            None
+            self.refuse(&g).and_then(|_| match range {
+                Some((off, len)) => Self::check_range(g.size, off, len),
+                None => Ok(()),
+            })
         };
-        let sealed = Arc::new(Sealed { seq: open.seq, entries: open.entries, data: open.data, checkpoint });
-        g.pending.insert(sealed.seq, sealed.clone());
-        let tx = self.sh.jobs.lock().unwrap_or_else(|p| p.into_inner());
-        if tx.send(Job::Upload(sealed)).is_err() {
-            g.failed = Some("upload workers are gone".into());
+        if let Err(e) = check {
+            return done(Err(e));
         }
+        let mut q = self.sh.queue.lock().unwrap_or_else(|p| p.into_inner());
+        if q.stop {
+            drop(q);
+            return done(Err(err!(Invalid, "image is closed")));
+        }
+        q.reqs.push_back(Pending { req, done });
+        drop(q);
+        self.sh.queue_cv.notify_one();
     }
 
-    /// Make every write completed before this call durable in the store.
+    /// Write `data` at byte `off` (any alignment); `done` runs once it is acknowledged.
+    pub fn submit_write(&self, off: u64, data: Vec<u8>, done: Done) {
+        let len = data.len() as u64;
+        self.submit(Req::Write { off, data }, Some((off, len)), done)
+    }
+
+    /// Make [off, off+len) read as zeros (discard and write-zeroes).
+    pub fn submit_zero(&self, off: u64, len: u64, done: Done) {
+        self.submit(
+            Req::Zero {
+                off,
+                len,
+                trim: false,
+            },
+            Some((off, len)),
+            done,
+        )
+    }
+
+    /// `done` runs once every write acknowledged before this call is durable (on the log
+    /// device, or in the store with `durability = backend` or without a log device).
+    pub fn submit_flush(&self, done: Done) {
+        if self.sh.read_only {
+            return done(Ok(()));
+        }
+        self.submit(Req::Flush, None, done)
+    }
+
+    pub fn write(&self, off: u64, data: &[u8]) -> Result<()> {
+        let (d, rx) = waiter();
+        self.submit_write(off, data.to_vec(), d);
+        wait(rx)
+    }
+
+    pub fn write_zeroes(&self, off: u64, len: u64) -> Result<()> {
+        let (d, rx) = waiter();
+        self.submit_zero(off, len, d);
+        wait(rx)
+    }
+
     pub fn flush(&self) -> Result<()> {
+        let (d, rx) = waiter();
+        self.submit_flush(d);
+        wait(rx)
+    }
+
+    /// Seal the open segment and wait until everything written so far is in the store.
+    pub fn flush_to_store(&self) -> Result<()> {
         if self.sh.read_only {
             return Ok(());
         }
+        let (d, rx) = waiter();
+        self.submit(Req::Seal, None, d);
+        wait(rx)?;
         let mut g = lock(&self.sh.inner);
-        self.seal(&mut g);
         let target = g.open.seq - 1;
         loop {
             if let Some(f) = &g.failed {
@@ -393,58 +393,107 @@ impl Volume {
         }
     }
 
-    /// Change the image size. Shrinking trims everything past the new end (durably, before
-    /// returning), so that growing again later reads zeros there.
+    /// Change the image size. Shrinking trims everything past the new end (durably, in the
+    /// store, before returning), so that growing again later reads zeros there.
     pub fn resize(&self, new_size: u64) -> Result<()> {
-        let _w = self.sh.write_lock.lock().unwrap_or_else(|p| p.into_inner());
         let old = {
-            let g = lock(&self.sh.inner);
-            self.check_writable(&g)?;
-            g.size
+            let mut g = lock(&self.sh.inner);
+            self.refuse(&g)?;
+            let old = g.size;
+            // Shrink first: writes checked from now on see the new end.
+            g.size = g.size.min(new_size);
+            old
         };
         if new_size < old {
-            self.zero_locked(new_size, old - new_size, EntryKind::Trim)?;
-            lock(&self.sh.inner).size = new_size;
-            self.flush()?;
-        } else {
-            lock(&self.sh.inner).size = new_size;
+            let (d, rx) = waiter();
+            // The range is past the new size: submit without the range check.
+            self.submit(
+                Req::Zero {
+                    off: new_size,
+                    len: old - new_size,
+                    trim: true,
+                },
+                None,
+                d,
+            );
+            wait(rx)?;
+            self.flush_to_store()?;
         }
+        lock(&self.sh.inner).size = new_size;
         Ok(())
     }
 
-    /// Flush, stop the upload workers and write a final checkpoint if useful.
+    /// Store everything, then stop the committer and the upload workers.
     pub fn close(&self) -> Result<()> {
-        let res = self.flush();
+        let res = self.flush_to_store();
         {
-            let mut g = lock(&self.sh.inner);
-            g.closing = true;
+            let mut q = self.sh.queue.lock().unwrap_or_else(|p| p.into_inner());
+            q.stop = true;
         }
+        self.sh.queue_cv.notify_all();
+        lock(&self.sh.inner).closing = true;
         let tx = self.sh.jobs.lock().unwrap_or_else(|p| p.into_inner());
-        let workers = std::mem::take(&mut *self.workers.lock().unwrap_or_else(|p| p.into_inner()));
-        for _ in &workers {
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
+        for _ in 0..self.sh.cfg.upload_threads.max(1) {
             let _ = tx.send(Job::Stop);
         }
         drop(tx);
-        for w in workers {
-            let _ = w.join();
+        for t in threads {
+            let _ = t.join();
         }
         res
+    }
+
+    /// Stop like a killed process would: no final seal or flush; queued requests fail, the
+    /// open segment is dropped, uploads already handed to workers may or may not finish.
+    /// For crash tests.
+    #[doc(hidden)]
+    pub fn crash(self) {
+        {
+            let mut q = self.sh.queue.lock().unwrap_or_else(|p| p.into_inner());
+            q.stop = true;
+            for p in q.reqs.drain(..) {
+                (p.done)(Err(err!(Io, "crashed")));
+            }
+        }
+        self.sh.queue_cv.notify_all();
+        {
+            let mut g = lock(&self.sh.inner);
+            g.closing = true;
+            g.failed = Some("crashed".into());
+        }
+        self.sh.progress.notify_all();
+        let tx = self.sh.jobs.lock().unwrap_or_else(|p| p.into_inner());
+        for _ in 0..self.sh.cfg.upload_threads.max(1) {
+            let _ = tx.send(Job::Stop);
+        }
+        drop(tx);
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
+        for t in threads {
+            let _ = t.join();
+        }
     }
 
     /// Byte range check for reads: how many bytes of `len` at `off` are inside the image.
     pub(crate) fn clamp(&self, off: u64, len: u64) -> Result<u64> {
         let size = self.size();
         if off > size {
-            return Err(err!(Invalid, "read at {off} is past the end of the image ({size} bytes)"));
+            return Err(err!(
+                Invalid,
+                "read at {off} is past the end of the image ({size} bytes)"
+            ));
         }
         Ok(len.min(size - off))
     }
+
+    /// Sector size helper for callers.
+    pub const SECTOR: u64 = SECTOR;
 }
 
 impl Drop for Volume {
     fn drop(&mut self) {
-        let workers = self.workers.lock().map(|w| !w.is_empty()).unwrap_or(false);
-        if workers {
+        let running = self.threads.lock().map(|w| !w.is_empty()).unwrap_or(false);
+        if running {
             if let Err(e) = self.close() {
                 tracing::warn!("closing {:?}: {e}", self.sh);
             }
@@ -453,7 +502,11 @@ impl Drop for Volume {
 }
 
 /// Delete every object of an image's log (segments, checkpoints) under `prefix`.
-pub fn destroy(store: &dyn ObjectStore, prefix: &str, mut progress: impl FnMut(u64, u64)) -> Result<()> {
+pub fn destroy(
+    store: &dyn ObjectStore,
+    prefix: &str,
+    mut progress: impl FnMut(u64, u64),
+) -> Result<()> {
     let objs = store.list(prefix)?;
     let total = objs.len() as u64;
     for (i, o) in objs.iter().enumerate() {
@@ -461,4 +514,26 @@ pub fn destroy(store: &dyn ObjectStore, prefix: &str, mut progress: impl FnMut(u
         progress(i as u64 + 1, total);
     }
     Ok(())
+}
+
+impl Shared {
+    /// Fail every flush waiting for durability (after a fatal error).
+    pub(crate) fn fail_waiters(&self, g: &mut Inner) -> Vec<Done> {
+        std::mem::take(&mut g.durable_waiters)
+            .into_iter()
+            .map(|(_, d)| d)
+            .collect()
+    }
+
+    pub(crate) fn durability(&self) -> Durability {
+        match self.cfg.log {
+            LogConfig::Memory => Durability::Backend,
+            _ => self.cfg.durability,
+        }
+    }
+}
+
+/// For error messages that need an `Error` from a stored failure string.
+pub(crate) fn failed_error(f: &str) -> Error {
+    err!(Io, "image is unusable after a failure: {f}")
 }

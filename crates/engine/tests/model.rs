@@ -4,16 +4,27 @@
 use std::sync::Arc;
 
 use proptest::prelude::*;
-use shale_engine::{EngineConfig, Volume};
+use shale_engine::{EngineConfig, LogConfig, Volume};
 use shale_store::{LocalStore, MemoryStore, ObjectStore};
 
 #[derive(Debug, Clone)]
 enum Op {
-    Write { off: u64, len: usize, fill: u8 },
-    Zero { off: u64, len: u64 },
-    Resize { size: u64 },
+    Write {
+        off: u64,
+        len: usize,
+        fill: u8,
+    },
+    Zero {
+        off: u64,
+        len: u64,
+    },
+    Resize {
+        size: u64,
+    },
     Flush,
     Reopen,
+    /// Stop without closing (only used where every acknowledged write must survive).
+    Crash,
 }
 
 const MAX: u64 = 600 * 1024;
@@ -30,15 +41,31 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
+fn op_with_crash() -> impl Strategy<Value = Op> {
+    prop_oneof![8 => op(), 1 => Just(Op::Crash)]
+}
+
 fn cfg() -> EngineConfig {
-    EngineConfig { segment_size: 64 << 10, checkpoint_interval: 3, upload_threads: 3, ..EngineConfig::default() }
+    EngineConfig {
+        segment_size: 64 << 10,
+        checkpoint_interval: 3,
+        upload_threads: 3,
+        ..EngineConfig::default()
+    }
 }
 
 fn pattern(off: u64, len: usize, fill: u8) -> Vec<u8> {
-    (0..len).map(|i| fill.wrapping_add(((off as usize + i) / 7) as u8)).collect()
+    (0..len)
+        .map(|i| fill.wrapping_add(((off as usize + i) / 7) as u8))
+        .collect()
 }
 
 fn run(store: Arc<dyn ObjectStore>, ops: Vec<Op>) {
+    run_with(store, ops, cfg())
+}
+
+fn run_with(store: Arc<dyn ObjectStore>, ops: Vec<Op>, cfg: EngineConfig) {
+    let cfg = || cfg.clone();
     let prefix = "p/images/x/";
     let mut model = vec![0u8; 300 * 1024 + 17];
     let mut vol = Volume::open(store.clone(), prefix, model.len() as u64, 1, cfg(), false).unwrap();
@@ -48,7 +75,12 @@ fn run(store: Arc<dyn ObjectStore>, ops: Vec<Op>) {
                 let data = pattern(off, len, fill);
                 let fits = off + len as u64 <= model.len() as u64;
                 let r = vol.write(off, &data);
-                assert_eq!(r.is_ok(), fits, "write {off}+{len} on size {}: {r:?}", model.len());
+                assert_eq!(
+                    r.is_ok(),
+                    fits,
+                    "write {off}+{len} on size {}: {r:?}",
+                    model.len()
+                );
                 if fits {
                     model[off as usize..off as usize + len].copy_from_slice(&data);
                 }
@@ -67,7 +99,13 @@ fn run(store: Arc<dyn ObjectStore>, ops: Vec<Op>) {
             Op::Flush => vol.flush().unwrap(),
             Op::Reopen => {
                 vol.close().unwrap();
-                vol = Volume::open(store.clone(), prefix, model.len() as u64, 1, cfg(), false).unwrap();
+                vol = Volume::open(store.clone(), prefix, model.len() as u64, 1, cfg(), false)
+                    .unwrap();
+            }
+            Op::Crash => {
+                vol.crash();
+                vol = Volume::open(store.clone(), prefix, model.len() as u64, 1, cfg(), false)
+                    .unwrap();
             }
         }
         // Spot-check a window and the end after every op; the whole disk at the end.
@@ -98,6 +136,19 @@ proptest! {
         let dir = tempfile::tempdir().unwrap();
         run(Arc::new(LocalStore::open(dir.path()).unwrap()), ops);
     }
+
+    #[test]
+    fn local_store_in_place_log_matches_model(ops in proptest::collection::vec(op_with_crash(), 1..40)) {
+        let dir = tempfile::tempdir().unwrap();
+        run_with(Arc::new(LocalStore::open(dir.path()).unwrap()), ops, EngineConfig { log: LogConfig::InPlace, ..cfg() });
+    }
+
+    #[test]
+    fn memory_store_ring_journal_matches_model(ops in proptest::collection::vec(op_with_crash(), 1..40)) {
+        let dir = tempfile::tempdir().unwrap();
+        let log = LogConfig::Ring { path: dir.path().join("j"), size: 2 << 20, owner: 1 };
+        run_with(Arc::new(MemoryStore::new()), ops, EngineConfig { log, ..cfg() });
+    }
 }
 
 #[test]
@@ -111,7 +162,9 @@ fn flipped_byte_in_segment_is_an_error() {
     let (bytes, _) = store.get(&key).unwrap();
     let mut bad = bytes.to_vec();
     bad[4096 + 100] ^= 1; // a data byte of page 0
-    store.put(&key, bad.into(), shale_store::PutMode::Overwrite).unwrap();
+    store
+        .put(&key, bad.into(), shale_store::PutMode::Overwrite)
+        .unwrap();
     let vol = Volume::open(store.clone(), prefix, 1 << 20, 1, cfg(), false).unwrap();
     let mut buf = vec![0u8; 4096];
     let e = vol.read(0, &mut buf).unwrap_err();
@@ -125,7 +178,10 @@ fn flipped_byte_in_segment_is_an_error() {
 fn gap_in_log_ends_the_prefix_and_orphans_are_dropped() {
     let store: Arc<dyn ObjectStore> = Arc::new(MemoryStore::new());
     let prefix = "p/images/z/";
-    let c = EngineConfig { checkpoint_interval: 1000, ..cfg() };
+    let c = EngineConfig {
+        checkpoint_interval: 1000,
+        ..cfg()
+    };
     let vol = Volume::open(store.clone(), prefix, 1 << 20, 1, c.clone(), false).unwrap();
     for i in 0..4u8 {
         vol.write(i as u64 * 65536, &vec![i + 1; 65536]).unwrap();
@@ -158,9 +214,16 @@ fn s3_store_matches_model() {
         println!("skipped: set SHALE_TEST_S3=s3://bucket/prefix (and AWS_*) to run against S3");
         return;
     };
-    let url = format!("{}/engine-model-{}", base.trim_end_matches('/'), std::process::id());
+    let url = format!(
+        "{}/engine-model-{}",
+        base.trim_end_matches('/'),
+        std::process::id()
+    );
     let store = shale_store::open_store(&url).unwrap();
-    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig { cases: 4, ..ProptestConfig::default() });
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+        cases: 4,
+        ..ProptestConfig::default()
+    });
     runner
         .run(&proptest::collection::vec(op(), 1..25), |ops| {
             for o in store.list("").unwrap() {

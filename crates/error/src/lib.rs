@@ -65,14 +65,22 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub fn new(kind: ErrorKind, msg: impl Into<String>) -> Self {
-        Error { kind, msg: msg.into(), source: None }
+        Error {
+            kind,
+            msg: msg.into(),
+            source: None,
+        }
     }
     pub fn with_source(
         kind: ErrorKind,
         msg: impl Into<String>,
         source: impl std::error::Error + Send + Sync + 'static,
     ) -> Self {
-        Error { kind, msg: msg.into(), source: Some(Box::new(source)) }
+        Error {
+            kind,
+            msg: msg.into(),
+            source: Some(Box::new(source)),
+        }
     }
     pub fn kind(&self) -> ErrorKind {
         self.kind
@@ -136,7 +144,9 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.source.as_deref().map(|e| e as &(dyn std::error::Error + 'static))
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
     }
 }
 

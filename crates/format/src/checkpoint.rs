@@ -72,7 +72,10 @@ pub fn decode(buf: &[u8]) -> Result<Checkpoint> {
     let seq = r.u64()?;
     let next_seq = r.u64()?;
     let epoch = r.u64()?;
-    let journal = JournalMark { journal_id: r.u64()?, jseq: r.u64()? };
+    let journal = JournalMark {
+        journal_id: r.u64()?,
+        jseq: r.u64()?,
+    };
     let n = r.u64()?;
     let expect = (n as u128) * EXTENT_LEN as u128 + FIXED_LEN as u128 + 4;
     if expect != buf.len() as u128 {
@@ -84,10 +87,14 @@ pub fn decode(buf: &[u8]) -> Result<Checkpoint> {
     let body = buf.len() - 4;
     let stored = u32::from_le_bytes([buf[body], buf[body + 1], buf[body + 2], buf[body + 3]]);
     if crc32c::crc32c(&buf[..body]) != stored {
-        return Err(Error::corruption(format!("checkpoint {seq:016x}: checksum mismatch")));
+        return Err(Error::corruption(format!(
+            "checkpoint {seq:016x}: checksum mismatch"
+        )));
     }
     if next_seq <= seq {
-        return Err(Error::corruption(format!("checkpoint {seq:016x}: next_seq {next_seq} not after seq")));
+        return Err(Error::corruption(format!(
+            "checkpoint {seq:016x}: next_seq {next_seq} not after seq"
+        )));
     }
     let mut extents = Vec::with_capacity(n as usize);
     for _ in 0..n {
@@ -96,11 +103,19 @@ pub fn decode(buf: &[u8]) -> Result<Checkpoint> {
         let off = r.u32()?;
         let seg = r.u64()?;
         if len == 0 {
-            return Err(Error::corruption(format!("checkpoint {seq:016x}: empty extent")));
+            return Err(Error::corruption(format!(
+                "checkpoint {seq:016x}: empty extent"
+            )));
         }
         extents.push(Extent { lba, len, off, seg });
     }
-    Ok(Checkpoint { seq, next_seq, epoch, journal, extents })
+    Ok(Checkpoint {
+        seq,
+        next_seq,
+        epoch,
+        journal,
+        extents,
+    })
 }
 
 #[cfg(test)]
@@ -113,10 +128,23 @@ mod tests {
             seq: 5,
             next_seq: 9,
             epoch: 2,
-            journal: JournalMark { journal_id: 5, jseq: 77 },
+            journal: JournalMark {
+                journal_id: 5,
+                jseq: 77,
+            },
             extents: vec![
-                Extent { lba: 0, len: 8, off: 16, seg: 3 },
-                Extent { lba: 8, len: 100, off: 0, seg: ZERO_SEG },
+                Extent {
+                    lba: 0,
+                    len: 8,
+                    off: 16,
+                    seg: 3,
+                },
+                Extent {
+                    lba: 8,
+                    len: 100,
+                    off: 0,
+                    seg: ZERO_SEG,
+                },
             ],
         };
         let b = encode(&c);

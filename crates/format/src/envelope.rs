@@ -45,7 +45,10 @@ pub fn decode(kind: Kind, buf: &[u8]) -> Result<&[u8]> {
     check_magic(&mut r, MAGIC, VERSION)?;
     let k = r.u32()?;
     if k != kind as u32 {
-        return Err(Error::corruption(format!("metadata object: kind {k}, expected {}", kind as u32)));
+        return Err(Error::corruption(format!(
+            "metadata object: kind {k}, expected {}",
+            kind as u32
+        )));
     }
     let len = r.u32()? as usize;
     let crc = r.u32()?;

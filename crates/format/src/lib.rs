@@ -6,8 +6,8 @@
 #![forbid(unsafe_code)]
 
 pub mod checkpoint;
-pub mod record;
 pub mod envelope;
+pub mod record;
 pub mod segment;
 mod wire;
 

@@ -72,7 +72,14 @@ pub fn header_sectors(n_ops: usize) -> u32 {
 
 /// Encode a record into `out` (appended): header sectors, then `data` (whole sectors: the
 /// Data ops' sectors in order). Returns the byte offset of the data within `out`.
-pub fn encode_into(out: &mut Vec<u8>, journal_id: u64, seq: u64, kind: RecordKind, ops: &[Op], data: &[u8]) -> usize {
+pub fn encode_into(
+    out: &mut Vec<u8>,
+    journal_id: u64,
+    seq: u64,
+    kind: RecordKind,
+    ops: &[Op],
+    data: &[u8],
+) -> usize {
     debug_assert_eq!(data.len() as u64 % SECTOR, 0);
     let start = out.len();
     let hs = header_sectors(ops.len());
@@ -116,13 +123,19 @@ pub fn decode_header_any(buf: &[u8]) -> Result<RecordHeader> {
     let kind = match r.u32()? {
         1 => RecordKind::Ops,
         2 => RecordKind::Wrap,
-        k => return Err(Error::corruption(format!("journal record: unknown kind {k}"))),
+        k => {
+            return Err(Error::corruption(format!(
+                "journal record: unknown kind {k}"
+            )))
+        }
     };
     let n = r.u32()? as usize;
     let data_sectors = r.u32()?;
     let _crc = r.u32()?;
     if header_sectors != self::header_sectors(n) {
-        return Err(Error::corruption("journal record: header size does not match its entries"));
+        return Err(Error::corruption(
+            "journal record: header size does not match its entries",
+        ));
     }
     let mut ops = Vec::with_capacity(n.min(4096));
     let mut data_needed = 0u64;
@@ -133,7 +146,11 @@ pub fn decode_header_any(buf: &[u8]) -> Result<RecordHeader> {
             1 => EntryKind::Data,
             2 => EntryKind::Zero,
             3 => EntryKind::Trim,
-            k => return Err(Error::corruption(format!("journal record: unknown op kind {k}"))),
+            k => {
+                return Err(Error::corruption(format!(
+                    "journal record: unknown op kind {k}"
+                )))
+            }
         };
         if len == 0 {
             return Err(Error::corruption("journal record: empty op"));
@@ -144,9 +161,18 @@ pub fn decode_header_any(buf: &[u8]) -> Result<RecordHeader> {
         ops.push(Op { lba, len, kind });
     }
     if data_needed != data_sectors as u64 {
-        return Err(Error::corruption("journal record: data size does not match its ops"));
+        return Err(Error::corruption(
+            "journal record: data size does not match its ops",
+        ));
     }
-    Ok(RecordHeader { journal_id, seq, kind, header_sectors, data_sectors, ops })
+    Ok(RecordHeader {
+        journal_id,
+        seq,
+        kind,
+        header_sectors,
+        data_sectors,
+        ops,
+    })
 }
 
 /// Check a whole record (`buf` = exactly `total_len` bytes) against its CRC.
@@ -167,9 +193,21 @@ mod tests {
     #[test]
     fn roundtrip_verify_and_salt() {
         let ops = [
-            Op { lba: 8, len: 2, kind: EntryKind::Data },
-            Op { lba: 100, len: 50, kind: EntryKind::Zero },
-            Op { lba: 1, len: 1, kind: EntryKind::Data },
+            Op {
+                lba: 8,
+                len: 2,
+                kind: EntryKind::Data,
+            },
+            Op {
+                lba: 100,
+                len: 50,
+                kind: EntryKind::Zero,
+            },
+            Op {
+                lba: 1,
+                len: 1,
+                kind: EntryKind::Data,
+            },
         ];
         let data = vec![0x33u8; 3 * 512];
         let mut out = vec![0xEE; 7]; // encode appends
@@ -180,12 +218,18 @@ mod tests {
         assert_eq!(h.ops, ops);
         assert_eq!(h.total_len() as usize, rec.len());
         assert!(verify(rec));
-        assert!(decode_header(rec, 43, 9).is_none(), "another journal's record");
+        assert!(
+            decode_header(rec, 43, 9).is_none(),
+            "another journal's record"
+        );
         assert!(decode_header(rec, 42, 10).is_none(), "a stale record");
         for i in [0, 20, 30, 45, 60, 600, rec.len() - 1] {
             let mut bad = rec.to_vec();
             bad[i] ^= 4;
-            assert!(!verify(&bad) || decode_header(&bad, 42, 9).is_none(), "flip at {i}");
+            assert!(
+                !verify(&bad) || decode_header(&bad, 42, 9).is_none(),
+                "flip at {i}"
+            );
         }
         assert!(!verify(&rec[..rec.len() - 512]), "torn record");
     }

@@ -81,7 +81,13 @@ pub fn raw_header_len(n_entries: usize, data_len: usize) -> usize {
 }
 
 /// Encode a whole segment object. `data` holds whole sectors; it is padded to whole pages.
-pub fn encode(seq: u64, epoch: u64, journal: JournalMark, entries: &[Entry], data: &[u8]) -> Result<Vec<u8>> {
+pub fn encode(
+    seq: u64,
+    epoch: u64,
+    journal: JournalMark,
+    entries: &[Entry],
+    data: &[u8],
+) -> Result<Vec<u8>> {
     let mut out = encode_header(seq, epoch, journal, entries, data, None)?;
     let header_len = out.len();
     out.extend_from_slice(data);
@@ -108,7 +114,11 @@ pub fn encode_header(
     let header_len = match header_len {
         None => raw_header.div_ceil(PAGE) * PAGE,
         Some(h) if h >= raw_header && h % PAGE == 0 => h,
-        Some(h) => return Err(Error::invalid(format!("segment header needs {raw_header} bytes, {h} reserved"))),
+        Some(h) => {
+            return Err(Error::invalid(format!(
+                "segment header needs {raw_header} bytes, {h} reserved"
+            )))
+        }
     };
     let mut out = Vec::with_capacity(header_len);
     out.extend_from_slice(MAGIC);
@@ -154,7 +164,9 @@ pub fn header_len(prefix: &[u8]) -> Result<u64> {
     check_magic(&mut r, MAGIC, VERSION)?;
     let len = r.u32()? as u64;
     if len < PAGE as u64 || len % PAGE as u64 != 0 {
-        return Err(Error::corruption(format!("segment header: bad header length {len}")));
+        return Err(Error::corruption(format!(
+            "segment header: bad header length {len}"
+        )));
     }
     Ok(len)
 }
@@ -169,18 +181,31 @@ pub fn decode_header(buf: &[u8]) -> Result<Header> {
     let n_entries = r.u32()? as usize;
     let n_pages = r.u32()? as usize;
     let data_len = r.u64()?;
-    let journal = JournalMark { journal_id: r.u64()?, jseq: r.u64()? };
+    let journal = JournalMark {
+        journal_id: r.u64()?,
+        jseq: r.u64()?,
+    };
     let needed = FIXED_LEN as u64 + n_entries as u64 * ENTRY_LEN as u64 + n_pages as u64 * 4 + 4;
-    if needed > header_len || header_len as usize > buf.len() || data_len != n_pages as u64 * PAGE as u64 {
+    if needed > header_len
+        || header_len as usize > buf.len()
+        || data_len != n_pages as u64 * PAGE as u64
+    {
         return Err(Error::corruption(format!(
             "segment {seq:016x}: inconsistent header (entries {n_entries}, pages {n_pages}, header {header_len} B, have {} B)",
             buf.len()
         )));
     }
     let body_end = needed as usize - 4;
-    let stored = u32::from_le_bytes([buf[body_end], buf[body_end + 1], buf[body_end + 2], buf[body_end + 3]]);
+    let stored = u32::from_le_bytes([
+        buf[body_end],
+        buf[body_end + 1],
+        buf[body_end + 2],
+        buf[body_end + 3],
+    ]);
     if crc32c::crc32c(&buf[..body_end]) != stored {
-        return Err(Error::corruption(format!("segment {seq:016x}: header checksum mismatch")));
+        return Err(Error::corruption(format!(
+            "segment {seq:016x}: header checksum mismatch"
+        )));
     }
     let data_sectors = data_len / SECTOR;
     let mut entries = Vec::with_capacity(n_entries);
@@ -192,19 +217,38 @@ pub fn decode_header(buf: &[u8]) -> Result<Header> {
             1 => EntryKind::Data,
             2 => EntryKind::Zero,
             3 => EntryKind::Trim,
-            k => return Err(Error::corruption(format!("segment {seq:016x}: unknown entry kind {k}"))),
+            k => {
+                return Err(Error::corruption(format!(
+                    "segment {seq:016x}: unknown entry kind {k}"
+                )))
+            }
         };
         let _ = r.u32()?;
         if len == 0 || (kind == EntryKind::Data && off as u64 + len as u64 > data_sectors) {
-            return Err(Error::corruption(format!("segment {seq:016x}: entry out of bounds")));
+            return Err(Error::corruption(format!(
+                "segment {seq:016x}: entry out of bounds"
+            )));
         }
-        entries.push(Entry { lba, len, off, kind });
+        entries.push(Entry {
+            lba,
+            len,
+            off,
+            kind,
+        });
     }
     let mut page_crcs = Vec::with_capacity(n_pages);
     for _ in 0..n_pages {
         page_crcs.push(r.u32()?);
     }
-    Ok(Header { seq, epoch, journal, entries, page_crcs, header_len, data_len })
+    Ok(Header {
+        seq,
+        epoch,
+        journal,
+        entries,
+        page_crcs,
+        header_len,
+        data_len,
+    })
 }
 
 /// Verify data pages `first_page..` of a segment against its header. `data.len()` must be a
@@ -213,7 +257,9 @@ pub fn verify_pages(h: &Header, first_page: u32, data: &[u8]) -> Result<()> {
     for (i, page) in data.chunks(PAGE).enumerate() {
         let idx = first_page as usize + i;
         let ok = page.len() == PAGE
-            && h.page_crcs.get(idx).is_some_and(|&c| c == page_crc(h.seq, idx as u32, page));
+            && h.page_crcs
+                .get(idx)
+                .is_some_and(|&c| c == page_crc(h.seq, idx as u32, page));
         if !ok {
             return Err(Error::corruption(format!(
                 "segment {:016x}: checksum mismatch in data page {idx} (byte offset {})",
@@ -231,9 +277,24 @@ mod tests {
 
     fn sample() -> (Vec<Entry>, Vec<u8>) {
         let entries = vec![
-            Entry { lba: 10, len: 3, off: 0, kind: EntryKind::Data },
-            Entry { lba: 100, len: 8, off: 0, kind: EntryKind::Zero },
-            Entry { lba: 1 << 30, len: 9, off: 3, kind: EntryKind::Data },
+            Entry {
+                lba: 10,
+                len: 3,
+                off: 0,
+                kind: EntryKind::Data,
+            },
+            Entry {
+                lba: 100,
+                len: 8,
+                off: 0,
+                kind: EntryKind::Zero,
+            },
+            Entry {
+                lba: 1 << 30,
+                len: 9,
+                off: 3,
+                kind: EntryKind::Data,
+            },
         ];
         let data: Vec<u8> = (0..12 * 512).map(|i| (i % 251) as u8).collect();
         (entries, data)
@@ -242,12 +303,28 @@ mod tests {
     #[test]
     fn roundtrip() {
         let (entries, data) = sample();
-        let obj = encode(7, 3, JournalMark { journal_id: 9, jseq: 4 }, &entries, &data).unwrap();
+        let obj = encode(
+            7,
+            3,
+            JournalMark {
+                journal_id: 9,
+                jseq: 4,
+            },
+            &entries,
+            &data,
+        )
+        .unwrap();
         assert_eq!(header_len(&obj[..16]).unwrap(), 4096);
         let h = decode_header(&obj).unwrap();
         assert_eq!(h.seq, 7);
         assert_eq!(h.epoch, 3);
-        assert_eq!(h.journal, JournalMark { journal_id: 9, jseq: 4 });
+        assert_eq!(
+            h.journal,
+            JournalMark {
+                journal_id: 9,
+                jseq: 4
+            }
+        );
         assert_eq!(h.entries, entries);
         assert_eq!(h.data_len, 8192);
         verify_pages(&h, 0, &obj[4096..]).unwrap();
@@ -257,7 +334,17 @@ mod tests {
     #[test]
     fn flipped_bytes_detected() {
         let (entries, data) = sample();
-        let obj = encode(7, 3, JournalMark { journal_id: 9, jseq: 4 }, &entries, &data).unwrap();
+        let obj = encode(
+            7,
+            3,
+            JournalMark {
+                journal_id: 9,
+                jseq: 4,
+            },
+            &entries,
+            &data,
+        )
+        .unwrap();
         for pos in [0usize, 20, 60, 100, 4096, 4096 + 5000] {
             let mut bad = obj.clone();
             bad[pos] ^= 0x40;
@@ -269,7 +356,17 @@ mod tests {
     #[test]
     fn page_of_other_segment_rejected() {
         let (entries, data) = sample();
-        let a = encode(7, 3, JournalMark { journal_id: 9, jseq: 4 }, &entries, &data).unwrap();
+        let a = encode(
+            7,
+            3,
+            JournalMark {
+                journal_id: 9,
+                jseq: 4,
+            },
+            &entries,
+            &data,
+        )
+        .unwrap();
         let b = encode(8, 3, JournalMark::default(), &entries, &data).unwrap();
         let (ha, hb) = (decode_header(&a).unwrap(), decode_header(&b).unwrap());
         // Same bytes, different segment: the salted checksums differ, so a stale or misplaced

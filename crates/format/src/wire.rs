@@ -16,9 +16,16 @@ impl<'a> Reader<'a> {
         self.pos
     }
     pub(crate) fn bytes(&mut self, n: usize) -> Result<&'a [u8]> {
-        let end = self.pos.checked_add(n).filter(|&e| e <= self.buf.len()).ok_or_else(|| {
-            Error::corruption(format!("{}: truncated at byte {} (need {n} more)", self.what, self.pos))
-        })?;
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|&e| e <= self.buf.len())
+            .ok_or_else(|| {
+                Error::corruption(format!(
+                    "{}: truncated at byte {} (need {n} more)",
+                    self.what, self.pos
+                ))
+            })?;
         let s = &self.buf[self.pos..end];
         self.pos = end;
         Ok(s)

@@ -45,7 +45,10 @@ pub struct PoolStats {
 }
 
 pub(crate) fn now_secs() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 pub(crate) fn put_json<T: Serialize>(
@@ -55,7 +58,8 @@ pub(crate) fn put_json<T: Serialize>(
     v: &T,
     mode: PutMode,
 ) -> Result<shale_store::Version> {
-    let body = serde_json::to_vec(v).map_err(|e| Error::with_source(ErrorKind::Invalid, "encoding metadata", e))?;
+    let body = serde_json::to_vec(v)
+        .map_err(|e| Error::with_source(ErrorKind::Invalid, "encoding metadata", e))?;
     store.put(key, Bytes::from(envelope::encode(kind, &body)), mode)
 }
 
@@ -66,8 +70,9 @@ pub(crate) fn get_json<T: for<'de> Deserialize<'de>>(
 ) -> Result<(T, shale_store::Version)> {
     let (b, ver) = store.get(key)?;
     let body = envelope::decode(kind, &b).map_err(|e| e.context(key))?;
-    let v = serde_json::from_slice(body)
-        .map_err(|e| Error::with_source(ErrorKind::Corruption, format!("{key}: bad metadata"), e))?;
+    let v = serde_json::from_slice(body).map_err(|e| {
+        Error::with_source(ErrorKind::Corruption, format!("{key}: bad metadata"), e)
+    })?;
     Ok((v, ver))
 }
 
@@ -104,7 +109,13 @@ impl Cluster {
             Err(e) => return Err(e),
         }
         let marker = serde_json::json!({ "created": now_secs() });
-        match put_json(self.store.as_ref(), ".shale", Kind::Store, &marker, PutMode::Create) {
+        match put_json(
+            self.store.as_ref(),
+            ".shale",
+            Kind::Store,
+            &marker,
+            PutMode::Create,
+        ) {
             Ok(_) => Ok(()),
             Err(e) if e.kind() == ErrorKind::Exists => Ok(()),
             Err(e) => Err(e),
@@ -123,13 +134,28 @@ impl Cluster {
 
     pub fn pool_create(&self, name: &str) -> Result<()> {
         validate_pool_name(name)?;
-        let next = self.pool_list()?.iter().map(|(_, id)| *id).max().unwrap_or(0) + 1;
-        let e = PoolEntry { id: next, created: now_secs() };
-        put_json(self.store.as_ref(), &format!(".pools/{name}"), Kind::Pool, &e, PutMode::Create)
-            .map_err(|e| match e.kind() {
-                ErrorKind::Exists => err!(Exists, "pool {name} already exists"),
-                _ => e,
-            })?;
+        let next = self
+            .pool_list()?
+            .iter()
+            .map(|(_, id)| *id)
+            .max()
+            .unwrap_or(0)
+            + 1;
+        let e = PoolEntry {
+            id: next,
+            created: now_secs(),
+        };
+        put_json(
+            self.store.as_ref(),
+            &format!(".pools/{name}"),
+            Kind::Pool,
+            &e,
+            PutMode::Create,
+        )
+        .map_err(|e| match e.kind() {
+            ErrorKind::Exists => err!(Exists, "pool {name} already exists"),
+            _ => e,
+        })?;
         Ok(())
     }
 
@@ -137,7 +163,9 @@ impl Cluster {
     pub fn pool_list(&self) -> Result<Vec<(String, i64)>> {
         let mut out = Vec::new();
         for o in self.store.list(".pools/")? {
-            let Some(name) = o.key.strip_prefix(".pools/") else { continue };
+            let Some(name) = o.key.strip_prefix(".pools/") else {
+                continue;
+            };
             match get_json::<PoolEntry>(self.store.as_ref(), &o.key, Kind::Pool) {
                 Ok((p, _)) => out.push((name.to_string(), p.id)),
                 Err(e) if e.kind() == ErrorKind::NotFound => {}
@@ -152,9 +180,10 @@ impl Cluster {
         validate_pool_name(name)?;
         match get_json::<PoolEntry>(self.store.as_ref(), &format!(".pools/{name}"), Kind::Pool) {
             Ok((p, _)) => Ok(p.id),
-            Err(e) if e.kind() == ErrorKind::NotFound => {
-                Err(err!(NotFound, "pool {name} does not exist (create it with `shale pool create {name}`)"))
-            }
+            Err(e) if e.kind() == ErrorKind::NotFound => Err(err!(
+                NotFound,
+                "pool {name} does not exist (create it with `shale pool create {name}`)"
+            )),
             Err(e) => Err(e),
         }
     }
@@ -178,7 +207,10 @@ impl Cluster {
 
     pub fn pool_stats(&self, name: &str) -> Result<PoolStats> {
         self.pool_id(name)?;
-        let mut s = PoolStats { images: self.list_images(name)?.len() as u64, ..Default::default() };
+        let mut s = PoolStats {
+            images: self.list_images(name)?.len() as u64,
+            ..Default::default()
+        };
         for o in self.store.list(&format!("{name}/"))? {
             s.objects += 1;
             s.bytes += o.size;
@@ -200,9 +232,18 @@ impl Cluster {
     pub fn image_id(&self, pool: &str, name: &str) -> Result<String> {
         validate_image_name(name)?;
         self.pool_id(pool)?;
-        match get_json::<BTreeMap<String, String>>(self.store.as_ref(), &Self::name_key(pool, name), Kind::Name) {
-            Ok((m, _)) => m.get("id").cloned().ok_or_else(|| err!(Corruption, "name entry {pool}/{name} has no id")),
-            Err(e) if e.kind() == ErrorKind::NotFound => Err(err!(NotFound, "image {pool}/{name} does not exist")),
+        match get_json::<BTreeMap<String, String>>(
+            self.store.as_ref(),
+            &Self::name_key(pool, name),
+            Kind::Name,
+        ) {
+            Ok((m, _)) => m
+                .get("id")
+                .cloned()
+                .ok_or_else(|| err!(Corruption, "name entry {pool}/{name} has no id")),
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                Err(err!(NotFound, "image {pool}/{name} does not exist"))
+            }
             Err(e) => Err(e),
         }
     }
@@ -212,7 +253,10 @@ impl Cluster {
         validate_image_name(name)?;
         self.pool_id(pool)?;
         if size > MAX_IMAGE_SIZE {
-            return Err(err!(Invalid, "size {size} is larger than the maximum image size (512 TiB)"));
+            return Err(err!(
+                Invalid,
+                "size {size} is larger than the maximum image size (512 TiB)"
+            ));
         }
         if !(12..=26).contains(&order) {
             return Err(err!(Invalid, "order {order} is out of range 12..=26"));
@@ -220,9 +264,21 @@ impl Cluster {
         let id = random_id()?;
         let h = ImageHeader::new(&id, name, size, order);
         // Header first (unreachable until the name points at it), then the name, atomically.
-        put_json(self.store.as_ref(), &Self::header_key(pool, &id), Kind::ImageHeader, &h, PutMode::Create)?;
+        put_json(
+            self.store.as_ref(),
+            &Self::header_key(pool, &id),
+            Kind::ImageHeader,
+            &h,
+            PutMode::Create,
+        )?;
         let entry: BTreeMap<&str, &str> = [("id", id.as_str())].into();
-        match put_json(self.store.as_ref(), &Self::name_key(pool, name), Kind::Name, &entry, PutMode::Create) {
+        match put_json(
+            self.store.as_ref(),
+            &Self::name_key(pool, name),
+            Kind::Name,
+            &entry,
+            PutMode::Create,
+        ) {
             Ok(_) => Ok(id),
             Err(e) => {
                 let _ = self.store.delete(&Self::header_key(pool, &id));
@@ -241,10 +297,17 @@ impl Cluster {
         let dir = format!("{pool}/names/");
         let mut out = Vec::new();
         for o in self.store.list(&dir)? {
-            let Some(name) = o.key.strip_prefix(&dir) else { continue };
-            if let Ok((m, _)) = get_json::<BTreeMap<String, String>>(self.store.as_ref(), &o.key, Kind::Name) {
+            let Some(name) = o.key.strip_prefix(&dir) else {
+                continue;
+            };
+            if let Ok((m, _)) =
+                get_json::<BTreeMap<String, String>>(self.store.as_ref(), &o.key, Kind::Name)
+            {
                 if let Some(id) = m.get("id") {
-                    out.push(ImageEntry { name: name.to_string(), id: id.clone() });
+                    out.push(ImageEntry {
+                        name: name.to_string(),
+                        id: id.clone(),
+                    });
                 }
             }
         }
@@ -252,7 +315,12 @@ impl Cluster {
     }
 
     /// Remove an image and every object it owns. `progress(done, total)` is called as objects go.
-    pub fn remove_image(&self, pool: &str, name: &str, mut progress: impl FnMut(u64, u64)) -> Result<()> {
+    pub fn remove_image(
+        &self,
+        pool: &str,
+        name: &str,
+        mut progress: impl FnMut(u64, u64),
+    ) -> Result<()> {
         let id = self.image_id(pool, name)?;
         let hkey = Self::header_key(pool, &id);
         // Mark it first: an interrupted removal leaves an image that can only be removed.
@@ -260,21 +328,38 @@ impl Cluster {
             Ok((mut h, ver)) => {
                 if !h.removing {
                     h.removing = true;
-                    put_json(self.store.as_ref(), &hkey, Kind::ImageHeader, &h, PutMode::Update(ver))
-                        .map_err(|e| e.context(format!("marking {pool}/{name} for removal")))?;
+                    put_json(
+                        self.store.as_ref(),
+                        &hkey,
+                        Kind::ImageHeader,
+                        &h,
+                        PutMode::Update(ver),
+                    )
+                    .map_err(|e| e.context(format!("marking {pool}/{name} for removal")))?;
                 }
             }
             Err(e) if e.kind() == ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
         let data = format!("{pool}/images/{id}/");
-        let objs: Vec<_> = self.store.list(&data)?.into_iter().filter(|o| o.key != hkey).collect();
+        let objs: Vec<_> = self
+            .store
+            .list(&data)?
+            .into_iter()
+            .filter(|o| o.key != hkey)
+            .collect();
         let total = objs.len() as u64 + 2;
         for (i, o) in objs.iter().enumerate() {
             self.store.delete(&o.key)?;
             progress(i as u64 + 1, total);
         }
         self.store.delete(&hkey)?;
+        if let Some((path, _)) = self
+            .settings
+            .journal_file(&crate::image::journal_key(pool, &id))
+        {
+            let _ = std::fs::remove_file(path);
+        }
         progress(total - 1, total);
         self.store.delete(&Self::name_key(pool, name))?;
         progress(total, total);
@@ -286,17 +371,29 @@ impl Cluster {
         validate_image_name(dst)?;
         let id = self.image_id(pool, src)?;
         let entry: BTreeMap<&str, &str> = [("id", id.as_str())].into();
-        put_json(self.store.as_ref(), &Self::name_key(pool, dst), Kind::Name, &entry, PutMode::Create).map_err(
-            |e| match e.kind() {
-                ErrorKind::Exists => err!(Exists, "image {pool}/{dst} already exists"),
-                _ => e,
-            },
-        )?;
+        put_json(
+            self.store.as_ref(),
+            &Self::name_key(pool, dst),
+            Kind::Name,
+            &entry,
+            PutMode::Create,
+        )
+        .map_err(|e| match e.kind() {
+            ErrorKind::Exists => err!(Exists, "image {pool}/{dst} already exists"),
+            _ => e,
+        })?;
         let hkey = Self::header_key(pool, &id);
         loop {
-            let (mut h, ver) = get_json::<ImageHeader>(self.store.as_ref(), &hkey, Kind::ImageHeader)?;
+            let (mut h, ver) =
+                get_json::<ImageHeader>(self.store.as_ref(), &hkey, Kind::ImageHeader)?;
             h.name = dst.to_string();
-            match put_json(self.store.as_ref(), &hkey, Kind::ImageHeader, &h, PutMode::Update(ver)) {
+            match put_json(
+                self.store.as_ref(),
+                &hkey,
+                Kind::ImageHeader,
+                &h,
+                PutMode::Update(ver),
+            ) {
                 Ok(_) => break,
                 Err(e) if e.kind() == ErrorKind::Busy => continue,
                 Err(e) => return Err(e),

@@ -48,6 +48,11 @@ impl ImageHeader {
     }
 }
 
+/// The name of an image's journal in the cache directory.
+pub(crate) fn journal_key(pool: &str, id: &str) -> String {
+    format!("{pool}-{id}-")
+}
+
 /// What `info` shows.
 #[derive(Debug, Clone, Serialize)]
 pub struct ImageInfo {
@@ -78,19 +83,37 @@ pub struct Image {
 impl Image {
     pub(crate) fn open(c: &Cluster, pool: &str, id: &str, read_only: bool) -> Result<Image> {
         let hkey = Cluster::header_key(pool, id);
-        let (h, ver) = get_json::<ImageHeader>(c.store.as_ref(), &hkey, Kind::ImageHeader).map_err(|e| {
-            if e.kind() == ErrorKind::NotFound {
-                err!(NotFound, "image {pool}/{id} has no header (removed, or an interrupted create)")
-            } else {
-                e
-            }
-        })?;
+        let (h, ver) = get_json::<ImageHeader>(c.store.as_ref(), &hkey, Kind::ImageHeader)
+            .map_err(|e| {
+                if e.kind() == ErrorKind::NotFound {
+                    err!(
+                        NotFound,
+                        "image {pool}/{id} has no header (removed, or an interrupted create)"
+                    )
+                } else {
+                    e
+                }
+            })?;
         if h.removing {
-            return Err(err!(NotFound, "image {pool}/{} is being removed; run `shale rm {pool}/{}` again to finish", h.name, h.name));
+            return Err(err!(
+                NotFound,
+                "image {pool}/{} is being removed; run `shale rm {pool}/{}` again to finish",
+                h.name,
+                h.name
+            ));
         }
         let prefix = format!("{pool}/images/{id}/");
-        let vol = Volume::open(c.store.clone(), &prefix, h.size, h.epoch, c.settings().engine_config(), read_only)?;
-        Ok(Image { store: c.store.clone(), pool: pool.into(), id: id.into(), header: Mutex::new((h, ver)), vol, read_only })
+        let local = c.store.local_path(&format!("{prefix}header")).is_some();
+        let cfg = c.settings().engine_config(local, &journal_key(pool, id));
+        let vol = Volume::open(c.store.clone(), &prefix, h.size, h.epoch, cfg, read_only)?;
+        Ok(Image {
+            store: c.store.clone(),
+            pool: pool.into(),
+            id: id.into(),
+            header: Mutex::new((h, ver)),
+            vol,
+            read_only,
+        })
     }
 
     fn hdr(&self) -> std::sync::MutexGuard<'_, (ImageHeader, shale_store::Version)> {
@@ -107,7 +130,13 @@ impl Image {
         loop {
             let mut h = g.0.clone();
             f(&mut h)?;
-            match put_json(self.store.as_ref(), &key, Kind::ImageHeader, &h, PutMode::Update(g.1.clone())) {
+            match put_json(
+                self.store.as_ref(),
+                &key,
+                Kind::ImageHeader,
+                &h,
+                PutMode::Update(g.1.clone()),
+            ) {
                 Ok(ver) => {
                     *g = (h, ver);
                     return Ok(());
@@ -189,11 +218,17 @@ impl Image {
             return Err(err!(ReadOnly, "image is open read-only"));
         }
         if new_size > crate::cluster::MAX_IMAGE_SIZE {
-            return Err(err!(Invalid, "size {new_size} is larger than the maximum image size (512 TiB)"));
+            return Err(err!(
+                Invalid,
+                "size {new_size} is larger than the maximum image size (512 TiB)"
+            ));
         }
         let old = self.vol.size();
         if new_size < old && !allow_shrink {
-            return Err(err!(Invalid, "shrinking from {old} to {new_size} bytes needs --allow-shrink"));
+            return Err(err!(
+                Invalid,
+                "shrinking from {old} to {new_size} bytes needs --allow-shrink"
+            ));
         }
         // Shrink: trim the data durably before the header says so; grow: header first is
         // harmless either way since new space reads as zeros.
@@ -205,7 +240,12 @@ impl Image {
     }
 
     pub fn metadata_get(&self, key: &str) -> Result<String> {
-        self.hdr().0.metadata.get(key).cloned().ok_or_else(|| err!(NotFound, "no metadata key {key:?}"))
+        self.hdr()
+            .0
+            .metadata
+            .get(key)
+            .cloned()
+            .ok_or_else(|| err!(NotFound, "no metadata key {key:?}"))
     }
     pub fn metadata_set(&self, key: &str, value: &str) -> Result<()> {
         if key.is_empty() {
@@ -218,7 +258,10 @@ impl Image {
     }
     pub fn metadata_remove(&self, key: &str) -> Result<()> {
         self.update_header(|h| {
-            h.metadata.remove(key).map(|_| ()).ok_or_else(|| err!(NotFound, "no metadata key {key:?}"))
+            h.metadata
+                .remove(key)
+                .map(|_| ())
+                .ok_or_else(|| err!(NotFound, "no metadata key {key:?}"))
         })
     }
     pub fn metadata_list(&self) -> BTreeMap<String, String> {

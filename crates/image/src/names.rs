@@ -10,13 +10,26 @@ fn validate(kind: &str, name: &str) -> Result<()> {
         return Err(err!(Invalid, "{kind} name is empty"));
     }
     if name.len() > MAX_NAME {
-        return Err(err!(Invalid, "{kind} name is {} bytes long; the limit is {MAX_NAME}", name.len()));
+        return Err(err!(
+            Invalid,
+            "{kind} name is {} bytes long; the limit is {MAX_NAME}",
+            name.len()
+        ));
     }
     if name.starts_with('.') {
-        return Err(err!(Invalid, "{kind} name {name:?} must not start with '.'"));
+        return Err(err!(
+            Invalid,
+            "{kind} name {name:?} must not start with '.'"
+        ));
     }
-    if let Some(c) = name.chars().find(|c| matches!(c, '/' | '@' | '\\') || c.is_control()) {
-        return Err(err!(Invalid, "{kind} name {name:?} contains {c:?}, which is not allowed in names"));
+    if let Some(c) = name
+        .chars()
+        .find(|c| matches!(c, '/' | '@' | '\\') || c.is_control())
+    {
+        return Err(err!(
+            Invalid,
+            "{kind} name {name:?} contains {c:?}, which is not allowed in names"
+        ));
     }
     Ok(())
 }
@@ -45,7 +58,10 @@ impl ImageSpec {
         let (path, snap) = match spec.split_once('@') {
             Some((p, s)) => {
                 if s.is_empty() {
-                    return Err(err!(Invalid, "image spec {spec:?}: empty snapshot name after '@'"));
+                    return Err(err!(
+                        Invalid,
+                        "image spec {spec:?}: empty snapshot name after '@'"
+                    ));
                 }
                 validate("snapshot", s)?;
                 (p, Some(s.to_string()))
@@ -66,7 +82,11 @@ impl ImageSpec {
         };
         validate_pool_name(pool).map_err(|e| e.context(format!("image spec {spec:?}")))?;
         validate_image_name(image).map_err(|e| e.context(format!("image spec {spec:?}")))?;
-        Ok(ImageSpec { pool: pool.to_string(), image: image.to_string(), snap })
+        Ok(ImageSpec {
+            pool: pool.to_string(),
+            image: image.to_string(),
+            snap,
+        })
     }
 }
 
@@ -86,10 +106,26 @@ mod tests {
     #[test]
     fn specs() {
         let s = ImageSpec::parse("p/img@s1", "rbd").unwrap();
-        assert_eq!((s.pool.as_str(), s.image.as_str(), s.snap.as_deref()), ("p", "img", Some("s1")));
+        assert_eq!(
+            (s.pool.as_str(), s.image.as_str(), s.snap.as_deref()),
+            ("p", "img", Some("s1"))
+        );
         assert_eq!(ImageSpec::parse("img", "rbd").unwrap().pool, "rbd");
         let long = "x".repeat(201);
-        for bad in ["", "/", "p/", "/i", "a/b/c", "a/b/c/d", "../x", "p/..", "p/.hidden", "p/i@", "p/a\nb", long.as_str()] {
+        for bad in [
+            "",
+            "/",
+            "p/",
+            "/i",
+            "a/b/c",
+            "a/b/c/d",
+            "../x",
+            "p/..",
+            "p/.hidden",
+            "p/i@",
+            "p/a\nb",
+            long.as_str(),
+        ] {
             assert!(ImageSpec::parse(bad, "rbd").is_err(), "{bad:?}");
         }
     }

@@ -12,7 +12,7 @@
 
 use std::path::PathBuf;
 
-use shale_engine::EngineConfig;
+use shale_engine::{Durability, EngineConfig, LogConfig};
 use shale_error::{err, Error, Result};
 
 use crate::size::parse_size;
@@ -30,10 +30,38 @@ pub struct Settings {
     pub checkpoint_interval: u64,
     /// Pool used when a spec names none.
     pub default_pool: String,
+    /// Directory of the local journal (for stores that are not local directories); empty
+    /// disables it.
+    pub cache_dir: Option<PathBuf>,
+    /// Bytes of journal per open image.
+    pub cache_size: u64,
+    /// When a flush returns: `journal` (durable on the local device) or `backend` (in the store).
+    pub durability: Durability,
+    /// Which log device: `auto` (open segments written in place on a local-directory store, a
+    /// ring journal in `cache_dir` otherwise), `ring` (always the ring journal), `none`.
+    pub journal: JournalMode,
+}
+
+/// The `journal` setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JournalMode {
+    Auto,
+    Ring,
+    None,
 }
 
 /// The names `set` accepts, for help texts and the C interface.
-pub const NAMES: &[&str] = &["store", "segment_size", "upload_threads", "checkpoint_interval", "default_pool"];
+pub const NAMES: &[&str] = &[
+    "store",
+    "segment_size",
+    "upload_threads",
+    "checkpoint_interval",
+    "default_pool",
+    "cache_dir",
+    "cache_size",
+    "durability",
+    "journal",
+];
 
 impl Default for Settings {
     fn default() -> Self {
@@ -44,6 +72,10 @@ impl Default for Settings {
             upload_threads: e.upload_threads,
             checkpoint_interval: e.checkpoint_interval,
             default_pool: "rbd".into(),
+            cache_dir: Some(Self::default_cache_dir()),
+            cache_size: 1 << 30,
+            durability: Durability::Journal,
+            journal: JournalMode::Auto,
         }
     }
 }
@@ -54,15 +86,21 @@ impl Settings {
         let mut s = Settings::default();
         if let Some(path) = Self::config_path() {
             if let Ok(text) = std::fs::read_to_string(&path) {
-                s.apply_toml(&text).map_err(|e| e.context(format!("config file {}", path.display())))?;
+                s.apply_toml(&text)
+                    .map_err(|e| e.context(format!("config file {}", path.display())))?;
             } else if std::env::var_os("SHALE_CONF").is_some() {
-                return Err(err!(NotFound, "config file {} (from SHALE_CONF) cannot be read", path.display()));
+                return Err(err!(
+                    NotFound,
+                    "config file {} (from SHALE_CONF) cannot be read",
+                    path.display()
+                ));
             }
         }
         for name in NAMES {
             let var = format!("SHALE_{}", name.to_ascii_uppercase());
             if let Ok(v) = std::env::var(&var) {
-                s.set(name, &v).map_err(|e| e.context(format!("environment variable {var}")))?;
+                s.set(name, &v)
+                    .map_err(|e| e.context(format!("environment variable {var}")))?;
             }
         }
         Ok(s)
@@ -86,12 +124,19 @@ impl Settings {
 
     /// Apply a TOML document of `name = value` pairs.
     pub fn apply_toml(&mut self, text: &str) -> Result<()> {
-        let table: toml::Table = text.parse().map_err(|e| Error::with_source(shale_error::ErrorKind::Invalid, "bad TOML", e))?;
+        let table: toml::Table = text
+            .parse()
+            .map_err(|e| Error::with_source(shale_error::ErrorKind::Invalid, "bad TOML", e))?;
         for (k, v) in table {
             let val = match v {
                 toml::Value::String(s) => s,
                 toml::Value::Integer(i) => i.to_string(),
-                other => return Err(err!(Invalid, "setting {k}: expected a string or a number, got {other}")),
+                other => {
+                    return Err(err!(
+                        Invalid,
+                        "setting {k}: expected a string or a number, got {other}"
+                    ))
+                }
             };
             self.set(&k, &val)?;
         }
@@ -102,7 +147,13 @@ impl Settings {
     pub fn set(&mut self, name: &str, value: &str) -> Result<()> {
         let v = value.trim();
         match name {
-            "store" => self.store = if v.is_empty() { None } else { Some(v.to_string()) },
+            "store" => {
+                self.store = if v.is_empty() {
+                    None
+                } else {
+                    Some(v.to_string())
+                }
+            }
             "segment_size" => {
                 let n = parse_size(v, 1)?;
                 if !(EngineConfig::MIN_SEGMENT_SIZE..=EngineConfig::MAX_SEGMENT_SIZE).contains(&n) {
@@ -113,20 +164,75 @@ impl Settings {
             "upload_threads" => {
                 self.upload_threads = match v.parse::<usize>() {
                     Ok(n @ 1..=64) => n,
-                    _ => return Err(err!(Invalid, "upload_threads {v:?} must be a number from 1 to 64")),
+                    _ => {
+                        return Err(err!(
+                            Invalid,
+                            "upload_threads {v:?} must be a number from 1 to 64"
+                        ))
+                    }
                 }
             }
             "checkpoint_interval" => {
                 self.checkpoint_interval = match v.parse::<u64>() {
                     Ok(n) if n >= 1 => n,
-                    _ => return Err(err!(Invalid, "checkpoint_interval {v:?} must be a positive number of segments")),
+                    _ => {
+                        return Err(err!(
+                            Invalid,
+                            "checkpoint_interval {v:?} must be a positive number of segments"
+                        ))
+                    }
                 }
             }
             "default_pool" => {
                 crate::names::validate_pool_name(v)?;
                 self.default_pool = v.to_string();
             }
-            _ => return Err(err!(NotFound, "unknown setting {name:?}; known settings: {}", NAMES.join(", "))),
+            "cache_dir" => {
+                self.cache_dir = if v.is_empty() {
+                    None
+                } else {
+                    Some(PathBuf::from(v))
+                }
+            }
+            "cache_size" => {
+                let n = parse_size(v, 1)?;
+                if n < (2 << 20) {
+                    return Err(err!(Invalid, "cache_size {v} is too small (at least 2M)"));
+                }
+                self.cache_size = n;
+            }
+            "durability" => {
+                self.durability = match v {
+                    "journal" => Durability::Journal,
+                    "backend" => Durability::Backend,
+                    _ => {
+                        return Err(err!(
+                            Invalid,
+                            "durability {v:?} must be `journal` or `backend`"
+                        ))
+                    }
+                }
+            }
+            "journal" => {
+                self.journal = match v {
+                    "auto" => JournalMode::Auto,
+                    "ring" => JournalMode::Ring,
+                    "none" => JournalMode::None,
+                    _ => {
+                        return Err(err!(
+                            Invalid,
+                            "journal {v:?} must be `auto`, `ring` or `none`"
+                        ))
+                    }
+                }
+            }
+            _ => {
+                return Err(err!(
+                    NotFound,
+                    "unknown setting {name:?}; known settings: {}",
+                    NAMES.join(", ")
+                ))
+            }
         }
         Ok(())
     }
@@ -149,12 +255,61 @@ impl Settings {
             .join("shale")
     }
 
-    pub fn engine_config(&self) -> EngineConfig {
-        EngineConfig {
+    /// Directory of the journal by default: `$XDG_CACHE_HOME/shale` (`~/.cache/shale`).
+    pub fn default_cache_dir() -> PathBuf {
+        std::env::var_os("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+            .unwrap_or_else(|| PathBuf::from("/var/cache"))
+            .join("shale")
+    }
+
+    /// The ring journal file of the image named `key` in this store, and its owner hash.
+    pub fn journal_file(&self, key: &str) -> Option<(PathBuf, u64)> {
+        let dir = self.cache_dir.as_ref()?;
+        let owner = (crc32c::crc32c(self.store_url().as_bytes()) as u64) << 32
+            | crc32c::crc32c(key.as_bytes()) as u64;
+        let name: String = key
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .collect();
+        Some((
+            dir.join("journal").join(format!("{name}{owner:016x}.jnl")),
+            owner,
+        ))
+    }
+
+    /// The engine configuration for one image. `local` says the store keeps objects as local
+    /// files (then open segments are written in place: no separate journal, no double write);
+    /// `key` names the image in the journal directory.
+    pub fn engine_config(&self, local: bool, key: &str) -> EngineConfig {
+        let base = EngineConfig {
             segment_size: self.segment_size,
             upload_threads: self.upload_threads,
             checkpoint_interval: self.checkpoint_interval,
+            durability: self.durability,
             ..EngineConfig::default()
+        };
+        let in_memory_store = self.store_url().starts_with("memory://");
+        let log = match self.journal_file(key) {
+            _ if self.journal == JournalMode::None || in_memory_store => LogConfig::Memory,
+            _ if local && self.journal == JournalMode::Auto => LogConfig::InPlace,
+            Some((path, owner)) => LogConfig::Ring {
+                path,
+                size: self.cache_size,
+                owner,
+            },
+            None => LogConfig::Memory,
+        };
+        // Write-back backlog held in memory: as much as the journal holds, within reason.
+        let max_pending = match log {
+            LogConfig::Ring { size, .. } => (size / self.segment_size).clamp(8, 64) as usize,
+            _ => base.max_pending,
+        };
+        EngineConfig {
+            log,
+            max_pending,
+            ..base
         }
     }
 }
@@ -165,7 +320,8 @@ mod tests {
     #[test]
     fn set_and_toml() {
         let mut s = Settings::default();
-        s.apply_toml("segment_size = \"4M\"\nstore = \"memory://\"\nupload_threads = 2").unwrap();
+        s.apply_toml("segment_size = \"4M\"\nstore = \"memory://\"\nupload_threads = 2")
+            .unwrap();
         assert_eq!(s.segment_size, 4 << 20);
         assert_eq!(s.store.as_deref(), Some("memory://"));
         assert_eq!(s.upload_threads, 2);

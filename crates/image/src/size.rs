@@ -18,7 +18,12 @@ pub fn parse_size(s: &str, default_unit: u64) -> Result<u64> {
                 'G' => 1 << 30,
                 'T' => 1 << 40,
                 'P' => 1 << 50,
-                _ => return Err(err!(Invalid, "size {s:?}: unknown unit {c:?} (use K, M, G, T or P)")),
+                _ => {
+                    return Err(err!(
+                        Invalid,
+                        "size {s:?}: unknown unit {c:?} (use K, M, G, T or P)"
+                    ))
+                }
             };
             (&t[..t.len() - 1], m)
         }
@@ -31,11 +36,18 @@ pub fn parse_size(s: &str, default_unit: u64) -> Result<u64> {
         n.checked_mul(mult)
     } else {
         match num.parse::<f64>() {
-            Ok(f) if f.is_finite() && f >= 0.0 && f * (mult as f64) < u64::MAX as f64 => Some((f * mult as f64) as u64),
+            Ok(f) if f.is_finite() && f >= 0.0 && f * (mult as f64) < u64::MAX as f64 => {
+                Some((f * mult as f64) as u64)
+            }
             _ => None,
         }
     };
-    bytes.ok_or_else(|| err!(Invalid, "size {s:?} is not a number of bytes this system can hold"))
+    bytes.ok_or_else(|| {
+        err!(
+            Invalid,
+            "size {s:?} is not a number of bytes this system can hold"
+        )
+    })
 }
 
 /// Format bytes the way `rbd info` does: `10 GiB`, `512 MiB`, `1.5 KiB`, `17 B`.

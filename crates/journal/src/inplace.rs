@@ -88,23 +88,35 @@ impl InPlaceLog {
 
     /// The valid consecutive records of a staging file, from the start of its data area. The
     /// first must be `first` = (journal id, seq) when given, else any record starts the run.
-    pub fn scan(path: &Path, header_reserve: u64, first: Option<(u64, u64)>) -> Result<Vec<StagedRecord>> {
-        let f = File::open(path).map_err(|e| Error::io(format!("cannot read {}", path.display()), e))?;
-        let len = f.metadata().map_err(|e| Error::io(format!("cannot stat {}", path.display()), e))?.len();
+    pub fn scan(
+        path: &Path,
+        header_reserve: u64,
+        first: Option<(u64, u64)>,
+    ) -> Result<Vec<StagedRecord>> {
+        let f = File::open(path)
+            .map_err(|e| Error::io(format!("cannot read {}", path.display()), e))?;
+        let len = f
+            .metadata()
+            .map_err(|e| Error::io(format!("cannot stat {}", path.display()), e))?
+            .len();
         let mut out = Vec::new();
         let mut off = 0u64;
         let mut expect = first;
         let mut hdr = vec![0u8; 4096];
         while header_reserve + off + SECTOR <= len {
             let n = (hdr.len() as u64).min(len - header_reserve - off) as usize;
-            if f.read_exact_at(&mut hdr[..n], header_reserve + off).is_err() {
+            if f.read_exact_at(&mut hdr[..n], header_reserve + off)
+                .is_err()
+            {
                 break;
             }
             let h = match expect {
                 Some((id, seq)) => record::decode_header(&hdr[..n], id, seq),
                 None => record::decode_header_any(&hdr[..n]).ok(),
             };
-            let Some(h) = h.filter(|h| h.kind == RecordKind::Ops) else { break };
+            let Some(h) = h.filter(|h| h.kind == RecordKind::Ops) else {
+                break;
+            };
             let total = h.total_len();
             if header_reserve + off + total > len {
                 break;
@@ -114,7 +126,12 @@ impl InPlaceLog {
                 break;
             }
             expect = Some((h.journal_id, h.seq + 1));
-            out.push(StagedRecord { journal_id: h.journal_id, seq: h.seq, off, bytes: rec });
+            out.push(StagedRecord {
+                journal_id: h.journal_id,
+                seq: h.seq,
+                off,
+                bytes: rec,
+            });
             off += total;
         }
         Ok(out)
@@ -128,12 +145,17 @@ impl InPlaceLog {
             .write(true)
             .open(staging)
             .map_err(|e| Error::io(format!("cannot open {}", staging.display()), e))?;
-        f.write_all_at(header, 0).map_err(|e| Error::io(format!("writing {}", staging.display()), e))?;
+        f.write_all_at(header, 0)
+            .map_err(|e| Error::io(format!("writing {}", staging.display()), e))?;
         f.set_len(header.len() as u64 + data_len.div_ceil(4096) * 4096)
             .map_err(|e| Error::io(format!("sizing {}", staging.display()), e))?;
-        f.sync_all().map_err(|e| Error::io(format!("syncing {}", staging.display()), e))?;
-        let dir = dest.parent().ok_or_else(|| err!(Invalid, "segment path {} has no directory", dest.display()))?;
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("cannot create {}", dir.display()), e))?;
+        f.sync_all()
+            .map_err(|e| Error::io(format!("syncing {}", staging.display()), e))?;
+        let dir = dest
+            .parent()
+            .ok_or_else(|| err!(Invalid, "segment path {} has no directory", dest.display()))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::io(format!("cannot create {}", dir.display()), e))?;
         match std::fs::hard_link(staging, dest) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
@@ -144,7 +166,8 @@ impl InPlaceLog {
         File::open(dir)
             .and_then(|d| d.sync_all())
             .map_err(|e| Error::io(format!("syncing {}", dir.display()), e))?;
-        std::fs::remove_file(staging).map_err(|e| Error::io(format!("removing {}", staging.display()), e))
+        std::fs::remove_file(staging)
+            .map_err(|e| Error::io(format!("removing {}", staging.display()), e))
     }
 }
 
@@ -160,7 +183,8 @@ impl LogDevice for InPlaceLog {
             _ => {
                 let path = (self.staging)(place.0)?;
                 if let Some(dir) = path.parent() {
-                    std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("cannot create {}", dir.display()), e))?;
+                    std::fs::create_dir_all(dir)
+                        .map_err(|e| Error::io(format!("cannot create {}", dir.display()), e))?;
                 }
                 let f = OpenOptions::new()
                     .write(true)
@@ -192,10 +216,14 @@ impl LogDevice for InPlaceLog {
     fn sync(&self) -> Result<()> {
         let (files, cur) = {
             let mut g = self.st.lock().unwrap_or_else(|p| p.into_inner());
-            (std::mem::take(&mut g.dirty), g.cur.as_ref().map(|(_, f)| f.clone()))
+            (
+                std::mem::take(&mut g.dirty),
+                g.cur.as_ref().map(|(_, f)| f.clone()),
+            )
         };
         for f in files.iter().chain(cur.iter()) {
-            f.sync_data().map_err(|e| Error::io("syncing a segment record", e))?;
+            f.sync_data()
+                .map_err(|e| Error::io("syncing a segment record", e))?;
         }
         Ok(())
     }
@@ -203,6 +231,10 @@ impl LogDevice for InPlaceLog {
     fn release(&self, _upto: u64) {}
 
     fn stats(&self) -> LogStats {
-        self.st.lock().unwrap_or_else(|p| p.into_inner()).stats.clone()
+        self.st
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .stats
+            .clone()
     }
 }

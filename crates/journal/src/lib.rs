@@ -74,9 +74,22 @@ impl LogDevice for MemoryLog {
     fn id(&self) -> u64 {
         0
     }
-    fn append(&self, ops: &[Op], data: &[u8], out: &mut Vec<u8>, _place: (u64, u64)) -> Result<u64> {
+    fn append(
+        &self,
+        ops: &[Op],
+        data: &[u8],
+        out: &mut Vec<u8>,
+        _place: (u64, u64),
+    ) -> Result<u64> {
         let seq = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-        shale_format::record::encode_into(out, 0, seq, shale_format::record::RecordKind::Ops, ops, data);
+        shale_format::record::encode_into(
+            out,
+            0,
+            seq,
+            shale_format::record::RecordKind::Ops,
+            ops,
+            data,
+        );
         Ok(seq)
     }
     fn sync(&self) -> Result<()> {

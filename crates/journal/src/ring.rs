@@ -67,7 +67,15 @@ fn encode_sb(sb: &Superblock) -> Vec<u8> {
     b.extend_from_slice(SB_MAGIC);
     b.extend_from_slice(&1u32.to_le_bytes());
     b.extend_from_slice(&0u32.to_le_bytes());
-    for v in [sb.id, sb.owner, sb.size, sb.base.journal_id, sb.base.jseq, sb.tail_off, sb.tail_seq] {
+    for v in [
+        sb.id,
+        sb.owner,
+        sb.size,
+        sb.base.journal_id,
+        sb.base.jseq,
+        sb.tail_off,
+        sb.tail_seq,
+    ] {
         b.extend_from_slice(&v.to_le_bytes());
     }
     let crc = crc32c::crc32c(&b);
@@ -93,7 +101,10 @@ fn decode_sb(b: &[u8]) -> Option<Superblock> {
         id: w(0),
         owner: w(1),
         size: w(2),
-        base: JournalMark { journal_id: w(3), jseq: w(4) },
+        base: JournalMark {
+            journal_id: w(3),
+            jseq: w(4),
+        },
         tail_off: w(5),
         tail_seq: w(6),
     })
@@ -119,10 +130,14 @@ impl RingJournal {
     ) -> Result<(RingJournal, Vec<Replayed>)> {
         let size = size / SB_LEN * SB_LEN;
         if size < 4 * SB_LEN + (1 << 20) {
-            return Err(err!(Invalid, "journal size {size} is too small (at least 1M + 16K)"));
+            return Err(err!(
+                Invalid,
+                "journal size {size} is too small (at least 1M + 16K)"
+            ));
         }
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("cannot create {}", dir.display()), e))?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| Error::io(format!("cannot create {}", dir.display()), e))?;
         }
         let file = OpenOptions::new()
             .read(true)
@@ -132,9 +147,13 @@ impl RingJournal {
             .custom_flags(libc::O_DIRECT)
             .open(path)
             .map_err(|e| Error::io(format!("cannot open journal {}", path.display()), e))?;
-        let plain = File::open(path).map_err(|e| Error::io(format!("cannot read journal {}", path.display()), e))?;
+        let plain = File::open(path)
+            .map_err(|e| Error::io(format!("cannot read journal {}", path.display()), e))?;
         let mut sbuf = vec![0u8; SB_LEN as usize];
-        let sb = plain.read_exact_at(&mut sbuf, 0).ok().and_then(|_| decode_sb(&sbuf));
+        let sb = plain
+            .read_exact_at(&mut sbuf, 0)
+            .ok()
+            .and_then(|_| decode_sb(&sbuf));
         let usable = sb.filter(|sb| {
             sb.owner == owner
                 && sb.size == size
@@ -150,7 +169,11 @@ impl RingJournal {
                 for (seq, off, bytes) in recs {
                     live.push_back((seq, off, bytes.len() as u64));
                     let already = store.journal_id == sb.id && seq <= store.jseq;
-                    if !already && record::decode_header_any(&bytes).map(|h| h.kind == RecordKind::Ops).unwrap_or(false) {
+                    if !already
+                        && record::decode_header_any(&bytes)
+                            .map(|h| h.kind == RecordKind::Ops)
+                            .unwrap_or(false)
+                    {
                         replayed.push(Replayed { seq, bytes });
                     }
                 }
@@ -158,12 +181,16 @@ impl RingJournal {
             }
             None => {
                 if sb.is_some() {
-                    tracing::warn!("journal {} is stale or foreign; starting it afresh", path.display());
+                    tracing::warn!(
+                        "journal {} is stale or foreign; starting it afresh",
+                        path.display()
+                    );
                 }
                 (random_id()?, store, SB_LEN, 1, (SB_LEN, 1), VecDeque::new())
             }
         };
-        file.set_len(size).map_err(|e| Error::io(format!("cannot size journal {}", path.display()), e))?;
+        file.set_len(size)
+            .map_err(|e| Error::io(format!("cannot size journal {}", path.display()), e))?;
         let j = RingJournal {
             file,
             path: path.to_path_buf(),
@@ -178,7 +205,10 @@ impl RingJournal {
                 persisted,
                 base,
                 buf: AlignedBuf::with_capacity(1 << 20),
-                stats: LogStats { capacity: size - SB_LEN, ..Default::default() },
+                stats: LogStats {
+                    capacity: size - SB_LEN,
+                    ..Default::default()
+                },
             }),
             space: Condvar::new(),
         };
@@ -201,7 +231,10 @@ impl RingJournal {
     }
 
     fn tail(g: &St) -> (u64, u64) {
-        g.live.front().map(|&(s, o, _)| (o, s)).unwrap_or((g.head, g.next_seq))
+        g.live
+            .front()
+            .map(|&(s, o, _)| (o, s))
+            .unwrap_or((g.head, g.next_seq))
     }
 
     /// Bytes from `head` (inclusive) up to `limit` going around the ring, where `limit` is an
@@ -228,10 +261,21 @@ impl RingJournal {
     }
 
     fn persist(&self, g: &mut St, tail: (u64, u64)) -> Result<()> {
-        let sb = Superblock { id: self.id, owner: self.owner, size: self.size, base: g.base, tail_off: tail.0, tail_seq: tail.1 };
+        let sb = Superblock {
+            id: self.id,
+            owner: self.owner,
+            size: self.size,
+            base: g.base,
+            tail_off: tail.0,
+            tail_seq: tail.1,
+        };
         g.buf.fill(&encode_sb(&sb), SB_LEN as usize);
-        self.file.write_all_at(g.buf.as_slice(), 0).map_err(|e| Error::io("writing the journal superblock", e))?;
-        self.file.sync_data().map_err(|e| Error::io("syncing the journal", e))?;
+        self.file
+            .write_all_at(g.buf.as_slice(), 0)
+            .map_err(|e| Error::io("writing the journal superblock", e))?;
+        self.file
+            .sync_data()
+            .map_err(|e| Error::io("syncing the journal", e))?;
         g.persisted = tail;
         Ok(())
     }
@@ -256,7 +300,13 @@ impl RingJournal {
 
 /// Follow consecutive records from (off, seq). Returns them with the head and next number.
 #[allow(clippy::type_complexity)]
-fn scan(f: &File, size: u64, id: u64, mut off: u64, mut seq: u64) -> Result<(Vec<(u64, u64, Vec<u8>)>, u64, u64)> {
+fn scan(
+    f: &File,
+    size: u64,
+    id: u64,
+    mut off: u64,
+    mut seq: u64,
+) -> Result<(Vec<(u64, u64, Vec<u8>)>, u64, u64)> {
     let mut out = Vec::new();
     let mut hdr = vec![0u8; SECTOR as usize * 8];
     let mut steps = 0u64;
@@ -272,7 +322,9 @@ fn scan(f: &File, size: u64, id: u64, mut off: u64, mut seq: u64) -> Result<(Vec
         if f.read_exact_at(&mut hdr[..n], off).is_err() {
             break;
         }
-        let Some(h) = record::decode_header(&hdr[..n], id, seq) else { break };
+        let Some(h) = record::decode_header(&hdr[..n], id, seq) else {
+            break;
+        };
         let total = h.total_len();
         if off + total > size {
             break;
@@ -284,7 +336,11 @@ fn scan(f: &File, size: u64, id: u64, mut off: u64, mut seq: u64) -> Result<(Vec
         let kind = h.kind;
         out.push((seq, off, rec));
         seq += 1;
-        off = if kind == RecordKind::Wrap { SB_LEN } else { off + total };
+        off = if kind == RecordKind::Wrap {
+            SB_LEN
+        } else {
+            off + total
+        };
     }
     Ok((out, off, seq))
 }
@@ -294,11 +350,21 @@ impl LogDevice for RingJournal {
         self.id
     }
 
-    fn append(&self, ops: &[Op], data: &[u8], out: &mut Vec<u8>, _place: (u64, u64)) -> Result<u64> {
+    fn append(
+        &self,
+        ops: &[Op],
+        data: &[u8],
+        out: &mut Vec<u8>,
+        _place: (u64, u64),
+    ) -> Result<u64> {
         let mut g = self.lock();
         let len = (record::header_sectors(ops.len()) as u64 + data.len() as u64 / SECTOR) * SECTOR;
         if len > (self.size - SB_LEN) / 2 {
-            return Err(err!(Invalid, "a {len}-byte journal record does not fit a {}-byte journal", self.size));
+            return Err(err!(
+                Invalid,
+                "a {len}-byte journal record does not fit a {}-byte journal",
+                self.size
+            ));
         }
         let started = Instant::now();
         let mut waited = false;
@@ -326,7 +392,11 @@ impl LogDevice for RingJournal {
                     self.full_wait
                 ));
             }
-            g = self.space.wait_timeout(g, left).unwrap_or_else(|p| p.into_inner()).0;
+            g = self
+                .space
+                .wait_timeout(g, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
         };
         if waited {
             g.stats.full_wait_ns += started.elapsed().as_nanos() as u64;
@@ -338,7 +408,9 @@ impl LogDevice for RingJournal {
             record::encode_into(&mut w, self.id, seq, RecordKind::Wrap, &[], &[]);
             let head = g.head;
             g.buf.fill(&w, w.len());
-            self.file.write_all_at(g.buf.as_slice(), head).map_err(|e| Error::io("writing the journal", e))?;
+            self.file
+                .write_all_at(g.buf.as_slice(), head)
+                .map_err(|e| Error::io("writing the journal", e))?;
             g.live.push_back((seq, head, self.size - head));
             g.next_seq += 1;
         }
@@ -349,7 +421,9 @@ impl LogDevice for RingJournal {
         let rec = &out[start..];
         g.buf.fill(rec, rec.len());
         let head = g.head;
-        self.file.write_all_at(g.buf.as_slice(), head).map_err(|e| Error::io("writing the journal", e))?;
+        self.file
+            .write_all_at(g.buf.as_slice(), head)
+            .map_err(|e| Error::io("writing the journal", e))?;
         g.live.push_back((seq, head, len));
         g.next_seq += 1;
         g.head += len;
@@ -360,7 +434,9 @@ impl LogDevice for RingJournal {
     }
 
     fn sync(&self) -> Result<()> {
-        self.file.sync_data().map_err(|e| Error::io("syncing the journal", e))
+        self.file
+            .sync_data()
+            .map_err(|e| Error::io("syncing the journal", e))
     }
 
     fn release(&self, upto: u64) {

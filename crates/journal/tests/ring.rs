@@ -11,7 +11,11 @@ use shale_journal::{InPlaceLog, LogDevice, RingJournal};
 const SIZE: u64 = (1 << 20) + 16384 + 8192;
 
 fn op(lba: u64, sectors: u32) -> Op {
-    Op { lba, len: sectors, kind: EntryKind::Data }
+    Op {
+        lba,
+        len: sectors,
+        kind: EntryKind::Data,
+    }
 }
 
 fn data(seed: u8, sectors: u32) -> Vec<u8> {
@@ -32,24 +36,49 @@ fn replay_after_wraps_returns_exactly_the_unreleased_records() {
     // ~60 KiB records; release all but the last 5 as we go: several passes over the ring.
     let mut seqs = Vec::new();
     for i in 0..100u32 {
-        let s = j.append(&[op(i as u64 * 8, 120)], &data(i as u8, 120), &mut out, (0, 0)).unwrap();
+        let s = j
+            .append(
+                &[op(i as u64 * 8, 120)],
+                &data(i as u8, 120),
+                &mut out,
+                (0, 0),
+            )
+            .unwrap();
         seqs.push((s, i));
         if seqs.len() > 5 {
             j.release(seqs[seqs.len() - 6].0);
         }
     }
-    assert!(seqs.last().unwrap().0 > 100, "wrap markers consume numbers too");
+    assert!(
+        seqs.last().unwrap().0 > 100,
+        "wrap markers consume numbers too"
+    );
     let released = seqs[seqs.len() - 6].0;
     drop(j);
-    let (j, rep) = open(&path, JournalMark { journal_id: 0, jseq: 0 });
+    let (j, rep) = open(
+        &path,
+        JournalMark {
+            journal_id: 0,
+            jseq: 0,
+        },
+    );
     // Base mark matches (fresh journal started at the default mark): everything live replays.
-    let got: Vec<u8> = rep.iter().map(|r| r.bytes[record::header_sectors(1) as usize * 512]).collect();
+    let got: Vec<u8> = rep
+        .iter()
+        .map(|r| r.bytes[record::header_sectors(1) as usize * 512])
+        .collect();
     assert!(rep.len() >= 5, "got {}", rep.len());
     assert_eq!(&got[got.len() - 5..], &[95, 96, 97, 98, 99]);
     // With the store at `released` of this journal, only later records come back.
     let id = j.id();
     drop(j);
-    let (_j, rep) = open(&path, JournalMark { journal_id: id, jseq: released });
+    let (_j, rep) = open(
+        &path,
+        JournalMark {
+            journal_id: id,
+            jseq: released,
+        },
+    );
     let got: Vec<u8> = rep.iter().map(|r| r.bytes[512]).collect();
     assert_eq!(got, vec![95, 96, 97, 98, 99]);
 }
@@ -61,19 +90,25 @@ fn torn_and_damaged_records_end_the_log() {
     let (j, _) = open(&path, JournalMark::default());
     let mut out = Vec::new();
     for i in 0..6u32 {
-        j.append(&[op(i as u64, 8)], &data(10 + i as u8, 8), &mut out, (0, 0)).unwrap();
+        j.append(&[op(i as u64, 8)], &data(10 + i as u8, 8), &mut out, (0, 0))
+            .unwrap();
     }
     drop(j);
     // Record layout: 4096 superblock, then 6 records of 512 + 4096 bytes.
     let rec = 512 + 4096;
     let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
     // Tear the last record (half its data is old), damage the fourth.
-    f.write_all_at(&[0u8; 2048], 4096 + 5 * rec + 512 + 2048).unwrap();
+    f.write_all_at(&[0u8; 2048], 4096 + 5 * rec + 512 + 2048)
+        .unwrap();
     f.write_all_at(&[0xffu8; 1], 4096 + 3 * rec + 700).unwrap();
     drop(f);
     let (_j, rep) = open(&path, JournalMark::default());
     let got: Vec<u8> = rep.iter().map(|r| r.bytes[512]).collect();
-    assert_eq!(got, vec![10, 11, 12], "replay must stop at the damaged record");
+    assert_eq!(
+        got,
+        vec![10, 11, 12],
+        "replay must stop at the damaged record"
+    );
 }
 
 #[test]
@@ -84,15 +119,25 @@ fn stale_records_of_an_earlier_pass_are_not_replayed() {
     let mut out = Vec::new();
     let mut last = 0;
     for i in 0..40u32 {
-        last = j.append(&[op(i as u64, 120)], &data(i as u8, 120), &mut out, (0, 0)).unwrap();
+        last = j
+            .append(&[op(i as u64, 120)], &data(i as u8, 120), &mut out, (0, 0))
+            .unwrap();
         j.release(last); // everything stored at once
     }
     let id = j.id();
     // One new record after many released ones: the ring around it is full of valid-looking
     // stale records of the same journal.
-    let s = j.append(&[op(1, 8)], &data(200, 8), &mut out, (0, 0)).unwrap();
+    let s = j
+        .append(&[op(1, 8)], &data(200, 8), &mut out, (0, 0))
+        .unwrap();
     drop(j);
-    let (_j, rep) = open(&path, JournalMark { journal_id: id, jseq: last });
+    let (_j, rep) = open(
+        &path,
+        JournalMark {
+            journal_id: id,
+            jseq: last,
+        },
+    );
     assert_eq!(rep.len(), 1);
     assert_eq!(rep[0].seq, s);
     assert_eq!(rep[0].bytes[512], 200);
@@ -104,14 +149,27 @@ fn a_journal_the_store_moved_past_is_discarded() {
     let path = dir.path().join("j");
     let (j, _) = open(&path, JournalMark::default());
     let mut out = Vec::new();
-    j.append(&[op(0, 8)], &data(1, 8), &mut out, (0, 0)).unwrap();
+    j.append(&[op(0, 8)], &data(1, 8), &mut out, (0, 0))
+        .unwrap();
     drop(j);
     // Another journal (another host) has written since: this one is stale.
-    let (_j, rep) = open(&path, JournalMark { journal_id: 12345, jseq: 9 });
+    let (_j, rep) = open(
+        &path,
+        JournalMark {
+            journal_id: 12345,
+            jseq: 9,
+        },
+    );
     assert!(rep.is_empty());
     // And a lost journal file is simply a fresh one.
     std::fs::remove_file(&path).unwrap();
-    let (_j, rep) = open(&path, JournalMark { journal_id: 12345, jseq: 9 });
+    let (_j, rep) = open(
+        &path,
+        JournalMark {
+            journal_id: 12345,
+            jseq: 9,
+        },
+    );
     assert!(rep.is_empty());
 }
 
@@ -131,24 +189,36 @@ fn a_full_journal_waits_a_bounded_time_then_fails_and_recovers_when_released() {
         assert!(t.elapsed() < Duration::from_secs(10), "never filled");
     };
     assert_eq!(err.kind(), shale_error::ErrorKind::Unavailable, "{err}");
-    assert!(t.elapsed() < Duration::from_secs(5), "the wait must be bounded");
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "the wait must be bounded"
+    );
     let st = j.stats();
     assert!(st.full_waits >= 1 && st.used > 0, "{st:?}");
     // Releasing space (the store took the data) lets writers continue.
     j.release(*seqs.last().unwrap());
-    j.append(&[op(0, 1000)], &data(4, 1000), &mut out, (0, 0)).unwrap();
+    j.append(&[op(0, 1000)], &data(4, 1000), &mut out, (0, 0))
+        .unwrap();
 }
 
 #[test]
 fn in_place_staging_scan_and_publish() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_path_buf();
-    let log = InPlaceLog::new(99, 1, 65536, move |seg| Ok(d.join(format!("open/{seg:016x}"))));
+    let log = InPlaceLog::new(99, 1, 65536, move |seg| {
+        Ok(d.join(format!("open/{seg:016x}")))
+    });
     let mut seg_data = Vec::new();
     for i in 0..3u32 {
         let at = seg_data.len() as u64;
         let mut out = Vec::new();
-        log.append(&[op(i as u64 * 8, 8)], &data(i as u8 + 1, 8), &mut out, (5, at)).unwrap();
+        log.append(
+            &[op(i as u64 * 8, 8)],
+            &data(i as u8 + 1, 8),
+            &mut out,
+            (5, at),
+        )
+        .unwrap();
         seg_data.extend_from_slice(&out);
     }
     log.sync().unwrap();
@@ -156,7 +226,12 @@ fn in_place_staging_scan_and_publish() {
     let recs = InPlaceLog::scan(&staging, 65536, Some((99, 1))).unwrap();
     assert_eq!(recs.len(), 3);
     assert_eq!(recs[2].off, 2 * (512 + 4096));
-    assert!(InPlaceLog::scan(&staging, 65536, Some((99, 2))).unwrap().is_empty(), "wrong first record");
+    assert!(
+        InPlaceLog::scan(&staging, 65536, Some((99, 2)))
+            .unwrap()
+            .is_empty(),
+        "wrong first record"
+    );
     let header = vec![0xAB; 65536];
     let dest = dir.path().join("seg/0000000000000005");
     InPlaceLog::publish(&staging, &header, seg_data.len() as u64, &dest).unwrap();
@@ -166,4 +241,3 @@ fn in_place_staging_scan_and_publish() {
     assert_eq!(bytes.len() % 4096, 0);
     assert!(!staging.exists());
 }
-

@@ -75,7 +75,12 @@ fn create(io: rados_ioctx_t, name: *const c_char, size: u64, order: c_int) -> Re
 ///
 /// # Safety
 /// `order` is NULL or read/writable.
-unsafe fn create_order(io: rados_ioctx_t, name: *const c_char, size: u64, order: *mut c_int) -> c_int {
+unsafe fn create_order(
+    io: rados_ioctx_t,
+    name: *const c_char,
+    size: u64,
+    order: *mut c_int,
+) -> c_int {
     if order.is_null() {
         return -libc::EINVAL;
     }
@@ -183,7 +188,11 @@ pub unsafe extern "C" fn shale_rbd_create4(
 /// # Safety
 /// C caller contract of librbd.h.
 #[no_mangle]
-pub unsafe extern "C" fn shale_rbd_list(io: rados_ioctx_t, names: *mut c_char, size: *mut usize) -> c_int {
+pub unsafe extern "C" fn shale_rbd_list(
+    io: rados_ioctx_t,
+    names: *mut c_char,
+    size: *mut usize,
+) -> c_int {
     ffi("rbd_list", -libc::EFAULT, || {
         let r = (|| {
             let io = lookup_ioctx(io)?;
@@ -302,7 +311,12 @@ pub unsafe extern "C" fn shale_rbd_image_spec_list_cleanup(
     })
 }
 
-fn remove(io: rados_ioctx_t, name: *const c_char, cb: librbd_progress_fn_t, data: *mut c_void) -> c_int {
+fn remove(
+    io: rados_ioctx_t,
+    name: *const c_char,
+    cb: librbd_progress_fn_t,
+    data: *mut c_void,
+) -> c_int {
     status((|| {
         let io = ioctx(io)?;
         // SAFETY: `name` is NULL or a C string (caller contract).
@@ -432,7 +446,12 @@ fn copy_data(src: &shale_image::Image, dst: &shale_image::Image) -> Result<(), c
     dst.flush().map_err(fail)
 }
 
-fn copy_to_new(image: rbd_image_t, dest_io: rados_ioctx_t, destname: *const c_char, order: Option<u64>) -> c_int {
+fn copy_to_new(
+    image: rbd_image_t,
+    dest_io: rados_ioctx_t,
+    destname: *const c_char,
+    order: Option<u64>,
+) -> c_int {
     status((|| {
         let img = lookup_image(image)?;
         let dio = ioctx(dest_io)?;
@@ -461,7 +480,11 @@ fn copy_to_new(image: rbd_image_t, dest_io: rados_ioctx_t, destname: *const c_ch
 /// # Safety
 /// C caller contract of librbd.h.
 #[no_mangle]
-pub unsafe extern "C" fn shale_rbd_copy(image: rbd_image_t, dest_io_ctx: rados_ioctx_t, destname: *const c_char) -> c_int {
+pub unsafe extern "C" fn shale_rbd_copy(
+    image: rbd_image_t,
+    dest_io_ctx: rados_ioctx_t,
+    destname: *const c_char,
+) -> c_int {
     ffi("rbd_copy", -libc::EFAULT, || {
         copy_to_new(image, dest_io_ctx, destname, None)
     })
@@ -483,7 +506,12 @@ pub unsafe extern "C" fn shale_rbd_copy2(src: rbd_image_t, dest: rbd_image_t) ->
 }
 
 /// Copy with options: the ORDER option, else the source's order.
-fn copy_opts(src: rbd_image_t, dest_io: rados_ioctx_t, destname: *const c_char, opts: rbd_image_options_t) -> c_int {
+fn copy_opts(
+    src: rbd_image_t,
+    dest_io: rados_ioctx_t,
+    destname: *const c_char,
+    opts: rbd_image_options_t,
+) -> c_int {
     let order = match lookup_opts(opts) {
         Ok(o) => o.and_then(|o| o.get_u64(OPT_ORDER)).filter(|&o| o != 0),
         Err(e) => return e,

@@ -127,11 +127,15 @@ fn submit(image: rbd_image_t, c: rbd_completion_t, make: impl FnOnce(&RbdImage) 
         img.shared.end(seq);
         finish(comp, rval, &img);
     });
-    match globals().workers().map(|w| w.submit(job)) {
-        Some(Ok(())) => {}
-        // No worker could be started: run it here rather than never.
-        Some(Err(job)) | None => job(),
-    }
+    let job = match globals().workers() {
+        Some(w) => match w.submit(job) {
+            Ok(()) => return 0,
+            Err(job) => job,
+        },
+        None => job,
+    };
+    // No worker could be started: run it here rather than never.
+    job();
     0
 }
 

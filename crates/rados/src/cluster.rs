@@ -229,7 +229,11 @@ pub unsafe extern "C" fn rados_connect(cluster: rados_t) -> c_int {
 /// # Safety
 /// C caller contract of librados.h: `buf` is writable for `len` bytes.
 #[no_mangle]
-pub unsafe extern "C" fn rados_cluster_fsid(cluster: rados_t, buf: *mut c_char, len: usize) -> c_int {
+pub unsafe extern "C" fn rados_cluster_fsid(
+    cluster: rados_t,
+    buf: *mut c_char,
+    len: usize,
+) -> c_int {
     ffi("rados_cluster_fsid", -libc::EFAULT, || {
         let fsid = match connected(cluster) {
             Ok(s) => s.fsid(),

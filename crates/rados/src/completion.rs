@@ -97,7 +97,9 @@ pub unsafe extern "C" fn shale_rbd_aio_create_completion(
 /// Any value is accepted; unknown handles are ignored.
 #[no_mangle]
 pub unsafe extern "C" fn shale_rbd_aio_release(c: rbd_completion_t) {
-    ffi("rbd_aio_release", (), || drop(globals().completions.remove(c)))
+    ffi("rbd_aio_release", (), || {
+        drop(globals().completions.remove(c))
+    })
 }
 
 /// `ssize_t rbd_aio_get_return_value(rbd_completion_t c)`: `-EINVAL` for an unknown handle.
@@ -107,8 +109,7 @@ pub unsafe extern "C" fn shale_rbd_aio_release(c: rbd_completion_t) {
 #[no_mangle]
 pub unsafe extern "C" fn shale_rbd_aio_get_return_value(c: rbd_completion_t) -> isize {
     ffi("rbd_aio_get_return_value", -(libc::EINVAL as isize), || {
-        get(c)
-            .map_or(-(libc::EINVAL as isize), |c| c.state().rval)
+        get(c).map_or(-(libc::EINVAL as isize), |c| c.state().rval)
     })
 }
 
@@ -119,8 +120,7 @@ pub unsafe extern "C" fn shale_rbd_aio_get_return_value(c: rbd_completion_t) -> 
 #[no_mangle]
 pub unsafe extern "C" fn shale_rbd_aio_get_arg(c: rbd_completion_t) -> *mut c_void {
     ffi("rbd_aio_get_arg", std::ptr::null_mut(), || {
-        get(c)
-            .map_or(std::ptr::null_mut(), |c| c.arg as *mut c_void)
+        get(c).map_or(std::ptr::null_mut(), |c| c.arg as *mut c_void)
     })
 }
 
@@ -131,8 +131,7 @@ pub unsafe extern "C" fn shale_rbd_aio_get_arg(c: rbd_completion_t) -> *mut c_vo
 #[no_mangle]
 pub unsafe extern "C" fn shale_rbd_aio_is_complete(c: rbd_completion_t) -> c_int {
     ffi("rbd_aio_is_complete", -libc::EINVAL, || {
-        get(c)
-            .map_or(-libc::EINVAL, |c| c_int::from(c.state().completed))
+        get(c).map_or(-libc::EINVAL, |c| c_int::from(c.state().completed))
     })
 }
 

@@ -14,8 +14,3 @@ pub(crate) fn of(e: &Error) -> c_int {
     crate::guard::log_error(e);
     -e.kind().errno()
 }
-
-/// `-errno` as `isize` (for `ssize_t` returns and completion values).
-pub(crate) fn of_isize(e: &Error) -> isize {
-    of(e) as isize
-}

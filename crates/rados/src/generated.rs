@@ -13,7 +13,7 @@
 
 use crate::types::*;
 use core::ffi::{c_char, c_int, c_uint, c_void};
-// ---- prototype checks of the 112 hand-written entry points ----
+// ---- prototype checks of the 121 hand-written entry points ----
 const _: unsafe extern "C" fn(rados_ioctx_t, *const c_char, c_int) -> c_int = crate::pools::rados_application_enable;
 const _: unsafe extern "C" fn(*mut c_char) = crate::mon::rados_buffer_free;
 const _: unsafe extern "C" fn(rados_t, *mut c_char, usize) -> c_int = crate::cluster::rados_cluster_fsid;
@@ -45,8 +45,6 @@ const _: unsafe extern "C" fn(rados_t, i64, *mut c_char, usize) -> c_int = crate
 const _: unsafe extern "C" fn(rados_t) = crate::cluster::rados_shutdown;
 const _: unsafe extern "C" fn(*mut c_int, *mut c_int, *mut c_int) = crate::version::rados_version;
 const _: unsafe extern "C" fn(rados_t) -> c_int = crate::cluster::rados_wait_for_latest_osdmap;
-const _: unsafe extern "C" fn(rados_ioctx_t, *mut rados_pool_stat_t) -> c_int = crate::pools::shale_rados_ioctx_pool_stat_base;
-const _: unsafe extern "C" fn(rados_ioctx_t, *mut rados_pool_stat_t) -> c_int = crate::pools::shale_rados_ioctx_pool_stat_v14_2_0;
 const _: unsafe extern "C" fn(*mut c_void, rbd_callback_t, *mut rbd_completion_t) -> c_int = crate::completion::shale_rbd_aio_create_completion;
 const _: unsafe extern "C" fn(rbd_image_t, u64, u64, rbd_completion_t) -> c_int = crate::aio::shale_rbd_aio_discard;
 const _: unsafe extern "C" fn(rbd_image_t, rbd_completion_t) -> c_int = crate::aio::shale_rbd_aio_flush;
@@ -80,12 +78,19 @@ const _: unsafe extern "C" fn(rbd_image_t, *mut timespec) -> c_int = crate::imag
 const _: unsafe extern "C" fn(rbd_image_t, *mut c_char, usize) -> c_int = crate::image::shale_rbd_get_block_name_prefix;
 const _: unsafe extern "C" fn(rbd_image_t, *mut timespec) -> c_int = crate::image::shale_rbd_get_create_timestamp;
 const _: unsafe extern "C" fn(rbd_image_t) -> i64 = crate::image::shale_rbd_get_data_pool_id;
+const _: unsafe extern "C" fn(rbd_image_t, *mut u64) -> c_int = crate::image::shale_rbd_get_features;
+const _: unsafe extern "C" fn(rbd_image_t, *mut u64) -> c_int = crate::image::shale_rbd_get_flags;
 const _: unsafe extern "C" fn(rbd_image_t, *mut c_char, usize) -> c_int = crate::image::shale_rbd_get_id;
 const _: unsafe extern "C" fn(rbd_image_t, *mut timespec) -> c_int = crate::image::shale_rbd_get_modify_timestamp;
 const _: unsafe extern "C" fn(rbd_image_t, *mut c_char, *mut usize) -> c_int = crate::image::shale_rbd_get_name;
 const _: unsafe extern "C" fn(rbd_image_t, *mut u8) -> c_int = crate::image::shale_rbd_get_old_format;
+const _: unsafe extern "C" fn(rbd_image_t, *mut u64) -> c_int = crate::image::shale_rbd_get_op_features;
+const _: unsafe extern "C" fn(rbd_image_t, *mut u64) -> c_int = crate::image::shale_rbd_get_overlap;
 const _: unsafe extern "C" fn(rbd_image_t, *mut rbd_linked_image_spec_t, *mut rbd_snap_spec_t) -> c_int = crate::image::shale_rbd_get_parent;
 const _: unsafe extern "C" fn(rbd_image_t, *mut c_char, usize, *mut c_char, usize, *mut c_char, usize) -> c_int = crate::image::shale_rbd_get_parent_info;
+const _: unsafe extern "C" fn(rbd_image_t, *mut u64) -> c_int = crate::image::shale_rbd_get_size;
+const _: unsafe extern "C" fn(rbd_image_t, *mut u64) -> c_int = crate::image::shale_rbd_get_stripe_count;
+const _: unsafe extern "C" fn(rbd_image_t, *mut u64) -> c_int = crate::image::shale_rbd_get_stripe_unit;
 const _: unsafe extern "C" fn(rbd_image_options_t) = crate::options::shale_rbd_image_options_clear;
 const _: unsafe extern "C" fn(*mut rbd_image_options_t) = crate::options::shale_rbd_image_options_create;
 const _: unsafe extern "C" fn(rbd_image_options_t) = crate::options::shale_rbd_image_options_destroy;
@@ -107,6 +112,10 @@ const _: unsafe extern "C" fn(rbd_image_t, *const c_char, u64, *mut c_char, *mut
 const _: unsafe extern "C" fn(rbd_image_t, *const c_char) -> c_int = crate::metadata::shale_rbd_metadata_remove;
 const _: unsafe extern "C" fn(rbd_image_t, *const c_char, *const c_char) -> c_int = crate::metadata::shale_rbd_metadata_set;
 const _: unsafe extern "C" fn(rados_ioctx_t, *const c_char, *mut bool) -> c_int = crate::admin::shale_rbd_namespace_exists;
+const _: unsafe extern "C" fn(rados_ioctx_t, *const c_char, *mut rbd_image_t, *const c_char) -> c_int = crate::image::shale_rbd_open;
+const _: unsafe extern "C" fn(rados_ioctx_t, *const c_char, *mut rbd_image_t, *const c_char) -> c_int = crate::image::shale_rbd_open_by_id;
+const _: unsafe extern "C" fn(rados_ioctx_t, *const c_char, *mut rbd_image_t, *const c_char) -> c_int = crate::image::shale_rbd_open_by_id_read_only;
+const _: unsafe extern "C" fn(rados_ioctx_t, *const c_char, *mut rbd_image_t, *const c_char) -> c_int = crate::image::shale_rbd_open_read_only;
 const _: unsafe extern "C" fn(rbd_image_t, *mut rbd_completion_t, c_int) -> c_int = crate::aio::shale_rbd_poll_io_events;
 const _: unsafe extern "C" fn(rbd_image_t, u64, usize, *mut c_char) -> isize = crate::io::shale_rbd_read;
 const _: unsafe extern "C" fn(rbd_image_t, u64, usize, *mut c_char, c_int) -> isize = crate::io::shale_rbd_read2;
@@ -139,7 +148,22 @@ core::arch::global_asm!(
     ".symver shale_rados_tmap_update_base, rados_tmap_update@",
 );
 
-// ---- 414 stubs ----
+// ---- forwarders of the hand-written versioned entry points ----
+
+#[no_mangle]
+pub unsafe extern "C" fn shale_rados_ioctx_pool_stat_base(io: rados_ioctx_t, stats: *mut rados_pool_stat_t) -> c_int {
+    // SAFETY: same prototype, arguments passed on unchanged.
+    unsafe { crate::pools::impl_shale_rados_ioctx_pool_stat_base(io, stats) }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn shale_rados_ioctx_pool_stat_v14_2_0(io: rados_ioctx_t, stats: *mut rados_pool_stat_t) -> c_int {
+    // SAFETY: same prototype, arguments passed on unchanged.
+    unsafe { crate::pools::impl_shale_rados_ioctx_pool_stat_v14_2_0(io, stats) }
+}
+
+
+// ---- 403 stubs ----
 
 #[no_mangle]
 pub unsafe extern "C" fn rados_aio_append(_io: rados_ioctx_t, _oid: *const c_char, _completion: rados_completion_t, _buf: *const c_char, _len: usize) -> c_int {
@@ -1377,16 +1401,6 @@ pub unsafe extern "C" fn shale_rbd_flatten_with_progress(_image: rbd_image_t, _c
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn shale_rbd_get_features(_image: rbd_image_t, _features: *mut u64) -> c_int {
-    crate::guard::not_implemented("rbd_get_features")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_get_flags(_image: rbd_image_t, _flags: *mut u64) -> c_int {
-    crate::guard::not_implemented("rbd_get_flags")
-}
-
-#[no_mangle]
 pub unsafe extern "C" fn shale_rbd_get_group(_image: rbd_image_t, _group_info: *mut rbd_group_info_t, _group_info_size: usize) -> c_int {
     crate::guard::not_implemented("rbd_get_group")
 }
@@ -1397,33 +1411,8 @@ pub unsafe extern "C" fn shale_rbd_get_migration_source_spec(_image: rbd_image_t
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn shale_rbd_get_op_features(_image: rbd_image_t, _op_features: *mut u64) -> c_int {
-    crate::guard::not_implemented("rbd_get_op_features")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_get_overlap(_image: rbd_image_t, _overlap: *mut u64) -> c_int {
-    crate::guard::not_implemented("rbd_get_overlap")
-}
-
-#[no_mangle]
 pub unsafe extern "C" fn shale_rbd_get_parent_info2(_image: rbd_image_t, _parent_poolname: *mut c_char, _ppoolnamelen: usize, _parent_name: *mut c_char, _pnamelen: usize, _parent_id: *mut c_char, _pidlen: usize, _parent_snapname: *mut c_char, _psnapnamelen: usize) -> c_int {
     crate::guard::not_implemented("rbd_get_parent_info2")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_get_size(_image: rbd_image_t, _size: *mut u64) -> c_int {
-    crate::guard::not_implemented("rbd_get_size")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_get_stripe_count(_image: rbd_image_t, _stripe_count: *mut u64) -> c_int {
-    crate::guard::not_implemented("rbd_get_stripe_count")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_get_stripe_unit(_image: rbd_image_t, _stripe_unit: *mut u64) -> c_int {
-    crate::guard::not_implemented("rbd_get_stripe_unit")
 }
 
 #[no_mangle]
@@ -1899,26 +1888,6 @@ pub unsafe extern "C" fn shale_rbd_namespace_list(_io: rados_ioctx_t, _namespace
 #[no_mangle]
 pub unsafe extern "C" fn shale_rbd_namespace_remove(_io: rados_ioctx_t, _namespace_name: *const c_char) -> c_int {
     crate::guard::not_implemented("rbd_namespace_remove")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_open(_io: rados_ioctx_t, _name: *const c_char, _image: *mut rbd_image_t, _snap_name: *const c_char) -> c_int {
-    crate::guard::not_implemented("rbd_open")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_open_by_id(_io: rados_ioctx_t, _id: *const c_char, _image: *mut rbd_image_t, _snap_name: *const c_char) -> c_int {
-    crate::guard::not_implemented("rbd_open_by_id")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_open_by_id_read_only(_io: rados_ioctx_t, _id: *const c_char, _image: *mut rbd_image_t, _snap_name: *const c_char) -> c_int {
-    crate::guard::not_implemented("rbd_open_by_id_read_only")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_open_read_only(_io: rados_ioctx_t, _name: *const c_char, _image: *mut rbd_image_t, _snap_name: *const c_char) -> c_int {
-    crate::guard::not_implemented("rbd_open_read_only")
 }
 
 #[no_mangle]

@@ -11,7 +11,7 @@ use crate::cstr;
 use crate::errno;
 use crate::guard::ffi;
 use crate::pools::lookup_ioctx;
-use crate::state::{globals, SharedImage, Store};
+use crate::state::{globals, SharedImage};
 use crate::types::{
     librbd_progress_fn_t, rados_ioctx_t, rbd_image_info_t, rbd_image_t, rbd_image_watcher_t,
     rbd_linked_image_spec_t, rbd_snap_info_t, rbd_snap_spec_t, timespec,
@@ -23,7 +23,6 @@ use std::sync::Arc;
 /// One `rbd_image_t`.
 pub(crate) struct RbdImage {
     pub(crate) shared: Arc<SharedImage>,
-    pub(crate) store: Arc<Store>,
     pub(crate) pool_id: i64,
     pub(crate) read_only: bool,
     pub(crate) events: Events,
@@ -115,7 +114,6 @@ unsafe fn open(
             .map_err(|e| open_errno(&e))?;
         let h = g.images.insert(Arc::new(RbdImage {
             shared,
-            store: io.store.clone(),
             pool_id: io.pool_id,
             read_only,
             events: Events::default(),
@@ -127,35 +125,73 @@ unsafe fn open(
     })())
 }
 
-macro_rules! open_fn {
-    ($name:ident, $c:literal, $by_id:expr, $ro:expr) => {
-        #[doc = concat!("`int ", $c, "(rados_ioctx_t io, const char *name_or_id, rbd_image_t *image, const char *snap_name)`.")]
-        ///
-        /// # Safety
-        /// C caller contract of librbd.h.
-        #[no_mangle]
-        pub unsafe extern "C" fn $name(
-            io: rados_ioctx_t,
-            name: *const c_char,
-            image: *mut rbd_image_t,
-            snap_name: *const c_char,
-        ) -> c_int {
-            // SAFETY: forwarded caller contract.
-            ffi($c, -libc::EFAULT, || unsafe {
-                open(io, name, $by_id, image, snap_name, $ro)
-            })
-        }
-    };
+/// `int rbd_open(rados_ioctx_t io, const char *name, rbd_image_t *image, const char *snap_name)`.
+///
+/// # Safety
+/// C caller contract of librbd.h.
+#[no_mangle]
+pub unsafe extern "C" fn shale_rbd_open(
+    io: rados_ioctx_t,
+    name: *const c_char,
+    image: *mut rbd_image_t,
+    snap_name: *const c_char,
+) -> c_int {
+    // SAFETY: forwarded caller contract.
+    ffi("rbd_open", -libc::EFAULT, || unsafe {
+        open(io, name, false, image, snap_name, false)
+    })
 }
-open_fn!(shale_rbd_open, "rbd_open", false, false);
-open_fn!(shale_rbd_open_read_only, "rbd_open_read_only", false, true);
-open_fn!(shale_rbd_open_by_id, "rbd_open_by_id", true, false);
-open_fn!(
-    shale_rbd_open_by_id_read_only,
-    "rbd_open_by_id_read_only",
-    true,
-    true
-);
+
+/// `int rbd_open_read_only(rados_ioctx_t io, const char *name, rbd_image_t *image, const char *snap_name)`.
+///
+/// # Safety
+/// C caller contract of librbd.h.
+#[no_mangle]
+pub unsafe extern "C" fn shale_rbd_open_read_only(
+    io: rados_ioctx_t,
+    name: *const c_char,
+    image: *mut rbd_image_t,
+    snap_name: *const c_char,
+) -> c_int {
+    // SAFETY: forwarded caller contract.
+    ffi("rbd_open_read_only", -libc::EFAULT, || unsafe {
+        open(io, name, false, image, snap_name, true)
+    })
+}
+
+/// `int rbd_open_by_id(rados_ioctx_t io, const char *id, rbd_image_t *image, const char *snap_name)`.
+///
+/// # Safety
+/// C caller contract of librbd.h.
+#[no_mangle]
+pub unsafe extern "C" fn shale_rbd_open_by_id(
+    io: rados_ioctx_t,
+    id: *const c_char,
+    image: *mut rbd_image_t,
+    snap_name: *const c_char,
+) -> c_int {
+    // SAFETY: forwarded caller contract.
+    ffi("rbd_open_by_id", -libc::EFAULT, || unsafe {
+        open(io, id, true, image, snap_name, false)
+    })
+}
+
+/// `int rbd_open_by_id_read_only(rados_ioctx_t io, const char *id, rbd_image_t *image, const char *snap_name)`.
+///
+/// # Safety
+/// C caller contract of librbd.h.
+#[no_mangle]
+pub unsafe extern "C" fn shale_rbd_open_by_id_read_only(
+    io: rados_ioctx_t,
+    id: *const c_char,
+    image: *mut rbd_image_t,
+    snap_name: *const c_char,
+) -> c_int {
+    // SAFETY: forwarded caller contract.
+    ffi("rbd_open_by_id_read_only", -libc::EFAULT, || unsafe {
+        open(io, id, true, image, snap_name, true)
+    })
+}
 
 /// `int rbd_close(rbd_image_t image)`: waits for the handle's I/O; the last handle of an image
 /// flushes and closes it (its error is returned).
@@ -230,36 +266,91 @@ pub unsafe extern "C" fn shale_rbd_stat(
     })
 }
 
-macro_rules! getter_u64 {
-    ($name:ident, $c:literal, |$img:ident| $val:expr) => {
-        #[doc = concat!("`int ", $c, "(rbd_image_t image, uint64_t *out)`.")]
-        ///
-        /// # Safety
-        /// C caller contract of librbd.h.
-        #[no_mangle]
-        pub unsafe extern "C" fn $name(image: rbd_image_t, out: *mut u64) -> c_int {
-            ffi($c, -libc::EFAULT, || {
-                with_image(image, |$img| {
-                    let v: u64 = $val;
-                    // SAFETY: NULL-checked by `put`; writable by the caller's contract.
-                    unsafe { put(out, v) }
-                })
-            })
-        }
-    };
+/// Write a `uint64_t` getter's value.
+fn get_u64(image: rbd_image_t, out: *mut u64, f: impl FnOnce(&RbdImage) -> u64) -> c_int {
+    with_image(image, |img| {
+        let v = f(img);
+        // SAFETY: NULL-checked by `put`; writable by the caller's contract.
+        unsafe { put(out, v) }
+    })
 }
-getter_u64!(shale_rbd_get_size, "rbd_get_size", |img| img.image().size());
-getter_u64!(shale_rbd_get_features, "rbd_get_features", |img| img
-    .image()
-    .features());
-getter_u64!(shale_rbd_get_flags, "rbd_get_flags", |_img| 0);
-getter_u64!(shale_rbd_get_op_features, "rbd_get_op_features", |_img| 0);
-getter_u64!(shale_rbd_get_stripe_unit, "rbd_get_stripe_unit", |img| img
-    .image()
-    .info()
-    .object_size);
-getter_u64!(shale_rbd_get_stripe_count, "rbd_get_stripe_count", |_img| 1);
-getter_u64!(shale_rbd_get_overlap, "rbd_get_overlap", |_img| 0);
+
+/// `int rbd_get_size(rbd_image_t image, uint64_t *out)`.
+///
+/// # Safety
+/// C caller contract of librbd.h.
+#[no_mangle]
+pub unsafe extern "C" fn shale_rbd_get_size(image: rbd_image_t, out: *mut u64) -> c_int {
+    ffi("rbd_get_size", -libc::EFAULT, || {
+        get_u64(image, out, |img| img.image().size())
+    })
+}
+
+/// `int rbd_get_features(rbd_image_t image, uint64_t *out)`.
+///
+/// # Safety
+/// C caller contract of librbd.h.
+#[no_mangle]
+pub unsafe extern "C" fn shale_rbd_get_features(image: rbd_image_t, out: *mut u64) -> c_int {
+    ffi("rbd_get_features", -libc::EFAULT, || {
+        get_u64(image, out, |img| img.image().features())
+    })
+}
+
+/// `int rbd_get_flags(rbd_image_t image, uint64_t *out)`.
+///
+/// # Safety
+/// C caller contract of librbd.h.
+#[no_mangle]
+pub unsafe extern "C" fn shale_rbd_get_flags(image: rbd_image_t, out: *mut u64) -> c_int {
+    ffi("rbd_get_flags", -libc::EFAULT, || {
+        get_u64(image, out, |_img| 0)
+    })
+}
+
+/// `int rbd_get_op_features(rbd_image_t image, uint64_t *out)`.
+///
+/// # Safety
+/// C caller contract of librbd.h.
+#[no_mangle]
+pub unsafe extern "C" fn shale_rbd_get_op_features(image: rbd_image_t, out: *mut u64) -> c_int {
+    ffi("rbd_get_op_features", -libc::EFAULT, || {
+        get_u64(image, out, |_img| 0)
+    })
+}
+
+/// `int rbd_get_stripe_unit(rbd_image_t image, uint64_t *out)`.
+///
+/// # Safety
+/// C caller contract of librbd.h.
+#[no_mangle]
+pub unsafe extern "C" fn shale_rbd_get_stripe_unit(image: rbd_image_t, out: *mut u64) -> c_int {
+    ffi("rbd_get_stripe_unit", -libc::EFAULT, || {
+        get_u64(image, out, |img| img.image().info().object_size)
+    })
+}
+
+/// `int rbd_get_stripe_count(rbd_image_t image, uint64_t *out)`.
+///
+/// # Safety
+/// C caller contract of librbd.h.
+#[no_mangle]
+pub unsafe extern "C" fn shale_rbd_get_stripe_count(image: rbd_image_t, out: *mut u64) -> c_int {
+    ffi("rbd_get_stripe_count", -libc::EFAULT, || {
+        get_u64(image, out, |_img| 1)
+    })
+}
+
+/// `int rbd_get_overlap(rbd_image_t image, uint64_t *out)`.
+///
+/// # Safety
+/// C caller contract of librbd.h.
+#[no_mangle]
+pub unsafe extern "C" fn shale_rbd_get_overlap(image: rbd_image_t, out: *mut u64) -> c_int {
+    ffi("rbd_get_overlap", -libc::EFAULT, || {
+        get_u64(image, out, |_img| 0)
+    })
+}
 
 /// `int rbd_get_old_format(rbd_image_t image, uint8_t *old)`: always format 2.
 ///
@@ -400,7 +491,11 @@ unsafe fn copy_str_len(
 /// # Safety
 /// C caller contract of librbd.h.
 #[no_mangle]
-pub unsafe extern "C" fn shale_rbd_get_id(image: rbd_image_t, id: *mut c_char, id_len: usize) -> c_int {
+pub unsafe extern "C" fn shale_rbd_get_id(
+    image: rbd_image_t,
+    id: *mut c_char,
+    id_len: usize,
+) -> c_int {
     ffi("rbd_get_id", -libc::EFAULT, || {
         // SAFETY: forwarded caller contract.
         with_image(image, |img| unsafe {

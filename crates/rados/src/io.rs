@@ -20,13 +20,32 @@ use core::ffi::{c_char, c_int};
 /// One I/O request. Buffers are (address, length) pairs the caller keeps valid until the
 /// request completes (the C contract of librbd).
 pub(crate) enum Op {
-    Read { off: u64, iov: Vec<(usize, usize)> },
-    Write { off: u64, iov: Vec<(usize, usize)> },
-    Discard { off: u64, len: u64 },
-    Zeroes { off: u64, len: u64 },
-    WriteSame { off: u64, len: u64, data: usize, data_len: usize },
+    Read {
+        off: u64,
+        iov: Vec<(usize, usize)>,
+    },
+    Write {
+        off: u64,
+        iov: Vec<(usize, usize)>,
+    },
+    Discard {
+        off: u64,
+        len: u64,
+    },
+    Zeroes {
+        off: u64,
+        len: u64,
+    },
+    WriteSame {
+        off: u64,
+        len: u64,
+        data: usize,
+        data_len: usize,
+    },
     /// Flush after every request numbered below `barrier` has ended.
-    Flush { barrier: u64 },
+    Flush {
+        barrier: u64,
+    },
 }
 
 /// Clip [off, off+len) to the image size (see the module docs).
@@ -46,25 +65,23 @@ const CHUNK: u64 = 4 << 20;
 impl Op {
     /// Argument checks that need no image state; done at submission, before any effect.
     pub(crate) fn check(&self) -> Result<(), c_int> {
-        match self {
+        let bad = match self {
             Op::Read { iov, .. } | Op::Write { iov, .. } => {
-                if iov.iter().any(|&(p, n)| p == 0 && n > 0) {
-                    return Err(-libc::EINVAL);
-                }
+                iov.iter().any(|&(p, n)| p == 0 && n > 0)
             }
             Op::WriteSame {
                 len,
                 data,
                 data_len,
                 ..
-            } => {
-                if *data_len == 0 || len % *data_len as u64 != 0 || (*data == 0 && *len > 0) {
-                    return Err(-libc::EINVAL);
-                }
-            }
-            _ => {}
+            } => *data_len == 0 || len % *data_len as u64 != 0 || (*data == 0 && *len > 0),
+            _ => false,
+        };
+        if bad {
+            Err(-libc::EINVAL)
+        } else {
+            Ok(())
         }
-        Ok(())
     }
 
     fn is_write(&self) -> bool {
@@ -123,7 +140,9 @@ impl Op {
                 for &(p, len) in &iov {
                     let k = len.min(n - data.len());
                     // SAFETY: each iovec buffer is readable for its length >= k (contract).
-                    data.extend_from_slice(unsafe { std::slice::from_raw_parts(p as *const u8, k) });
+                    data.extend_from_slice(unsafe {
+                        std::slice::from_raw_parts(p as *const u8, k)
+                    });
                 }
                 image.write(off, &data).map_err(fail)?;
                 Ok(n as u64)
@@ -158,7 +177,12 @@ impl Op {
                     return Ok(n);
                 }
                 let per = (CHUNK / data_len as u64).max(1) * data_len as u64;
-                let chunk: Vec<u8> = pat.iter().copied().cycle().take(per.min(n) as usize).collect();
+                let chunk: Vec<u8> = pat
+                    .iter()
+                    .copied()
+                    .cycle()
+                    .take(per.min(n) as usize)
+                    .collect();
                 let mut done = 0;
                 while done < n {
                     let k = (n - done).min(per) as usize;
@@ -199,7 +223,12 @@ fn ssize(r: Result<u64, c_int>) -> isize {
 /// # Safety
 /// C caller contract of librbd.h: `buf` is writable for `len` bytes.
 #[no_mangle]
-pub unsafe extern "C" fn shale_rbd_read(image: rbd_image_t, ofs: u64, len: usize, buf: *mut c_char) -> isize {
+pub unsafe extern "C" fn shale_rbd_read(
+    image: rbd_image_t,
+    ofs: u64,
+    len: usize,
+    buf: *mut c_char,
+) -> isize {
     ffi("rbd_read", -(libc::EFAULT as isize), || {
         ssize(run_sync(image, |_| Op::Read {
             off: ofs,

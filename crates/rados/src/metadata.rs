@@ -77,16 +77,17 @@ pub unsafe extern "C" fn shale_rbd_metadata_set(
 /// # Safety
 /// C caller contract of librbd.h.
 #[no_mangle]
-pub unsafe extern "C" fn shale_rbd_metadata_remove(image: rbd_image_t, key: *const c_char) -> c_int {
+pub unsafe extern "C" fn shale_rbd_metadata_remove(
+    image: rbd_image_t,
+    key: *const c_char,
+) -> c_int {
     ffi("rbd_metadata_remove", -libc::EFAULT, || {
         status((|| {
             let img = lookup_image(image)?;
             // SAFETY: `key` is NULL or a C string (caller contract).
             let key = unsafe { cstr::arg(key) }?;
             img.writable()?;
-            img.image()
-                .metadata_remove(key)
-                .map_err(|e| errno::of(&e))
+            img.image().metadata_remove(key).map_err(|e| errno::of(&e))
         })())
     })
 }

@@ -46,7 +46,13 @@ fn df(cluster: rados_t) -> Result<Value, c_int> {
     let (total, avail) = capacity(&store);
     let usage = pool_usage(&store)?;
     let used: u64 = usage.iter().map(|p| p.2.bytes).sum();
-    let ratio = |x: u64| if total == 0 { 0.0 } else { x as f64 / total as f64 };
+    let ratio = |x: u64| {
+        if total == 0 {
+            0.0
+        } else {
+            x as f64 / total as f64
+        }
+    };
     let pools: Vec<Value> = usage
         .iter()
         .map(|(name, id, st)| {
@@ -159,5 +165,7 @@ pub unsafe extern "C" fn rados_mon_command(
 #[no_mangle]
 pub unsafe extern "C" fn rados_buffer_free(buf: *mut c_char) {
     // SAFETY: forwarded caller contract; the buffers come from malloc.
-    ffi("rados_buffer_free", (), || unsafe { libc::free(buf.cast()) })
+    ffi("rados_buffer_free", (), || unsafe {
+        libc::free(buf.cast())
+    })
 }

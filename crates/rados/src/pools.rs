@@ -52,10 +52,7 @@ fn create_pool(cluster: rados_t, name: *const c_char) -> c_int {
         let store = connected(cluster)?;
         // SAFETY: `name` is NULL or a C string (caller contract).
         let name = unsafe { cstr::arg(name) }?;
-        store
-            .cluster
-            .pool_create(name)
-            .map_err(|e| errno::of(&e))
+        store.cluster.pool_create(name).map_err(|e| errno::of(&e))
     })())
 }
 
@@ -230,7 +227,11 @@ pub unsafe extern "C" fn rados_pool_reverse_lookup(
     })
 }
 
-fn make_ioctx(cluster: rados_t, pool: Result<(String, i64), c_int>, out: *mut rados_ioctx_t) -> c_int {
+fn make_ioctx(
+    cluster: rados_t,
+    pool: Result<(String, i64), c_int>,
+    out: *mut rados_ioctx_t,
+) -> c_int {
     status((|| {
         let store = connected(cluster)?;
         if out.is_null() {
@@ -441,12 +442,12 @@ fn pool_stat(io: rados_ioctx_t, stats: *mut rados_pool_stat_t, bytes: usize) -> 
     })())
 }
 
-/// `rados_ioctx_pool_stat@@LIBRADOS_14.2.0`: the 128-byte struct.
+/// `rados_ioctx_pool_stat@@LIBRADOS_14.2.0`: the 128-byte struct (exported by a generated
+/// forwarder next to its `.symver`).
 ///
 /// # Safety
 /// C caller contract of librados.h.
-#[no_mangle]
-pub unsafe extern "C" fn shale_rados_ioctx_pool_stat_v14_2_0(
+pub(crate) unsafe extern "C" fn impl_shale_rados_ioctx_pool_stat_v14_2_0(
     io: rados_ioctx_t,
     stats: *mut rados_pool_stat_t,
 ) -> c_int {
@@ -459,8 +460,7 @@ pub unsafe extern "C" fn shale_rados_ioctx_pool_stat_v14_2_0(
 ///
 /// # Safety
 /// C caller contract of the old librados.h.
-#[no_mangle]
-pub unsafe extern "C" fn shale_rados_ioctx_pool_stat_base(
+pub(crate) unsafe extern "C" fn impl_shale_rados_ioctx_pool_stat_base(
     io: rados_ioctx_t,
     stats: *mut rados_pool_stat_t,
 ) -> c_int {

@@ -57,7 +57,14 @@ impl Store {
         }
         let x = (u128::from(h[0]) << 64) | u128::from(h[1]);
         let s = format!("{x:032x}");
-        format!("{}-{}-{}-{}-{}", &s[..8], &s[8..12], &s[12..16], &s[16..20], &s[20..])
+        format!(
+            "{}-{}-{}-{}-{}",
+            &s[..8],
+            &s[8..12],
+            &s[12..16],
+            &s[16..20],
+            &s[20..]
+        )
     }
 }
 
@@ -91,10 +98,7 @@ impl SharedImage {
 
     /// The engine (a clone: an upgrade to a writable engine does not disturb running calls).
     pub(crate) fn image(&self) -> Arc<Image> {
-        self.image
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.image.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Register an operation; returns its sequence number for [`Self::end`].

@@ -92,6 +92,12 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
     /// Every object whose key starts with `prefix` (a plain string prefix, `""` for all), sorted
     /// by key.
     fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>>;
+    /// The file that holds `key`, for stores that keep objects as files in a local directory
+    /// (the engine then writes open segments in place and publishes them; see
+    /// `shale_journal::InPlaceLog`). `None` for every other store.
+    fn local_path(&self, _key: &str) -> Option<std::path::PathBuf> {
+        None
+    }
     /// A short description for messages (`file:///var/lib/shale`).
     fn url(&self) -> String;
 }

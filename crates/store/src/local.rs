@@ -307,6 +307,10 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 }
 
 impl ObjectStore for LocalStore {
+    fn local_path(&self, key: &str) -> Option<PathBuf> {
+        self.path_of(key).ok()
+    }
+
     fn get(&self, key: &str) -> Result<(Bytes, Version)> {
         let (mut file, meta) = self.open_object(key)?;
         let mut buf = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));

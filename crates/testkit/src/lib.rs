@@ -13,10 +13,19 @@ use std::io::Write;
 /// One logged operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
-    Write { off: u64, len: u64, seed: u64 },
-    Zero { off: u64, len: u64 },
+    Write {
+        off: u64,
+        len: u64,
+        seed: u64,
+    },
+    Zero {
+        off: u64,
+        len: u64,
+    },
     /// Every operation before this record's index is durable.
-    Flushed { upto: u64 },
+    Flushed {
+        upto: u64,
+    },
 }
 
 const REC: usize = 32;
@@ -46,8 +55,15 @@ impl Op {
                     u64::from_le_bytes(a)
                 };
                 match w(0) {
-                    1 => Some(Op::Write { off: w(1), len: w(2), seed: w(3) }),
-                    2 => Some(Op::Zero { off: w(1), len: w(2) }),
+                    1 => Some(Op::Write {
+                        off: w(1),
+                        len: w(2),
+                        seed: w(3),
+                    }),
+                    2 => Some(Op::Zero {
+                        off: w(1),
+                        len: w(2),
+                    }),
                     3 => Some(Op::Flushed { upto: w(1) }),
                     _ => None,
                 }

@@ -21,12 +21,13 @@ fn run(url: &str, image: &str, seed: &str, log: &str) -> Result<(), Box<dyn std:
     let seed: u64 = seed.parse()?;
     let mut s = shale_image::Settings::load()?;
     s.set("store", url)?;
-    s.set("segment_size", "64K")?;
-    s.set("checkpoint_interval", "4")?;
     let c = shale_image::Cluster::connect(s)?;
     let img = c.open_image("rbd", image, false)?;
     let size = img.size();
-    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)?;
     let mut rng = Rng::new(seed);
     let mut n = 0u64;
     loop {
@@ -37,12 +38,30 @@ fn run(url: &str, image: &str, seed: &str, log: &str) -> Result<(), Box<dyn std:
             continue;
         }
         let aligned = rng.below(4) != 0;
-        let len = if aligned { (1 + rng.below(64)) * 512 } else { 1 + rng.below(40_000) };
-        let off = if aligned { rng.below((size - len) / 512 + 1) * 512 } else { rng.below(size - len + 1) };
-        let op = if r < 85 { Op::Write { off, len, seed: rng.next() } } else { Op::Zero { off, len } };
+        let len = if aligned {
+            (1 + rng.below(64)) * 512
+        } else {
+            1 + rng.below(40_000)
+        };
+        let off = if aligned {
+            rng.below((size - len) / 512 + 1) * 512
+        } else {
+            rng.below(size - len + 1)
+        };
+        let op = if r < 85 {
+            Op::Write {
+                off,
+                len,
+                seed: rng.next(),
+            }
+        } else {
+            Op::Zero { off, len }
+        };
         op.append(&mut f)?;
         match op {
-            Op::Write { off, len, seed } => img.write(off, &shale_testkit::pattern(seed, off, len))?,
+            Op::Write { off, len, seed } => {
+                img.write(off, &shale_testkit::pattern(seed, off, len))?
+            }
             Op::Zero { off, len } => img.write_zeroes(off, len)?,
             Op::Flushed { .. } => {}
         }

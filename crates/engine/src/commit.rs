@@ -1,0 +1,396 @@
+//! The committer: the one thread that turns queued requests into log records (group commit),
+//! applies them to the open segment and the map in record order, seals segments and answers
+//! flushes.
+//!
+//! A batch is everything queued when the thread wakes. Aligned writes and zeroings of a batch
+//! share one record; a partial-sector write first commits what came before it, then reads the
+//! sectors it patches (which now reflect every earlier write) — this makes read-modify-write
+//! atomic without a lock around client writes.
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use shale_error::{err, Error, ErrorKind, Result};
+use shale_extmap::Target;
+use shale_format::record::{self, Op};
+use shale_format::segment::{self, Entry, EntryKind, JournalMark};
+use shale_format::SECTOR;
+
+use crate::config::{Durability, LogConfig};
+use crate::upload::Job;
+use crate::volume::{lock, Done, Inner, OpenSeg, Pending, Req, Sealed, Shared};
+
+/// Largest record: bigger client writes are split (a crash may then keep a prefix of them,
+/// as with any disk).
+const MAX_RECORD: usize = 4 << 20;
+
+pub(crate) fn spawn(sh: &Arc<Shared>) -> Result<JoinHandle<()>> {
+    let sh = sh.clone();
+    std::thread::Builder::new()
+        .name("shale-commit".into())
+        .spawn(move || run(&sh))
+        .map_err(|e| Error::io("cannot start the committer thread", e))
+}
+
+/// The record being built.
+#[derive(Default)]
+struct Batch {
+    ops: Vec<Op>,
+    data: Vec<u8>,
+    done: Vec<Done>,
+}
+
+fn run(sh: &Shared) {
+    let mut scratch = Vec::new();
+    loop {
+        let reqs: Vec<Pending> = {
+            let mut q = sh.queue.lock().unwrap_or_else(|p| p.into_inner());
+            while q.reqs.is_empty() && !q.stop {
+                q = sh.queue_cv.wait(q).unwrap_or_else(|p| p.into_inner());
+            }
+            if q.reqs.is_empty() {
+                return;
+            }
+            q.reqs.drain(..).collect()
+        };
+        let mut b = Batch::default();
+        let mut flushes: Vec<Done> = Vec::new();
+        for p in reqs {
+            match p.req {
+                Req::Write { off, data } => add_write(sh, &mut b, &mut scratch, off, &data, p.done),
+                Req::Zero { off, len, trim } => {
+                    add_zero(sh, &mut b, &mut scratch, off, len, trim, p.done)
+                }
+                Req::Flush => {
+                    commit(sh, &mut b, &mut scratch);
+                    match sh.durability() {
+                        Durability::Journal => flushes.push(p.done),
+                        Durability::Backend => {
+                            let mut g = lock(&sh.inner);
+                            seal(sh, &mut g);
+                            let target = g.open.seq - 1;
+                            if let Some(f) = &g.failed {
+                                let e = crate::volume::failed_error(f);
+                                drop(g);
+                                (p.done)(Err(e));
+                            } else if g.durable >= target {
+                                drop(g);
+                                (p.done)(Ok(()));
+                            } else {
+                                g.durable_waiters.push((target, p.done));
+                            }
+                        }
+                    }
+                }
+                Req::Seal => {
+                    commit(sh, &mut b, &mut scratch);
+                    seal(sh, &mut lock(&sh.inner));
+                    (p.done)(Ok(()));
+                }
+            }
+        }
+        commit(sh, &mut b, &mut scratch);
+        if !flushes.is_empty() {
+            // One device sync answers every flush of the batch.
+            let r = sh.log.sync();
+            for d in flushes {
+                d(r.as_ref()
+                    .map(|_| ())
+                    .map_err(|e| Error::new(e.kind(), format!("flush: {e}"))));
+            }
+        }
+    }
+}
+
+fn add_write(sh: &Shared, b: &mut Batch, scratch: &mut Vec<u8>, off: u64, data: &[u8], done: Done) {
+    if off % SECTOR == 0 && data.len() as u64 % SECTOR == 0 {
+        for (i, chunk) in data.chunks(MAX_RECORD).enumerate() {
+            if b.data.len() + chunk.len() > MAX_RECORD {
+                commit(sh, b, scratch);
+            }
+            let lba = off / SECTOR + (i * MAX_RECORD) as u64 / SECTOR;
+            b.ops.push(Op {
+                lba,
+                len: (chunk.len() as u64 / SECTOR) as u32,
+                kind: EntryKind::Data,
+            });
+            b.data.extend_from_slice(chunk);
+        }
+        b.done.push(done);
+        return;
+    }
+    // Partial sectors: read-modify-write against everything before it.
+    commit(sh, b, scratch);
+    let first = off / SECTOR;
+    let end = (off + data.len() as u64).div_ceil(SECTOR);
+    let mut buf = vec![0u8; ((end - first) * SECTOR) as usize];
+    let head = (off - first * SECTOR) as usize;
+    let mut r = sh.read_sectors(first, 1, &mut buf[..SECTOR as usize]);
+    if r.is_ok() && end - first > 1 {
+        let tail = buf.len() - SECTOR as usize;
+        r = sh.read_sectors(end - 1, 1, &mut buf[tail..]);
+    }
+    if let Err(e) = r {
+        return done(Err(e.context("reading the sectors a partial write patches")));
+    }
+    buf[head..head + data.len()].copy_from_slice(data);
+    add_write(sh, b, scratch, first * SECTOR, &buf, done);
+}
+
+#[allow(clippy::too_many_arguments)]
+fn add_zero(
+    sh: &Shared,
+    b: &mut Batch,
+    scratch: &mut Vec<u8>,
+    off: u64,
+    len: u64,
+    trim: bool,
+    done: Done,
+) {
+    if len == 0 {
+        return done(Ok(()));
+    }
+    let end = off + len;
+    let first_full = off.div_ceil(SECTOR);
+    let end_full = end / SECTOR;
+    let kind = if trim {
+        EntryKind::Trim
+    } else {
+        EntryKind::Zero
+    };
+    // Partial edge sectors become rewritten sectors; read them against everything before.
+    let mut patches: Vec<(u64, Vec<u8>)> = Vec::new();
+    let mut edges: Vec<(u64, u64)> = Vec::new();
+    if first_full > end_full {
+        edges.push((off, end));
+    } else {
+        if off % SECTOR != 0 {
+            edges.push((off, first_full * SECTOR));
+        }
+        if end % SECTOR != 0 {
+            edges.push((end_full * SECTOR, end));
+        }
+    }
+    if !edges.is_empty() {
+        commit(sh, b, scratch);
+    }
+    for (a, z) in edges {
+        let lba = a / SECTOR;
+        let mut s = vec![0u8; SECTOR as usize];
+        if let Err(e) = sh.read_sectors(lba, 1, &mut s) {
+            return done(Err(e));
+        }
+        let at = (a - lba * SECTOR) as usize;
+        s[at..at + (z - a) as usize].fill(0);
+        patches.push((lba, s));
+    }
+    for (lba, s) in patches {
+        b.ops.push(Op {
+            lba,
+            len: 1,
+            kind: EntryKind::Data,
+        });
+        b.data.extend_from_slice(&s);
+    }
+    let mut lba = first_full;
+    while lba < end_full {
+        let n = (end_full - lba).min(u32::MAX as u64 / 2);
+        b.ops.push(Op {
+            lba,
+            len: n as u32,
+            kind,
+        });
+        lba += n;
+    }
+    b.done.push(done);
+    if b.ops.len() > 4096 {
+        commit(sh, b, scratch);
+    }
+}
+
+/// Write the batch as one record and apply it; answer its requests.
+fn commit(sh: &Shared, b: &mut Batch, scratch: &mut Vec<u8>) {
+    if b.ops.is_empty() {
+        for d in b.done.drain(..) {
+            d(Ok(()));
+        }
+        return;
+    }
+    let res = write_and_apply(sh, &b.ops, &b.data, scratch);
+    b.ops.clear();
+    b.data.clear();
+    for d in b.done.drain(..) {
+        d(res
+            .as_ref()
+            .map(|_| ())
+            .map_err(|e| Error::new(e.kind(), e.to_string())));
+    }
+}
+
+fn write_and_apply(sh: &Shared, ops: &[Op], data: &[u8], scratch: &mut Vec<u8>) -> Result<()> {
+    let rec_len = record::header_sectors(ops.len()) as usize * SECTOR as usize + data.len();
+    let place = {
+        let mut g = wait_for_room(sh)?;
+        make_room(sh, &mut g, ops.len(), rec_len);
+        (g.open.seq, g.open.data.len() as u64)
+    };
+    scratch.clear();
+    let seq = match sh.log.append(ops, data, scratch, place) {
+        Ok(s) => s,
+        Err(e) => {
+            if e.kind() != ErrorKind::Unavailable {
+                let mut g = lock(&sh.inner);
+                if g.failed.is_none() {
+                    g.failed = Some(format!("log device: {e}"));
+                }
+            }
+            return Err(e);
+        }
+    };
+    let mut g = lock(&sh.inner);
+    apply(sh, &mut g, ops, scratch, seq);
+    Ok(())
+}
+
+/// Block while too many sealed segments wait for upload (bounded by `full_wait`).
+fn wait_for_room(sh: &Shared) -> Result<std::sync::MutexGuard<'_, Inner>> {
+    let started = std::time::Instant::now();
+    let mut g = lock(&sh.inner);
+    let mut counted = false;
+    loop {
+        if let Some(f) = &g.failed {
+            return Err(crate::volume::failed_error(f));
+        }
+        if g.pending.len() < sh.cfg.max_pending {
+            return Ok(g);
+        }
+        if !counted {
+            g.stats.room_waits += 1;
+            counted = true;
+        }
+        let left = sh.cfg.full_wait.saturating_sub(started.elapsed());
+        if left.is_zero() {
+            return Err(err!(
+                Unavailable,
+                "the store has not taken sealed segments for {:?}",
+                sh.cfg.full_wait
+            ));
+        }
+        g = sh
+            .progress
+            .wait_timeout(g, left)
+            .unwrap_or_else(|p| p.into_inner())
+            .0;
+    }
+}
+
+/// Seal the open segment first if the record would not fit in it.
+fn make_room(sh: &Shared, g: &mut Inner, n_ops: usize, rec_len: usize) {
+    if g.open.entries.is_empty() {
+        return;
+    }
+    let data_after = g.open.data.len() + rec_len;
+    let too_big = data_after as u64 > sh.cfg.segment_size;
+    let header_full = matches!(sh.cfg.log, LogConfig::InPlace)
+        && segment::raw_header_len(g.open.entries.len() + n_ops, data_after) as u64
+            > sh.cfg.header_reserve;
+    if too_big || header_full || g.open.entries.len() + n_ops > 1 << 16 {
+        seal(sh, g);
+    }
+}
+
+/// Apply one encoded record (`rec`, header and data) to the open segment and the map.
+fn apply(sh: &Shared, g: &mut Inner, ops: &[Op], rec: &[u8], seq: u64) {
+    let base = g.open.data.len() as u64 / SECTOR + record::header_sectors(ops.len()) as u64;
+    let mut cur = 0u64;
+    let segno = g.open.seq;
+    for op in ops {
+        let len = op.len as u64;
+        match op.kind {
+            EntryKind::Data => {
+                let off = (base + cur) as u32;
+                g.open.entries.push(Entry {
+                    lba: op.lba,
+                    len: op.len,
+                    off,
+                    kind: EntryKind::Data,
+                });
+                g.map.insert(op.lba, len, Target::Data { seg: segno, off });
+                cur += len;
+            }
+            EntryKind::Zero => {
+                g.open.entries.push(Entry {
+                    lba: op.lba,
+                    len: op.len,
+                    off: 0,
+                    kind: EntryKind::Zero,
+                });
+                g.map.insert(op.lba, len, Target::Zero);
+            }
+            EntryKind::Trim => {
+                g.open.entries.push(Entry {
+                    lba: op.lba,
+                    len: op.len,
+                    off: 0,
+                    kind: EntryKind::Trim,
+                });
+                g.map.remove(op.lba, len);
+            }
+        }
+    }
+    g.open.data.extend_from_slice(rec);
+    g.open.jseq = seq;
+    if g.open.data.len() as u64 >= sh.cfg.segment_size {
+        seal(sh, g);
+    }
+}
+
+/// Re-apply a record the log kept across a restart (before the committer starts).
+pub(crate) fn apply_record(sh: &Shared, rec: &[u8]) -> Result<()> {
+    let h = record::decode_header_any(rec)?;
+    let mut g = lock(&sh.inner);
+    make_room(sh, &mut g, h.ops.len(), rec.len());
+    apply(sh, &mut g, &h.ops, rec, h.seq);
+    Ok(())
+}
+
+/// Seal the open segment (if it has anything) and queue its upload.
+pub(crate) fn seal(sh: &Shared, g: &mut Inner) {
+    if g.open.entries.is_empty() {
+        return;
+    }
+    let next = g.open.seq + 1;
+    let jseq = g.open.jseq;
+    let open = std::mem::replace(
+        &mut g.open,
+        OpenSeg {
+            seq: next,
+            entries: Vec::new(),
+            data: Vec::new(),
+            jseq,
+        },
+    );
+    g.segs_since_ckpt += 1;
+    let checkpoint = if g.segs_since_ckpt >= sh.cfg.checkpoint_interval {
+        g.segs_since_ckpt = 0;
+        Some(g.map.iter().collect())
+    } else {
+        None
+    };
+    let mark = JournalMark {
+        journal_id: sh.log.id(),
+        jseq: open.jseq,
+    };
+    let sealed = Arc::new(Sealed {
+        seq: open.seq,
+        entries: open.entries,
+        data: open.data,
+        mark,
+        checkpoint,
+    });
+    g.pending.insert(sealed.seq, sealed.clone());
+    let tx = sh.jobs.lock().unwrap_or_else(|p| p.into_inner());
+    if tx.send(Job::Upload(sealed)).is_err() {
+        g.failed = Some("upload workers are gone".into());
+    }
+}
