@@ -17,14 +17,15 @@ cargo build --release -q -p shale-extmap --example extmap_stats
 SHALE="$TD/release/shale --store file://$WORK/store"
 
 ext=$("$TD/release/examples/extmap_stats" "$EXTENTS" 2>/dev/null | sed -n 1p)
-get() { sed -n "s/.*$1=\([0-9.]*\).*/\1/p" <<<"$ext"; }
+get() { sed -n "s|.*$1=\([0-9.]*\).*|\1|p" <<<"$ext"; }
 
 $SHALE create rbd/bench --size 4G
 run() { # label shale-args...
-  local s f
+  local label=$1 s f
+  shift
   s=$($SHALE bench rbd/bench --format json "$@" | sed -n 's/.*"bytes_per_sec":\([0-9.e+]*\).*/\1/p')
   f=$($SHALE bench rbd/bench --format json "$@" --target-file "$WORK/raw.img" | sed -n 's/.*"bytes_per_sec":\([0-9.e+]*\).*/\1/p')
-  awk -v l="$1" -v s="$s" -v f="$f" 'BEGIN { printf "| %s | %.1f MiB/s | %.1f MiB/s | %.2fx |\n", l, s/1048576, f/1048576, s/f }'
+  awk -v l="$label" -v s="$s" -v f="$f" 'BEGIN { printf "| %s | %.1f MiB/s | %.1f MiB/s | %.2fx |\n", l, s/1048576, f/1048576, s/f }'
 }
 {
   echo "## Foundation benchmark — $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $(uname -r)"

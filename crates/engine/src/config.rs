@@ -48,6 +48,8 @@ pub struct EngineConfig {
     /// Bytes reserved for the segment header in in-place segment files.
     pub header_reserve: u64,
     pub log: LogConfig,
+    /// Local cache of stored segment blocks, and this log's name in it.
+    pub cache: Option<(std::sync::Arc<dyn shale_cache::BlockCache>, u64)>,
 }
 
 impl Default for EngineConfig {
@@ -62,6 +64,7 @@ impl Default for EngineConfig {
             full_wait: Duration::from_secs(60),
             header_reserve: 64 << 10,
             log: LogConfig::Memory,
+            cache: None,
         }
     }
 }

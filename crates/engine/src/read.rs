@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use shale_cache::{BlockKey, BLOCK};
 use shale_error::{err, Result};
 use shale_extmap::Target;
 use shale_format::segment::{self, Header};
@@ -132,10 +133,10 @@ impl Shared {
         Ok(())
     }
 
-    /// Read from a stored segment: fetch the covering pages, verify them, copy.
+    /// Read from a stored segment: through the read cache when there is one, else fetch the
+    /// covering pages; verify every page against the segment's checksums; copy.
     fn read_stored(&self, seq: u64, off_sectors: u32, dst: &mut [u8]) -> Result<()> {
-        let sh = self;
-        let h = sh.index_cache.get(sh, seq)?;
+        let h = self.index_cache.get(self, seq)?;
         let start = off_sectors as u64 * SECTOR;
         let end = start + dst.len() as u64;
         if end > h.data_len {
@@ -144,17 +145,49 @@ impl Shared {
                 "segment {seq:016x}: extent past the end of its data"
             ));
         }
-        let p0 = start / PAGE as u64;
-        let p1 = end.div_ceil(PAGE as u64);
-        let key = seg_key(&sh.prefix, seq);
-        let bytes = sh.store.get_range(
-            &key,
-            h.header_len + p0 * PAGE as u64..h.header_len + p1 * PAGE as u64,
-        )?;
-        lock(&sh.inner).stats.store_reads += 1;
-        segment::verify_pages(&h, p0 as u32, &bytes).map_err(|e| e.context(&key))?;
-        let s = (start - p0 * PAGE as u64) as usize;
-        dst.copy_from_slice(&bytes[s..s + dst.len()]);
+        let key = seg_key(&self.prefix, seq);
+        let fetch = |a: u64, z: u64| -> Result<bytes::Bytes> {
+            let b = self
+                .store
+                .get_range(&key, h.header_len + a..h.header_len + z)?;
+            lock(&self.inner).stats.store_reads += 1;
+            segment::verify_pages(&h, (a / PAGE as u64) as u32, &b).map_err(|e| e.context(&key))?;
+            Ok(b)
+        };
+        let Some((cache, owner)) = &self.cfg.cache else {
+            let p0 = start / PAGE as u64 * PAGE as u64;
+            let p1 = end.div_ceil(PAGE as u64) * PAGE as u64;
+            let bytes = fetch(p0, p1)?;
+            let s = (start - p0) as usize;
+            dst.copy_from_slice(&bytes[s..s + dst.len()]);
+            return Ok(());
+        };
+        let large = dst.len() >= 1 << 20;
+        let bl = BLOCK as u64;
+        let mut buf = vec![0u8; BLOCK];
+        for b in start / bl..end.div_ceil(bl) {
+            let (bstart, bend) = (b * bl, ((b + 1) * bl).min(h.data_len));
+            let bkey = BlockKey {
+                owner: *owner,
+                seg: seq,
+                block: b as u32,
+            };
+            let blen = (bend - bstart) as usize;
+            let hit = cache.get(&bkey, &mut buf[..blen]);
+            let ok = hit
+                && segment::verify_pages(&h, (bstart / PAGE as u64) as u32, &buf[..blen]).is_ok();
+            if !ok {
+                if hit {
+                    cache.invalidate(&bkey);
+                }
+                let bytes = fetch(bstart, bend)?;
+                buf[..blen].copy_from_slice(&bytes);
+                cache.offer(&bkey, &buf[..blen], large);
+            }
+            let (a, z) = (start.max(bstart), end.min(bend));
+            dst[(a - start) as usize..(z - start) as usize]
+                .copy_from_slice(&buf[(a - bstart) as usize..(z - bstart) as usize]);
+        }
         Ok(())
     }
 }

@@ -56,6 +56,7 @@ pub struct Stats {
     /// Times writers waited for memory (sealed segments backed up).
     pub room_waits: u64,
     pub log: LogStats,
+    pub cache: shale_cache::CacheStats,
 }
 
 pub(crate) enum Req {
@@ -264,6 +265,13 @@ impl Volume {
             s
         };
         s.log = self.sh.log.stats();
+        s.cache = self
+            .sh
+            .cfg
+            .cache
+            .as_ref()
+            .map(|(c, _)| c.stats())
+            .unwrap_or_default();
         s
     }
 

@@ -21,6 +21,9 @@ pub const MAX_IMAGE_SIZE: u64 = 1 << 49;
 pub struct Cluster {
     pub(crate) store: Arc<dyn ObjectStore>,
     settings: Settings,
+    /// The read cache, opened on first use by an image on a remote store; shared by every
+    /// image opened through this cluster (and its clones).
+    cache: Arc<std::sync::OnceLock<Option<Arc<shale_cache::FileCache>>>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -92,7 +95,11 @@ impl Cluster {
 
     /// Use an already opened store.
     pub fn with_store(store: Arc<dyn ObjectStore>, settings: Settings) -> Result<Cluster> {
-        let c = Cluster { store, settings };
+        let c = Cluster {
+            store,
+            settings,
+            cache: Arc::default(),
+        };
         c.init()?;
         Ok(c)
     }
@@ -128,6 +135,27 @@ impl Cluster {
 
     pub fn store(&self) -> &Arc<dyn ObjectStore> {
         &self.store
+    }
+
+    /// The read cache, if configured and usable (opened once; a failure to open disables it
+    /// with a warning rather than failing image opens).
+    pub(crate) fn read_cache(&self) -> Option<Arc<shale_cache::FileCache>> {
+        self.cache
+            .get_or_init(|| {
+                let dir = self.settings.cache_dir.as_ref()?;
+                if self.settings.read_cache_size == 0 {
+                    return None;
+                }
+                match shale_cache::FileCache::open(&dir.join("read"), self.settings.read_cache_size)
+                {
+                    Ok(c) => Some(Arc::new(c)),
+                    Err(e) => {
+                        tracing::warn!("read cache disabled: {e}");
+                        None
+                    }
+                }
+            })
+            .clone()
     }
 
     // ---- pools ----

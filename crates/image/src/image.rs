@@ -104,7 +104,14 @@ impl Image {
         }
         let prefix = format!("{pool}/images/{id}/");
         let local = c.store.local_path(&format!("{prefix}header")).is_some();
-        let cfg = c.settings().engine_config(local, &journal_key(pool, id));
+        let mut cfg = c.settings().engine_config(local, &journal_key(pool, id));
+        if !local && !c.settings().store_url().starts_with("memory://") {
+            if let Some(cache) = c.read_cache() {
+                let owner = (crc32c::crc32c(c.settings().store_url().as_bytes()) as u64) << 32
+                    | crc32c::crc32c(prefix.as_bytes()) as u64;
+                cfg.cache = Some((cache as Arc<dyn shale_cache::BlockCache>, owner));
+            }
+        }
         let vol = Volume::open(c.store.clone(), &prefix, h.size, h.epoch, cfg, read_only)?;
         Ok(Image {
             store: c.store.clone(),
@@ -206,6 +213,25 @@ impl Image {
     }
     pub fn flush(&self) -> Result<()> {
         self.vol.flush()
+    }
+
+    /// Asynchronous write: `done` runs (on an engine thread) once the write is acknowledged.
+    /// Concurrent submissions are committed together (group commit); use these from
+    /// asynchronous front ends instead of a thread per request.
+    pub fn submit_write(&self, off: u64, data: Vec<u8>, done: shale_engine::Done) {
+        self.vol.submit_write(off, data, done)
+    }
+    /// Asynchronous discard / write-zeroes.
+    pub fn submit_zero(&self, off: u64, len: u64, done: shale_engine::Done) {
+        self.vol.submit_zero(off, len, done)
+    }
+    /// Asynchronous flush: `done` runs once every write acknowledged before it is durable.
+    pub fn submit_flush(&self, done: shale_engine::Done) {
+        self.vol.submit_flush(done)
+    }
+    /// Seal and store everything written so far (what `close` does, without closing).
+    pub fn flush_to_store(&self) -> Result<()> {
+        self.vol.flush_to_store()
     }
     /// Runs of allocated sectors (lba, count) in [lba, lba+n): for sparse copies.
     pub fn allocated(&self, lba: u64, n: u64) -> Vec<(u64, u64)> {

@@ -40,6 +40,9 @@ pub struct Settings {
     /// Which log device: `auto` (open segments written in place on a local-directory store, a
     /// ring journal in `cache_dir` otherwise), `ring` (always the ring journal), `none`.
     pub journal: JournalMode,
+    /// Bytes of local read cache (in `cache_dir`) for stores that are not local directories;
+    /// 0 disables it.
+    pub read_cache_size: u64,
 }
 
 /// The `journal` setting.
@@ -61,6 +64,7 @@ pub const NAMES: &[&str] = &[
     "cache_size",
     "durability",
     "journal",
+    "read_cache_size",
 ];
 
 impl Default for Settings {
@@ -76,6 +80,7 @@ impl Default for Settings {
             cache_size: 1 << 30,
             durability: Durability::Journal,
             journal: JournalMode::Auto,
+            read_cache_size: 1 << 30,
         }
     }
 }
@@ -212,6 +217,16 @@ impl Settings {
                         ))
                     }
                 }
+            }
+            "read_cache_size" => {
+                let n = parse_size(v, 1)?;
+                if n != 0 && n < (256 << 10) {
+                    return Err(err!(
+                        Invalid,
+                        "read_cache_size {v} is too small (0 to disable, else at least 256K)"
+                    ));
+                }
+                self.read_cache_size = n;
             }
             "journal" => {
                 self.journal = match v {

@@ -3,9 +3,9 @@
 //!
 //! ```text
 //!   rbd_aio_X(image, ..., c) --checks--> queue --> worker thread:
-//!       Op::run → image in-flight set updated → c.finish(rval): callback, waiters,
-//!       and, if the image handle has a notification fd, c queued for rbd_poll_io_events
-//!       and the fd signalled (eventfd: +1; pipe: one byte)
+//!       Op::run → image in-flight set updated → c.finish(rval): callback; if the handle had
+//!       a notification fd at submission, c queued for rbd_poll_io_events and the fd
+//!       signalled (eventfd: +1; pipe: one byte); then complete, waiters woken
 //! ```
 //!
 //! Argument errors are returned by the submitting call and nothing is queued; errors of the
@@ -13,7 +13,7 @@
 //! librbd. A read completes with the bytes read, everything else with 0. `rbd_aio_flush`
 //! completes only after every request submitted before it on the image has completed.
 
-use crate::completion::{lookup_completion, RbdCompletion};
+use crate::completion::lookup_completion;
 use crate::guard::ffi;
 use crate::image::{lookup_image, RbdImage};
 use crate::io::Op;
@@ -89,7 +89,12 @@ impl Events {
         (kind != 0).then(|| (self.fd.load(Ordering::Acquire), kind))
     }
 
-    /// Queue a finished completion and signal the fd (only when a notification is set).
+    /// Whether a notification is set (decided per request at submission, as librbd does).
+    fn enabled(&self) -> bool {
+        self.fd().is_some()
+    }
+
+    /// Queue a finished completion and signal the fd.
     pub(crate) fn notify(&self, c: rbd_completion_t) {
         let Some((fd, kind)) = self.fd() else {
             return;
@@ -117,6 +122,7 @@ fn submit(image: rbd_image_t, c: rbd_completion_t, make: impl FnOnce(&RbdImage) 
         return e;
     }
     let is_read = matches!(op, Op::Read { .. });
+    let notify = img.events.enabled();
     let seq = img.shared.begin();
     let job: Job = Box::new(move || {
         let rval = match op.run(&img) {
@@ -125,7 +131,7 @@ fn submit(image: rbd_image_t, c: rbd_completion_t, make: impl FnOnce(&RbdImage) 
             Err(e) => e as isize,
         };
         img.shared.end(seq);
-        finish(comp, rval, &img);
+        comp.finish(rval, notify.then_some(&img.events));
     });
     let job = match globals().workers() {
         Some(w) => match w.submit(job) {
@@ -137,10 +143,6 @@ fn submit(image: rbd_image_t, c: rbd_completion_t, make: impl FnOnce(&RbdImage) 
     // No worker could be started: run it here rather than never.
     job();
     0
-}
-
-fn finish(comp: Arc<RbdCompletion>, rval: isize, img: &RbdImage) {
-    comp.finish(rval, Some(&img.events));
 }
 
 /// The (address, length) pairs of a caller's iovec array (copied: the array itself need not

@@ -2,8 +2,9 @@
 //!
 //! ```text
 //!   aio worker: run the request → finish(c, rval, events):
-//!        set rval → call complete_cb(c, arg) with no lock held → mark done, wake waiters
-//!        → if the image has a notification fd: queue c for rbd_poll_io_events, signal the fd
+//!        set rval → call complete_cb(c, arg) with no lock held → if the image had a
+//!        notification fd when the request was submitted: queue c for rbd_poll_io_events and
+//!        signal the fd → mark done, wake waiters
 //! ```
 //!
 //! Invariants: the worker holds its own `Arc` while it finishes a completion, so the callback
@@ -47,11 +48,13 @@ impl RbdCompletion {
             // exactly this call; `handle` stays valid during the call because we hold an Arc.
             unsafe { cb(handle, self.arg as *mut c_void) };
         }
-        self.state().completed = true;
-        self.done.notify_all();
+        // Queued before it turns complete (as librbd): a waiter that releases the completion
+        // once it is complete can never race with the queueing.
         if let Some(ev) = events {
             ev.notify(handle);
         }
+        self.state().completed = true;
+        self.done.notify_all();
     }
 }
 
