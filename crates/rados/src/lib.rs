@@ -31,6 +31,7 @@ mod metadata;
 mod mon;
 mod options;
 mod pools;
+mod snaps;
 mod state;
 mod types;
 mod version;
