@@ -80,6 +80,14 @@ impl Target for std::fs::File {
     }
 }
 
+/// `write_bytes` of /proc/self/io (0 where unavailable).
+fn proc_write_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/io")
+        .ok()
+        .and_then(|t| t.lines().find_map(|l| l.strip_prefix("write_bytes: ").and_then(|v| v.trim().parse().ok())))
+        .unwrap_or(0)
+}
+
 fn xorshift(s: &mut u64) -> u64 {
     *s ^= *s << 13;
     *s ^= *s >> 7;
@@ -127,6 +135,7 @@ pub fn run(c: &Cluster, sp: &ImageSpec, a: &BenchArgs, json_out: bool) -> Result
         }
         None => Arc::new(img),
     };
+    let io_before = proc_write_bytes();
     let ops_total = total / io_size;
     let blocks = size / io_size;
     let next = Arc::new(AtomicU64::new(0));
@@ -170,18 +179,24 @@ pub fn run(c: &Cluster, sp: &ImageSpec, a: &BenchArgs, json_out: bool) -> Result
     }
     let secs = start.elapsed().as_secs_f64().max(1e-9);
     let bytes = ops_total * io_size;
+    // Bytes this process sent to the storage layer (page cache write-back it dirtied and
+    // direct I/O), per client byte: about 1 means no double write.
+    let device = proc_write_bytes().saturating_sub(io_before);
+    let amp = if a.io_type == IoType::Read { 0.0 } else { device as f64 / bytes.max(1) as f64 };
     let (iops, bps) = (ops_total as f64 / secs, bytes as f64 / secs);
     if json_out {
         crate::out(format!(
             "{}",
             json!({"target": a.target_file.clone().unwrap_or(sp.to_string()), "io_type": format!("{:?}", a.io_type).to_lowercase(),
                    "io_pattern": format!("{:?}", a.io_pattern).to_lowercase(), "io_size": io_size, "io_threads": a.io_threads,
-                   "ops": ops_total, "elapsed_s": secs, "ops_per_sec": iops, "bytes_per_sec": bps})
+                   "ops": ops_total, "elapsed_s": secs, "ops_per_sec": iops, "bytes_per_sec": bps,
+                   "device_write_bytes": device, "device_bytes_per_client_byte": amp})
         ));
     } else {
         crate::out(format!(
-            "elapsed: {secs:.2} s  ops: {ops_total}  ops/sec: {iops:.0}  bytes/sec: {}/s",
-            format_size(bps as u64)
+            "elapsed: {secs:.2} s  ops: {ops_total}  ops/sec: {iops:.0}  bytes/sec: {}/s{}",
+            format_size(bps as u64),
+            if amp > 0.0 { format!("  device bytes per client byte: {amp:.2}") } else { String::new() }
         ));
     }
     Ok(())
