@@ -80,11 +80,31 @@ impl Target for std::fs::File {
     }
 }
 
+/// The engine's counters: journal fill, write-back lag, cache hit ratio, bytes to the store.
+pub fn stats_json(s: &shale_image::Stats) -> serde_json::Value {
+    json!({
+        "journal": {"capacity": s.log.capacity, "used": s.log.used, "records": s.log.records,
+                    "bytes": s.log.bytes, "full_waits": s.log.full_waits, "full_wait_ms": s.log.full_wait_ns / 1_000_000},
+        "write_back": {"pending_segments": s.pending_segments, "pending_bytes": s.pending_bytes, "room_waits": s.room_waits},
+        "store": {"segments_written": s.segments_written, "bytes_written": s.bytes_to_store, "reads": s.store_reads,
+                  "checkpoints_written": s.checkpoints_written},
+        "read_cache": {"capacity": s.cache.capacity, "hits": s.cache.hits, "misses": s.cache.misses,
+                       "hit_ratio": s.cache.hit_ratio(), "admitted": s.cache.admitted, "bypassed": s.cache.bypassed,
+                       "evicted": s.cache.evicted},
+        "extent_map": {"extents": s.extents, "bytes": s.map_bytes},
+    })
+}
+
 /// `write_bytes` of /proc/self/io (0 where unavailable).
 fn proc_write_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/io")
         .ok()
-        .and_then(|t| t.lines().find_map(|l| l.strip_prefix("write_bytes: ").and_then(|v| v.trim().parse().ok())))
+        .and_then(|t| {
+            t.lines().find_map(|l| {
+                l.strip_prefix("write_bytes: ")
+                    .and_then(|v| v.trim().parse().ok())
+            })
+        })
         .unwrap_or(0)
 }
 
@@ -119,9 +139,9 @@ pub fn run(c: &Cluster, sp: &ImageSpec, a: &BenchArgs, json_out: bool) -> Result
             "image {sp} ({size} bytes) is smaller than --io-size"
         ));
     }
+    let img = Arc::new(img);
     let target: Arc<dyn Target> = match &a.target_file {
         Some(p) => {
-            drop(img);
             let f = std::fs::OpenOptions::new()
                 .read(true)
                 .write(true)
@@ -133,7 +153,7 @@ pub fn run(c: &Cluster, sp: &ImageSpec, a: &BenchArgs, json_out: bool) -> Result
                 .map_err(|e| Error::io(format!("cannot size {p}"), e))?;
             Arc::new(f)
         }
-        None => Arc::new(img),
+        None => img.clone(),
     };
     let io_before = proc_write_bytes();
     let ops_total = total / io_size;
@@ -182,7 +202,11 @@ pub fn run(c: &Cluster, sp: &ImageSpec, a: &BenchArgs, json_out: bool) -> Result
     // Bytes this process sent to the storage layer (page cache write-back it dirtied and
     // direct I/O), per client byte: about 1 means no double write.
     let device = proc_write_bytes().saturating_sub(io_before);
-    let amp = if a.io_type == IoType::Read { 0.0 } else { device as f64 / bytes.max(1) as f64 };
+    let amp = if a.io_type == IoType::Read {
+        0.0
+    } else {
+        device as f64 / bytes.max(1) as f64
+    };
     let (iops, bps) = (ops_total as f64 / secs, bytes as f64 / secs);
     if json_out {
         crate::out(format!(
@@ -190,13 +214,18 @@ pub fn run(c: &Cluster, sp: &ImageSpec, a: &BenchArgs, json_out: bool) -> Result
             json!({"target": a.target_file.clone().unwrap_or(sp.to_string()), "io_type": format!("{:?}", a.io_type).to_lowercase(),
                    "io_pattern": format!("{:?}", a.io_pattern).to_lowercase(), "io_size": io_size, "io_threads": a.io_threads,
                    "ops": ops_total, "elapsed_s": secs, "ops_per_sec": iops, "bytes_per_sec": bps,
-                   "device_write_bytes": device, "device_bytes_per_client_byte": amp})
+                   "device_write_bytes": device, "device_bytes_per_client_byte": amp,
+                   "image_stats": if a.target_file.is_none() { stats_json(&img.stats()) } else { json!(null) }})
         ));
     } else {
         crate::out(format!(
             "elapsed: {secs:.2} s  ops: {ops_total}  ops/sec: {iops:.0}  bytes/sec: {}/s{}",
             format_size(bps as u64),
-            if amp > 0.0 { format!("  device bytes per client byte: {amp:.2}") } else { String::new() }
+            if amp > 0.0 {
+                format!("  device bytes per client byte: {amp:.2}")
+            } else {
+                String::new()
+            }
         ));
     }
     Ok(())

@@ -11,10 +11,16 @@ use shale_engine::{EngineConfig, LogConfig, Volume};
 use shale_store::{FaultStore, MemoryStore, ObjectStore};
 
 fn stores() -> Vec<(String, Arc<dyn ObjectStore>)> {
-    let mut v: Vec<(String, Arc<dyn ObjectStore>)> = vec![("memory".into(), Arc::new(MemoryStore::new()))];
+    let mut v: Vec<(String, Arc<dyn ObjectStore>)> =
+        vec![("memory".into(), Arc::new(MemoryStore::new()))];
     match std::env::var("SHALE_TEST_S3") {
         Ok(base) => {
-            let url = format!("{}/outage-{}-{}", base.trim_end_matches('/'), std::process::id(), line!());
+            let url = format!(
+                "{}/outage-{}-{}",
+                base.trim_end_matches('/'),
+                std::process::id(),
+                line!()
+            );
             v.push((url.clone(), shale_store::open_store(&url).unwrap()));
         }
         Err(_) => println!("S3 variant skipped: set SHALE_TEST_S3=s3://bucket/prefix (and AWS_*)"),
@@ -28,7 +34,11 @@ fn cfg(dir: &std::path::Path, journal: u64) -> EngineConfig {
         checkpoint_interval: 4,
         max_pending: 64,
         full_wait: Duration::from_millis(800),
-        log: LogConfig::Ring { path: dir.join("j"), size: journal, owner: 3 },
+        log: LogConfig::Ring {
+            path: dir.join("j"),
+            size: journal,
+            owner: 3,
+        },
         ..EngineConfig::default()
     }
 }
@@ -45,7 +55,8 @@ fn store_outage_keeps_acknowledging_until_the_journal_fills_and_loses_nothing() 
         let fault = Arc::new(FaultStore::new(inner.clone(), 1));
         let store: Arc<dyn ObjectStore> = fault.clone();
         let c = cfg(dir.path(), 4 << 20);
-        let vol = Volume::open(store.clone(), "p/images/o/", 64 << 20, 1, c.clone(), false).unwrap();
+        let vol =
+            Volume::open(store.clone(), "p/images/o/", 64 << 20, 1, c.clone(), false).unwrap();
         for i in 0..8 {
             vol.write(i * 65536, &block(i)).unwrap();
         }
@@ -65,17 +76,24 @@ fn store_outage_keeps_acknowledging_until_the_journal_fills_and_loses_nothing() 
             assert!(t.elapsed() < Duration::from_secs(30), "never filled");
         };
         // ...until the journal is full: then a write fails after a bounded wait, it does not hang.
-        assert!(acked > 16, "only {acked} writes were acknowledged from a 4 MiB journal");
+        assert!(
+            acked > 16,
+            "only {acked} writes were acknowledged from a 4 MiB journal"
+        );
         assert_eq!(err.kind(), shale_error::ErrorKind::Unavailable, "{err}");
         let st = vol.stats();
         assert!(st.log.full_waits >= 1 || st.room_waits >= 1, "{st:?}");
-        assert!(st.pending_segments > 0, "write-back lag must be visible: {st:?}");
+        assert!(
+            st.pending_segments > 0,
+            "write-back lag must be visible: {st:?}"
+        );
         // The store comes back: the backlog drains, and writes flow again.
         fault.set_offline(false);
         vol.write(acked * 65536, &block(acked)).unwrap();
         acked += 1;
         vol.close().unwrap();
-        let vol = Volume::open(store.clone(), "p/images/o/", 64 << 20, 1, c.clone(), false).unwrap();
+        let vol =
+            Volume::open(store.clone(), "p/images/o/", 64 << 20, 1, c.clone(), false).unwrap();
         let mut buf = vec![0u8; 65536];
         for i in 0..acked {
             vol.read(i * 65536, &mut buf).unwrap();
@@ -92,7 +110,8 @@ fn crash_while_the_store_is_away_loses_nothing_acknowledged() {
         let fault = Arc::new(FaultStore::new(inner.clone(), 2));
         let store: Arc<dyn ObjectStore> = fault.clone();
         let c = cfg(dir.path(), 32 << 20);
-        let vol = Volume::open(store.clone(), "p/images/k/", 64 << 20, 1, c.clone(), false).unwrap();
+        let vol =
+            Volume::open(store.clone(), "p/images/k/", 64 << 20, 1, c.clone(), false).unwrap();
         for i in 0..4 {
             vol.write(i * 65536, &block(i)).unwrap();
         }
@@ -102,7 +121,8 @@ fn crash_while_the_store_is_away_loses_nothing_acknowledged() {
         }
         vol.crash();
         fault.set_offline(false);
-        let vol = Volume::open(store.clone(), "p/images/k/", 64 << 20, 1, c.clone(), false).unwrap();
+        let vol =
+            Volume::open(store.clone(), "p/images/k/", 64 << 20, 1, c.clone(), false).unwrap();
         let mut buf = vec![0u8; 65536];
         for i in 0..40 {
             vol.read(i * 65536, &mut buf).unwrap();
@@ -121,8 +141,13 @@ fn slow_and_flaky_store_under_sustained_writes() {
         f.put_error_rate = 0.3;
     });
     let store: Arc<dyn ObjectStore> = fault.clone();
-    let c = EngineConfig { max_pending: 4, ..cfg(dir.path(), 2 << 20) };
-    let vol = Arc::new(Volume::open(store.clone(), "p/images/s/", 64 << 20, 1, c.clone(), false).unwrap());
+    let c = EngineConfig {
+        max_pending: 4,
+        ..cfg(dir.path(), 2 << 20)
+    };
+    let vol = Arc::new(
+        Volume::open(store.clone(), "p/images/s/", 64 << 20, 1, c.clone(), false).unwrap(),
+    );
     let t = Instant::now();
     let mut ok = 0u64;
     let mut hs = Vec::new();

@@ -20,4 +20,5 @@ pub use cluster::{Cluster, ImageEntry, PoolStats};
 pub use image::{Image, ImageInfo};
 pub use names::{validate_image_name, validate_pool_name, ImageSpec};
 pub use settings::{JournalMode, Settings};
+pub use shale_engine::Stats;
 pub use shale_error::{Error, ErrorKind, Result};
