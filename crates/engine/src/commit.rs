@@ -87,6 +87,33 @@ fn run(sh: &Shared) {
                     seal(sh, &mut lock(&sh.inner));
                     (p.done)(Ok(()));
                 }
+                Req::Snapshot { key, out } => {
+                    commit(sh, &mut b, &mut scratch);
+                    let mut g = lock(&sh.inner);
+                    seal(sh, &mut g);
+                    let seq = g.open.seq - 1;
+                    let extents: Vec<_> = g.map.iter().collect();
+                    let mark = JournalMark {
+                        journal_id: sh.log.id(),
+                        jseq: g.open.jseq,
+                    };
+                    *out.lock().unwrap_or_else(|p| p.into_inner()) = Some(seq);
+                    let job = Job::Checkpoint {
+                        seq,
+                        mark,
+                        key: format!("{}{key}", sh.prefix),
+                        extents,
+                        done: p.done,
+                    };
+                    let tx = sh.jobs.lock().unwrap_or_else(|p| p.into_inner());
+                    if let Err(std::sync::mpsc::SendError(Job::Checkpoint { done, .. })) =
+                        tx.send(job)
+                    {
+                        drop(tx);
+                        drop(g);
+                        done(Err(err!(Io, "upload workers are gone")));
+                    }
+                }
             }
         }
         commit(sh, &mut b, &mut scratch);

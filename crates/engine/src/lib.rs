@@ -32,4 +32,4 @@ mod volume;
 
 pub use config::{Durability, EngineConfig, LogConfig};
 pub use shale_journal::LogStats;
-pub use volume::{destroy, Done, Stats, Volume};
+pub use volume::{destroy, Done, Parent, Stats, Volume};

@@ -61,6 +61,8 @@ pub(crate) fn load_header(store: &dyn shale_store::ObjectStore, key: &str) -> Re
 /// Where one run of sectors comes from.
 enum Source {
     Zeros,
+    /// Never written here: read through to the parent (its sector address).
+    Parent(u64),
     Memory(Arc<Sealed>, usize),
     Store(u64, u32),
 }
@@ -91,6 +93,17 @@ impl Shared {
     /// Read whole sectors into `out` (exactly `n * 512` bytes).
     pub(crate) fn read_sectors(&self, lba: u64, n: u64, out: &mut [u8]) -> Result<()> {
         let mut plan: Vec<(usize, usize, Source)> = Vec::new();
+        let parent = self
+            .parent
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        // Sectors wholly or partly below the overlap read through (a partial last sector of
+        // the overlap is read from the parent, then its tail is zeroed below).
+        let parent_end = parent
+            .as_ref()
+            .map(|p| p.overlap.div_ceil(SECTOR))
+            .unwrap_or(0);
         {
             let g = lock(&self.inner);
             let open_seq = g.open.seq;
@@ -98,6 +111,18 @@ impl Shared {
                 let at = ((m.lba - lba) * SECTOR) as usize;
                 let len = (m.len * SECTOR) as usize;
                 match m.target {
+                    None if parent_end > m.lba => {
+                        // Below the overlap the parent's data shows through; past it, zeros.
+                        let n = m.len.min(parent_end - m.lba);
+                        plan.push((at, (n * SECTOR) as usize, Source::Parent(m.lba)));
+                        if n < m.len {
+                            plan.push((
+                                at + (n * SECTOR) as usize,
+                                ((m.len - n) * SECTOR) as usize,
+                                Source::Zeros,
+                            ));
+                        }
+                    }
                     None | Some(Target::Zero) => plan.push((at, len, Source::Zeros)),
                     Some(Target::Data { seg, off }) => {
                         let boff = off as usize * SECTOR as usize;
@@ -128,8 +153,27 @@ impl Shared {
                 Source::Zeros => dst.fill(0),
                 Source::Memory(s, boff) => dst.copy_from_slice(&s.data[boff..boff + len]),
                 Source::Store(seg, off) => self.read_stored(seg, off, dst)?,
+                Source::Parent(plba) => {
+                    if let Some(p) = &parent {
+                        p.vol.sh.read_sectors_clamped(plba, dst, p.overlap)?;
+                    }
+                }
             }
         }
+        Ok(())
+    }
+
+    /// Read sectors from this (parent) volume for a child: bytes at or past `limit` (the
+    /// overlap) or past this volume's size read as zeros.
+    fn read_sectors_clamped(&self, lba: u64, dst: &mut [u8], limit: u64) -> Result<()> {
+        let limit = limit.min(lock(&self.inner).size);
+        let start = lba * SECTOR;
+        let valid = limit.saturating_sub(start).min(dst.len() as u64) as usize;
+        let whole = valid.div_ceil(SECTOR as usize);
+        if whole > 0 {
+            self.read_sectors(lba, whole as u64, &mut dst[..whole * SECTOR as usize])?;
+        }
+        dst[valid..].fill(0);
         Ok(())
     }
 

@@ -25,6 +25,27 @@ pub(crate) struct Recovered {
     pub mark: JournalMark,
 }
 
+/// The map stored in one checkpoint object.
+pub(crate) fn load_checkpoint_map(store: &dyn ObjectStore, key: &str) -> Result<ExtentMap> {
+    let (b, _) = store
+        .get(key)
+        .map_err(|e| e.context("loading a snapshot"))?;
+    let c = checkpoint::decode(&b).map_err(|e| e.context(key))?;
+    let mut map = ExtentMap::new();
+    for e in &c.extents {
+        let t = if e.seg == ZERO_SEG {
+            Target::Zero
+        } else {
+            Target::Data {
+                seg: e.seg,
+                off: e.off,
+            }
+        };
+        map.insert(e.lba, e.len as u64, t);
+    }
+    Ok(map)
+}
+
 pub(crate) fn random_id() -> Result<u64> {
     let mut b = [0u8; 8];
     getrandom::getrandom(&mut b).map_err(|e| err!(Io, "no randomness for a log id: {e}"))?;

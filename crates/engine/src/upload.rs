@@ -26,6 +26,14 @@ use crate::volume::{lock, Done, Sealed, Shared};
 
 pub(crate) enum Job {
     Upload(Arc<Sealed>),
+    /// Store a checkpoint of segments ≤ seq under `key` once they are durable.
+    Checkpoint {
+        seq: u64,
+        mark: JournalMark,
+        key: String,
+        extents: Vec<(u64, u64, Target)>,
+        done: Done,
+    },
     Stop,
 }
 
@@ -70,6 +78,40 @@ fn worker(sh: Arc<Shared>, rx: Arc<Mutex<Receiver<Job>>>) {
         };
         match job {
             Ok(Job::Upload(s)) => upload(&sh, s),
+            Ok(Job::Checkpoint {
+                seq,
+                mark,
+                key,
+                extents,
+                done,
+            }) => {
+                let mut g = lock(&sh.inner);
+                while g.failed.is_none() && g.durable < seq {
+                    g = sh.progress.wait(g).unwrap_or_else(|p| p.into_inner());
+                }
+                let failed = g.failed.clone();
+                drop(g);
+                let r = match failed {
+                    Some(f) => Err(crate::volume::failed_error(&f)),
+                    None => {
+                        let c = Checkpoint {
+                            seq,
+                            next_seq: seq + 1,
+                            epoch: sh.epoch,
+                            journal: mark,
+                            extents: to_extents(extents.into_iter()),
+                        };
+                        sh.store
+                            .put(
+                                &key,
+                                Bytes::from(checkpoint::encode(&c)),
+                                PutMode::Overwrite,
+                            )
+                            .map(|_| ())
+                    }
+                };
+                done(r);
+            }
             Ok(Job::Stop) | Err(_) => return,
         }
     }

@@ -60,10 +60,30 @@ pub struct Stats {
 }
 
 pub(crate) enum Req {
-    Write { off: u64, data: Vec<u8> },
-    Zero { off: u64, len: u64, trim: bool },
+    Write {
+        off: u64,
+        data: Vec<u8>,
+    },
+    Zero {
+        off: u64,
+        len: u64,
+        trim: bool,
+    },
     Flush,
     Seal,
+    /// Seal and store a checkpoint of the map under `key`; the segment number goes to `out`.
+    Snapshot {
+        key: String,
+        out: Arc<Mutex<Option<u64>>>,
+    },
+}
+
+/// A clone's parent: reads of never-written sectors below `overlap` bytes come from `vol`
+/// (a read-only view of the parent image at a snapshot).
+#[derive(Debug, Clone)]
+pub struct Parent {
+    pub vol: Arc<Volume>,
+    pub overlap: u64,
 }
 
 pub(crate) struct Pending {
@@ -111,6 +131,7 @@ pub(crate) struct Shared {
     pub queue_cv: Condvar,
     pub index_cache: SegIndexCache,
     pub jobs: Mutex<std::sync::mpsc::Sender<Job>>,
+    pub parent: std::sync::RwLock<Option<Parent>>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -234,9 +255,14 @@ impl Volume {
             queue_cv: Condvar::new(),
             index_cache: SegIndexCache::new(1024),
             jobs: Mutex::new(tx),
+            parent: std::sync::RwLock::new(None),
             cfg,
         });
-        let mut threads = crate::upload::spawn_workers(&sh, rx)?;
+        let mut threads = if read_only {
+            Vec::new()
+        } else {
+            crate::upload::spawn_workers(&sh, rx)?
+        };
         // Records the log kept for us go back into the open segment before anything new.
         for r in &replay {
             crate::commit::apply_record(&sh, r)?;
@@ -248,6 +274,155 @@ impl Volume {
             sh,
             threads: Mutex::new(threads),
         })
+    }
+
+    /// A read-only view of the log as of the snapshot checkpoint stored under `key` (relative
+    /// to `prefix`), `size` bytes long.
+    pub fn open_snapshot(
+        store: Arc<dyn ObjectStore>,
+        prefix: &str,
+        key: &str,
+        size: u64,
+        cfg: EngineConfig,
+    ) -> Result<Volume> {
+        let map = crate::recovery::load_checkpoint_map(store.as_ref(), &format!("{prefix}{key}"))?;
+        let (tx, _rx) = std::sync::mpsc::channel();
+        let sh = Arc::new(Shared {
+            store,
+            prefix: prefix.to_string(),
+            epoch: 0,
+            read_only: true,
+            log: Arc::new(shale_journal::MemoryLog::default()),
+            inner: Mutex::new(Inner {
+                map,
+                size,
+                open: OpenSeg {
+                    seq: u64::MAX,
+                    entries: Vec::new(),
+                    data: Vec::new(),
+                    jseq: 0,
+                },
+                pending: BTreeMap::new(),
+                durable: 0,
+                stored_ahead: Default::default(),
+                durable_waiters: Vec::new(),
+                failed: None,
+                segs_since_ckpt: 0,
+                closing: false,
+                stats: Stats::default(),
+            }),
+            progress: Condvar::new(),
+            queue: Mutex::new(Queue::default()),
+            queue_cv: Condvar::new(),
+            index_cache: SegIndexCache::new(256),
+            jobs: Mutex::new(tx),
+            parent: std::sync::RwLock::new(None),
+            cfg,
+        });
+        Ok(Volume {
+            sh,
+            threads: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Set or clear the parent that never-written sectors read through to.
+    pub fn set_parent(&self, parent: Option<Parent>) {
+        *self.sh.parent.write().unwrap_or_else(|p| p.into_inner()) = parent;
+    }
+
+    /// The parent overlap in bytes (0 without a parent).
+    pub fn parent_overlap(&self) -> u64 {
+        self.sh
+            .parent
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|p| p.overlap)
+            .unwrap_or(0)
+    }
+
+    /// Lower the parent overlap (a shrink cuts the clone off from the parent past the end).
+    pub fn cap_parent_overlap(&self, max: u64) {
+        if let Some(p) = self
+            .sh
+            .parent
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_mut()
+        {
+            p.overlap = p.overlap.min(max);
+        }
+    }
+
+    /// Seal, and store a checkpoint of the whole map under `key` (relative to the prefix) once
+    /// the segments it covers are durable. Returns the last segment number it covers. Cost:
+    /// one pass over the map in memory; no data is copied.
+    pub fn snapshot(&self, key: &str) -> Result<u64> {
+        let out = Arc::new(Mutex::new(None));
+        let (d, rx) = waiter();
+        self.submit(
+            Req::Snapshot {
+                key: key.to_string(),
+                out: out.clone(),
+            },
+            None,
+            d,
+        );
+        wait(rx)?;
+        let seq = *out.lock().unwrap_or_else(|p| p.into_inner());
+        seq.ok_or_else(|| err!(Io, "snapshot was not taken"))
+    }
+
+    /// Ranges of [lba, lba+n) (sectors) whose content differs from the snapshot checkpoint
+    /// `since` (relative key), or that hold data when `since` is None: (lba, len, exists) with
+    /// `exists` false where the range now reads as zeros. Never-written ranges (holes) are not
+    /// reported; the caller resolves them against a parent.
+    pub fn diff(&self, since: Option<&str>, lba: u64, n: u64) -> Result<Vec<(u64, u64, bool)>> {
+        let old = match since {
+            Some(k) => Some(crate::recovery::load_checkpoint_map(
+                self.sh.store.as_ref(),
+                &format!("{}{k}", self.sh.prefix),
+            )?),
+            None => None,
+        };
+        let cur = lock(&self.sh.inner).map.lookup(lba, n);
+        let mut out: Vec<(u64, u64, bool)> = Vec::new();
+        let mut push = |a: u64, len: u64, exists: bool| match out.last_mut() {
+            Some(l) if l.0 + l.1 == a && l.2 == exists => l.1 += len,
+            _ => out.push((a, len, exists)),
+        };
+        match old {
+            None => {
+                for m in cur {
+                    if let Some(Target::Data { .. }) = m.target {
+                        push(m.lba, m.len, true);
+                    }
+                }
+            }
+            Some(old) => {
+                let prev = old.lookup(lba, n);
+                let (mut i, mut j) = (0, 0);
+                let mut at = lba;
+                while i < cur.len() && j < prev.len() {
+                    let (c, p) = (cur[i], prev[j]);
+                    let end = (c.lba + c.len).min(p.lba + p.len);
+                    let ct = c.target.map(|t| shift(t, at - c.lba));
+                    let pt = p.target.map(|t| shift(t, at - p.lba));
+                    let zero = |t: Option<Target>| !matches!(t, Some(Target::Data { .. }));
+                    if ct != pt && !(zero(ct) && zero(pt)) {
+                        push(at, end - at, !zero(ct));
+                    }
+                    at = end;
+                    if c.lba + c.len == end {
+                        i += 1;
+                    }
+                    if p.lba + p.len == end {
+                        j += 1;
+                    }
+                }
+            }
+        }
+        Ok(out)
     }
 
     pub fn size(&self) -> u64 {
@@ -281,6 +456,22 @@ impl Volume {
         let mut out: Vec<(u64, u64)> = Vec::new();
         g.map.for_each_in(lba, n, |m| {
             if let Some(Target::Data { .. }) = m.target {
+                match out.last_mut() {
+                    Some(last) if last.0 + last.1 == m.lba => last.1 += m.len,
+                    _ => out.push((m.lba, m.len)),
+                }
+            }
+        });
+        out
+    }
+
+    /// Runs of [lba, lba+n) that this log has written (data or zeros) — everything else reads
+    /// through to a parent, if any.
+    pub fn written(&self, lba: u64, n: u64) -> Vec<(u64, u64)> {
+        let g = lock(&self.sh.inner);
+        let mut out: Vec<(u64, u64)> = Vec::new();
+        g.map.for_each_in(lba, n, |m| {
+            if m.target.is_some() {
                 match out.last_mut() {
                     Some(last) if last.0 + last.1 == m.lba => last.1 += m.len,
                     _ => out.push((m.lba, m.len)),
@@ -538,6 +729,17 @@ impl Shared {
             LogConfig::Memory => Durability::Backend,
             _ => self.cfg.durability,
         }
+    }
+}
+
+/// The target of the sector `k` sectors into a mapping.
+fn shift(t: Target, k: u64) -> Target {
+    match t {
+        Target::Data { seg, off } => Target::Data {
+            seg,
+            off: off + k as u32,
+        },
+        z => z,
     }
 }
 

@@ -30,6 +30,8 @@ pub enum ErrorKind {
     NoSpace,
     /// Not implemented / not supported.
     Unsupported,
+    /// It still has dependents (an image with snapshots, a snapshot with clones).
+    NotEmpty,
     /// An I/O error not covered above.
     Io,
 }
@@ -48,6 +50,7 @@ impl ErrorKind {
             ErrorKind::Fenced => 108,     // ESHUTDOWN
             ErrorKind::NoSpace => 28,     // ENOSPC
             ErrorKind::Unsupported => 38, // ENOSYS
+            ErrorKind::NotEmpty => 39,    // ENOTEMPTY
             ErrorKind::Io => 5,           // EIO
         }
     }

@@ -353,7 +353,17 @@ impl Cluster {
         let hkey = Self::header_key(pool, &id);
         // Mark it first: an interrupted removal leaves an image that can only be removed.
         match get_json::<ImageHeader>(self.store.as_ref(), &hkey, Kind::ImageHeader) {
+            Ok((h, _)) if !h.snapshots.is_empty() => {
+                return Err(err!(
+                    NotEmpty,
+                    "image {pool}/{name} has {} snapshot(s); remove them first (`shale snap purge {pool}/{name}`)",
+                    h.snapshots.len()
+                ));
+            }
             Ok((mut h, ver)) => {
+                if let Some(p) = &h.parent {
+                    self.unlink_child(p, pool, &id)?;
+                }
                 if !h.removing {
                     h.removing = true;
                     put_json(
@@ -428,6 +438,108 @@ impl Cluster {
             }
         }
         self.store.delete(&Self::name_key(pool, src))
+    }
+
+    /// An image's header and its version.
+    pub(crate) fn load_header(
+        &self,
+        pool: &str,
+        id: &str,
+    ) -> Result<(ImageHeader, shale_store::Version)> {
+        get_json::<ImageHeader>(
+            self.store.as_ref(),
+            &Self::header_key(pool, id),
+            Kind::ImageHeader,
+        )
+        .map_err(|e| {
+            if e.kind() == ErrorKind::NotFound {
+                err!(
+                    NotFound,
+                    "image {pool}/{id} has no header (removed, or an interrupted create)"
+                )
+            } else {
+                e
+            }
+        })
+    }
+
+    /// Change an image's header with a conditional write, retrying on concurrent changes.
+    pub(crate) fn modify_header(
+        &self,
+        pool: &str,
+        id: &str,
+        f: impl Fn(&mut ImageHeader) -> Result<()>,
+    ) -> Result<(ImageHeader, shale_store::Version)> {
+        let key = Self::header_key(pool, id);
+        loop {
+            let (mut h, ver) = self.load_header(pool, id)?;
+            f(&mut h)?;
+            match put_json(
+                self.store.as_ref(),
+                &key,
+                Kind::ImageHeader,
+                &h,
+                PutMode::Update(ver),
+            ) {
+                Ok(v) => return Ok((h, v)),
+                Err(e) if e.kind() == ErrorKind::Busy => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The engine configuration of an image: log device, read cache.
+    pub(crate) fn engine_config(&self, pool: &str, id: &str) -> shale_engine::EngineConfig {
+        let prefix = format!("{pool}/images/{id}/");
+        let local = self.store.local_path(&format!("{prefix}header")).is_some();
+        let mut cfg = self
+            .settings
+            .engine_config(local, &crate::image::journal_key(pool, id));
+        if !local && !self.settings.store_url().starts_with("memory://") {
+            if let Some(cache) = self.read_cache() {
+                let owner = (crc32c::crc32c(self.settings.store_url().as_bytes()) as u64) << 32
+                    | crc32c::crc32c(prefix.as_bytes()) as u64;
+                cfg.cache = Some((cache as Arc<dyn shale_cache::BlockCache>, owner));
+            }
+        }
+        cfg
+    }
+
+    /// A read-only view of a clone's parent at its snapshot, with the parent's own parents.
+    pub(crate) fn parent_volume(
+        &self,
+        p: &crate::image::ParentRef,
+    ) -> Result<Arc<shale_engine::Volume>> {
+        let (h, _) = self
+            .load_header(&p.pool, &p.image_id)
+            .map_err(|e| e.context("opening the parent of a clone"))?;
+        let s = h
+            .snapshots
+            .iter()
+            .find(|s| s.id == p.snap_id)
+            .ok_or_else(|| {
+                err!(
+                    NotFound,
+                    "parent snapshot {}@{} of a clone is missing",
+                    p.image_name,
+                    p.snap_name
+                )
+            })?;
+        let prefix = format!("{}/images/{}/", p.pool, p.image_id);
+        let vol = shale_engine::Volume::open_snapshot(
+            self.store.clone(),
+            &prefix,
+            &crate::image::SnapInfo::key(s.id),
+            s.size,
+            self.engine_config(&p.pool, &p.image_id),
+        )?;
+        if let Some(pp) = &h.parent {
+            vol.set_parent(Some(shale_engine::Parent {
+                vol: self.parent_volume(pp)?,
+                overlap: pp.overlap.min(s.size),
+            }));
+        }
+        Ok(Arc::new(vol))
     }
 
     /// Open an image by name.

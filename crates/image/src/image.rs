@@ -1,15 +1,13 @@
 //! An open image: the engine volume plus the image header (size, features, metadata).
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 use shale_engine::{Stats, Volume};
-use shale_error::{err, ErrorKind, Result};
-use shale_format::envelope::Kind;
-use shale_store::{ObjectStore, PutMode};
+use shale_error::{err, Result};
 
-use crate::cluster::{get_json, now_secs, put_json, Cluster};
+use crate::cluster::{now_secs, Cluster};
 
 /// RBD feature bits Shale reports (layering | exclusive-lock | object-map | fast-diff |
 /// deep-flatten), as librbd's defaults.
@@ -30,6 +28,56 @@ pub(crate) struct ImageHeader {
     pub metadata: BTreeMap<String, String>,
     #[serde(default)]
     pub removing: bool,
+    #[serde(default)]
+    pub snapshots: Vec<SnapInfo>,
+    /// Next snapshot id to hand out (ids are never reused).
+    #[serde(default)]
+    pub next_snap_id: u64,
+    #[serde(default)]
+    pub parent: Option<ParentRef>,
+    #[serde(default)]
+    pub snap_limit: Option<u64>,
+}
+
+/// A snapshot in an image header.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SnapInfo {
+    pub id: u64,
+    pub name: String,
+    /// Last segment it covers.
+    pub seq: u64,
+    pub size: u64,
+    pub protected: bool,
+    pub created: u64,
+    /// Clones made from it.
+    #[serde(default)]
+    pub children: Vec<ChildRef>,
+}
+
+/// A clone of a snapshot.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ChildRef {
+    pub pool: String,
+    pub image_id: String,
+}
+
+/// The parent of a clone.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ParentRef {
+    pub pool: String,
+    pub image_id: String,
+    pub image_name: String,
+    pub snap_id: u64,
+    pub snap_name: String,
+    /// Bytes of the clone that may read through to the parent.
+    pub overlap: u64,
+}
+
+impl SnapInfo {
+    /// Key of its checkpoint, relative to the image prefix.
+    pub(crate) fn key(id: u64) -> String {
+        format!("snap/{id:016x}")
+    }
 }
 
 impl ImageHeader {
@@ -44,6 +92,10 @@ impl ImageHeader {
             epoch: 1,
             metadata: BTreeMap::new(),
             removing: false,
+            snapshots: Vec::new(),
+            next_snap_id: 4,
+            parent: None,
+            snap_limit: None,
         }
     }
 }
@@ -72,28 +124,30 @@ pub struct ImageInfo {
 /// An open image. Cheap to share across threads (`&self` everywhere).
 #[derive(Debug)]
 pub struct Image {
-    store: Arc<dyn ObjectStore>,
-    pool: String,
-    id: String,
-    header: Mutex<(ImageHeader, shale_store::Version)>,
-    vol: Volume,
-    read_only: bool,
+    pub(crate) cluster: Cluster,
+    pub(crate) pool: String,
+    pub(crate) id: String,
+    pub(crate) header: Mutex<(ImageHeader, shale_store::Version)>,
+    pub(crate) vol: Volume,
+    pub(crate) read_only: bool,
+    /// The snapshot this handle shows (read-only), if any.
+    pub(crate) snap: Option<SnapInfo>,
 }
 
 impl Image {
     pub(crate) fn open(c: &Cluster, pool: &str, id: &str, read_only: bool) -> Result<Image> {
-        let hkey = Cluster::header_key(pool, id);
-        let (h, ver) = get_json::<ImageHeader>(c.store.as_ref(), &hkey, Kind::ImageHeader)
-            .map_err(|e| {
-                if e.kind() == ErrorKind::NotFound {
-                    err!(
-                        NotFound,
-                        "image {pool}/{id} has no header (removed, or an interrupted create)"
-                    )
-                } else {
-                    e
-                }
-            })?;
+        Self::open_at(c, pool, id, None, read_only)
+    }
+
+    /// Open the head (`snap` None) or, read-only, a snapshot by name.
+    pub(crate) fn open_at(
+        c: &Cluster,
+        pool: &str,
+        id: &str,
+        snap: Option<&str>,
+        read_only: bool,
+    ) -> Result<Image> {
+        let (h, ver) = c.load_header(pool, id)?;
         if h.removing {
             return Err(err!(
                 NotFound,
@@ -103,23 +157,54 @@ impl Image {
             ));
         }
         let prefix = format!("{pool}/images/{id}/");
-        let local = c.store.local_path(&format!("{prefix}header")).is_some();
-        let mut cfg = c.settings().engine_config(local, &journal_key(pool, id));
-        if !local && !c.settings().store_url().starts_with("memory://") {
-            if let Some(cache) = c.read_cache() {
-                let owner = (crc32c::crc32c(c.settings().store_url().as_bytes()) as u64) << 32
-                    | crc32c::crc32c(prefix.as_bytes()) as u64;
-                cfg.cache = Some((cache as Arc<dyn shale_cache::BlockCache>, owner));
+        let cfg = c.engine_config(pool, id);
+        let (vol, snap, read_only) = match snap {
+            None => (
+                Volume::open(c.store.clone(), &prefix, h.size, h.epoch, cfg, read_only)?,
+                None,
+                read_only,
+            ),
+            Some(name) => {
+                let s = h
+                    .snapshots
+                    .iter()
+                    .find(|s| s.name == name)
+                    .cloned()
+                    .ok_or_else(|| {
+                        err!(NotFound, "image {pool}/{} has no snapshot {name:?}", h.name)
+                    })?;
+                (
+                    Volume::open_snapshot(
+                        c.store.clone(),
+                        &prefix,
+                        &SnapInfo::key(s.id),
+                        s.size,
+                        cfg,
+                    )?,
+                    Some(s),
+                    true,
+                )
             }
+        };
+        if let Some(p) = &h.parent {
+            // A snapshot of a clone keeps the overlap it had; the head's may have shrunk since.
+            let overlap = snap
+                .as_ref()
+                .map(|s| s.size.min(p.overlap))
+                .unwrap_or(p.overlap);
+            vol.set_parent(Some(shale_engine::Parent {
+                vol: c.parent_volume(p)?,
+                overlap,
+            }));
         }
-        let vol = Volume::open(c.store.clone(), &prefix, h.size, h.epoch, cfg, read_only)?;
         Ok(Image {
-            store: c.store.clone(),
+            cluster: c.clone(),
             pool: pool.into(),
             id: id.into(),
             header: Mutex::new((h, ver)),
             vol,
             read_only,
+            snap,
         })
     }
 
@@ -128,32 +213,21 @@ impl Image {
     }
 
     /// Change the header with a conditional write, retrying on a concurrent change.
-    fn update_header(&self, f: impl Fn(&mut ImageHeader) -> Result<()>) -> Result<()> {
+    pub(crate) fn update_header(&self, f: impl Fn(&mut ImageHeader) -> Result<()>) -> Result<()> {
         if self.read_only {
             return Err(err!(ReadOnly, "image is open read-only"));
         }
-        let key = Cluster::header_key(&self.pool, &self.id);
         let mut g = self.hdr();
-        loop {
-            let mut h = g.0.clone();
-            f(&mut h)?;
-            match put_json(
-                self.store.as_ref(),
-                &key,
-                Kind::ImageHeader,
-                &h,
-                PutMode::Update(g.1.clone()),
-            ) {
-                Ok(ver) => {
-                    *g = (h, ver);
-                    return Ok(());
-                }
-                Err(e) if e.kind() == ErrorKind::Busy => {
-                    *g = get_json::<ImageHeader>(self.store.as_ref(), &key, Kind::ImageHeader)?;
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        *g = self.cluster.modify_header(&self.pool, &self.id, f)?;
+        Ok(())
+    }
+
+    /// Re-read the header (another handle or process may have changed snapshots or parents).
+    pub(crate) fn reload_header(&self) -> Result<ImageHeader> {
+        let fresh = self.cluster.load_header(&self.pool, &self.id)?;
+        let mut g = self.hdr();
+        *g = fresh;
+        Ok(g.0.clone())
     }
 
     pub fn id(&self) -> &str {
@@ -259,8 +333,13 @@ impl Image {
         // Shrink: trim the data durably before the header says so; grow: header first is
         // harmless either way since new space reads as zeros.
         self.vol.resize(new_size)?;
+        // A clone shrunk below its overlap never sees the parent past the new end again.
+        self.vol.cap_parent_overlap(new_size);
         self.update_header(|h| {
             h.size = new_size;
+            if let Some(p) = h.parent.as_mut() {
+                p.overlap = p.overlap.min(new_size);
+            }
             Ok(())
         })
     }

@@ -15,9 +15,10 @@ mod image;
 mod names;
 mod settings;
 pub mod size;
+mod snaps;
 
 pub use cluster::{Cluster, ImageEntry, PoolStats};
-pub use image::{Image, ImageInfo};
+pub use image::{ChildRef, Image, ImageInfo, ParentRef, SnapInfo};
 pub use names::{validate_image_name, validate_pool_name, ImageSpec};
 pub use settings::{JournalMode, Settings};
 pub use shale_engine::Stats;
