@@ -103,7 +103,7 @@ pub fn import(c: &Cluster, path: &str, sp: &ImageSpec) -> Result<CopyStats> {
 }
 
 pub fn export(c: &Cluster, sp: &ImageSpec, path: &str) -> Result<CopyStats> {
-    let img = c.open_image(&sp.pool, &sp.image, true)?;
+    let img = crate::snap::open_spec(c, sp, false)?;
     let size = img.size();
     let bar = progress::bar("Exporting image", size);
     let mut st = CopyStats {
@@ -143,7 +143,7 @@ pub fn export(c: &Cluster, sp: &ImageSpec, path: &str) -> Result<CopyStats> {
             let n = (CHUNK as u64).min(size - off);
             let lba = off / 512;
             let sectors = (off + n).div_ceil(512) - lba;
-            for (a, len) in img.allocated(lba, sectors) {
+            for (a, len) in img.allocated_with_parent(lba, sectors) {
                 let s = (a * 512).max(off);
                 let e = ((a + len) * 512).min(off + n);
                 let b = &mut buf[..(e - s) as usize];

@@ -12,6 +12,7 @@ macro_rules! outln {
 mod bench;
 mod copy;
 mod progress;
+mod snap;
 
 use std::ffi::OsString;
 
@@ -95,6 +96,37 @@ enum Cmd {
     Bench(bench::BenchArgs),
     /// Show the settings in force and where they come from
     Config,
+    /// Manage snapshots
+    Snap {
+        #[command(subcommand)]
+        cmd: snap::SnapCmd,
+    },
+    /// Clone a protected snapshot: `shale clone rbd/base@gold rbd/vm2`
+    Clone { parent: String, child: String },
+    /// Copy the parent's data into a clone and detach it
+    Flatten { spec: String },
+    /// List the clones of a snapshot
+    Children { spec: String },
+    /// Provisioned and used space per image and snapshot
+    #[command(alias = "disk-usage")]
+    Du { spec: Option<String> },
+    /// Changed extents of an image or snapshot, since a snapshot or since creation
+    Diff {
+        spec: String,
+        #[arg(long)]
+        from_snap: Option<String>,
+        #[arg(long)]
+        whole_object: bool,
+    },
+    /// Write the changes since --from-snap (or all data) as an "rbd diff v1" stream
+    ExportDiff {
+        spec: String,
+        path: String,
+        #[arg(long)]
+        from_snap: Option<String>,
+    },
+    /// Apply an "rbd diff v1" stream (from `rbd export-diff` or `shale export-diff`)
+    ImportDiff { path: String, spec: String },
     /// Run a Ceph client (qemu-img, fio, python3 ...) on Shale's librbd/librados:
     /// `shale run -- qemu-img info rbd:rbd/vm1`
     Run {
@@ -159,7 +191,7 @@ pub(crate) fn out(line: String) {
     let _ = writeln!(o, "{line}");
 }
 
-fn print_json(v: serde_json::Value) {
+pub(crate) fn print_json(v: serde_json::Value) {
     outln!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
 }
 
@@ -285,8 +317,8 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Cmd::Info { spec: s } => {
-            let sp = spec(s)?;
-            let img = c.open_image(&sp.pool, &sp.image, true)?;
+            let sp = ImageSpec::parse(s, &dp)?;
+            let img = snap::open_spec(&c, &sp, false)?;
             let i = img.info();
             if cli.format == Format::Json {
                 print_json(json!({
@@ -363,7 +395,7 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Cmd::Export { spec: s, path } => {
-            let sp = spec(s)?;
+            let sp = ImageSpec::parse(s, &dp)?;
             let st = copy::export(&c, &sp, path)?;
             if cli.format == Format::Json {
                 print_json(
@@ -374,6 +406,39 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Bench(a) => {
             let sp = spec(&a.spec)?;
             bench::run(&c, &sp, a, cli.format == Format::Json)?;
+        }
+        Cmd::Snap { cmd } => snap::snap(&c, &dp, cmd, cli.format == Format::Json)?,
+        Cmd::Clone { parent, child } => snap::clone(&c, &dp, parent, child)?,
+        Cmd::Flatten { spec } => snap::flatten(&c, &dp, spec)?,
+        Cmd::Children { spec } => snap::children(&c, &dp, spec, cli.format == Format::Json)?,
+        Cmd::Du { spec } => snap::du(&c, &dp, spec.as_deref(), cli.format == Format::Json)?,
+        Cmd::Diff {
+            spec,
+            from_snap,
+            whole_object,
+        } => snap::diff(
+            &c,
+            &dp,
+            spec,
+            from_snap.as_deref(),
+            *whole_object,
+            cli.format == Format::Json,
+        )?,
+        Cmd::ExportDiff {
+            spec,
+            path,
+            from_snap,
+        } => {
+            let n = snap::export_diff(&c, &dp, spec, from_snap.as_deref(), path)?;
+            if cli.format == Format::Json {
+                print_json(json!({"exported_bytes": n}));
+            }
+        }
+        Cmd::ImportDiff { path, spec } => {
+            let n = snap::import_diff(&c, &dp, path, spec)?;
+            if cli.format == Format::Json {
+                print_json(json!({"imported_bytes": n}));
+            }
         }
         Cmd::Config | Cmd::Run { .. } => {}
     }

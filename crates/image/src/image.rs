@@ -312,6 +312,27 @@ impl Image {
         self.vol.allocated(lba, n)
     }
 
+    /// Like `allocated`, counting what a clone reads from its parent as allocated.
+    pub fn allocated_with_parent(&self, lba: u64, n: u64) -> Vec<(u64, u64)> {
+        let overlap = self.vol.parent_overlap().div_ceil(512);
+        if overlap <= lba {
+            return self.vol.allocated(lba, n);
+        }
+        // Everything below the overlap the clone did not zero may come from the parent.
+        let mut out: Vec<(u64, u64)> = Vec::new();
+        let end = lba + n;
+        let mut push = |a: u64, len: u64| match out.last_mut() {
+            Some(l) if l.0 + l.1 == a => l.1 += len,
+            _ => out.push((a, len)),
+        };
+        let top = overlap.min(end);
+        push(lba, top - lba);
+        for (a, len) in self.vol.allocated(top, end.saturating_sub(top)) {
+            push(a, len);
+        }
+        out
+    }
+
     /// Resize. Shrinking requires `allow_shrink` (as `rbd resize --allow-shrink`).
     pub fn resize(&self, new_size: u64, allow_shrink: bool) -> Result<()> {
         if self.read_only {

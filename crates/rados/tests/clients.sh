@@ -4,7 +4,8 @@
 #  - nm -D shows every rados_* / rbd_* symbol of Ceph 16.2.15's libraries, and the versioned
 #    rados_ioctx_pool_stat@@LIBRADOS_14.2.0;
 #  - python3-rados/-rbd import and report the versions; fio --version / --enghelp=rbd start
-#    (BIND_NOW); qemu-img's rbd driver loads and the error comes from our library.
+#    (BIND_NOW); qemu-img's rbd driver loads and the error comes from our library (on an empty
+#    store in the scratch directory). End-to-end tests: run-all.sh.
 # A client that is not installed is skipped. Ends with "N passed, N failed".
 #
 # usage: crates/rados/tests/clients.sh      (honours CARGO_TARGET_DIR; builds the debug libs)
@@ -56,7 +57,8 @@ if have fio fio; then
     check "fio --enghelp=rbd" "rbdname" fio --enghelp=rbd
 fi
 if have qemu-img qemu-img; then
-    check "qemu-img info rbd: reaches our library" "error connecting" qemu-img info rbd:rbd/foo
+    check "qemu-img info rbd: reaches our library" "error reading header from foo: No such file" \
+        env SHALE_STORE="file://$libs/store" qemu-img info rbd:rbd/foo
 fi
 echo "$pass passed, $fail failed, $skip skipped"
 [ "$fail" -eq 0 ]
