@@ -490,11 +490,40 @@ fn run_client(store: Option<&str>, cmd: &[OsString]) -> Result<()> {
     if let Some(url) = store {
         c.env("SHALE_STORE", url);
     }
+    if let Some(conf) = default_ceph_conf() {
+        c.env("CEPH_CONF", conf);
+    }
     let e = c.exec();
     Err(shale_error::Error::io(
         format!("cannot run {}", prog.to_string_lossy()),
         e,
     ))
+}
+
+/// Some clients (fio) refuse to run without a ceph.conf. When none is set or found on the usual
+/// search path, `shale run` points CEPH_CONF at a minimal one it keeps in the cache directory.
+fn default_ceph_conf() -> Option<std::path::PathBuf> {
+    if std::env::var_os("CEPH_CONF").is_some() {
+        return None;
+    }
+    let home = std::env::var_os("HOME").map(std::path::PathBuf::from);
+    let usual = [
+        Some(std::path::PathBuf::from("/etc/ceph/ceph.conf")),
+        home.as_ref().map(|h| h.join(".ceph/config")),
+        home.as_ref().map(|h| h.join(".ceph/ceph.conf")),
+        Some(std::path::PathBuf::from("ceph.conf")),
+    ];
+    if usual.iter().flatten().any(|p| p.exists()) {
+        return None;
+    }
+    let path = Settings::default_cache_dir().join("ceph.conf");
+    if !path.exists() {
+        let text = "# Written by `shale run` because no ceph.conf was found. Shale settings may be given\n\
+                    # here as shale_<name> = value (for example shale_store = file:///srv/shale).\n[global]\n";
+        std::fs::create_dir_all(path.parent()?).ok()?;
+        std::fs::write(&path, text).ok()?;
+    }
+    Some(path)
 }
 
 /// librbd's feature names for a feature mask.

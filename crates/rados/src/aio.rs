@@ -123,6 +123,10 @@ fn submit(image: rbd_image_t, c: rbd_completion_t, make: impl FnOnce(&RbdImage) 
     }
     let is_read = matches!(op, Op::Read { .. });
     let notify = img.events.enabled();
+    let op = match async_write(&img, &comp, op, notify) {
+        Ok(()) => return 0,
+        Err(op) => op,
+    };
     let seq = img.shared.begin();
     let job: Job = Box::new(move || {
         let rval = match op.run(&img) {
@@ -143,6 +147,55 @@ fn submit(image: rbd_image_t, c: rbd_completion_t, make: impl FnOnce(&RbdImage) 
     // No worker could be started: run it here rather than never.
     job();
     0
+}
+
+/// Writes go to the engine's asynchronous path: no pool thread waits for the commit, and
+/// concurrent writes share one journal record (group commit). The completion is still run
+/// on a pool thread, so a callback may call back into the library, even synchronously.
+/// Returns the op untouched when it is not a plain write on a writable handle.
+fn async_write(img: &Arc<RbdImage>, comp: &Arc<crate::completion::RbdCompletion>, op: Op, notify: bool) -> Result<(), Op> {
+    let Op::Write { off, iov } = op else { return Err(op) };
+    let image = img.image();
+    let total: u64 = iov.iter().map(|v| v.1 as u64).sum();
+    let n = match (img.writable(), crate::io::clip(image.size(), off, total)) {
+        (Ok(()), Ok(n)) if n > 0 => n as usize,
+        _ => return Err(Op::Write { off, iov }),
+    };
+    let mut data = Vec::with_capacity(n);
+    for &(p, len) in &iov {
+        let k = len.min(n - data.len());
+        // SAFETY: each iovec buffer is readable for its length >= k until completion (librbd
+        // contract); it is copied here, before this call returns.
+        data.extend_from_slice(unsafe { std::slice::from_raw_parts(p as *const u8, k) });
+        if data.len() == n {
+            break;
+        }
+    }
+    let seq = img.shared.begin();
+    let (img2, comp) = (img.clone(), comp.clone());
+    image.submit_write(
+        off,
+        data,
+        Box::new(move |r| {
+            let rval = match r {
+                Ok(()) => 0,
+                Err(e) => crate::errno::of(&e) as isize,
+            };
+            let job: Job = Box::new(move || {
+                img2.shared.end(seq);
+                comp.finish(rval, notify.then_some(&img2.events));
+            });
+            match globals().workers() {
+                Some(w) => {
+                    if let Err(job) = w.submit(job) {
+                        job();
+                    }
+                }
+                None => job(),
+            }
+        }),
+    );
+    Ok(())
 }
 
 /// The (address, length) pairs of a caller's iovec array (copied: the array itself need not

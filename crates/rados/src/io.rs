@@ -49,7 +49,7 @@ pub(crate) enum Op {
 }
 
 /// Clip [off, off+len) to the image size (see the module docs).
-fn clip(size: u64, off: u64, len: u64) -> Result<u64, c_int> {
+pub(crate) fn clip(size: u64, off: u64, len: u64) -> Result<u64, c_int> {
     if len == 0 {
         return Ok(0);
     }
