@@ -87,6 +87,37 @@ fn run(sh: &Shared) {
                     seal(sh, &mut lock(&sh.inner));
                     (p.done)(Ok(()));
                 }
+                Req::Relocate { items } => {
+                    // Everything before it is applied first, so the map shows what a client
+                    // wrote meanwhile.
+                    commit(sh, &mut b, &mut scratch);
+                    {
+                        let g = lock(&sh.inner);
+                        for it in &items {
+                            let n = it.data.len() as u64 / SECTOR;
+                            g.map.for_each_in(it.lba, n, |m| {
+                                let k = m.lba - it.lba;
+                                let still = Target::Data {
+                                    seg: it.seg,
+                                    off: it.off + k as u32,
+                                };
+                                if m.target == Some(still) {
+                                    b.ops.push(Op {
+                                        lba: m.lba,
+                                        len: m.len as u32,
+                                        kind: EntryKind::Data,
+                                    });
+                                    let at = (k * SECTOR) as usize;
+                                    b.data.extend_from_slice(
+                                        &it.data[at..at + (m.len * SECTOR) as usize],
+                                    );
+                                }
+                            });
+                        }
+                    }
+                    b.done.push(p.done);
+                    commit(sh, &mut b, &mut scratch);
+                }
                 Req::Snapshot { key, out } => {
                     commit(sh, &mut b, &mut scratch);
                     let mut g = lock(&sh.inner);
@@ -98,10 +129,15 @@ fn run(sh: &Shared) {
                         jseq: g.open.jseq,
                     };
                     *out.lock().unwrap_or_else(|p| p.into_inner()) = Some(seq);
+                    g.segs_since_ckpt = 0;
+                    let key = match key {
+                        Some(k) => format!("{}{k}", sh.prefix),
+                        None => crate::upload::ckpt_key(&sh.prefix, seq + 1),
+                    };
                     let job = Job::Checkpoint {
                         seq,
                         mark,
-                        key: format!("{}{key}", sh.prefix),
+                        key,
                         extents,
                         done: p.done,
                     };

@@ -48,6 +48,10 @@ pub struct EngineConfig {
     /// Bytes reserved for the segment header in in-place segment files.
     pub header_reserve: u64,
     pub log: LogConfig,
+    /// Segments whose live fraction is below this are collected (0 disables automatic GC).
+    pub gc_threshold: f64,
+    /// Run GC automatically after this many stored segments.
+    pub gc_every: u64,
     /// Local cache of stored segment blocks, and this log's name in it.
     pub cache: Option<(std::sync::Arc<dyn shale_cache::BlockCache>, u64)>,
 }
@@ -65,6 +69,8 @@ impl Default for EngineConfig {
             header_reserve: 64 << 10,
             log: LogConfig::Memory,
             cache: None,
+            gc_threshold: 0.0,
+            gc_every: 16,
         }
     }
 }

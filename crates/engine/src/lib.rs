@@ -25,11 +25,13 @@
 
 mod commit;
 mod config;
+mod gc;
 mod read;
 mod recovery;
 mod upload;
 mod volume;
 
 pub use config::{Durability, EngineConfig, LogConfig};
+pub use gc::GcReport;
 pub use shale_journal::LogStats;
 pub use volume::{destroy, Done, Parent, Stats, Volume};

@@ -28,7 +28,7 @@ impl SegIndexCache {
         }
     }
 
-    fn get(&self, sh: &Shared, seq: u64) -> Result<Arc<Header>> {
+    pub(crate) fn get(&self, sh: &Shared, seq: u64) -> Result<Arc<Header>> {
         if let Some(h) = self.map.lock().unwrap_or_else(|p| p.into_inner()).get(&seq) {
             return Ok(h.clone());
         }
@@ -92,6 +92,7 @@ impl Volume {
 impl Shared {
     /// Read whole sectors into `out` (exactly `n * 512` bytes).
     pub(crate) fn read_sectors(&self, lba: u64, n: u64, out: &mut [u8]) -> Result<()> {
+        let _guard = self.gc_guard.read().unwrap_or_else(|p| p.into_inner());
         let mut plan: Vec<(usize, usize, Source)> = Vec::new();
         let parent = self
             .parent

@@ -101,13 +101,12 @@ fn worker(sh: Arc<Shared>, rx: Arc<Mutex<Receiver<Job>>>) {
                             journal: mark,
                             extents: to_extents(extents.into_iter()),
                         };
-                        sh.store
-                            .put(
-                                &key,
-                                Bytes::from(checkpoint::encode(&c)),
-                                PutMode::Overwrite,
-                            )
-                            .map(|_| ())
+                        if key.starts_with(&format!("{}ckpt/", sh.prefix)) {
+                            store_checkpoint(sh.store.as_ref(), &sh.prefix, &c)
+                        } else {
+                            let b = Bytes::from(checkpoint::encode(&c));
+                            sh.store.put(&key, b, PutMode::Overwrite).map(|_| ())
+                        }
                     }
                 };
                 done(r);

@@ -55,6 +55,7 @@ pub struct Stats {
     pub pending_bytes: u64,
     /// Times writers waited for memory (sealed segments backed up).
     pub room_waits: u64,
+    pub gc: crate::gc::GcReport,
     pub log: LogStats,
     pub cache: shale_cache::CacheStats,
 }
@@ -71,11 +72,25 @@ pub(crate) enum Req {
     },
     Flush,
     Seal,
-    /// Seal and store a checkpoint of the map under `key`; the segment number goes to `out`.
+    /// Seal and store a checkpoint of the map under `key` (None: as the newest regular
+    /// checkpoint); the segment number goes to `out`.
     Snapshot {
-        key: String,
+        key: Option<String>,
         out: Arc<Mutex<Option<u64>>>,
     },
+    /// Garbage collection: write these sectors again, each only where the map still points at
+    /// (seg, off) — a client write that came in meanwhile wins.
+    Relocate {
+        items: Vec<Relocation>,
+    },
+}
+
+/// One run of sectors to move out of a segment.
+pub(crate) struct Relocation {
+    pub lba: u64,
+    pub seg: u64,
+    pub off: u32,
+    pub data: Vec<u8>,
 }
 
 /// A clone's parent: reads of never-written sectors below `overlap` bytes come from `vol`
@@ -132,6 +147,9 @@ pub(crate) struct Shared {
     pub index_cache: SegIndexCache,
     pub jobs: Mutex<std::sync::mpsc::Sender<Job>>,
     pub parent: std::sync::RwLock<Option<Parent>>,
+    /// Held shared by every read from planning to copying, and exclusively by GC while it
+    /// deletes segments: a read planned before a relocation still finds its segment.
+    pub gc_guard: std::sync::RwLock<()>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -256,6 +274,7 @@ impl Volume {
             index_cache: SegIndexCache::new(1024),
             jobs: Mutex::new(tx),
             parent: std::sync::RwLock::new(None),
+            gc_guard: std::sync::RwLock::new(()),
             cfg,
         });
         let mut threads = if read_only {
@@ -269,6 +288,13 @@ impl Volume {
         }
         if !read_only {
             threads.push(crate::commit::spawn(&sh)?);
+            if sh.cfg.gc_threshold > 0.0 {
+                threads.push(crate::gc::spawn(
+                    &sh,
+                    sh.cfg.gc_threshold,
+                    sh.cfg.gc_every.max(1),
+                )?);
+            }
         }
         Ok(Volume {
             sh,
@@ -317,6 +343,7 @@ impl Volume {
             index_cache: SegIndexCache::new(256),
             jobs: Mutex::new(tx),
             parent: std::sync::RwLock::new(None),
+            gc_guard: std::sync::RwLock::new(()),
             cfg,
         });
         Ok(Volume {
@@ -362,7 +389,7 @@ impl Volume {
         let (d, rx) = waiter();
         self.submit(
             Req::Snapshot {
-                key: key.to_string(),
+                key: Some(key.to_string()),
                 out: out.clone(),
             },
             None,
@@ -429,6 +456,12 @@ impl Volume {
         lock(&self.sh.inner).size
     }
 
+    /// Collect garbage now: relocate the live data of segments less than `threshold` live,
+    /// then delete what no map needs.
+    pub fn gc(&self, threshold: f64) -> Result<crate::gc::GcReport> {
+        crate::gc::run(&self.sh, threshold)
+    }
+
     pub fn stats(&self) -> Stats {
         let mut s = {
             let g = lock(&self.sh.inner);
@@ -482,16 +515,7 @@ impl Volume {
     }
 
     fn refuse(&self, g: &Inner) -> Result<()> {
-        if self.sh.read_only {
-            return Err(err!(ReadOnly, "image is open read-only"));
-        }
-        if let Some(f) = &g.failed {
-            return Err(err!(Io, "image is unusable after a failure: {f}"));
-        }
-        if g.closing {
-            return Err(err!(Invalid, "image is closed"));
-        }
-        Ok(())
+        self.sh.refuse(g)
     }
 
     pub(crate) fn check_range(size: u64, off: u64, len: u64) -> Result<()> {
@@ -505,24 +529,7 @@ impl Volume {
     }
 
     fn submit(&self, req: Req, range: Option<(u64, u64)>, done: Done) {
-        let check = {
-            let g = lock(&self.sh.inner);
-            self.refuse(&g).and_then(|_| match range {
-                Some((off, len)) => Self::check_range(g.size, off, len),
-                None => Ok(()),
-            })
-        };
-        if let Err(e) = check {
-            return done(Err(e));
-        }
-        let mut q = self.sh.queue.lock().unwrap_or_else(|p| p.into_inner());
-        if q.stop {
-            drop(q);
-            return done(Err(err!(Invalid, "image is closed")));
-        }
-        q.reqs.push_back(Pending { req, done });
-        drop(q);
-        self.sh.queue_cv.notify_one();
+        self.sh.submit(req, range, done)
     }
 
     /// Write `data` at byte `off` (any alignment); `done` runs once it is acknowledged.
@@ -573,23 +580,7 @@ impl Volume {
 
     /// Seal the open segment and wait until everything written so far is in the store.
     pub fn flush_to_store(&self) -> Result<()> {
-        if self.sh.read_only {
-            return Ok(());
-        }
-        let (d, rx) = waiter();
-        self.submit(Req::Seal, None, d);
-        wait(rx)?;
-        let mut g = lock(&self.sh.inner);
-        let target = g.open.seq - 1;
-        loop {
-            if let Some(f) = &g.failed {
-                return Err(err!(Io, "flush failed: {f}"));
-            }
-            if g.durable >= target {
-                return Ok(());
-            }
-            g = self.sh.progress.wait(g).unwrap_or_else(|p| p.into_inner());
-        }
+        self.sh.flush_to_store()
     }
 
     /// Change the image size. Shrinking trims everything past the new end (durably, in the
@@ -716,6 +707,66 @@ pub fn destroy(
 }
 
 impl Shared {
+    pub(crate) fn refuse(&self, g: &Inner) -> Result<()> {
+        if self.read_only {
+            return Err(err!(ReadOnly, "image is open read-only"));
+        }
+        if let Some(f) = &g.failed {
+            return Err(err!(Io, "image is unusable after a failure: {f}"));
+        }
+        if g.closing {
+            return Err(err!(Invalid, "image is closed"));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn submit(&self, req: Req, range: Option<(u64, u64)>, done: Done) {
+        let check = {
+            let g = lock(&self.inner);
+            self.refuse(&g).and_then(|_| match range {
+                Some((off, len)) => Volume::check_range(g.size, off, len),
+                None => Ok(()),
+            })
+        };
+        if let Err(e) = check {
+            return done(Err(e));
+        }
+        let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        if q.stop {
+            drop(q);
+            return done(Err(err!(Invalid, "image is closed")));
+        }
+        q.reqs.push_back(Pending { req, done });
+        drop(q);
+        self.queue_cv.notify_one();
+    }
+
+    /// Submit and wait.
+    pub(crate) fn call(&self, req: Req) -> Result<()> {
+        let (d, rx) = waiter();
+        self.submit(req, None, d);
+        wait(rx)
+    }
+
+    /// Seal the open segment and wait until everything written so far is in the store.
+    pub(crate) fn flush_to_store(&self) -> Result<()> {
+        if self.read_only {
+            return Ok(());
+        }
+        self.call(Req::Seal)?;
+        let mut g = lock(&self.inner);
+        let target = g.open.seq - 1;
+        loop {
+            if let Some(f) = &g.failed {
+                return Err(err!(Io, "flush failed: {f}"));
+            }
+            if g.durable >= target {
+                return Ok(());
+            }
+            g = self.progress.wait(g).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
     /// Fail every flush waiting for durability (after a fatal error).
     pub(crate) fn fail_waiters(&self, g: &mut Inner) -> Vec<Done> {
         std::mem::take(&mut g.durable_waiters)

@@ -25,6 +25,8 @@ enum Op {
     Reopen,
     /// Stop without closing (only used where every acknowledged write must survive).
     Crash,
+    /// Collect garbage (segments less than 70 % live).
+    Gc,
 }
 
 const MAX: u64 = 600 * 1024;
@@ -38,6 +40,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (1u64..MAX).prop_map(|size| Op::Resize { size }),
         1 => Just(Op::Flush),
         1 => Just(Op::Reopen),
+        1 => Just(Op::Gc),
     ]
 }
 
@@ -101,6 +104,9 @@ fn run_with(store: Arc<dyn ObjectStore>, ops: Vec<Op>, cfg: EngineConfig) {
                 vol.close().unwrap();
                 vol = Volume::open(store.clone(), prefix, model.len() as u64, 1, cfg(), false)
                     .unwrap();
+            }
+            Op::Gc => {
+                vol.gc(0.7).unwrap();
             }
             Op::Crash => {
                 vol.crash();

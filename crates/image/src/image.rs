@@ -303,6 +303,11 @@ impl Image {
     pub fn submit_flush(&self, done: shale_engine::Done) {
         self.vol.submit_flush(done)
     }
+    /// Collect garbage now (segments less live than `threshold`).
+    pub fn gc(&self, threshold: f64) -> Result<shale_engine::GcReport> {
+        self.vol.gc(threshold)
+    }
+
     /// Seal and store everything written so far (what `close` does, without closing).
     pub fn flush_to_store(&self) -> Result<()> {
         self.vol.flush_to_store()

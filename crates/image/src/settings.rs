@@ -43,6 +43,8 @@ pub struct Settings {
     /// Bytes of local read cache (in `cache_dir`) for stores that are not local directories;
     /// 0 disables it.
     pub read_cache_size: u64,
+    /// Garbage collection rewrites segments less live than this fraction (0 disables it).
+    pub gc_threshold: f64,
 }
 
 /// The `journal` setting.
@@ -65,6 +67,7 @@ pub const NAMES: &[&str] = &[
     "durability",
     "journal",
     "read_cache_size",
+    "gc_threshold",
 ];
 
 impl Default for Settings {
@@ -81,6 +84,7 @@ impl Default for Settings {
             durability: Durability::Journal,
             journal: JournalMode::Auto,
             read_cache_size: 1 << 30,
+            gc_threshold: 0.7,
         }
     }
 }
@@ -218,6 +222,17 @@ impl Settings {
                     }
                 }
             }
+            "gc_threshold" => {
+                self.gc_threshold = match v.parse::<f64>() {
+                    Ok(f) if (0.0..1.0).contains(&f) => f,
+                    _ => {
+                        return Err(err!(
+                            Invalid,
+                            "gc_threshold {v:?} must be a fraction from 0 (off) to below 1"
+                        ))
+                    }
+                }
+            }
             "read_cache_size" => {
                 let n = parse_size(v, 1)?;
                 if n != 0 && n < (256 << 10) {
@@ -324,6 +339,7 @@ impl Settings {
         EngineConfig {
             log,
             max_pending,
+            gc_threshold: self.gc_threshold,
             ..base
         }
     }

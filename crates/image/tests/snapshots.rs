@@ -34,6 +34,7 @@ enum Op {
     Clone(usize),
     Flatten(usize),
     Reopen,
+    Gc,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -47,6 +48,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (0..8usize).prop_map(Op::Clone),
         1 => (1..3usize).prop_map(Op::Flatten),
         1 => Just(Op::Reopen),
+        1 => Just(Op::Gc),
     ]
 }
 
@@ -185,6 +187,11 @@ fn run(store: Arc<dyn ObjectStore>, ops: Vec<Op>) {
                 if im.parent().is_some() {
                     im.flatten(|_, _| {}).unwrap();
                     assert!(im.parent().is_none());
+                }
+            }
+            Op::Gc => {
+                for (_, im, _) in &w.imgs {
+                    im.gc(0.9).unwrap();
                 }
             }
             Op::Reopen => {

@@ -153,8 +153,15 @@ fn submit(image: rbd_image_t, c: rbd_completion_t, make: impl FnOnce(&RbdImage) 
 /// concurrent writes share one journal record (group commit). The completion is still run
 /// on a pool thread, so a callback may call back into the library, even synchronously.
 /// Returns the op untouched when it is not a plain write on a writable handle.
-fn async_write(img: &Arc<RbdImage>, comp: &Arc<crate::completion::RbdCompletion>, op: Op, notify: bool) -> Result<(), Op> {
-    let Op::Write { off, iov } = op else { return Err(op) };
+fn async_write(
+    img: &Arc<RbdImage>,
+    comp: &Arc<crate::completion::RbdCompletion>,
+    op: Op,
+    notify: bool,
+) -> Result<(), Op> {
+    let Op::Write { off, iov } = op else {
+        return Err(op);
+    };
     let image = img.image();
     let total: u64 = iov.iter().map(|v| v.1 as u64).sum();
     let n = match (img.writable(), crate::io::clip(image.size(), off, total)) {

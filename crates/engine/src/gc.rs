@@ -1,0 +1,209 @@
+//! Garbage collection: stored segments whose live fraction fell below a threshold have their
+//! live data written again (in LBA order, through the committer, only where no client write
+//! came in meanwhile); then every stored segment that neither the map, a snapshot nor the newest
+//! checkpoint still needs is deleted.
+//!
+//! Order of the steps, and why it is crash safe:
+//! 1. seal and wait until every segment so far is stored;
+//! 2. relocate the victims' live extents (new segments), seal and store them;
+//! 3. store a fresh checkpoint and delete older regular checkpoints — after a crash, recovery
+//!    starts from this checkpoint and never reads a victim;
+//! 4. delete segments no map refers to (the head, each snapshot checkpoint, the newest
+//!    checkpoint). A crash between 3 and 4 only leaves garbage for the next run.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use shale_error::{err, Result};
+use shale_extmap::Target;
+use shale_format::segment::EntryKind;
+use shale_format::SECTOR;
+
+use crate::volume::{lock, Relocation, Req, Shared};
+
+/// What a run did (also accumulated in `Stats::gc`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct GcReport {
+    pub runs: u64,
+    pub segments_examined: u64,
+    pub segments_relocated: u64,
+    pub bytes_relocated: u64,
+    pub segments_deleted: u64,
+    pub bytes_deleted: u64,
+}
+
+fn parse_seq(key: &str, dir: &str) -> Option<u64> {
+    let name = key.strip_prefix(dir)?;
+    (name.len() == 16)
+        .then(|| u64::from_str_radix(name, 16).ok())
+        .flatten()
+}
+
+fn segs_of(map: &shale_extmap::ExtentMap, into: &mut HashSet<u64>) {
+    for (_, _, t) in map.iter() {
+        if let Target::Data { seg, .. } = t {
+            into.insert(seg);
+        }
+    }
+}
+
+pub(crate) fn run(sh: &Arc<Shared>, threshold: f64) -> Result<GcReport> {
+    if sh.read_only {
+        return Err(err!(ReadOnly, "image is open read-only"));
+    }
+    let mut rep = GcReport {
+        runs: 1,
+        ..Default::default()
+    };
+    sh.flush_to_store()?;
+    let seg_dir = format!("{}seg/", sh.prefix);
+    let stored: Vec<(u64, u64)> = sh
+        .store
+        .list(&seg_dir)?
+        .iter()
+        .filter_map(|o| parse_seq(&o.key, &seg_dir).map(|s| (s, o.size)))
+        .collect();
+    let (live, durable) = {
+        let g = lock(&sh.inner);
+        (g.map.live_sectors_by_segment(), g.durable)
+    };
+    // Victims: stored, durable segments mostly dead.
+    let mut victims = HashSet::new();
+    for &(seq, _) in stored.iter().filter(|s| s.0 <= durable) {
+        rep.segments_examined += 1;
+        let h = sh.index_cache.get(sh, seq)?;
+        let total: u64 = h
+            .entries
+            .iter()
+            .filter(|e| e.kind == EntryKind::Data)
+            .map(|e| e.len as u64)
+            .sum();
+        let l = live.get(&seq).copied().unwrap_or(0);
+        if total == 0 || (l as f64) < threshold * total as f64 {
+            victims.insert(seq);
+        }
+    }
+    if victims.is_empty() {
+        return Ok(rep);
+    }
+    // Their live extents, in LBA order.
+    let extents: Vec<(u64, u64, u64, u32)> = {
+        let g = lock(&sh.inner);
+        g.map
+            .iter()
+            .filter_map(|(lba, len, t)| match t {
+                Target::Data { seg, off } if victims.contains(&seg) => Some((lba, len, seg, off)),
+                _ => None,
+            })
+            .collect()
+    };
+    let mut batch = Vec::new();
+    let mut bytes = 0usize;
+    for (lba, len, seg, off) in extents {
+        let mut data = vec![0u8; (len * SECTOR) as usize];
+        sh.read_sectors(lba, len, &mut data)?;
+        bytes += data.len();
+        rep.bytes_relocated += data.len() as u64;
+        batch.push(Relocation {
+            lba,
+            seg,
+            off,
+            data,
+        });
+        if bytes >= 4 << 20 {
+            sh.call(Req::Relocate {
+                items: std::mem::take(&mut batch),
+            })?;
+            bytes = 0;
+        }
+    }
+    if !batch.is_empty() {
+        sh.call(Req::Relocate { items: batch })?;
+    }
+    rep.segments_relocated = victims.len() as u64;
+    // A checkpoint past the relocations, so recovery never needs a victim.
+    let out = Arc::new(std::sync::Mutex::new(None));
+    sh.call(Req::Snapshot {
+        key: None,
+        out: out.clone(),
+    })?;
+    let ckpt_seq = out.lock().unwrap_or_else(|p| p.into_inner()).unwrap_or(0);
+    let ckpt_dir = format!("{}ckpt/", sh.prefix);
+    let newest = crate::upload::ckpt_key(&sh.prefix, ckpt_seq + 1);
+    for o in sh.store.list(&ckpt_dir)? {
+        if o.key < newest {
+            sh.store.delete(&o.key)?;
+        }
+    }
+    // Needed: the head's map, every snapshot's map.
+    let mut needed = HashSet::new();
+    segs_of(&lock(&sh.inner).map, &mut needed);
+    let snap_dir = format!("{}snap/", sh.prefix);
+    for o in sh.store.list(&snap_dir)? {
+        segs_of(
+            &crate::recovery::load_checkpoint_map(sh.store.as_ref(), &o.key)?,
+            &mut needed,
+        );
+    }
+    let sizes: HashMap<u64, u64> = stored.iter().copied().collect();
+    let doomed: Vec<u64> = stored
+        .iter()
+        .map(|s| s.0)
+        .filter(|s| *s <= ckpt_seq && !needed.contains(s))
+        .collect();
+    // Wait for reads planned before the relocation; new reads cannot reach a doomed segment.
+    let _quiet = sh.gc_guard.write().unwrap_or_else(|p| p.into_inner());
+    for seq in doomed {
+        sh.store.delete(&crate::upload::seg_key(&sh.prefix, seq))?;
+        rep.segments_deleted += 1;
+        rep.bytes_deleted += sizes.get(&seq).copied().unwrap_or(0);
+    }
+    let mut g = lock(&sh.inner);
+    let s = &mut g.stats.gc;
+    s.runs += 1;
+    s.segments_examined += rep.segments_examined;
+    s.segments_relocated += rep.segments_relocated;
+    s.bytes_relocated += rep.bytes_relocated;
+    s.segments_deleted += rep.segments_deleted;
+    s.bytes_deleted += rep.bytes_deleted;
+    Ok(rep)
+}
+
+/// Background trigger: after every `every` stored segments, one run.
+pub(crate) fn spawn(
+    sh: &Arc<Shared>,
+    threshold: f64,
+    every: u64,
+) -> Result<std::thread::JoinHandle<()>> {
+    let sh = sh.clone();
+    std::thread::Builder::new()
+        .name("shale-gc".into())
+        .spawn(move || {
+            let mut last = 0u64;
+            loop {
+                let (stop, written) = {
+                    let mut g = lock(&sh.inner);
+                    while !g.closing
+                        && g.failed.is_none()
+                        && g.stats.segments_written < last + every
+                    {
+                        g = sh
+                            .progress
+                            .wait_timeout(g, Duration::from_millis(500))
+                            .unwrap_or_else(|p| p.into_inner())
+                            .0;
+                    }
+                    (g.closing || g.failed.is_some(), g.stats.segments_written)
+                };
+                if stop {
+                    return;
+                }
+                last = written;
+                if let Err(e) = run(&sh, threshold) {
+                    tracing::warn!("garbage collection of {:?}: {e}", sh);
+                }
+            }
+        })
+        .map_err(|e| shale_error::Error::io("cannot start the gc thread", e))
+}
