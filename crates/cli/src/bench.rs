@@ -92,6 +92,8 @@ pub fn stats_json(s: &shale_image::Stats) -> serde_json::Value {
                        "hit_ratio": s.cache.hit_ratio(), "admitted": s.cache.admitted, "bypassed": s.cache.bypassed,
                        "evicted": s.cache.evicted},
         "extent_map": {"extents": s.extents, "bytes": s.map_bytes},
+        "gc": {"runs": s.gc.runs, "segments_relocated": s.gc.segments_relocated, "bytes_relocated": s.gc.bytes_relocated,
+               "segments_deleted": s.gc.segments_deleted, "bytes_deleted": s.gc.bytes_deleted},
     })
 }
 

@@ -370,6 +370,51 @@ impl Image {
         })
     }
 
+    /// Enable or disable features with librbd's rules: layering, striping, deep-flatten (on),
+    /// data-pool cannot change after creation; object-map needs exclusive-lock, fast-diff needs
+    /// object-map (and the reverse when disabling); journaling is not supported.
+    pub fn update_features(&self, mask: u64, enable: bool) -> Result<()> {
+        const LAYERING: u64 = 1;
+        const STRIPING: u64 = 2;
+        const EXCL: u64 = 4;
+        const OMAP: u64 = 8;
+        const FDIFF: u64 = 16;
+        const DEEP: u64 = 32;
+        const JOURNAL: u64 = 64;
+        const DATA_POOL: u64 = 128;
+        const KNOWN: u64 = LAYERING | STRIPING | EXCL | OMAP | FDIFF | DEEP | JOURNAL | DATA_POOL;
+        if mask & !KNOWN != 0 {
+            return Err(err!(Invalid, "unknown feature bits {:#x}", mask & !KNOWN));
+        }
+        if mask & (LAYERING | STRIPING | DATA_POOL) != 0 || (enable && mask & DEEP != 0) {
+            return Err(err!(Invalid, "layering, striping, data-pool and enabling deep-flatten can only be chosen at creation"));
+        }
+        if enable && mask & JOURNAL != 0 {
+            return Err(err!(Unsupported, "the journaling feature is not supported (Shale journals every image locally)"));
+        }
+        self.update_header(|h| {
+            let mut f = if enable { h.features | mask } else { h.features & !mask };
+            if enable {
+                if f & OMAP != 0 && f & EXCL == 0 {
+                    return Err(err!(Invalid, "object-map requires exclusive-lock"));
+                }
+                if f & FDIFF != 0 && f & OMAP == 0 {
+                    return Err(err!(Invalid, "fast-diff requires object-map"));
+                }
+            } else {
+                if f & OMAP != 0 && mask & EXCL != 0 {
+                    return Err(err!(Invalid, "cannot disable exclusive-lock while object-map is enabled"));
+                }
+                if f & FDIFF != 0 && mask & OMAP != 0 {
+                    return Err(err!(Invalid, "cannot disable object-map while fast-diff is enabled"));
+                }
+            }
+            f &= KNOWN;
+            h.features = f;
+            Ok(())
+        })
+    }
+
     pub fn metadata_get(&self, key: &str) -> Result<String> {
         self.hdr()
             .0
