@@ -278,6 +278,24 @@ impl Cluster {
 
     /// Create an image of `size` bytes (any size, no alignment required).
     pub fn create_image(&self, pool: &str, name: &str, size: u64, order: u8) -> Result<String> {
+        self.create_image_with(pool, name, size, order, None)
+    }
+
+    /// Create an image with a feature mask (None: librbd's defaults). The mask must respect
+    /// the feature dependencies (object-map needs exclusive-lock, fast-diff needs object-map)
+    /// and hold only features Shale supports (no journaling, striping or data-pool).
+    pub fn create_image_with(&self, pool: &str, name: &str, size: u64, order: u8, features: Option<u64>) -> Result<String> {
+        if let Some(f) = features {
+            if f & !(1 | 4 | 8 | 16 | 32) != 0 {
+                return Err(err!(Invalid, "features {f:#x}: only layering, exclusive-lock, object-map, fast-diff and deep-flatten are supported"));
+            }
+            if f & 8 != 0 && f & 4 == 0 {
+                return Err(err!(Invalid, "object-map requires exclusive-lock"));
+            }
+            if f & 16 != 0 && f & 8 == 0 {
+                return Err(err!(Invalid, "fast-diff requires object-map"));
+            }
+        }
         validate_image_name(name)?;
         self.pool_id(pool)?;
         if size > MAX_IMAGE_SIZE {
@@ -290,7 +308,10 @@ impl Cluster {
             return Err(err!(Invalid, "order {order} is out of range 12..=26"));
         }
         let id = random_id()?;
-        let h = ImageHeader::new(&id, name, size, order);
+        let mut h = ImageHeader::new(&id, name, size, order);
+        if let Some(f) = features {
+            h.features = f;
+        }
         // Header first (unreachable until the name points at it), then the name, atomically.
         put_json(
             self.store.as_ref(),
