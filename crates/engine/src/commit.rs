@@ -132,7 +132,7 @@ fn run(sh: &Shared) {
                     g.segs_since_ckpt = 0;
                     let key = match key {
                         Some(k) => format!("{}{k}", sh.prefix),
-                        None => crate::upload::ckpt_key(&sh.prefix, seq + 1),
+                        None => crate::upload::ckpt_key(&sh.prefix, sh.epoch, seq + 1),
                     };
                     let job = Job::Checkpoint {
                         seq,

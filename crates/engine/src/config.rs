@@ -48,6 +48,9 @@ pub struct EngineConfig {
     /// Bytes reserved for the segment header in in-place segment files.
     pub header_reserve: u64,
     pub log: LogConfig,
+    /// (epoch, first segment number) of the newest writer epoch: segments from that number on
+    /// written under an older epoch belong to a writer that lost the image and are ignored.
+    pub fence: Option<(u64, u64)>,
     /// Segments whose live fraction is below this are collected (0 disables automatic GC).
     pub gc_threshold: f64,
     /// Run GC automatically after this many stored segments.
@@ -69,6 +72,7 @@ impl Default for EngineConfig {
             header_reserve: 64 << 10,
             log: LogConfig::Memory,
             cache: None,
+            fence: None,
             gc_threshold: 0.0,
             gc_every: 16,
         }

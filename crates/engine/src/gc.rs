@@ -130,7 +130,7 @@ pub(crate) fn run(sh: &Arc<Shared>, threshold: f64) -> Result<GcReport> {
     })?;
     let ckpt_seq = out.lock().unwrap_or_else(|p| p.into_inner()).unwrap_or(0);
     let ckpt_dir = format!("{}ckpt/", sh.prefix);
-    let newest = crate::upload::ckpt_key(&sh.prefix, ckpt_seq + 1);
+    let newest = crate::upload::ckpt_key(&sh.prefix, sh.epoch, ckpt_seq + 1);
     for o in sh.store.list(&ckpt_dir)? {
         if o.key < newest {
             sh.store.delete(&o.key)?;

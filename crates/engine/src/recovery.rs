@@ -65,40 +65,51 @@ pub(crate) fn recover(
     prefix: &str,
     epoch: u64,
     read_only: bool,
+    fence: Option<(u64, u64)>,
 ) -> Result<Recovered> {
     let ckpt_dir = format!("{prefix}ckpt/");
-    let mut ckpts: Vec<u64> = store
+    // Keys are `<epoch>-<next_seq>`: newest epoch first, then newest checkpoint.
+    let mut ckpts: Vec<(u64, u64, String)> = store
         .list(&ckpt_dir)?
-        .iter()
-        .filter_map(|o| parse_seq(&o.key, &ckpt_dir))
+        .into_iter()
+        .filter_map(|o| {
+            let name = o.key.strip_prefix(&ckpt_dir)?;
+            let (e, n) = name.split_once('-')?;
+            Some((u64::from_str_radix(e, 16).ok()?, u64::from_str_radix(n, 16).ok()?, o.key.clone()))
+        })
         .collect();
     ckpts.sort_unstable();
     let mut map = ExtentMap::new();
     let mut next = 1u64;
     let mut mark = JournalMark::default();
-    for &n in ckpts.iter().rev() {
-        let key = format!("{ckpt_dir}{n:016x}");
-        match store.get(&key).and_then(|(b, _)| checkpoint::decode(&b)) {
+    let mut base_epoch = 0;
+    for (e, n, key) in ckpts.iter().rev() {
+        if *e > epoch {
+            if read_only {
+                continue;
+            }
+            return Err(err!(Fenced, "{key}: another writer (epoch {e}) has taken this image over"));
+        }
+        if let Some((fe, start)) = fence {
+            if *e < fe && *n > start {
+                continue; // written by a writer that had already lost the image
+            }
+        }
+        match store.get(key).and_then(|(b, _)| checkpoint::decode(&b)) {
             Ok(c) => {
-                for e in &c.extents {
-                    let t = if e.seg == ZERO_SEG {
-                        Target::Zero
-                    } else {
-                        Target::Data {
-                            seg: e.seg,
-                            off: e.off,
-                        }
-                    };
-                    map.insert(e.lba, e.len as u64, t);
+                for x in &c.extents {
+                    let t = if x.seg == ZERO_SEG { Target::Zero } else { Target::Data { seg: x.seg, off: x.off } };
+                    map.insert(x.lba, x.len as u64, t);
                 }
                 next = c.next_seq;
                 mark = c.journal;
+                base_epoch = c.epoch;
                 break;
             }
-            Err(e) if e.kind() == ErrorKind::Corruption || e.kind() == ErrorKind::NotFound => {
-                tracing::warn!("skipping checkpoint {key}: {e}");
+            Err(err) if err.kind() == ErrorKind::Corruption || err.kind() == ErrorKind::NotFound => {
+                tracing::warn!("skipping checkpoint {key}: {err}");
             }
-            Err(e) => return Err(e),
+            Err(err) => return Err(err),
         }
     }
 
@@ -121,11 +132,14 @@ pub(crate) fn recover(
             return Err(err!(Corruption, "{key}: holds segment {:016x}", h.seq));
         }
         if h.epoch > epoch {
-            return Err(err!(
-                Fenced,
-                "{key}: written under epoch {} newer than ours ({epoch})",
-                h.epoch
-            ));
+            if read_only {
+                break;
+            }
+            return Err(err!(Fenced, "{key}: written under epoch {} newer than ours ({epoch})", h.epoch));
+        }
+        let fenced = fence.is_some_and(|(fe, start)| seq >= start && h.epoch < fe);
+        if fenced || h.epoch < base_epoch {
+            break; // from a writer that had lost the image: never part of the log
         }
         mark = h.journal;
         for e in &h.entries {

@@ -41,8 +41,10 @@ pub(crate) fn seg_key(prefix: &str, seq: u64) -> String {
     format!("{prefix}seg/{seq:016x}")
 }
 
-pub(crate) fn ckpt_key(prefix: &str, next_seq: u64) -> String {
-    format!("{prefix}ckpt/{next_seq:016x}")
+/// Checkpoint keys sort by writer epoch first: a writer fenced by a newer epoch can never
+/// shadow (or rotate away) the checkpoints of the writer that replaced it.
+pub(crate) fn ckpt_key(prefix: &str, epoch: u64, next_seq: u64) -> String {
+    format!("{prefix}ckpt/{epoch:016x}-{next_seq:016x}")
 }
 
 /// Key of the staging file of an open segment written in place.
@@ -133,28 +135,42 @@ fn store_segment(sh: &Shared, s: &Sealed) -> Result<u64> {
         };
         let staging = path(staging_key(&sh.prefix, s.seq))?;
         let dest = path(seg_key(&sh.prefix, s.seq))?;
+        let key = seg_key(&sh.prefix, s.seq);
         retry(sh, &format!("publishing {}", dest.display()), || {
-            shale_journal::InPlaceLog::publish(&staging, &header, s.data.len() as u64, &dest)
+            match shale_journal::InPlaceLog::publish(&staging, &header, s.data.len() as u64, &dest) {
+                Err(e) if e.kind() == ErrorKind::Exists => collision(sh, &key),
+                r => r,
+            }
         })?;
         return Ok(header.len() as u64 + s.data.len() as u64);
     }
-    let obj = Bytes::from(segment::encode(
-        s.seq, sh.epoch, s.mark, &s.entries, &s.data,
-    )?);
+    let obj = Bytes::from(segment::encode(s.seq, sh.epoch, s.mark, &s.entries, &s.data)?);
     let len = obj.len() as u64;
     let key = seg_key(&sh.prefix, s.seq);
-    let mut first = true;
-    retry(sh, &format!("PUT {key}"), || {
-        let r = sh.store.put(&key, obj.clone(), PutMode::Create);
-        let again = !first;
-        first = false;
-        match r {
-            // A retried PUT whose first attempt landed: the object is ours.
-            Err(e) if e.kind() == ErrorKind::Exists && again => Ok(()),
-            r => r.map(|_| ()),
-        }
+    retry(sh, &format!("PUT {key}"), || match sh.store.put(&key, obj.clone(), PutMode::Create) {
+        Err(e) if e.kind() == ErrorKind::Exists => collision(sh, &key),
+        r => r.map(|_| ()),
     })?;
     Ok(len)
+}
+
+/// A segment number we are about to write exists already. Written under our epoch: it is
+/// ours (a retried PUT whose first attempt landed). Under an older epoch: a writer that lost
+/// the image wrote it after we took over — it is not part of the log, so it is deleted and
+/// the PUT retried. Under a newer epoch: we have lost the image.
+fn collision(sh: &Shared, key: &str) -> Result<()> {
+    let h = crate::read::load_header(sh.store.as_ref(), key)?;
+    if h.epoch == sh.epoch {
+        return Ok(());
+    }
+    if h.epoch < sh.epoch {
+        tracing::warn!("{key}: removing a segment of fenced epoch {} (ours is {})", h.epoch, sh.epoch);
+        sh.store.delete(key)?;
+        return Err(err!(Unavailable, "{key} was held by a fenced writer; retrying"));
+    }
+    let mut g = lock(&sh.inner);
+    g.fenced = true;
+    Err(err!(Fenced, "{key} was written under epoch {} by the writer that took this image over", h.epoch))
 }
 
 /// Run `f` until it succeeds. Unavailable stores are retried with capped backoff — forever
@@ -185,7 +201,11 @@ fn retry(sh: &Shared, what: &str, mut f: impl FnMut() -> Result<()>) -> Result<(
 }
 
 fn upload(sh: &Shared, s: Arc<Sealed>) {
-    let res = store_segment(sh, &s);
+    let res = if lock(&sh.inner).fenced {
+        Err(err!(Fenced, "not storing segment {:016x}: this writer was fenced", s.seq))
+    } else {
+        store_segment(sh, &s)
+    };
     let mut ready: Vec<Done> = Vec::new();
     let mut failed: Vec<Done> = Vec::new();
     let mut release = None;
@@ -290,7 +310,7 @@ pub(crate) fn store_checkpoint(
     prefix: &str,
     c: &Checkpoint,
 ) -> Result<()> {
-    let key = ckpt_key(prefix, c.next_seq);
+    let key = ckpt_key(prefix, c.epoch, c.next_seq);
     store.put(&key, Bytes::from(checkpoint::encode(c)), PutMode::Overwrite)?;
     let mut all = store.list(&format!("{prefix}ckpt/"))?;
     all.sort_by(|a, b| a.key.cmp(&b.key));

@@ -126,6 +126,8 @@ pub(crate) struct Inner {
     pub durable_waiters: Vec<(u64, Done)>,
     /// The first fatal failure; the volume refuses further work.
     pub failed: Option<String>,
+    /// Another writer took the image over: every further write fails with `Fenced`.
+    pub fenced: bool,
     pub segs_since_ckpt: u64,
     pub closing: bool,
     pub stats: Stats,
@@ -208,7 +210,7 @@ impl Volume {
                 EngineConfig::MAX_SEGMENT_SIZE
             ));
         }
-        let mut rec = crate::recovery::recover(store.as_ref(), prefix, epoch, read_only)?;
+        let mut rec = crate::recovery::recover(store.as_ref(), prefix, epoch, read_only, cfg.fence)?;
         let (log, replay): (Arc<dyn LogDevice>, Vec<Vec<u8>>) = match (&cfg.log, read_only) {
             (_, true) | (LogConfig::Memory, _) => {
                 (Arc::new(shale_journal::MemoryLog::default()), Vec::new())
@@ -264,6 +266,7 @@ impl Volume {
                 stored_ahead: Default::default(),
                 durable_waiters: Vec::new(),
                 failed: None,
+                fenced: false,
                 segs_since_ckpt: rec.segs_replayed,
                 closing: false,
                 stats: Stats::default(),
@@ -333,6 +336,7 @@ impl Volume {
                 stored_ahead: Default::default(),
                 durable_waiters: Vec::new(),
                 failed: None,
+                fenced: false,
                 segs_since_ckpt: 0,
                 closing: false,
                 stats: Stats::default(),
@@ -350,6 +354,18 @@ impl Volume {
             sh,
             threads: Mutex::new(Vec::new()),
         })
+    }
+
+    /// Refuse every further write with `Fenced` (the exclusive lock was lost). Writes not yet
+    /// in the store are dropped with it: a fenced writer's data must never become visible.
+    pub fn fence(&self) {
+        let mut g = lock(&self.sh.inner);
+        g.fenced = true;
+        if g.failed.is_none() {
+            g.failed = Some("fenced: another client took the image over".into());
+        }
+        drop(g);
+        self.sh.progress.notify_all();
     }
 
     /// Set or clear the parent that never-written sectors read through to.
@@ -710,6 +726,9 @@ impl Shared {
     pub(crate) fn refuse(&self, g: &Inner) -> Result<()> {
         if self.read_only {
             return Err(err!(ReadOnly, "image is open read-only"));
+        }
+        if g.fenced {
+            return Err(err!(Fenced, "another client has taken this image over; this handle can no longer write"));
         }
         if let Some(f) = &g.failed {
             return Err(err!(Io, "image is unusable after a failure: {f}"));

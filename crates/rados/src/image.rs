@@ -11,14 +11,14 @@ use crate::cstr;
 use crate::errno;
 use crate::guard::ffi;
 use crate::pools::lookup_ioctx;
-use crate::state::{globals, SharedImage};
+use crate::state::{globals, lock, SharedImage};
 use crate::types::{
     librbd_progress_fn_t, rados_ioctx_t, rbd_image_info_t, rbd_image_t, rbd_image_watcher_t,
     timespec,
 };
 use core::ffi::{c_char, c_int, c_void};
 use shale_image::{Error, ErrorKind};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// One `rbd_image_t`.
 pub(crate) struct RbdImage {
@@ -27,20 +27,72 @@ pub(crate) struct RbdImage {
     pub(crate) read_only: bool,
     pub(crate) events: Events,
     instance: u64,
+    /// The snapshot this handle shows (`rbd_snap_set`, or opened with a snapshot name): a
+    /// read-only view of its own. None: the head, shared with every handle of the image.
+    snap: Mutex<Option<Arc<shale_image::Image>>>,
 }
 
 impl RbdImage {
+    /// What the handle reads: the snapshot it is set to, else the head.
     pub(crate) fn image(&self) -> Arc<shale_image::Image> {
-        self.shared.image()
+        match &*lock(&self.snap) {
+            Some(view) => view.clone(),
+            None => self.shared.image(),
+        }
     }
 
-    /// `-EROFS` on a read-only handle.
+    /// `-EROFS` on a read-only handle or one set to a snapshot.
     pub(crate) fn writable(&self) -> Result<(), c_int> {
-        if self.read_only {
+        if self.read_only || lock(&self.snap).is_some() {
             Err(-libc::EROFS)
         } else {
             Ok(())
         }
+    }
+
+    /// The head for changes that librbd allows even while the handle shows a snapshot
+    /// (snapshot create/protect/remove, flatten of the head...): `-EROFS` on a read-only
+    /// handle; a head opened read-only for a snapshot view is upgraded to writable.
+    pub(crate) fn head_rw(&self) -> Result<Arc<shale_image::Image>, c_int> {
+        if self.read_only {
+            return Err(-libc::EROFS);
+        }
+        globals()
+            .make_writable(&self.shared)
+            .map_err(|e| errno::of(&e))?;
+        Ok(self.shared.image())
+    }
+
+    /// The head, as it is open (reads of snapshot lists, parents...).
+    pub(crate) fn head(&self) -> Arc<shale_image::Image> {
+        self.shared.image()
+    }
+
+    /// The snapshot the handle shows, if any.
+    pub(crate) fn snap_view(&self) -> Option<Arc<shale_image::Image>> {
+        lock(&self.snap).clone()
+    }
+
+    /// Close the snapshot view, if any (the handle is closing).
+    fn drop_snap(&self) {
+        if let Some(old) = lock(&self.snap).take() {
+            let _ = old.close();
+        }
+    }
+
+    /// Show snapshot `view` (None: the head again). The previous view is closed.
+    pub(crate) fn set_snap(&self, view: Option<shale_image::Image>) -> Result<(), c_int> {
+        if view.is_none() && !self.read_only {
+            globals()
+                .make_writable(&self.shared)
+                .map_err(|e| errno::of(&e))?;
+        }
+        let old = std::mem::replace(&mut *lock(&self.snap), view.map(Arc::new));
+        if let Some(old) = old {
+            // A read-only view has nothing to flush; an error here changes nothing.
+            let _ = old.close();
+        }
+        Ok(())
     }
 }
 
@@ -64,7 +116,7 @@ pub(crate) fn with_image(
 ///
 /// # Safety
 /// `p` is NULL or writable.
-unsafe fn put<T>(p: *mut T, v: T) -> Result<(), c_int> {
+pub(crate) unsafe fn put<T>(p: *mut T, v: T) -> Result<(), c_int> {
     if p.is_null() {
         return Err(-libc::EINVAL);
     }
@@ -83,7 +135,8 @@ fn open_errno(e: &Error) -> c_int {
     }
 }
 
-/// Open by name or id; `snap` must be NULL (there are no snapshots).
+/// Open by name or id, at snapshot `snap` if not NULL (then the head is opened read-only until
+/// `rbd_snap_set(NULL)` on a writable handle).
 ///
 /// # Safety
 /// C caller contract of `rbd_open*`.
@@ -102,7 +155,7 @@ unsafe fn open(
         if out.is_null() {
             return Err(-libc::EINVAL);
         }
-        if snap.is_some() || !io.namespace().is_empty() {
+        if !io.namespace().is_empty() {
             return Err(-libc::ENOENT);
         }
         let c = &io.store.cluster;
@@ -113,14 +166,25 @@ unsafe fn open(
         };
         let g = globals();
         let shared = g
-            .open_image(&io.store, &io.pool, &id, read_only)
+            .open_image(&io.store, &io.pool, &id, read_only || snap.is_some())
             .map_err(|e| open_errno(&e))?;
+        let view = match snap {
+            Some(s) => match c.open_image_at(&io.pool, &shared.image().name(), s) {
+                Ok(v) => Some(Arc::new(v)),
+                Err(e) => {
+                    let _ = g.release_image(&shared);
+                    return Err(open_errno(&e));
+                }
+            },
+            None => None,
+        };
         let h = g.images.insert(Arc::new(RbdImage {
             shared,
             pool_id: io.pool_id,
             read_only,
             events: Events::default(),
             instance: g.instance_id(),
+            snap: Mutex::new(view),
         }));
         // SAFETY: `out` is non-NULL and writable (caller contract).
         unsafe { out.write(h) };
@@ -208,6 +272,7 @@ pub unsafe extern "C" fn shale_rbd_close(image: rbd_image_t) -> c_int {
             return -libc::EINVAL;
         };
         img.shared.wait_before(img.shared.barrier());
+        img.drop_snap();
         match globals().release_image(&img.shared) {
             Ok(()) => 0,
             Err(e) => errno::of(&e),
@@ -344,17 +409,6 @@ pub unsafe extern "C" fn shale_rbd_get_stripe_count(image: rbd_image_t, out: *mu
     })
 }
 
-/// `int rbd_get_overlap(rbd_image_t image, uint64_t *out)`.
-///
-/// # Safety
-/// C caller contract of librbd.h.
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_get_overlap(image: rbd_image_t, out: *mut u64) -> c_int {
-    ffi("rbd_get_overlap", -libc::EFAULT, || {
-        get_u64(image, out, |_img| 0)
-    })
-}
-
 /// `int rbd_get_old_format(rbd_image_t image, uint8_t *old)`: always format 2.
 ///
 /// # Safety
@@ -466,7 +520,7 @@ unsafe fn copy_str(s: &str, buf: *mut c_char, len: usize) -> Result<(), c_int> {
 ///
 /// # Safety
 /// `len` is NULL or read/writable; `buf` is NULL or writable for `*len` bytes.
-unsafe fn copy_str_len(
+pub(crate) unsafe fn copy_str_len(
     s: &str,
     buf: *mut c_char,
     len: *mut usize,

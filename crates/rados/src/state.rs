@@ -216,6 +216,11 @@ impl Globals {
         Ok(store)
     }
 
+    /// The connected store with URL `url`, if any.
+    pub(crate) fn store(&self, url: &str) -> Option<Arc<Store>> {
+        lock(&self.stores).get(url).cloned()
+    }
+
     /// Open (or share) the engine of image `id` in `pool` of `store`.
     pub(crate) fn open_image(
         &self,
@@ -246,6 +251,27 @@ impl Globals {
             },
         );
         Ok(shared)
+    }
+
+    /// Make sure the engine `shared` holds is writable (a handle opened at a snapshot opened
+    /// the head read-only).
+    pub(crate) fn make_writable(&self, shared: &Arc<SharedImage>) -> shale_image::Result<()> {
+        let mut open = lock(&self.open);
+        let Some(e) = open.get_mut(&shared.key) else {
+            return Ok(());
+        };
+        if !e.writable {
+            let Some(store) = self.store(&shared.key.0) else {
+                return Ok(());
+            };
+            let img = store
+                .cluster
+                .open_image_by_id(&shared.key.1, &shared.key.2, false)?;
+            // The read-only engine is dropped once no running call uses it (as in open_image).
+            *e.shared.image.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(img);
+            e.writable = true;
+        }
+        Ok(())
     }
 
     /// Drop one handle of `shared`; the last one waits for its operations and closes the image.

@@ -196,12 +196,34 @@ pub struct rbd_image_spec_t {
     pub id: *mut c_char,
     pub name: *mut c_char,
 }
-/// Opaque until implemented: `rbd_linked_image_spec_t` (48 bytes).
-pub type rbd_linked_image_spec_t = c_void;
-/// Opaque until implemented: `rbd_snap_spec_t` (24 bytes).
-pub type rbd_snap_spec_t = c_void;
-/// Opaque until implemented: `rbd_child_info_t` (32 bytes).
-pub type rbd_child_info_t = c_void;
+/// `rbd_linked_image_spec_t` (48 bytes): strings are malloc'd, freed by the cleanup calls.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct rbd_linked_image_spec_t {
+    pub pool_id: i64,
+    pub pool_name: *mut c_char,
+    pub pool_namespace: *mut c_char,
+    pub image_id: *mut c_char,
+    pub image_name: *mut c_char,
+    pub trash: bool,
+}
+/// `rbd_snap_spec_t` (24 bytes).
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct rbd_snap_spec_t {
+    pub id: u64,
+    pub namespace_type: rbd_snap_namespace_type_t,
+    pub name: *mut c_char,
+}
+/// `rbd_child_info_t` (32 bytes).
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct rbd_child_info_t {
+    pub pool_name: *mut c_char,
+    pub image_name: *mut c_char,
+    pub image_id: *mut c_char,
+    pub trash: bool,
+}
 /// `rbd_image_watcher_t` (24 bytes).
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
@@ -245,6 +267,14 @@ const _: () = {
     assert!(core::mem::offset_of!(rbd_image_info_t, parent_name) == 64);
     assert!(core::mem::size_of::<rbd_snap_info_t>() == 24);
     assert!(core::mem::size_of::<rbd_image_spec_t>() == 16);
+    assert!(core::mem::size_of::<rbd_linked_image_spec_t>() == 48);
+    assert!(core::mem::offset_of!(rbd_linked_image_spec_t, image_name) == 32);
+    assert!(core::mem::offset_of!(rbd_linked_image_spec_t, trash) == 40);
+    assert!(core::mem::size_of::<rbd_snap_spec_t>() == 24);
+    assert!(core::mem::offset_of!(rbd_snap_spec_t, namespace_type) == 8);
+    assert!(core::mem::offset_of!(rbd_snap_spec_t, name) == 16);
+    assert!(core::mem::size_of::<rbd_child_info_t>() == 32);
+    assert!(core::mem::offset_of!(rbd_child_info_t, trash) == 24);
     assert!(core::mem::size_of::<rbd_image_watcher_t>() == 24);
     assert!(core::mem::size_of::<rados_pool_stat_t>() == 128);
     assert!(core::mem::offset_of!(rados_pool_stat_t, num_user_bytes) == 96);
