@@ -75,7 +75,11 @@ pub(crate) fn recover(
         .filter_map(|o| {
             let name = o.key.strip_prefix(&ckpt_dir)?;
             let (e, n) = name.split_once('-')?;
-            Some((u64::from_str_radix(e, 16).ok()?, u64::from_str_radix(n, 16).ok()?, o.key.clone()))
+            Some((
+                u64::from_str_radix(e, 16).ok()?,
+                u64::from_str_radix(n, 16).ok()?,
+                o.key.clone(),
+            ))
         })
         .collect();
     ckpts.sort_unstable();
@@ -88,7 +92,10 @@ pub(crate) fn recover(
             if read_only {
                 continue;
             }
-            return Err(err!(Fenced, "{key}: another writer (epoch {e}) has taken this image over"));
+            return Err(err!(
+                Fenced,
+                "{key}: another writer (epoch {e}) has taken this image over"
+            ));
         }
         if let Some((fe, start)) = fence {
             if *e < fe && *n > start {
@@ -98,7 +105,14 @@ pub(crate) fn recover(
         match store.get(key).and_then(|(b, _)| checkpoint::decode(&b)) {
             Ok(c) => {
                 for x in &c.extents {
-                    let t = if x.seg == ZERO_SEG { Target::Zero } else { Target::Data { seg: x.seg, off: x.off } };
+                    let t = if x.seg == ZERO_SEG {
+                        Target::Zero
+                    } else {
+                        Target::Data {
+                            seg: x.seg,
+                            off: x.off,
+                        }
+                    };
                     map.insert(x.lba, x.len as u64, t);
                 }
                 next = c.next_seq;
@@ -106,7 +120,9 @@ pub(crate) fn recover(
                 base_epoch = c.epoch;
                 break;
             }
-            Err(err) if err.kind() == ErrorKind::Corruption || err.kind() == ErrorKind::NotFound => {
+            Err(err)
+                if err.kind() == ErrorKind::Corruption || err.kind() == ErrorKind::NotFound =>
+            {
                 tracing::warn!("skipping checkpoint {key}: {err}");
             }
             Err(err) => return Err(err),
@@ -135,7 +151,11 @@ pub(crate) fn recover(
             if read_only {
                 break;
             }
-            return Err(err!(Fenced, "{key}: written under epoch {} newer than ours ({epoch})", h.epoch));
+            return Err(err!(
+                Fenced,
+                "{key}: written under epoch {} newer than ours ({epoch})",
+                h.epoch
+            ));
         }
         let fenced = fence.is_some_and(|(fe, start)| seq >= start && h.epoch < fe);
         if fenced || h.epoch < base_epoch {

@@ -137,19 +137,24 @@ fn store_segment(sh: &Shared, s: &Sealed) -> Result<u64> {
         let dest = path(seg_key(&sh.prefix, s.seq))?;
         let key = seg_key(&sh.prefix, s.seq);
         retry(sh, &format!("publishing {}", dest.display()), || {
-            match shale_journal::InPlaceLog::publish(&staging, &header, s.data.len() as u64, &dest) {
+            match shale_journal::InPlaceLog::publish(&staging, &header, s.data.len() as u64, &dest)
+            {
                 Err(e) if e.kind() == ErrorKind::Exists => collision(sh, &key),
                 r => r,
             }
         })?;
         return Ok(header.len() as u64 + s.data.len() as u64);
     }
-    let obj = Bytes::from(segment::encode(s.seq, sh.epoch, s.mark, &s.entries, &s.data)?);
+    let obj = Bytes::from(segment::encode(
+        s.seq, sh.epoch, s.mark, &s.entries, &s.data,
+    )?);
     let len = obj.len() as u64;
     let key = seg_key(&sh.prefix, s.seq);
-    retry(sh, &format!("PUT {key}"), || match sh.store.put(&key, obj.clone(), PutMode::Create) {
-        Err(e) if e.kind() == ErrorKind::Exists => collision(sh, &key),
-        r => r.map(|_| ()),
+    retry(sh, &format!("PUT {key}"), || {
+        match sh.store.put(&key, obj.clone(), PutMode::Create) {
+            Err(e) if e.kind() == ErrorKind::Exists => collision(sh, &key),
+            r => r.map(|_| ()),
+        }
     })?;
     Ok(len)
 }
@@ -164,13 +169,24 @@ fn collision(sh: &Shared, key: &str) -> Result<()> {
         return Ok(());
     }
     if h.epoch < sh.epoch {
-        tracing::warn!("{key}: removing a segment of fenced epoch {} (ours is {})", h.epoch, sh.epoch);
+        tracing::warn!(
+            "{key}: removing a segment of fenced epoch {} (ours is {})",
+            h.epoch,
+            sh.epoch
+        );
         sh.store.delete(key)?;
-        return Err(err!(Unavailable, "{key} was held by a fenced writer; retrying"));
+        return Err(err!(
+            Unavailable,
+            "{key} was held by a fenced writer; retrying"
+        ));
     }
     let mut g = lock(&sh.inner);
     g.fenced = true;
-    Err(err!(Fenced, "{key} was written under epoch {} by the writer that took this image over", h.epoch))
+    Err(err!(
+        Fenced,
+        "{key} was written under epoch {} by the writer that took this image over",
+        h.epoch
+    ))
 }
 
 /// Run `f` until it succeeds. Unavailable stores are retried with capped backoff — forever
@@ -202,7 +218,11 @@ fn retry(sh: &Shared, what: &str, mut f: impl FnMut() -> Result<()>) -> Result<(
 
 fn upload(sh: &Shared, s: Arc<Sealed>) {
     let res = if lock(&sh.inner).fenced {
-        Err(err!(Fenced, "not storing segment {:016x}: this writer was fenced", s.seq))
+        Err(err!(
+            Fenced,
+            "not storing segment {:016x}: this writer was fenced",
+            s.seq
+        ))
     } else {
         store_segment(sh, &s)
     };

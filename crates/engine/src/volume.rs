@@ -210,7 +210,8 @@ impl Volume {
                 EngineConfig::MAX_SEGMENT_SIZE
             ));
         }
-        let mut rec = crate::recovery::recover(store.as_ref(), prefix, epoch, read_only, cfg.fence)?;
+        let mut rec =
+            crate::recovery::recover(store.as_ref(), prefix, epoch, read_only, cfg.fence)?;
         let (log, replay): (Arc<dyn LogDevice>, Vec<Vec<u8>>) = match (&cfg.log, read_only) {
             (_, true) | (LogConfig::Memory, _) => {
                 (Arc::new(shale_journal::MemoryLog::default()), Vec::new())
@@ -354,6 +355,11 @@ impl Volume {
             sh,
             threads: Mutex::new(Vec::new()),
         })
+    }
+
+    /// Closed (by `close`, or swapped out by the image layer).
+    pub fn is_closed(&self) -> bool {
+        lock(&self.sh.inner).closing
     }
 
     /// Refuse every further write with `Fenced` (the exclusive lock was lost). Writes not yet
@@ -728,13 +734,17 @@ impl Shared {
             return Err(err!(ReadOnly, "image is open read-only"));
         }
         if g.fenced {
-            return Err(err!(Fenced, "another client has taken this image over; this handle can no longer write"));
+            return Err(err!(
+                Fenced,
+                "another client has taken this image over; this handle can no longer write"
+            ));
         }
         if let Some(f) = &g.failed {
             return Err(err!(Io, "image is unusable after a failure: {f}"));
         }
         if g.closing {
-            return Err(err!(Invalid, "image is closed"));
+            // Unavailable: a handle whose volume was swapped (lock handover) retries.
+            return Err(err!(Unavailable, "image is closed"));
         }
         Ok(())
     }

@@ -26,6 +26,8 @@ pub enum Kind {
     Name = 3,
     /// An image header.
     ImageHeader = 4,
+    /// An image's exclusive-lock object.
+    Lock = 5,
 }
 
 pub fn encode(kind: Kind, body: &[u8]) -> Vec<u8> {

@@ -24,6 +24,8 @@ pub struct Cluster {
     /// The read cache, opened on first use by an image on a remote store; shared by every
     /// image opened through this cluster (and its clones).
     cache: Arc<std::sync::OnceLock<Option<Arc<shale_cache::FileCache>>>>,
+    /// This client's name in locks: `client.<random>`.
+    client: Arc<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -99,6 +101,7 @@ impl Cluster {
             store,
             settings,
             cache: Arc::default(),
+            client: Arc::new(format!("client.{}", random_id()?)),
         };
         c.init()?;
         Ok(c)
@@ -127,6 +130,11 @@ impl Cluster {
             Err(e) if e.kind() == ErrorKind::Exists => Ok(()),
             Err(e) => Err(e),
         }
+    }
+
+    /// This client's identity in locks.
+    pub fn client_id(&self) -> String {
+        (*self.client).clone()
     }
 
     pub fn settings(&self) -> &Settings {
@@ -284,7 +292,14 @@ impl Cluster {
     /// Create an image with a feature mask (None: librbd's defaults). The mask must respect
     /// the feature dependencies (object-map needs exclusive-lock, fast-diff needs object-map)
     /// and hold only features Shale supports (no journaling, striping or data-pool).
-    pub fn create_image_with(&self, pool: &str, name: &str, size: u64, order: u8, features: Option<u64>) -> Result<String> {
+    pub fn create_image_with(
+        &self,
+        pool: &str,
+        name: &str,
+        size: u64,
+        order: u8,
+        features: Option<u64>,
+    ) -> Result<String> {
         if let Some(f) = features {
             if f & !(1 | 4 | 8 | 16 | 32) != 0 {
                 return Err(err!(Invalid, "features {f:#x}: only layering, exclusive-lock, object-map, fast-diff and deep-flatten are supported"));

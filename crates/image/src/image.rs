@@ -1,7 +1,7 @@
 //! An open image: the engine volume plus the image header (size, features, metadata).
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, RwLock};
 
 use serde::{Deserialize, Serialize};
 use shale_engine::{Stats, Volume};
@@ -37,6 +37,13 @@ pub(crate) struct ImageHeader {
     pub parent: Option<ParentRef>,
     #[serde(default)]
     pub snap_limit: Option<u64>,
+    /// (epoch, first segment number) set when a writer takes the image over: segments from
+    /// that number on written under an older epoch are a fenced writer's and never count.
+    #[serde(default)]
+    pub fence: Option<(u64, u64)>,
+    /// Advisory (legacy) locks: `rbd lock add` / `rbd_lock_exclusive` / `rbd_lock_shared`.
+    #[serde(default)]
+    pub lockers: Vec<crate::lock::Locker>,
 }
 
 /// A snapshot in an image header.
@@ -96,8 +103,39 @@ impl ImageHeader {
             next_snap_id: 4,
             parent: None,
             snap_limit: None,
+            fence: None,
+            lockers: Vec::new(),
         }
     }
+}
+
+/// Open the head of an image: writable (recovering, under the header's epoch and fence) or
+/// read-only; a clone gets its parent attached.
+pub(crate) fn head_volume(
+    c: &Cluster,
+    pool: &str,
+    id: &str,
+    h: &ImageHeader,
+    writable: bool,
+) -> Result<Volume> {
+    let prefix = format!("{pool}/images/{id}/");
+    let mut cfg = c.engine_config(pool, id);
+    cfg.fence = h.fence;
+    let v = Volume::open(c.store.clone(), &prefix, h.size, h.epoch, cfg, !writable)?;
+    attach_parent(c, &v, h, None)?;
+    Ok(v)
+}
+
+fn attach_parent(c: &Cluster, v: &Volume, h: &ImageHeader, snap_size: Option<u64>) -> Result<()> {
+    if let Some(p) = &h.parent {
+        // A snapshot of a clone keeps the overlap it had; the head's may have shrunk since.
+        let overlap = snap_size.map(|s| s.min(p.overlap)).unwrap_or(p.overlap);
+        v.set_parent(Some(shale_engine::Parent {
+            vol: c.parent_volume(p)?,
+            overlap,
+        }));
+    }
+    Ok(())
 }
 
 /// The name of an image's journal in the cache directory.
@@ -128,7 +166,10 @@ pub struct Image {
     pub(crate) pool: String,
     pub(crate) id: String,
     pub(crate) header: Mutex<(ImageHeader, shale_store::Version)>,
-    pub(crate) vol: Volume,
+    /// The engine volume; swapped when the exclusive lock is taken (reopened writable under
+    /// the new epoch) or given up (reopened read-only).
+    pub(crate) vol: Arc<RwLock<Arc<Volume>>>,
+    pub(crate) lock: Arc<crate::lock::LockCtl>,
     pub(crate) read_only: bool,
     /// The snapshot this handle shows (read-only), if any.
     pub(crate) snap: Option<SnapInfo>,
@@ -156,11 +197,12 @@ impl Image {
                 h.name
             ));
         }
-        let prefix = format!("{pool}/images/{id}/");
-        let cfg = c.engine_config(pool, id);
+        let locking = snap.is_none() && !read_only && h.features & crate::lock::EXCLUSIVE_LOCK != 0;
         let (vol, snap, read_only) = match snap {
+            // With the exclusive-lock feature the head opens read-only; the first write takes
+            // the lock and reopens it writable under a new epoch.
             None => (
-                Volume::open(c.store.clone(), &prefix, h.size, h.epoch, cfg, read_only)?,
+                head_volume(c, pool, id, &h, !read_only && !locking)?,
                 None,
                 read_only,
             ),
@@ -173,39 +215,67 @@ impl Image {
                     .ok_or_else(|| {
                         err!(NotFound, "image {pool}/{} has no snapshot {name:?}", h.name)
                     })?;
-                (
-                    Volume::open_snapshot(
-                        c.store.clone(),
-                        &prefix,
-                        &SnapInfo::key(s.id),
-                        s.size,
-                        cfg,
-                    )?,
-                    Some(s),
-                    true,
-                )
+                let prefix = format!("{pool}/images/{id}/");
+                let v = Volume::open_snapshot(
+                    c.store.clone(),
+                    &prefix,
+                    &SnapInfo::key(s.id),
+                    s.size,
+                    c.engine_config(pool, id),
+                )?;
+                attach_parent(c, &v, &h, Some(s.size))?;
+                (v, Some(s), true)
             }
         };
-        if let Some(p) = &h.parent {
-            // A snapshot of a clone keeps the overlap it had; the head's may have shrunk since.
-            let overlap = snap
-                .as_ref()
-                .map(|s| s.size.min(p.overlap))
-                .unwrap_or(p.overlap);
-            vol.set_parent(Some(shale_engine::Parent {
-                vol: c.parent_volume(p)?,
-                overlap,
-            }));
-        }
         Ok(Image {
             cluster: c.clone(),
             pool: pool.into(),
             id: id.into(),
             header: Mutex::new((h, ver)),
-            vol,
+            vol: Arc::new(RwLock::new(Arc::new(vol))),
+            lock: Arc::new(crate::lock::LockCtl::new(locking, &c.client_id())),
             read_only,
             snap,
         })
+    }
+
+    /// Nothing to flush: the image locks writers and this handle never became one (or gave the
+    /// lock up, which stored everything).
+    fn idle_without_lock(&self) -> bool {
+        self.read_only || (self.lock.enabled() && !self.lock.is_owner())
+    }
+
+    /// Run a write on the writer volume, again on the new one if the lock moved meanwhile
+    /// (the old volume was closed under us).
+    fn retrying<T>(&self, f: impl Fn(&Volume) -> Result<T>) -> Result<T> {
+        let mut tries = 0;
+        loop {
+            let v = self.writer()?;
+            match f(&v) {
+                Err(e)
+                    if e.kind() == shale_error::ErrorKind::Unavailable
+                        && v.is_closed()
+                        && tries < 3 =>
+                {
+                    tries += 1
+                }
+                r => return r,
+            }
+        }
+    }
+
+    /// The current engine volume.
+    pub(crate) fn vol(&self) -> Arc<Volume> {
+        self.vol.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The volume to write through: takes the exclusive lock first when the image uses it.
+    pub(crate) fn writer(&self) -> Result<Arc<Volume>> {
+        if self.read_only {
+            return Err(err!(ReadOnly, "image is open read-only"));
+        }
+        self.lock.ensure(self)?;
+        Ok(self.vol())
     }
 
     fn hdr(&self) -> std::sync::MutexGuard<'_, (ImageHeader, shale_store::Version)> {
@@ -240,7 +310,7 @@ impl Image {
         self.hdr().0.name.clone()
     }
     pub fn size(&self) -> u64 {
-        self.vol.size()
+        self.vol().size()
     }
     pub fn features(&self) -> u64 {
         self.hdr().0.features
@@ -252,7 +322,7 @@ impl Image {
     pub fn info(&self) -> ImageInfo {
         let h = self.hdr().0.clone();
         let object_size = 1u64 << h.order;
-        let size = self.vol.size();
+        let size = self.vol().size();
         ImageInfo {
             name: h.name,
             block_name_prefix: format!("rbd_data.{}", h.id),
@@ -269,59 +339,77 @@ impl Image {
     }
 
     pub fn stats(&self) -> Stats {
-        self.vol.stats()
+        self.vol().stats()
     }
 
     /// Read at `off`; returns the bytes read (short at the end). Past the end is an error.
     pub fn read(&self, off: u64, buf: &mut [u8]) -> Result<usize> {
-        self.vol.read(off, buf)
+        self.vol().read(off, buf)
     }
     pub fn write(&self, off: u64, data: &[u8]) -> Result<()> {
-        self.vol.write(off, data)
+        self.retrying(|v| v.write(off, data))
     }
     pub fn discard(&self, off: u64, len: u64) -> Result<()> {
-        self.vol.write_zeroes(off, len)
+        self.retrying(|v| v.write_zeroes(off, len))
     }
     pub fn write_zeroes(&self, off: u64, len: u64) -> Result<()> {
-        self.vol.write_zeroes(off, len)
+        self.retrying(|v| v.write_zeroes(off, len))
     }
     pub fn flush(&self) -> Result<()> {
-        self.vol.flush()
+        if self.idle_without_lock() {
+            return Ok(());
+        }
+        self.writer()?.flush()
     }
 
     /// Asynchronous write: `done` runs (on an engine thread) once the write is acknowledged.
     /// Concurrent submissions are committed together (group commit); use these from
     /// asynchronous front ends instead of a thread per request.
     pub fn submit_write(&self, off: u64, data: Vec<u8>, done: shale_engine::Done) {
-        self.vol.submit_write(off, data, done)
+        match self.writer() {
+            Ok(v) => v.submit_write(off, data, done),
+            Err(e) => done(Err(e)),
+        }
     }
     /// Asynchronous discard / write-zeroes.
     pub fn submit_zero(&self, off: u64, len: u64, done: shale_engine::Done) {
-        self.vol.submit_zero(off, len, done)
+        match self.writer() {
+            Ok(v) => v.submit_zero(off, len, done),
+            Err(e) => done(Err(e)),
+        }
     }
     /// Asynchronous flush: `done` runs once every write acknowledged before it is durable.
     pub fn submit_flush(&self, done: shale_engine::Done) {
-        self.vol.submit_flush(done)
+        if self.idle_without_lock() {
+            return done(Ok(()));
+        }
+        match self.writer() {
+            Ok(v) => v.submit_flush(done),
+            Err(e) => done(Err(e)),
+        }
     }
     /// Collect garbage now (segments less live than `threshold`).
     pub fn gc(&self, threshold: f64) -> Result<shale_engine::GcReport> {
-        self.vol.gc(threshold)
+        self.writer()?.gc(threshold)
     }
 
     /// Seal and store everything written so far (what `close` does, without closing).
     pub fn flush_to_store(&self) -> Result<()> {
-        self.vol.flush_to_store()
+        if self.idle_without_lock() {
+            return Ok(());
+        }
+        self.writer()?.flush_to_store()
     }
     /// Runs of allocated sectors (lba, count) in [lba, lba+n): for sparse copies.
     pub fn allocated(&self, lba: u64, n: u64) -> Vec<(u64, u64)> {
-        self.vol.allocated(lba, n)
+        self.vol().allocated(lba, n)
     }
 
     /// Like `allocated`, counting what a clone reads from its parent as allocated.
     pub fn allocated_with_parent(&self, lba: u64, n: u64) -> Vec<(u64, u64)> {
-        let overlap = self.vol.parent_overlap().div_ceil(512);
+        let overlap = self.vol().parent_overlap().div_ceil(512);
         if overlap <= lba {
-            return self.vol.allocated(lba, n);
+            return self.vol().allocated(lba, n);
         }
         // Everything below the overlap the clone did not zero may come from the parent.
         let mut out: Vec<(u64, u64)> = Vec::new();
@@ -332,7 +420,7 @@ impl Image {
         };
         let top = overlap.min(end);
         push(lba, top - lba);
-        for (a, len) in self.vol.allocated(top, end.saturating_sub(top)) {
+        for (a, len) in self.vol().allocated(top, end.saturating_sub(top)) {
             push(a, len);
         }
         out
@@ -349,7 +437,7 @@ impl Image {
                 "size {new_size} is larger than the maximum image size (512 TiB)"
             ));
         }
-        let old = self.vol.size();
+        let old = self.vol().size();
         if new_size < old && !allow_shrink {
             return Err(err!(
                 Invalid,
@@ -358,9 +446,9 @@ impl Image {
         }
         // Shrink: trim the data durably before the header says so; grow: header first is
         // harmless either way since new space reads as zeros.
-        self.vol.resize(new_size)?;
+        self.writer()?.resize(new_size)?;
         // A clone shrunk below its overlap never sees the parent past the new end again.
-        self.vol.cap_parent_overlap(new_size);
+        self.writer()?.cap_parent_overlap(new_size);
         self.update_header(|h| {
             h.size = new_size;
             if let Some(p) = h.parent.as_mut() {
@@ -390,10 +478,17 @@ impl Image {
             return Err(err!(Invalid, "layering, striping, data-pool and enabling deep-flatten can only be chosen at creation"));
         }
         if enable && mask & JOURNAL != 0 {
-            return Err(err!(Unsupported, "the journaling feature is not supported (Shale journals every image locally)"));
+            return Err(err!(
+                Unsupported,
+                "the journaling feature is not supported (Shale journals every image locally)"
+            ));
         }
         self.update_header(|h| {
-            let mut f = if enable { h.features | mask } else { h.features & !mask };
+            let mut f = if enable {
+                h.features | mask
+            } else {
+                h.features & !mask
+            };
             if enable {
                 if f & OMAP != 0 && f & EXCL == 0 {
                     return Err(err!(Invalid, "object-map requires exclusive-lock"));
@@ -403,10 +498,16 @@ impl Image {
                 }
             } else {
                 if f & OMAP != 0 && mask & EXCL != 0 {
-                    return Err(err!(Invalid, "cannot disable exclusive-lock while object-map is enabled"));
+                    return Err(err!(
+                        Invalid,
+                        "cannot disable exclusive-lock while object-map is enabled"
+                    ));
                 }
                 if f & FDIFF != 0 && mask & OMAP != 0 {
-                    return Err(err!(Invalid, "cannot disable object-map while fast-diff is enabled"));
+                    return Err(err!(
+                        Invalid,
+                        "cannot disable object-map while fast-diff is enabled"
+                    ));
                 }
             }
             f &= KNOWN;
@@ -446,6 +547,6 @@ impl Image {
 
     /// Flush and stop background work. Dropping an image does the same, logging errors.
     pub fn close(&self) -> Result<()> {
-        self.vol.close()
+        self.vol().close()
     }
 }

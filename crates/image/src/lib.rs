@@ -12,6 +12,7 @@
 
 mod cluster;
 mod image;
+mod lock;
 mod names;
 mod settings;
 pub mod size;
@@ -19,6 +20,7 @@ mod snaps;
 
 pub use cluster::{Cluster, ImageEntry, PoolStats};
 pub use image::{ChildRef, Image, ImageInfo, ParentRef, SnapInfo};
+pub use lock::Locker;
 pub use names::{validate_image_name, validate_pool_name, ImageSpec};
 pub use settings::{JournalMode, Settings};
 pub use shale_engine::Stats;

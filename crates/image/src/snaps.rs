@@ -73,8 +73,8 @@ impl Image {
         }
         let id = h.next_snap_id.max(4);
         let key = SnapInfo::key(id);
-        let seq = self.vol.snapshot(&key)?;
-        let size = self.vol.size();
+        let seq = self.writer()?.snapshot(&key)?;
+        let size = self.vol().size();
         let res = self.update_header(|h| {
             if h.snapshots.iter().any(|s| s.name == name) {
                 return Err(err!(Exists, "snapshot {}@{name} already exists", h.name));
@@ -226,7 +226,7 @@ impl Image {
             self.resize(s.size, true)?;
         }
         let sectors = s.size.div_ceil(SECTOR);
-        let changed = self.vol.diff(Some(&SnapInfo::key(s.id)), 0, sectors)?;
+        let changed = self.vol().diff(Some(&SnapInfo::key(s.id)), 0, sectors)?;
         let total: u64 = changed.iter().map(|c| c.1 * SECTOR).sum();
         let mut done = 0;
         let mut buf = Vec::new();
@@ -274,12 +274,12 @@ impl Image {
                 h.name
             ));
         };
-        let overlap = self.vol.parent_overlap().min(self.size());
+        let overlap = self.vol().parent_overlap().min(self.size());
         let sectors = overlap.div_ceil(SECTOR);
         // Holes of the clone below the overlap are what still comes from the parent.
         let mut holes = Vec::new();
         let mut at = 0;
-        for (lba, n) in self.vol.written(0, sectors) {
+        for (lba, n) in self.vol().written(0, sectors) {
             if lba > at {
                 holes.push((at, lba - at));
             }
@@ -306,12 +306,12 @@ impl Image {
                 progress(done, total);
             }
         }
-        self.vol.flush_to_store()?;
+        self.writer()?.flush_to_store()?;
         self.update_header(|h| {
             h.parent = None;
             Ok(())
         })?;
-        self.vol.set_parent(None);
+        self.vol().set_parent(None);
         self.cluster.unlink_child(&p, &self.pool, &self.id)
     }
 
@@ -352,14 +352,14 @@ impl Image {
             None => None,
         };
         let (l0, l1) = (off / SECTOR, end.div_ceil(SECTOR));
-        let mut ranges = self.vol.diff(key.as_deref(), l0, l1 - l0)?;
+        let mut ranges = self.vol().diff(key.as_deref(), l0, l1 - l0)?;
         if from.is_none() && include_parent {
-            let overlap = self.vol.parent_overlap().min(end).div_ceil(SECTOR);
+            let overlap = self.vol().parent_overlap().min(end).div_ceil(SECTOR);
             if overlap > l0 {
                 // Holes of the clone below the overlap show the parent's data.
                 let mut at = l0;
                 let mut extra = Vec::new();
-                for (lba, n) in self.vol.written(l0, overlap - l0) {
+                for (lba, n) in self.vol().written(l0, overlap - l0) {
                     if lba > at {
                         extra.push((at, lba - at, true));
                     }

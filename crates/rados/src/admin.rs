@@ -9,7 +9,7 @@ use crate::cstr;
 use crate::errno;
 use crate::guard::ffi;
 use crate::image::lookup_image;
-use crate::options::{lookup_opts, OPT_ORDER};
+use crate::options::{lookup_opts, OPT_FEATURES, OPT_ORDER};
 use crate::pools::{lookup_ioctx, Ioctx};
 use crate::state::globals;
 use crate::types::{
@@ -54,6 +54,17 @@ fn check_order(order: c_int) -> Result<u8, c_int> {
 }
 
 fn create(io: rados_ioctx_t, name: *const c_char, size: u64, order: c_int) -> Result<u8, c_int> {
+    create_with(io, name, size, order, None)
+}
+
+/// Create with a feature mask (None: the defaults).
+fn create_with(
+    io: rados_ioctx_t,
+    name: *const c_char,
+    size: u64,
+    order: c_int,
+    features: Option<u64>,
+) -> Result<u8, c_int> {
     let io = lookup_ioctx(io)?;
     // SAFETY: `name` is NULL or a C string (caller contract of every rbd_create*).
     let name = unsafe { cstr::arg(name) }?;
@@ -66,7 +77,7 @@ fn create(io: rados_ioctx_t, name: *const c_char, size: u64, order: c_int) -> Re
     }
     io.store
         .cluster
-        .create_image(&io.pool, name, size, order)
+        .create_image_with(&io.pool, name, size, order, features)
         .map_err(|e| errno::of(&e))?;
     Ok(order)
 }
@@ -162,7 +173,8 @@ pub unsafe extern "C" fn shale_rbd_create3(
 }
 
 /// `int rbd_create4(rados_ioctx_t io, const char *name, uint64_t size,
-/// rbd_image_options_t opts)`: honours the ORDER option.
+/// rbd_image_options_t opts)`: honours the ORDER and FEATURES options (features Shale does
+/// not have, such as journaling, are `-EINVAL`).
 ///
 /// # Safety
 /// C caller contract of librbd.h.
@@ -176,9 +188,13 @@ pub unsafe extern "C" fn shale_rbd_create4(
     ffi("rbd_create4", -libc::EFAULT, || {
         status((|| {
             let opts = lookup_opts(opts)?;
-            let order = opts.and_then(|o| o.get_u64(OPT_ORDER)).unwrap_or(0);
+            let order = opts
+                .as_ref()
+                .and_then(|o| o.get_u64(OPT_ORDER))
+                .unwrap_or(0);
             let order = c_int::try_from(order).map_err(|_| -libc::EDOM)?;
-            create(io, name, size, order).map(drop)
+            let features = opts.and_then(|o| o.get_u64(OPT_FEATURES));
+            create_with(io, name, size, order, features).map(drop)
         })())
     })
 }

@@ -13,7 +13,7 @@
 
 use crate::types::*;
 use core::ffi::{c_char, c_int, c_uint, c_void};
-// ---- prototype checks of the 121 hand-written entry points ----
+// ---- prototype checks of the 171 hand-written entry points ----
 const _: unsafe extern "C" fn(rados_ioctx_t, *const c_char, c_int) -> c_int = crate::pools::rados_application_enable;
 const _: unsafe extern "C" fn(*mut c_char) = crate::mon::rados_buffer_free;
 const _: unsafe extern "C" fn(rados_t, *mut c_char, usize) -> c_int = crate::cluster::rados_cluster_fsid;
@@ -61,6 +61,10 @@ const _: unsafe extern "C" fn(rbd_image_t, u64, usize, *const c_char, rbd_comple
 const _: unsafe extern "C" fn(rbd_image_t, u64, usize, rbd_completion_t, c_int, c_int) -> c_int = crate::aio::shale_rbd_aio_write_zeroes;
 const _: unsafe extern "C" fn(rbd_image_t, u64, usize, *const c_char, usize, rbd_completion_t, c_int) -> c_int = crate::aio::shale_rbd_aio_writesame;
 const _: unsafe extern "C" fn(rbd_image_t, *const iovec, c_int, u64, rbd_completion_t) -> c_int = crate::aio::shale_rbd_aio_writev;
+const _: unsafe extern "C" fn(rbd_image_t, *const c_char, *const c_char) -> c_int = crate::locks::shale_rbd_break_lock;
+const _: unsafe extern "C" fn(rados_ioctx_t, *const c_char, *const c_char, rados_ioctx_t, *const c_char, u64, *mut c_int) -> c_int = crate::clone::shale_rbd_clone;
+const _: unsafe extern "C" fn(rados_ioctx_t, *const c_char, *const c_char, rados_ioctx_t, *const c_char, u64, *mut c_int, u64, c_int) -> c_int = crate::clone::shale_rbd_clone2;
+const _: unsafe extern "C" fn(rados_ioctx_t, *const c_char, *const c_char, rados_ioctx_t, *const c_char, rbd_image_options_t) -> c_int = crate::clone::shale_rbd_clone3;
 const _: unsafe extern "C" fn(rbd_image_t) -> c_int = crate::image::shale_rbd_close;
 const _: unsafe extern "C" fn(rbd_image_t, rados_ioctx_t, *const c_char) -> c_int = crate::admin::shale_rbd_copy;
 const _: unsafe extern "C" fn(rbd_image_t, rbd_image_t) -> c_int = crate::admin::shale_rbd_copy2;
@@ -70,9 +74,13 @@ const _: unsafe extern "C" fn(rados_ioctx_t, *const c_char, u64, *mut c_int) -> 
 const _: unsafe extern "C" fn(rados_ioctx_t, *const c_char, u64, u64, *mut c_int) -> c_int = crate::admin::shale_rbd_create2;
 const _: unsafe extern "C" fn(rados_ioctx_t, *const c_char, u64, u64, *mut c_int, u64, u64) -> c_int = crate::admin::shale_rbd_create3;
 const _: unsafe extern "C" fn(rados_ioctx_t, *const c_char, u64, rbd_image_options_t) -> c_int = crate::admin::shale_rbd_create4;
-const _: unsafe extern "C" fn(rbd_image_t, *const c_char, u64, u64, Option<unsafe extern "C" fn(u64, usize, c_int, *mut c_void) -> c_int>, *mut c_void) -> c_int = crate::snaps::shale_rbd_diff_iterate;
-const _: unsafe extern "C" fn(rbd_image_t, *const c_char, u64, u64, u8, u8, Option<unsafe extern "C" fn(u64, usize, c_int, *mut c_void) -> c_int>, *mut c_void) -> c_int = crate::snaps::shale_rbd_diff_iterate2;
+const _: unsafe extern "C" fn(rbd_image_t, *const c_char, u64, u64, Option<unsafe extern "C" fn(u64, usize, c_int, *mut c_void) -> c_int>, *mut c_void) -> c_int = crate::diff::shale_rbd_diff_iterate;
+const _: unsafe extern "C" fn(rbd_image_t, *const c_char, u64, u64, u8, u8, Option<unsafe extern "C" fn(u64, usize, c_int, *mut c_void) -> c_int>, *mut c_void) -> c_int = crate::diff::shale_rbd_diff_iterate2;
 const _: unsafe extern "C" fn(rbd_image_t, u64, u64) -> c_int = crate::io::shale_rbd_discard;
+const _: unsafe extern "C" fn(*const c_char, *mut u64) -> c_int = crate::diff::shale_rbd_features_from_string;
+const _: unsafe extern "C" fn(u64, *mut c_char, *mut usize) -> c_int = crate::diff::shale_rbd_features_to_string;
+const _: unsafe extern "C" fn(rbd_image_t) -> c_int = crate::clone::shale_rbd_flatten;
+const _: unsafe extern "C" fn(rbd_image_t, librbd_progress_fn_t, *mut c_void) -> c_int = crate::clone::shale_rbd_flatten_with_progress;
 const _: unsafe extern "C" fn(rbd_image_t) -> c_int = crate::io::shale_rbd_flush;
 const _: unsafe extern "C" fn(rbd_image_t, *mut timespec) -> c_int = crate::image::shale_rbd_get_access_timestamp;
 const _: unsafe extern "C" fn(rbd_image_t, *mut c_char, usize) -> c_int = crate::image::shale_rbd_get_block_name_prefix;
@@ -85,9 +93,10 @@ const _: unsafe extern "C" fn(rbd_image_t, *mut timespec) -> c_int = crate::imag
 const _: unsafe extern "C" fn(rbd_image_t, *mut c_char, *mut usize) -> c_int = crate::image::shale_rbd_get_name;
 const _: unsafe extern "C" fn(rbd_image_t, *mut u8) -> c_int = crate::image::shale_rbd_get_old_format;
 const _: unsafe extern "C" fn(rbd_image_t, *mut u64) -> c_int = crate::image::shale_rbd_get_op_features;
-const _: unsafe extern "C" fn(rbd_image_t, *mut u64) -> c_int = crate::image::shale_rbd_get_overlap;
-const _: unsafe extern "C" fn(rbd_image_t, *mut rbd_linked_image_spec_t, *mut rbd_snap_spec_t) -> c_int = crate::snaps::shale_rbd_get_parent;
-const _: unsafe extern "C" fn(rbd_image_t, *mut c_char, usize, *mut c_char, usize, *mut c_char, usize) -> c_int = crate::snaps::shale_rbd_get_parent_info;
+const _: unsafe extern "C" fn(rbd_image_t, *mut u64) -> c_int = crate::clone::shale_rbd_get_overlap;
+const _: unsafe extern "C" fn(rbd_image_t, *mut rbd_linked_image_spec_t, *mut rbd_snap_spec_t) -> c_int = crate::clone::shale_rbd_get_parent;
+const _: unsafe extern "C" fn(rbd_image_t, *mut c_char, usize, *mut c_char, usize, *mut c_char, usize) -> c_int = crate::clone::shale_rbd_get_parent_info;
+const _: unsafe extern "C" fn(rbd_image_t, *mut c_char, usize, *mut c_char, usize, *mut c_char, usize, *mut c_char, usize) -> c_int = crate::clone::shale_rbd_get_parent_info2;
 const _: unsafe extern "C" fn(rbd_image_t, *mut u64) -> c_int = crate::image::shale_rbd_get_size;
 const _: unsafe extern "C" fn(rbd_image_t, *mut u64) -> c_int = crate::image::shale_rbd_get_stripe_count;
 const _: unsafe extern "C" fn(rbd_image_t, *mut u64) -> c_int = crate::image::shale_rbd_get_stripe_unit;
@@ -105,8 +114,20 @@ const _: unsafe extern "C" fn(*mut rbd_image_spec_t) = crate::admin::shale_rbd_i
 const _: unsafe extern "C" fn(*mut rbd_image_spec_t, usize) = crate::admin::shale_rbd_image_spec_list_cleanup;
 const _: unsafe extern "C" fn(rbd_image_t) -> c_int = crate::image::shale_rbd_invalidate_cache;
 const _: unsafe extern "C" fn(rbd_image_t, *mut c_int) -> c_int = crate::image::shale_rbd_is_exclusive_lock_owner;
+const _: unsafe extern "C" fn(*mut rbd_linked_image_spec_t) = crate::clone::shale_rbd_linked_image_spec_cleanup;
+const _: unsafe extern "C" fn(*mut rbd_linked_image_spec_t, usize) = crate::clone::shale_rbd_linked_image_spec_list_cleanup;
 const _: unsafe extern "C" fn(rados_ioctx_t, *mut c_char, *mut usize) -> c_int = crate::admin::shale_rbd_list;
 const _: unsafe extern "C" fn(rados_ioctx_t, *mut rbd_image_spec_t, *mut usize) -> c_int = crate::admin::shale_rbd_list2;
+const _: unsafe extern "C" fn(*mut rbd_child_info_t) = crate::clone::shale_rbd_list_child_cleanup;
+const _: unsafe extern "C" fn(rbd_image_t, *mut c_char, *mut usize, *mut c_char, *mut usize) -> isize = crate::clone::shale_rbd_list_children;
+const _: unsafe extern "C" fn(rbd_image_t, *mut rbd_child_info_t, *mut c_int) -> c_int = crate::clone::shale_rbd_list_children2;
+const _: unsafe extern "C" fn(rbd_image_t, *mut rbd_linked_image_spec_t, *mut usize) -> c_int = crate::clone::shale_rbd_list_children3;
+const _: unsafe extern "C" fn(*mut rbd_child_info_t, usize) = crate::clone::shale_rbd_list_children_cleanup;
+const _: unsafe extern "C" fn(rbd_image_t, *mut c_int, *mut c_char, *mut usize, *mut c_char, *mut usize, *mut c_char, *mut usize, *mut c_char, *mut usize) -> isize = crate::locks::shale_rbd_list_lockers;
+const _: unsafe extern "C" fn(rbd_image_t, rbd_lock_mode_t) -> c_int = crate::locks::shale_rbd_lock_acquire;
+const _: unsafe extern "C" fn(rbd_image_t, *const c_char) -> c_int = crate::locks::shale_rbd_lock_exclusive;
+const _: unsafe extern "C" fn(rbd_image_t) -> c_int = crate::locks::shale_rbd_lock_release;
+const _: unsafe extern "C" fn(rbd_image_t, *const c_char, *const c_char) -> c_int = crate::locks::shale_rbd_lock_shared;
 const _: unsafe extern "C" fn(rbd_image_t, *const c_char, *mut c_char, *mut usize) -> c_int = crate::metadata::shale_rbd_metadata_get;
 const _: unsafe extern "C" fn(rbd_image_t, *const c_char, u64, *mut c_char, *mut usize, *mut c_char, *mut usize) -> c_int = crate::metadata::shale_rbd_metadata_list;
 const _: unsafe extern "C" fn(rbd_image_t, *const c_char) -> c_int = crate::metadata::shale_rbd_metadata_remove;
@@ -119,15 +140,44 @@ const _: unsafe extern "C" fn(rados_ioctx_t, *const c_char, *mut rbd_image_t, *c
 const _: unsafe extern "C" fn(rbd_image_t, *mut rbd_completion_t, c_int) -> c_int = crate::aio::shale_rbd_poll_io_events;
 const _: unsafe extern "C" fn(rbd_image_t, u64, usize, *mut c_char) -> isize = crate::io::shale_rbd_read;
 const _: unsafe extern "C" fn(rbd_image_t, u64, usize, *mut c_char, c_int) -> isize = crate::io::shale_rbd_read2;
+const _: unsafe extern "C" fn(rbd_image_t, librbd_progress_fn_t, *mut c_void) -> c_int = crate::diff::shale_rbd_rebuild_object_map;
 const _: unsafe extern "C" fn(rados_ioctx_t, *const c_char) -> c_int = crate::admin::shale_rbd_remove;
 const _: unsafe extern "C" fn(rados_ioctx_t, *const c_char, librbd_progress_fn_t, *mut c_void) -> c_int = crate::admin::shale_rbd_remove_with_progress;
 const _: unsafe extern "C" fn(rados_ioctx_t, *const c_char, *const c_char) -> c_int = crate::admin::shale_rbd_rename;
 const _: unsafe extern "C" fn(rbd_image_t, u64) -> c_int = crate::image::shale_rbd_resize;
 const _: unsafe extern "C" fn(rbd_image_t, u64, bool, librbd_progress_fn_t, *mut c_void) -> c_int = crate::image::shale_rbd_resize2;
 const _: unsafe extern "C" fn(rbd_image_t, c_int, c_int) -> c_int = crate::aio::shale_rbd_set_image_notification;
+const _: unsafe extern "C" fn(rbd_image_t, *const c_char) -> c_int = crate::snaps::shale_rbd_snap_create;
+const _: unsafe extern "C" fn(rbd_image_t, *const c_char, u32, librbd_progress_fn_t, *mut c_void) -> c_int = crate::snaps::shale_rbd_snap_create2;
+const _: unsafe extern "C" fn(rbd_image_t, *const c_char, *mut bool) -> c_int = crate::snaps::shale_rbd_snap_exists;
+const _: unsafe extern "C" fn(rbd_image_t, u64, *mut rbd_snap_group_namespace_t, usize) -> c_int = crate::snaps::shale_rbd_snap_get_group_namespace;
+const _: unsafe extern "C" fn(rbd_image_t, *const c_char, *mut u64) -> c_int = crate::snaps::shale_rbd_snap_get_id;
+const _: unsafe extern "C" fn(rbd_image_t, *mut u64) -> c_int = crate::snaps::shale_rbd_snap_get_limit;
+const _: unsafe extern "C" fn(rbd_image_t, u64, *mut rbd_snap_mirror_namespace_t, usize) -> c_int = crate::snaps::shale_rbd_snap_get_mirror_namespace;
+const _: unsafe extern "C" fn(rbd_image_t, u64, *mut c_char, *mut usize) -> c_int = crate::snaps::shale_rbd_snap_get_name;
+const _: unsafe extern "C" fn(rbd_image_t, u64, *mut rbd_snap_namespace_type_t) -> c_int = crate::snaps::shale_rbd_snap_get_namespace_type;
+const _: unsafe extern "C" fn(rbd_image_t, u64, *mut timespec) -> c_int = crate::snaps::shale_rbd_snap_get_timestamp;
+const _: unsafe extern "C" fn(rbd_image_t, u64, *mut c_char, usize) -> c_int = crate::snaps::shale_rbd_snap_get_trash_namespace;
+const _: unsafe extern "C" fn(*mut rbd_snap_group_namespace_t, usize) -> c_int = crate::snaps::shale_rbd_snap_group_namespace_cleanup;
+const _: unsafe extern "C" fn(rbd_image_t, *const c_char, *mut c_int) -> c_int = crate::snaps::shale_rbd_snap_is_protected;
 const _: unsafe extern "C" fn(rbd_image_t, *mut rbd_snap_info_t, *mut c_int) -> c_int = crate::snaps::shale_rbd_snap_list;
 const _: unsafe extern "C" fn(*mut rbd_snap_info_t) = crate::snaps::shale_rbd_snap_list_end;
+const _: unsafe extern "C" fn(*mut rbd_snap_mirror_namespace_t, usize) -> c_int = crate::snaps::shale_rbd_snap_mirror_namespace_cleanup;
+const _: unsafe extern "C" fn(rbd_image_t, *const c_char) -> c_int = crate::snaps::shale_rbd_snap_protect;
+const _: unsafe extern "C" fn(rbd_image_t, *const c_char) -> c_int = crate::snaps::shale_rbd_snap_remove;
+const _: unsafe extern "C" fn(rbd_image_t, *const c_char, u32, librbd_progress_fn_t, *mut c_void) -> c_int = crate::snaps::shale_rbd_snap_remove2;
+const _: unsafe extern "C" fn(rbd_image_t, u64) -> c_int = crate::snaps::shale_rbd_snap_remove_by_id;
+const _: unsafe extern "C" fn(rbd_image_t, *const c_char, *const c_char) -> c_int = crate::snaps::shale_rbd_snap_rename;
+const _: unsafe extern "C" fn(rbd_image_t, *const c_char) -> c_int = crate::snaps::shale_rbd_snap_rollback;
+const _: unsafe extern "C" fn(rbd_image_t, *const c_char, librbd_progress_fn_t, *mut c_void) -> c_int = crate::snaps::shale_rbd_snap_rollback_with_progress;
+const _: unsafe extern "C" fn(rbd_image_t, *const c_char) -> c_int = crate::snaps::shale_rbd_snap_set;
+const _: unsafe extern "C" fn(rbd_image_t, u64) -> c_int = crate::snaps::shale_rbd_snap_set_by_id;
+const _: unsafe extern "C" fn(rbd_image_t, u64) -> c_int = crate::snaps::shale_rbd_snap_set_limit;
+const _: unsafe extern "C" fn(*mut rbd_snap_spec_t) = crate::clone::shale_rbd_snap_spec_cleanup;
+const _: unsafe extern "C" fn(rbd_image_t, *const c_char) -> c_int = crate::snaps::shale_rbd_snap_unprotect;
 const _: unsafe extern "C" fn(rbd_image_t, *mut rbd_image_info_t, usize) -> c_int = crate::image::shale_rbd_stat;
+const _: unsafe extern "C" fn(rbd_image_t, *const c_char) -> c_int = crate::locks::shale_rbd_unlock;
+const _: unsafe extern "C" fn(rbd_image_t, u64, u8) -> c_int = crate::diff::shale_rbd_update_features;
 const _: unsafe extern "C" fn(*mut c_int, *mut c_int, *mut c_int) = crate::version::shale_rbd_version;
 const _: unsafe extern "C" fn(rbd_image_t, *mut rbd_image_watcher_t, *mut usize) -> c_int = crate::image::shale_rbd_watchers_list;
 const _: unsafe extern "C" fn(*mut rbd_image_watcher_t, usize) = crate::image::shale_rbd_watchers_list_cleanup;
@@ -163,7 +213,7 @@ pub unsafe extern "C" fn shale_rados_ioctx_pool_stat_v14_2_0(io: rados_ioctx_t, 
 }
 
 
-// ---- 403 stubs ----
+// ---- 353 stubs ----
 
 #[no_mangle]
 pub unsafe extern "C" fn rados_aio_append(_io: rados_ioctx_t, _oid: *const c_char, _completion: rados_completion_t, _buf: *const c_char, _len: usize) -> c_int {
@@ -1296,26 +1346,6 @@ pub unsafe extern "C" fn shale_rbd_aio_open_read_only(_io: rados_ioctx_t, _name:
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn shale_rbd_break_lock(_image: rbd_image_t, _client: *const c_char, _cookie: *const c_char) -> c_int {
-    crate::guard::not_implemented("rbd_break_lock")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_clone(_p_ioctx: rados_ioctx_t, _p_name: *const c_char, _p_snapname: *const c_char, _c_ioctx: rados_ioctx_t, _c_name: *const c_char, _features: u64, _c_order: *mut c_int) -> c_int {
-    crate::guard::not_implemented("rbd_clone")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_clone2(_p_ioctx: rados_ioctx_t, _p_name: *const c_char, _p_snapname: *const c_char, _c_ioctx: rados_ioctx_t, _c_name: *const c_char, _features: u64, _c_order: *mut c_int, _stripe_unit: u64, _stripe_count: c_int) -> c_int {
-    crate::guard::not_implemented("rbd_clone2")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_clone3(_p_ioctx: rados_ioctx_t, _p_name: *const c_char, _p_snapname: *const c_char, _c_ioctx: rados_ioctx_t, _c_name: *const c_char, _c_opts: rbd_image_options_t) -> c_int {
-    crate::guard::not_implemented("rbd_clone3")
-}
-
-#[no_mangle]
 pub unsafe extern "C" fn shale_rbd_compare_and_write(_image: rbd_image_t, _ofs: u64, _len: usize, _cmp_buf: *const c_char, _buf: *const c_char, _mismatch_off: *mut u64, _op_flags: c_int) -> isize {
     crate::guard::not_implemented("rbd_compare_and_write")
 }
@@ -1381,26 +1411,6 @@ pub unsafe extern "C" fn shale_rbd_encryption_load(_image: rbd_image_t, _format:
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn shale_rbd_features_from_string(_str_features: *const c_char, _features: *mut u64) -> c_int {
-    crate::guard::not_implemented("rbd_features_from_string")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_features_to_string(_features: u64, _str_features: *mut c_char, _size: *mut usize) -> c_int {
-    crate::guard::not_implemented("rbd_features_to_string")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_flatten(_image: rbd_image_t) -> c_int {
-    crate::guard::not_implemented("rbd_flatten")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_flatten_with_progress(_image: rbd_image_t, _cb: librbd_progress_fn_t, _cbdata: *mut c_void) -> c_int {
-    crate::guard::not_implemented("rbd_flatten_with_progress")
-}
-
-#[no_mangle]
 pub unsafe extern "C" fn shale_rbd_get_group(_image: rbd_image_t, _group_info: *mut rbd_group_info_t, _group_info_size: usize) -> c_int {
     crate::guard::not_implemented("rbd_get_group")
 }
@@ -1408,11 +1418,6 @@ pub unsafe extern "C" fn shale_rbd_get_group(_image: rbd_image_t, _group_info: *
 #[no_mangle]
 pub unsafe extern "C" fn shale_rbd_get_migration_source_spec(_image: rbd_image_t, _source_spec: *mut c_char, _max_len: *mut usize) -> c_int {
     crate::guard::not_implemented("rbd_get_migration_source_spec")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_get_parent_info2(_image: rbd_image_t, _parent_poolname: *mut c_char, _ppoolnamelen: usize, _parent_name: *mut c_char, _pnamelen: usize, _parent_id: *mut c_char, _pidlen: usize, _parent_snapname: *mut c_char, _psnapnamelen: usize) -> c_int {
-    crate::guard::not_implemented("rbd_get_parent_info2")
 }
 
 #[no_mangle]
@@ -1506,63 +1511,13 @@ pub unsafe extern "C" fn shale_rbd_group_snap_rollback_with_progress(_group_p: r
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn shale_rbd_linked_image_spec_cleanup(_image: *mut rbd_linked_image_spec_t) {
-    crate::guard::not_implemented::<()>("rbd_linked_image_spec_cleanup");
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_linked_image_spec_list_cleanup(_images: *mut rbd_linked_image_spec_t, _num_images: usize) {
-    crate::guard::not_implemented::<()>("rbd_linked_image_spec_list_cleanup");
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_list_child_cleanup(_child: *mut rbd_child_info_t) {
-    crate::guard::not_implemented::<()>("rbd_list_child_cleanup");
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_list_children(_image: rbd_image_t, _pools: *mut c_char, _pools_len: *mut usize, _images: *mut c_char, _images_len: *mut usize) -> isize {
-    crate::guard::not_implemented("rbd_list_children")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_list_children2(_image: rbd_image_t, _children: *mut rbd_child_info_t, _max_children: *mut c_int) -> c_int {
-    crate::guard::not_implemented("rbd_list_children2")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_list_children3(_image: rbd_image_t, _images: *mut rbd_linked_image_spec_t, _max_images: *mut usize) -> c_int {
-    crate::guard::not_implemented("rbd_list_children3")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_list_children_cleanup(_children: *mut rbd_child_info_t, _num_children: usize) {
-    crate::guard::not_implemented::<()>("rbd_list_children_cleanup");
-}
-
-#[no_mangle]
 pub unsafe extern "C" fn shale_rbd_list_descendants(_image: rbd_image_t, _images: *mut rbd_linked_image_spec_t, _max_images: *mut usize) -> c_int {
     crate::guard::not_implemented("rbd_list_descendants")
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn shale_rbd_list_lockers(_image: rbd_image_t, _exclusive: *mut c_int, _tag: *mut c_char, _tag_len: *mut usize, _clients: *mut c_char, _clients_len: *mut usize, _cookies: *mut c_char, _cookies_len: *mut usize, _addrs: *mut c_char, _addrs_len: *mut usize) -> isize {
-    crate::guard::not_implemented("rbd_list_lockers")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_lock_acquire(_image: rbd_image_t, _lock_mode: rbd_lock_mode_t) -> c_int {
-    crate::guard::not_implemented("rbd_lock_acquire")
-}
-
-#[no_mangle]
 pub unsafe extern "C" fn shale_rbd_lock_break(_image: rbd_image_t, _lock_mode: rbd_lock_mode_t, _lock_owner: *const c_char) -> c_int {
     crate::guard::not_implemented("rbd_lock_break")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_lock_exclusive(_image: rbd_image_t, _cookie: *const c_char) -> c_int {
-    crate::guard::not_implemented("rbd_lock_exclusive")
 }
 
 #[no_mangle]
@@ -1573,16 +1528,6 @@ pub unsafe extern "C" fn shale_rbd_lock_get_owners(_image: rbd_image_t, _lock_mo
 #[no_mangle]
 pub unsafe extern "C" fn shale_rbd_lock_get_owners_cleanup(_lock_owners: *mut *mut c_char, _lock_owner_count: usize) {
     crate::guard::not_implemented::<()>("rbd_lock_get_owners_cleanup");
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_lock_release(_image: rbd_image_t) -> c_int {
-    crate::guard::not_implemented("rbd_lock_release")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_lock_shared(_image: rbd_image_t, _cookie: *const c_char, _tag: *const c_char) -> c_int {
-    crate::guard::not_implemented("rbd_lock_shared")
 }
 
 #[no_mangle]
@@ -1961,143 +1906,8 @@ pub unsafe extern "C" fn shale_rbd_read_iterate2(_image: rbd_image_t, _ofs: u64,
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn shale_rbd_rebuild_object_map(_image: rbd_image_t, _cb: librbd_progress_fn_t, _cbdata: *mut c_void) -> c_int {
-    crate::guard::not_implemented("rbd_rebuild_object_map")
-}
-
-#[no_mangle]
 pub unsafe extern "C" fn shale_rbd_resize_with_progress(_image: rbd_image_t, _size: u64, _cb: librbd_progress_fn_t, _cbdata: *mut c_void) -> c_int {
     crate::guard::not_implemented("rbd_resize_with_progress")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_snap_create(_image: rbd_image_t, _snapname: *const c_char) -> c_int {
-    crate::guard::not_implemented("rbd_snap_create")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_snap_create2(_image: rbd_image_t, _snap_name: *const c_char, _flags: u32, _cb: librbd_progress_fn_t, _cbdata: *mut c_void) -> c_int {
-    crate::guard::not_implemented("rbd_snap_create2")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_snap_exists(_image: rbd_image_t, _snapname: *const c_char, _exists: *mut bool) -> c_int {
-    crate::guard::not_implemented("rbd_snap_exists")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_snap_get_group_namespace(_image: rbd_image_t, _snap_id: u64, _group_snap: *mut rbd_snap_group_namespace_t, _group_snap_size: usize) -> c_int {
-    crate::guard::not_implemented("rbd_snap_get_group_namespace")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_snap_get_id(_image: rbd_image_t, _snapname: *const c_char, _snap_id: *mut u64) -> c_int {
-    crate::guard::not_implemented("rbd_snap_get_id")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_snap_get_limit(_image: rbd_image_t, _limit: *mut u64) -> c_int {
-    crate::guard::not_implemented("rbd_snap_get_limit")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_snap_get_mirror_namespace(_image: rbd_image_t, _snap_id: u64, _mirror_snap: *mut rbd_snap_mirror_namespace_t, _mirror_snap_size: usize) -> c_int {
-    crate::guard::not_implemented("rbd_snap_get_mirror_namespace")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_snap_get_name(_image: rbd_image_t, _snap_id: u64, _snapname: *mut c_char, _name_len: *mut usize) -> c_int {
-    crate::guard::not_implemented("rbd_snap_get_name")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_snap_get_namespace_type(_image: rbd_image_t, _snap_id: u64, _namespace_type: *mut rbd_snap_namespace_type_t) -> c_int {
-    crate::guard::not_implemented("rbd_snap_get_namespace_type")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_snap_get_timestamp(_image: rbd_image_t, _snap_id: u64, _timestamp: *mut timespec) -> c_int {
-    crate::guard::not_implemented("rbd_snap_get_timestamp")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_snap_get_trash_namespace(_image: rbd_image_t, _snap_id: u64, _original_name: *mut c_char, _max_length: usize) -> c_int {
-    crate::guard::not_implemented("rbd_snap_get_trash_namespace")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_snap_group_namespace_cleanup(_group_snap: *mut rbd_snap_group_namespace_t, _group_snap_size: usize) -> c_int {
-    crate::guard::not_implemented("rbd_snap_group_namespace_cleanup")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_snap_is_protected(_image: rbd_image_t, _snap_name: *const c_char, _is_protected: *mut c_int) -> c_int {
-    crate::guard::not_implemented("rbd_snap_is_protected")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_snap_mirror_namespace_cleanup(_mirror_snap: *mut rbd_snap_mirror_namespace_t, _mirror_snap_size: usize) -> c_int {
-    crate::guard::not_implemented("rbd_snap_mirror_namespace_cleanup")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_snap_protect(_image: rbd_image_t, _snap_name: *const c_char) -> c_int {
-    crate::guard::not_implemented("rbd_snap_protect")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_snap_remove(_image: rbd_image_t, _snapname: *const c_char) -> c_int {
-    crate::guard::not_implemented("rbd_snap_remove")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_snap_remove2(_image: rbd_image_t, _snap_name: *const c_char, _flags: u32, _cb: librbd_progress_fn_t, _cbdata: *mut c_void) -> c_int {
-    crate::guard::not_implemented("rbd_snap_remove2")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_snap_remove_by_id(_image: rbd_image_t, _snap_id: u64) -> c_int {
-    crate::guard::not_implemented("rbd_snap_remove_by_id")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_snap_rename(_image: rbd_image_t, _snapname: *const c_char, _dstsnapsname: *const c_char) -> c_int {
-    crate::guard::not_implemented("rbd_snap_rename")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_snap_rollback(_image: rbd_image_t, _snapname: *const c_char) -> c_int {
-    crate::guard::not_implemented("rbd_snap_rollback")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_snap_rollback_with_progress(_image: rbd_image_t, _snapname: *const c_char, _cb: librbd_progress_fn_t, _cbdata: *mut c_void) -> c_int {
-    crate::guard::not_implemented("rbd_snap_rollback_with_progress")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_snap_set(_image: rbd_image_t, _snapname: *const c_char) -> c_int {
-    crate::guard::not_implemented("rbd_snap_set")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_snap_set_by_id(_image: rbd_image_t, _snap_id: u64) -> c_int {
-    crate::guard::not_implemented("rbd_snap_set_by_id")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_snap_set_limit(_image: rbd_image_t, _limit: u64) -> c_int {
-    crate::guard::not_implemented("rbd_snap_set_limit")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_snap_spec_cleanup(_snap: *mut rbd_snap_spec_t) {
-    crate::guard::not_implemented::<()>("rbd_snap_spec_cleanup");
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_snap_unprotect(_image: rbd_image_t, _snap_name: *const c_char) -> c_int {
-    crate::guard::not_implemented("rbd_snap_unprotect")
 }
 
 #[no_mangle]
@@ -2158,16 +1968,6 @@ pub unsafe extern "C" fn shale_rbd_trash_remove_with_progress(_io: rados_ioctx_t
 #[no_mangle]
 pub unsafe extern "C" fn shale_rbd_trash_restore(_io: rados_ioctx_t, _id: *const c_char, _name: *const c_char) -> c_int {
     crate::guard::not_implemented("rbd_trash_restore")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_unlock(_image: rbd_image_t, _cookie: *const c_char) -> c_int {
-    crate::guard::not_implemented("rbd_unlock")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_update_features(_image: rbd_image_t, _features: u64, _enabled: u8) -> c_int {
-    crate::guard::not_implemented("rbd_update_features")
 }
 
 #[no_mangle]

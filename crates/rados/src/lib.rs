@@ -18,15 +18,18 @@
 
 mod admin;
 mod aio;
+mod clone;
 mod cluster;
 mod completion;
 mod conf;
 mod cstr;
+mod diff;
 mod errno;
 mod guard;
 mod handle;
 mod image;
 mod io;
+mod locks;
 mod metadata;
 mod mon;
 mod options;

@@ -12,6 +12,7 @@ use core::ffi::{c_char, c_int};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
+pub(crate) const OPT_FEATURES: c_int = 1;
 pub(crate) const OPT_ORDER: c_int = 2;
 const OPT_LAST: c_int = 13;
 const STRING_OPTS: [c_int; 2] = [7, 10];

@@ -88,8 +88,13 @@ fn create(image: rbd_image_t, name: *const c_char, flags: u32) -> c_int {
 /// # Safety
 /// C caller contract of librbd.h.
 #[no_mangle]
-pub unsafe extern "C" fn shale_rbd_snap_create(image: rbd_image_t, snapname: *const c_char) -> c_int {
-    ffi("rbd_snap_create", -libc::EFAULT, || create(image, snapname, 0))
+pub unsafe extern "C" fn shale_rbd_snap_create(
+    image: rbd_image_t,
+    snapname: *const c_char,
+) -> c_int {
+    ffi("rbd_snap_create", -libc::EFAULT, || {
+        create(image, snapname, 0)
+    })
 }
 
 /// `int rbd_snap_create2(rbd_image_t image, const char *snap_name, uint32_t flags,
@@ -206,7 +211,11 @@ pub unsafe extern "C" fn shale_rbd_snap_exists(
 }
 
 /// Flatten every clone of snapshot `name` of the image (RBD_SNAP_REMOVE_FLATTEN).
-fn flatten_children(img: &RbdImage, name: &str, cb: &mut impl FnMut(u64, u64)) -> Result<(), c_int> {
+fn flatten_children(
+    img: &RbdImage,
+    name: &str,
+    cb: &mut impl FnMut(u64, u64),
+) -> Result<(), c_int> {
     let head = img.head();
     let store = crate::clone::store_of(img)?;
     let kids = store
@@ -260,7 +269,10 @@ fn remove(
 /// # Safety
 /// C caller contract of librbd.h.
 #[no_mangle]
-pub unsafe extern "C" fn shale_rbd_snap_remove(image: rbd_image_t, snapname: *const c_char) -> c_int {
+pub unsafe extern "C" fn shale_rbd_snap_remove(
+    image: rbd_image_t,
+    snapname: *const c_char,
+) -> c_int {
     ffi("rbd_snap_remove", -libc::EFAULT, || {
         remove(image, snapname, 0, None, std::ptr::null_mut())
     })
@@ -320,7 +332,12 @@ pub unsafe extern "C" fn shale_rbd_snap_rename(
     })
 }
 
-fn rollback(image: rbd_image_t, name: *const c_char, cb: librbd_progress_fn_t, arg: *mut c_void) -> c_int {
+fn rollback(
+    image: rbd_image_t,
+    name: *const c_char,
+    cb: librbd_progress_fn_t,
+    arg: *mut c_void,
+) -> c_int {
     with_image(image, |img| {
         let name = name_arg(name)?;
         img.writable()?;
@@ -336,7 +353,10 @@ fn rollback(image: rbd_image_t, name: *const c_char, cb: librbd_progress_fn_t, a
 /// # Safety
 /// C caller contract of librbd.h.
 #[no_mangle]
-pub unsafe extern "C" fn shale_rbd_snap_rollback(image: rbd_image_t, snapname: *const c_char) -> c_int {
+pub unsafe extern "C" fn shale_rbd_snap_rollback(
+    image: rbd_image_t,
+    snapname: *const c_char,
+) -> c_int {
     ffi("rbd_snap_rollback", -libc::EFAULT, || {
         rollback(image, snapname, None, std::ptr::null_mut())
     })
@@ -364,7 +384,10 @@ pub unsafe extern "C" fn shale_rbd_snap_rollback_with_progress(
 /// # Safety
 /// C caller contract of librbd.h.
 #[no_mangle]
-pub unsafe extern "C" fn shale_rbd_snap_protect(image: rbd_image_t, snap_name: *const c_char) -> c_int {
+pub unsafe extern "C" fn shale_rbd_snap_protect(
+    image: rbd_image_t,
+    snap_name: *const c_char,
+) -> c_int {
     ffi("rbd_snap_protect", -libc::EFAULT, || {
         with_image(image, |img| {
             let name = name_arg(snap_name)?;

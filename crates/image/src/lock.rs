@@ -1,0 +1,511 @@
+//! The exclusive lock (one writer per image, handed over cooperatively) and the legacy
+//! advisory locks.
+//!
+//! ```text
+//! <pool>/images/<id>/lock   { owner, epoch, expires_ms, explicit, handoff }   (envelope kind 5)
+//! ```
+//! Taking the lock: create the lock object (create-only: exactly one winner), then bump the
+//! header epoch and record the fence (epoch, first segment number after everything stored so
+//! far), then reopen the volume writable under that epoch. A lock whose lease expired (its
+//! owner stopped renewing) may be taken over with a conditional replace. A writer that wants a
+//! lock someone holds asks for it (`handoff`); the owner's renewal thread, seeing the request,
+//! stores everything and deletes the lock — unless the owner took the lock explicitly
+//! (`rbd_lock_acquire`), in which case the requester gets `Busy`. Breaking a lock deletes it
+//! and bumps the epoch at once: whatever the old owner stores afterwards is ignored by every
+//! reader (it is past the fence under an older epoch) and its segment numbers are reclaimed.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use shale_error::{err, ErrorKind, Result};
+use shale_format::envelope::Kind;
+use shale_store::PutMode;
+
+use crate::cluster::{get_json, put_json, Cluster};
+use crate::image::{head_volume, Image};
+
+/// The exclusive-lock feature bit.
+pub const EXCLUSIVE_LOCK: u64 = 4;
+/// How long a lock stays valid without renewal.
+const LEASE: Duration = Duration::from_secs(6);
+/// Renewal period (also how often an owner notices a handoff request or a break).
+const RENEW: Duration = Duration::from_millis(500);
+/// How long a writer waits for the owner to hand the lock over.
+const HANDOFF_WAIT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+struct LockRecord {
+    owner: String,
+    epoch: u64,
+    expires_ms: u64,
+    explicit: bool,
+    #[serde(default)]
+    handoff: Option<String>,
+}
+
+/// A legacy advisory lock, kept in the image header.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Locker {
+    /// The client that holds it (`client.<id>`).
+    pub client: String,
+    pub cookie: String,
+    pub exclusive: bool,
+    pub tag: String,
+    pub address: String,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+#[derive(Default)]
+struct State {
+    owner: bool,
+    explicit: bool,
+    stop: Option<Arc<AtomicBool>>,
+}
+
+/// Per-image lock state.
+pub struct LockCtl {
+    /// The image uses the exclusive-lock feature (and this handle may write).
+    enabled: bool,
+    /// This handle's name as a lock owner: `client.<id> <handle>`.
+    me: String,
+    st: Mutex<State>,
+    /// Serialises takeovers: concurrent first writes take the lock once.
+    acquiring: Mutex<()>,
+}
+
+impl std::fmt::Debug for LockCtl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "LockCtl(owner: {})", self.is_owner())
+    }
+}
+
+fn lock_key(pool: &str, id: &str) -> String {
+    format!("{pool}/images/{id}/lock")
+}
+
+impl LockCtl {
+    pub(crate) fn new(enabled: bool, client: &str) -> Self {
+        let mut b = [0u8; 4];
+        let _ = getrandom::getrandom(&mut b);
+        LockCtl {
+            enabled,
+            me: format!("{client} {:08x}", u32::from_le_bytes(b)),
+            st: Mutex::new(State::default()),
+            acquiring: Mutex::new(()),
+        }
+    }
+
+    /// This handle's name as a lock owner.
+    pub(crate) fn owner_name(&self) -> &str {
+        &self.me
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.st.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    pub fn is_owner(&self) -> bool {
+        self.state().owner
+    }
+
+    /// Make sure this handle holds the lock (taking it, or asking for it, if needed).
+    pub(crate) fn ensure(&self, img: &Image) -> Result<()> {
+        if !self.enabled || self.state().owner {
+            return Ok(());
+        }
+        let _one = self.acquiring.lock().unwrap_or_else(|p| p.into_inner());
+        if self.state().owner {
+            return Ok(());
+        }
+        acquire(self, img, false)
+    }
+
+    /// Give the lock up: store everything, reopen read-only, delete the lock object.
+    pub(crate) fn release(&self, img: &Image) -> Result<()> {
+        let stop = {
+            let mut st = self.state();
+            if !st.owner {
+                return Ok(());
+            }
+            st.owner = false;
+            st.explicit = false;
+            st.stop.take()
+        };
+        if let Some(s) = stop {
+            s.store(true, Ordering::SeqCst);
+        }
+        let res = demote(&img.cluster, &img.pool, &img.id, &img.vol);
+        let key = lock_key(&img.pool, &img.id);
+        if let Ok((rec, _)) = get_json::<LockRecord>(img.cluster.store.as_ref(), &key, Kind::Lock) {
+            if rec.owner == self.me {
+                img.cluster.store.delete(&key)?;
+            }
+        }
+        res
+    }
+}
+
+/// Close the writable volume (storing everything) and open the head read-only in its place.
+fn demote(
+    c: &Cluster,
+    pool: &str,
+    id: &str,
+    slot: &Arc<std::sync::RwLock<Arc<shale_engine::Volume>>>,
+) -> Result<()> {
+    let old = slot.read().unwrap_or_else(|p| p.into_inner()).clone();
+    let res = old.close();
+    let (h, _) = c.load_header(pool, id)?;
+    let ro = head_volume(c, pool, id, &h, false)?;
+    *slot.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(ro);
+    res
+}
+
+/// The highest segment number stored for an image (0 for none).
+fn max_segment(c: &Cluster, pool: &str, id: &str) -> Result<u64> {
+    let dir = format!("{pool}/images/{id}/seg/");
+    Ok(c.store
+        .list(&dir)?
+        .iter()
+        .filter_map(|o| {
+            o.key
+                .strip_prefix(&dir)
+                .and_then(|n| u64::from_str_radix(n, 16).ok())
+        })
+        .max()
+        .unwrap_or(0))
+}
+
+/// Bump the header epoch and set the fence past every stored segment. Returns the new epoch.
+fn fence(c: &Cluster, pool: &str, id: &str) -> Result<u64> {
+    let start = max_segment(c, pool, id)? + 1;
+    let (h, _) = c.modify_header(pool, id, |h| {
+        h.epoch += 1;
+        h.fence = Some((h.epoch, start));
+        Ok(())
+    })?;
+    Ok(h.epoch)
+}
+
+fn acquire(ctl: &LockCtl, img: &Image, explicit: bool) -> Result<()> {
+    let c = &img.cluster;
+    let key = lock_key(&img.pool, &img.id);
+    let me = ctl.me.clone();
+    let deadline = std::time::Instant::now() + HANDOFF_WAIT;
+    loop {
+        let rec = LockRecord {
+            owner: me.clone(),
+            epoch: 0,
+            expires_ms: now_ms() + LEASE.as_millis() as u64,
+            explicit,
+            handoff: None,
+        };
+        let won = match get_json::<LockRecord>(c.store.as_ref(), &key, Kind::Lock) {
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                match put_json(c.store.as_ref(), &key, Kind::Lock, &rec, PutMode::Create) {
+                    Ok(_) => true,
+                    Err(e) if e.kind() == ErrorKind::Exists => false,
+                    Err(e) => return Err(e),
+                }
+            }
+            Err(e) => return Err(e),
+            Ok((cur, _)) if cur.owner == me => true,
+            Ok((cur, ver)) if cur.expires_ms < now_ms() => {
+                // Its owner stopped renewing: take it over.
+                matches!(
+                    put_json(
+                        c.store.as_ref(),
+                        &key,
+                        Kind::Lock,
+                        &rec,
+                        PutMode::Update(ver)
+                    ),
+                    Ok(_)
+                )
+            }
+            Ok((cur, ver)) => {
+                if cur.explicit {
+                    return Err(err!(
+                        Busy,
+                        "image is locked by {} (exclusive lock taken explicitly)",
+                        cur.owner
+                    ));
+                }
+                if cur.handoff.as_deref() != Some(&me) {
+                    let ask = LockRecord {
+                        handoff: Some(me.clone()),
+                        ..cur.clone()
+                    };
+                    let _ = put_json(
+                        c.store.as_ref(),
+                        &key,
+                        Kind::Lock,
+                        &ask,
+                        PutMode::Update(ver),
+                    );
+                }
+                if std::time::Instant::now() > deadline {
+                    return Err(err!(
+                        Busy,
+                        "{} did not hand over the exclusive lock within {:?}",
+                        cur.owner,
+                        HANDOFF_WAIT
+                    ));
+                }
+                std::thread::sleep(Duration::from_millis(50));
+                false
+            }
+        };
+        if !won {
+            continue;
+        }
+        // We hold the lock object: fence every earlier writer, then reopen writable.
+        let epoch = fence(c, &img.pool, &img.id)?;
+        if let Ok((mut cur, ver)) = get_json::<LockRecord>(c.store.as_ref(), &key, Kind::Lock) {
+            cur.epoch = epoch;
+            let _ = put_json(
+                c.store.as_ref(),
+                &key,
+                Kind::Lock,
+                &cur,
+                PutMode::Update(ver),
+            );
+        }
+        let (h, ver) = c.load_header(&img.pool, &img.id)?;
+        let old = img.vol();
+        let _ = old.close();
+        let vol = Arc::new(head_volume(c, &img.pool, &img.id, &h, true)?);
+        *img.vol.write().unwrap_or_else(|p| p.into_inner()) = vol.clone();
+        *img.header.lock().unwrap_or_else(|p| p.into_inner()) = (h, ver);
+        let stop = Arc::new(AtomicBool::new(false));
+        {
+            let mut st = ctl.state();
+            st.owner = true;
+            st.explicit = explicit;
+            st.stop = Some(stop.clone());
+        }
+        spawn_renewal(
+            c.clone(),
+            img.pool.clone(),
+            img.id.clone(),
+            img.vol.clone(),
+            img.lock.clone(),
+            stop,
+        );
+        return Ok(());
+    }
+}
+
+/// Renew the lease; hand the lock over when asked (unless taken explicitly); notice a break.
+fn spawn_renewal(
+    c: Cluster,
+    pool: String,
+    id: String,
+    slot: Arc<std::sync::RwLock<Arc<shale_engine::Volume>>>,
+    ctl: Arc<LockCtl>,
+    stop: Arc<AtomicBool>,
+) {
+    let _ = std::thread::Builder::new().name("shale-lock".into()).spawn(move || {
+        let key = lock_key(&pool, &id);
+        let me = ctl.me.clone();
+        while !stop.load(Ordering::SeqCst) {
+            std::thread::sleep(RENEW);
+            if stop.load(Ordering::SeqCst) {
+                return;
+            }
+            let cur = get_json::<LockRecord>(c.store.as_ref(), &key, Kind::Lock);
+            match cur {
+                Ok((rec, ver)) if rec.owner == me => {
+                    if rec.handoff.is_some() && !rec.explicit {
+                        // Asked to hand over: store everything, then let go.
+                        {
+                            let mut st = ctl.state();
+                            st.owner = false;
+                            st.stop = None;
+                        }
+                        if let Err(e) = demote(&c, &pool, &id, &slot) {
+                            tracing::warn!("handing over the lock of {pool}/{id}: {e}");
+                        }
+                        let _ = c.store.delete(&key);
+                        return;
+                    }
+                    let renewed = LockRecord { expires_ms: now_ms() + LEASE.as_millis() as u64, ..rec };
+                    let _ = put_json(c.store.as_ref(), &key, Kind::Lock, &renewed, PutMode::Update(ver));
+                }
+                Err(e) if e.kind() != ErrorKind::NotFound => {} // store trouble: try again
+                _ => {
+                    // Broken or taken by another client: we are fenced.
+                    tracing::warn!("the exclusive lock of {pool}/{id} was taken away; this handle stops writing");
+                    {
+                        let mut st = ctl.state();
+                        st.owner = false;
+                        st.stop = None;
+                    }
+                    slot.read().unwrap_or_else(|p| p.into_inner()).fence();
+                    return;
+                }
+            }
+        }
+    });
+}
+
+impl Image {
+    /// Take the exclusive lock explicitly (`rbd_lock_acquire`): it is then not handed over on
+    /// request until released.
+    pub fn lock_acquire(&self) -> Result<()> {
+        if self.read_only {
+            return Err(err!(ReadOnly, "image is open read-only"));
+        }
+        if !self.lock.enabled() {
+            return Err(err!(
+                Invalid,
+                "the image does not have the exclusive-lock feature"
+            ));
+        }
+        let _one = self
+            .lock
+            .acquiring
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if self.lock.is_owner() {
+            self.lock.state().explicit = true;
+            return Ok(());
+        }
+        acquire(&self.lock, self, true)
+    }
+
+    /// Release the exclusive lock (stores everything first).
+    pub fn lock_release(&self) -> Result<()> {
+        if !self.lock.is_owner() {
+            return Err(err!(
+                Invalid,
+                "this handle does not hold the exclusive lock"
+            ));
+        }
+        self.lock.release(self)
+    }
+
+    pub fn is_lock_owner(&self) -> bool {
+        self.lock.is_owner()
+    }
+
+    /// This handle's name as an exclusive-lock owner (what `lock_owners` lists).
+    pub fn lock_owner_name(&self) -> String {
+        self.lock.owner_name().to_string()
+    }
+
+    /// Holders of the exclusive lock (zero or one).
+    pub fn lock_owners(&self) -> Result<Vec<String>> {
+        match get_json::<LockRecord>(
+            self.cluster.store.as_ref(),
+            &lock_key(&self.pool, &self.id),
+            Kind::Lock,
+        ) {
+            Ok((rec, _)) => Ok(vec![rec.owner]),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Break `owner`'s exclusive lock and fence it: nothing it stores from now on is ever
+    /// visible.
+    pub fn lock_break(&self, owner: &str) -> Result<()> {
+        let key = lock_key(&self.pool, &self.id);
+        let (rec, _) = get_json::<LockRecord>(self.cluster.store.as_ref(), &key, Kind::Lock)
+            .map_err(|e| {
+                if e.kind() == ErrorKind::NotFound {
+                    err!(NotFound, "the image is not locked")
+                } else {
+                    e
+                }
+            })?;
+        if rec.owner != owner {
+            return Err(err!(
+                NotFound,
+                "the lock is held by {}, not {owner}",
+                rec.owner
+            ));
+        }
+        self.cluster.store.delete(&key)?;
+        fence(&self.cluster, &self.pool, &self.id)?;
+        Ok(())
+    }
+
+    // ---- legacy advisory locks ----
+
+    /// `rbd lock add` / `rbd_lock_exclusive` (`shared` = None) and `rbd_lock_shared` (tag).
+    pub fn advisory_lock(&self, cookie: &str, shared: Option<&str>) -> Result<()> {
+        let me = self.cluster.client_id();
+        let l = Locker {
+            client: me.clone(),
+            cookie: cookie.to_string(),
+            exclusive: shared.is_none(),
+            tag: shared.unwrap_or("").to_string(),
+            address: format!("127.0.0.1:0/{}", std::process::id()),
+        };
+        self.cluster
+            .modify_header(&self.pool, &self.id, |h| {
+                if h.lockers
+                    .iter()
+                    .any(|x| x.client == me && x.cookie == cookie)
+                {
+                    return Err(err!(Exists, "this client already holds lock {cookie:?}"));
+                }
+                if let Some(x) = h.lockers.first() {
+                    if x.exclusive || l.exclusive || x.tag != l.tag {
+                        return Err(err!(Busy, "image is locked by {} ({})", x.client, x.cookie));
+                    }
+                }
+                h.lockers.push(l.clone());
+                Ok(())
+            })
+            .map(|_| ())
+    }
+
+    /// `rbd_unlock`: release this client's advisory lock `cookie`.
+    pub fn advisory_unlock(&self, cookie: &str) -> Result<()> {
+        let me = self.cluster.client_id();
+        self.cluster
+            .modify_header(&self.pool, &self.id, |h| {
+                let n = h.lockers.len();
+                h.lockers
+                    .retain(|x| !(x.client == me && x.cookie == cookie));
+                if h.lockers.len() == n {
+                    return Err(err!(NotFound, "this client holds no lock {cookie:?}"));
+                }
+                Ok(())
+            })
+            .map(|_| ())
+    }
+
+    /// `rbd_break_lock`: drop another client's advisory lock.
+    pub fn advisory_break(&self, client: &str, cookie: &str) -> Result<()> {
+        self.cluster
+            .modify_header(&self.pool, &self.id, |h| {
+                let n = h.lockers.len();
+                h.lockers
+                    .retain(|x| !(x.client == client && x.cookie == cookie));
+                if h.lockers.len() == n {
+                    return Err(err!(NotFound, "no lock {cookie:?} held by {client}"));
+                }
+                Ok(())
+            })
+            .map(|_| ())
+    }
+
+    /// `rbd_list_lockers`.
+    pub fn advisory_lockers(&self) -> Result<Vec<Locker>> {
+        Ok(self.cluster.load_header(&self.pool, &self.id)?.0.lockers)
+    }
+}
