@@ -33,5 +33,6 @@ mod volume;
 
 pub use config::{Durability, EngineConfig, LogConfig};
 pub use gc::GcReport;
+pub use recovery::adopt_staging;
 pub use shale_journal::LogStats;
 pub use volume::{destroy, Done, Parent, Stats, Volume};

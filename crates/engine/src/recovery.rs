@@ -217,20 +217,43 @@ pub(crate) fn finish_staged(
     cfg: &crate::config::EngineConfig,
     rec: &mut Recovered,
 ) -> Result<()> {
-    let dir = format!("{prefix}open/");
-    let mut staged: Vec<u64> = store
-        .list(&dir)?
-        .iter()
-        .filter_map(|o| parse_seq(&o.key, &dir))
-        .collect();
-    staged.sort_unstable();
+    // Staging files of this epoch (a restart after our own crash, or an image without the
+    // exclusive lock), and those a takeover adopted from the previous writer (`adopt/`).
+    // Staging files of older epochs still in `open/` were written by a fenced writer after
+    // the takeover: never part of the log.
+    let mut staged: Vec<(u64, String)> = Vec::new();
+    for dir in [format!("{prefix}open/"), format!("{prefix}adopt/")] {
+        for o in store.list(&dir)? {
+            let Some((e, n)) = o.key.strip_prefix(&dir).and_then(|x| x.split_once('-')) else {
+                continue;
+            };
+            let (Ok(e), Ok(n)) = (u64::from_str_radix(e, 16), u64::from_str_radix(n, 16)) else {
+                continue;
+            };
+            if e > epoch {
+                return Err(err!(
+                    Fenced,
+                    "{}: a newer writer (epoch {e}) owns this image",
+                    o.key
+                ));
+            }
+            if dir.ends_with("open/") && e < epoch {
+                if let Some(p) = store.local_path(&o.key) {
+                    let _ = std::fs::remove_file(p);
+                }
+                continue;
+            }
+            staged.push((n, o.key.clone()));
+        }
+    }
+    staged.sort();
     let path_of = |key: &str| {
         store
             .local_path(key)
             .ok_or_else(|| err!(Unsupported, "{key}: not a local store"))
     };
-    for seq in staged {
-        let staging = path_of(&crate::upload::staging_key(prefix, seq))?;
+    for (seq, key) in staged {
+        let staging = path_of(&key)?;
         if seq == rec.next_seq {
             let recs = shale_journal::InPlaceLog::scan(&staging, cfg.header_reserve, None)?;
             let continues = recs.first().is_some_and(|r| {
@@ -302,6 +325,51 @@ pub(crate) fn finish_staged(
         );
         std::fs::remove_file(&staging)
             .map_err(|e| shale_error::Error::io(format!("removing {}", staging.display()), e))?;
+    }
+    Ok(())
+}
+
+/// Takeover of an image written in place: copy what older writers' staging files hold now
+/// into `adopt/` (the new writer's recovery publishes it), then unlink the originals, so
+/// that whatever a fenced writer appends afterwards lands in a file nobody can see. A no-op
+/// on stores that are not local directories.
+pub fn adopt_staging(store: &dyn ObjectStore, prefix: &str, new_epoch: u64) -> Result<()> {
+    let dir = format!("{prefix}open/");
+    for o in store.list(&dir)? {
+        let Some(name) = o.key.strip_prefix(&dir) else {
+            continue;
+        };
+        let Some(e) = name
+            .split_once('-')
+            .and_then(|(e, _)| u64::from_str_radix(e, 16).ok())
+        else {
+            continue;
+        };
+        if e >= new_epoch {
+            continue;
+        }
+        let (Some(src), Some(dst)) = (
+            store.local_path(&o.key),
+            store.local_path(&format!("{prefix}adopt/{name}")),
+        ) else {
+            continue;
+        };
+        let io = |what: &str, e: std::io::Error| {
+            shale_error::Error::io(format!("{what} {}", src.display()), e)
+        };
+        let bytes = std::fs::read(&src).map_err(|e| io("reading", e))?;
+        if let Some(d) = dst.parent() {
+            std::fs::create_dir_all(d).map_err(|e| io("adopting", e))?;
+        }
+        let mut f = std::fs::File::create(&dst).map_err(|e| io("adopting", e))?;
+        std::io::Write::write_all(&mut f, &bytes).map_err(|e| io("adopting", e))?;
+        f.sync_all().map_err(|e| io("adopting", e))?;
+        if let Some(d) = dst.parent() {
+            std::fs::File::open(d)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| io("adopting", e))?;
+        }
+        std::fs::remove_file(&src).map_err(|e| io("unlinking", e))?;
     }
     Ok(())
 }

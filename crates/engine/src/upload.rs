@@ -47,9 +47,10 @@ pub(crate) fn ckpt_key(prefix: &str, epoch: u64, next_seq: u64) -> String {
     format!("{prefix}ckpt/{epoch:016x}-{next_seq:016x}")
 }
 
-/// Key of the staging file of an open segment written in place.
-pub(crate) fn staging_key(prefix: &str, seq: u64) -> String {
-    format!("{prefix}open/{seq:016x}")
+/// Key of the staging file of an open segment written in place by a writer of `epoch`.
+/// Writers of different epochs never share a staging file.
+pub(crate) fn staging_key(prefix: &str, epoch: u64, seq: u64) -> String {
+    format!("{prefix}open/{epoch:016x}-{seq:016x}")
 }
 
 pub(crate) fn spawn_workers(sh: &Arc<Shared>, rx: Receiver<Job>) -> Result<Vec<JoinHandle<()>>> {
@@ -133,7 +134,7 @@ fn store_segment(sh: &Shared, s: &Sealed) -> Result<u64> {
                 .local_path(&key)
                 .ok_or_else(|| err!(Unsupported, "no local path for {key}"))
         };
-        let staging = path(staging_key(&sh.prefix, s.seq))?;
+        let staging = path(staging_key(&sh.prefix, sh.epoch, s.seq))?;
         let dest = path(seg_key(&sh.prefix, s.seq))?;
         let key = seg_key(&sh.prefix, s.seq);
         retry(sh, &format!("publishing {}", dest.display()), || {

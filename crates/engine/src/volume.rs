@@ -229,7 +229,7 @@ impl Volume {
                 let st = store.clone();
                 let pfx = prefix.to_string();
                 let staging = move |seg: u64| -> Result<PathBuf> {
-                    st.local_path(&crate::upload::staging_key(&pfx, seg))
+                    st.local_path(&crate::upload::staging_key(&pfx, epoch, seg))
                         .ok_or_else(|| {
                             err!(Unsupported, "in-place log needs a local-directory store")
                         })

@@ -44,6 +44,9 @@ pub(crate) struct ImageHeader {
     /// Advisory (legacy) locks: `rbd lock add` / `rbd_lock_exclusive` / `rbd_lock_shared`.
     #[serde(default)]
     pub lockers: Vec<crate::lock::Locker>,
+    /// Exclusive-lock owners whose lock was broken: they may never write again.
+    #[serde(default)]
+    pub blocklist: Vec<String>,
 }
 
 /// A snapshot in an image header.
@@ -105,6 +108,7 @@ impl ImageHeader {
             snap_limit: None,
             fence: None,
             lockers: Vec::new(),
+            blocklist: Vec::new(),
         }
     }
 }
@@ -227,7 +231,7 @@ impl Image {
                 (v, Some(s), true)
             }
         };
-        Ok(Image {
+        let img = Image {
             cluster: c.clone(),
             pool: pool.into(),
             id: id.into(),
@@ -236,7 +240,9 @@ impl Image {
             lock: Arc::new(crate::lock::LockCtl::new(locking, &c.client_id())),
             read_only,
             snap,
-        })
+        };
+        crate::lock::take_if_free(&img)?;
+        Ok(img)
     }
 
     /// Nothing to flush: the image locks writers and this handle never became one (or gave the

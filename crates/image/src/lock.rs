@@ -43,6 +43,51 @@ struct LockRecord {
     explicit: bool,
     #[serde(default)]
     handoff: Option<String>,
+    /// Where the owner runs, to notice a dead owner on this host before its lease ends.
+    #[serde(default)]
+    host: String,
+    #[serde(default)]
+    pid: u32,
+    #[serde(default)]
+    start: u64,
+}
+
+fn host() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// Start time (clock ticks since boot) of a process, to tell it from a later one with the
+/// same pid.
+fn proc_start(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+impl LockRecord {
+    fn mine(owner: &str, explicit: bool) -> Self {
+        let pid = std::process::id();
+        LockRecord {
+            owner: owner.to_string(),
+            epoch: 0,
+            expires_ms: now_ms() + LEASE.as_millis() as u64,
+            explicit,
+            handoff: None,
+            host: host(),
+            pid,
+            start: proc_start(pid).unwrap_or(0),
+        }
+    }
+
+    /// Its lease ran out, or its owner's process on this host is gone.
+    fn stale(&self) -> bool {
+        if self.expires_ms < now_ms() {
+            return true;
+        }
+        self.pid != 0 && self.host == host() && proc_start(self.pid) != Some(self.start)
+    }
 }
 
 /// A legacy advisory lock, kept in the image header.
@@ -187,7 +232,8 @@ fn max_segment(c: &Cluster, pool: &str, id: &str) -> Result<u64> {
         .unwrap_or(0))
 }
 
-/// Bump the header epoch and set the fence past every stored segment. Returns the new epoch.
+/// Bump the header epoch and set the fence past every stored segment; take over what older
+/// writers left staged (local stores). Returns the new epoch.
 fn fence(c: &Cluster, pool: &str, id: &str) -> Result<u64> {
     let start = max_segment(c, pool, id)? + 1;
     let (h, _) = c.modify_header(pool, id, |h| {
@@ -195,7 +241,33 @@ fn fence(c: &Cluster, pool: &str, id: &str) -> Result<u64> {
         h.fence = Some((h.epoch, start));
         Ok(())
     })?;
+    shale_engine::adopt_staging(c.store.as_ref(), &format!("{pool}/images/{id}/"), h.epoch)?;
     Ok(h.epoch)
+}
+
+/// At open: when nobody (alive) holds the lock, take it now, so that a writer restarting
+/// after a crash recovers what it had staged before anyone reads.
+pub(crate) fn take_if_free(img: &Image) -> Result<()> {
+    if !img.lock.enabled {
+        return Ok(());
+    }
+    let key = lock_key(&img.pool, &img.id);
+    let free = match get_json::<LockRecord>(img.cluster.store.as_ref(), &key, Kind::Lock) {
+        Err(e) if e.kind() == ErrorKind::NotFound => true,
+        Err(e) => return Err(e),
+        Ok((rec, _)) => rec.stale(),
+    };
+    if free
+        && !img
+            .cluster
+            .load_header(&img.pool, &img.id)?
+            .0
+            .blocklist
+            .contains(&img.lock.me)
+    {
+        img.lock.ensure(img)?;
+    }
+    Ok(())
 }
 
 fn acquire(ctl: &LockCtl, img: &Image, explicit: bool) -> Result<()> {
@@ -204,13 +276,13 @@ fn acquire(ctl: &LockCtl, img: &Image, explicit: bool) -> Result<()> {
     let me = ctl.me.clone();
     let deadline = std::time::Instant::now() + HANDOFF_WAIT;
     loop {
-        let rec = LockRecord {
-            owner: me.clone(),
-            epoch: 0,
-            expires_ms: now_ms() + LEASE.as_millis() as u64,
-            explicit,
-            handoff: None,
-        };
+        let rec = LockRecord::mine(&me, explicit);
+        if c.load_header(&img.pool, &img.id)?.0.blocklist.contains(&me) {
+            return Err(err!(
+                Fenced,
+                "this client's lock on the image was broken; it may not write again"
+            ));
+        }
         let won = match get_json::<LockRecord>(c.store.as_ref(), &key, Kind::Lock) {
             Err(e) if e.kind() == ErrorKind::NotFound => {
                 match put_json(c.store.as_ref(), &key, Kind::Lock, &rec, PutMode::Create) {
@@ -221,7 +293,7 @@ fn acquire(ctl: &LockCtl, img: &Image, explicit: bool) -> Result<()> {
             }
             Err(e) => return Err(e),
             Ok((cur, _)) if cur.owner == me => true,
-            Ok((cur, ver)) if cur.expires_ms < now_ms() => {
+            Ok((cur, ver)) if cur.stale() => {
                 // Its owner stopped renewing: take it over.
                 matches!(
                     put_json(
@@ -437,8 +509,15 @@ impl Image {
                 rec.owner
             ));
         }
-        self.cluster.store.delete(&key)?;
+        // Blocklist it first: from now on it can never take the lock again.
+        self.cluster.modify_header(&self.pool, &self.id, |h| {
+            if !h.blocklist.contains(&rec.owner) {
+                h.blocklist.push(rec.owner.clone());
+            }
+            Ok(())
+        })?;
         fence(&self.cluster, &self.pool, &self.id)?;
+        self.cluster.store.delete(&key)?;
         Ok(())
     }
 

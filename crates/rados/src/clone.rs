@@ -113,7 +113,9 @@ fn clone(n: Names, a: CloneArgs) -> Result<u8, c_int> {
     let _ = view.close();
     let order = if a.order == 0 { porder } else { a.order as u8 };
     let stripe_ok = match a.stripe_unit {
-        None | Some(0) => order >= porder,
+        // librbd takes the parent's stripe unit when none is given.
+        None => order >= porder,
+        Some(0) => true,
         Some(su) => su <= 1 << order && (1u64 << order).is_multiple_of(su),
     };
     if !stripe_ok || a.stripe_count.is_some_and(|n| n > 1) {
@@ -163,10 +165,10 @@ fn names(
     }
 }
 
-/// `rbd_clone` / `rbd_clone2` with an in/out order.
+/// `rbd_clone` / `rbd_clone2`: `*c_order` is read (0: the parent's), not written back.
 ///
 /// # Safety
-/// `c_order` is NULL or read/writable.
+/// `c_order` is NULL or readable.
 unsafe fn clone_order(
     n: Names,
     features: u64,
@@ -184,14 +186,8 @@ unsafe fn clone_order(
         stripe_count: stripe.map(|s| s.1),
         format: None,
     };
-    match clone(n, a) {
-        Ok(o) => {
-            // SAFETY: non-NULL and writable (caller contract).
-            unsafe { c_order.write(c_int::from(o)) };
-            0
-        }
-        Err(e) => e,
-    }
+    // librbd leaves `*c_order` as it was.
+    clone(n, a).err().unwrap_or(0)
 }
 
 /// `int rbd_clone(rados_ioctx_t p_ioctx, const char *p_name, const char *p_snapname,
@@ -215,7 +211,7 @@ pub unsafe extern "C" fn shale_rbd_clone(
             names(p_ioctx, p_name, p_snapname, c_ioctx, c_name),
             features,
             c_order,
-            None,
+            Some((0, 0)),
         )
     })
 }

@@ -60,10 +60,13 @@ fn diff_iterate(
         let Some(cb) = cb else {
             return Err(-libc::EINVAL);
         };
-        let ranges = img
-            .image()
+        let view = img.image();
+        let mut ranges = view
             .diff(from, ofs, len, include_parent, whole_object)
             .map_err(|e| errno::of(&e))?;
+        if whole_object {
+            ranges = per_object(ranges, view.info().object_size.max(512));
+        }
         for (off, n, exists) in ranges {
             // Against nothing, a range without data is no difference.
             if from.is_none() && !exists {
@@ -86,6 +89,21 @@ fn diff_iterate(
     } else {
         r
     }
+}
+
+/// Split ranges at object boundaries (librbd reports whole objects one by one).
+fn per_object(ranges: Vec<(u64, u64, bool)>, obj: u64) -> Vec<(u64, u64, bool)> {
+    let mut out = Vec::new();
+    for (mut off, n, exists) in ranges {
+        let end = off + n;
+        while off < end {
+            let next = ((off / obj) + 1) * obj;
+            let stop = next.min(end);
+            out.push((off, stop - off, exists));
+            off = stop;
+        }
+    }
+    out
 }
 
 /// `int rbd_diff_iterate2(rbd_image_t image, const char *fromsnapname, uint64_t ofs,

@@ -246,10 +246,8 @@ fn remove(
     arg: *mut c_void,
 ) -> c_int {
     with_image(image, |img| {
+        // Unknown flag bits are ignored, as librbd does.
         let name = name_arg(name)?;
-        if flags & !(REMOVE_UNPROTECT | REMOVE_FLATTEN) != 0 {
-            return Err(-libc::EINVAL);
-        }
         let head = img.head_rw()?;
         let mut cb = progress(cb, arg);
         if flags & REMOVE_FLATTEN != 0 {

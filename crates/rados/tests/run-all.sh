@@ -107,6 +107,26 @@ run_store_tests() { # $1 = local|s3
             qemu-io -f raw -c 'write -P 0x5a 4k 4k' -c 'read -P 0x5a 4k 4k' "$spec"
         check "[$kind] a bad shale_ setting is refused at connect" "error connecting: Invalid argument" \
             sh -c "qemu-img info 'rbd:rbd/x:shale_segment_size=1' 2>&1; true"
+        # snapshots through QEMU: qemu-img snapshot -c/-l/-a/-d, info, convert of img@snap
+        new_store "$kind"
+        local q="env SHALE_STORE=$url"
+        $q qemu-img create -f raw rbd:rbd/snapimg 16M >/dev/null
+        $q qemu-io -f raw -c 'write -P 0xa1 0 1M' rbd:rbd/snapimg >/dev/null
+        check "[$kind] qemu-img snapshot -c" "" $q qemu-img snapshot -c s1 rbd:rbd/snapimg
+        $q qemu-io -f raw -c 'write -P 0xb2 0 1M' rbd:rbd/snapimg >/dev/null
+        check "[$kind] qemu-img snapshot -l" "s1" $q qemu-img snapshot -l rbd:rbd/snapimg
+        check "[$kind] qemu-img info lists the snapshot" "Snapshot list:" $q qemu-img info rbd:rbd/snapimg
+        check "[$kind] qemu-img convert rbd:rbd/img@snap" "" $q qemu-img convert -f raw -O raw \
+            rbd:rbd/snapimg@s1 "$scratch/snap-$kind.raw"
+        check "[$kind] ... has the snapshot's bytes" "read 1048576/1048576" \
+            qemu-io -f raw -r -c 'read -P 0xa1 0 1M' "$scratch/snap-$kind.raw"
+        check "[$kind] the head kept its own bytes" "read 1048576/1048576" \
+            $q qemu-io -f raw -r -c 'read -P 0xb2 0 1M' rbd:rbd/snapimg
+        check "[$kind] qemu-img snapshot -a (rollback)" "" $q qemu-img snapshot -a s1 rbd:rbd/snapimg
+        check "[$kind] ... the head has the snapshot's bytes again" "read 1048576/1048576" \
+            $q qemu-io -f raw -r -c 'read -P 0xa1 0 1M' rbd:rbd/snapimg
+        check "[$kind] qemu-img snapshot -d" "" $q qemu-img snapshot -d s1 rbd:rbd/snapimg
+        refute "[$kind] ... and it is gone" "s1" $q qemu-img snapshot -l rbd:rbd/snapimg
     else
         skipped "[$kind] qemu tests (qemu-img/qemu-io not installed)"
     fi
@@ -162,6 +182,19 @@ with rados.Rados(conffile='$conf') as c, c.open_ioctx('rbd') as io:
         write_conf "$url" "$conf"
         out=$(CEPH_CONF=$conf /usr/bin/python3 "$tests/bad_input.py" 2>&1)
         count_py "[$kind] C bad input" "$out"
+        new_store "$kind"; conf=$scratch/os-$kind.conf
+        write_conf "$url" "$conf"
+        mkdir -p "$scratch/os-$kind"
+        if command -v qemu-img >/dev/null; then
+            out=$(CEPH_CONF=$conf /usr/bin/python3 "$tests/openstack.py" "$conf" "$scratch/os-$kind" 2>&1)
+        else
+            out=$(CEPH_CONF=$conf /usr/bin/python3 "$tests/openstack.py" "$conf" 2>&1)
+        fi
+        count_py "[$kind] openstack workflow" "$out"
+        new_store "$kind"; conf=$scratch/sc-$kind.conf
+        write_conf "$url" "$conf"
+        out=$(CEPH_CONF=$conf /usr/bin/python3 "$tests/snap_c.py" 2>&1)
+        count_py "[$kind] C snapshots/clones/diff" "$out"
     fi
 }
 
