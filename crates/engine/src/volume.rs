@@ -638,6 +638,15 @@ impl Volume {
     /// Store everything, then stop the committer and the upload workers.
     pub fn close(&self) -> Result<()> {
         let res = self.flush_to_store();
+        if res.is_ok() {
+            // Everything is in the store: the journal holds nothing more, and its absence
+            // tells the next opener that this writer stopped cleanly.
+            if let LogConfig::Ring { path, .. } = &self.sh.cfg.log {
+                if !self.sh.read_only {
+                    let _ = std::fs::remove_file(path);
+                }
+            }
+        }
         {
             let mut q = self.sh.queue.lock().unwrap_or_else(|p| p.into_inner());
             q.stop = true;

@@ -245,6 +245,28 @@ fn fence(c: &Cluster, pool: &str, id: &str) -> Result<u64> {
     Ok(h.epoch)
 }
 
+/// Did the last writer stop without storing everything (staged segments in the store
+/// directory, or a journal file left in the cache directory)?
+fn left_unclean(img: &Image) -> Result<bool> {
+    let prefix = format!("{}/images/{}/", img.pool, img.id);
+    for dir in ["open/", "adopt/"] {
+        if !img
+            .cluster
+            .store
+            .list(&format!("{prefix}{dir}"))?
+            .is_empty()
+        {
+            return Ok(true);
+        }
+    }
+    let key = crate::image::journal_key(&img.pool, &img.id);
+    Ok(img
+        .cluster
+        .settings()
+        .journal_file(&key)
+        .is_some_and(|(p, _)| p.exists()))
+}
+
 /// At open: when nobody (alive) holds the lock, take it now, so that a writer restarting
 /// after a crash recovers what it had staged before anyone reads.
 pub(crate) fn take_if_free(img: &Image) -> Result<()> {
@@ -258,6 +280,7 @@ pub(crate) fn take_if_free(img: &Image) -> Result<()> {
         Ok((rec, _)) => rec.stale(),
     };
     if free
+        && left_unclean(img)?
         && !img
             .cluster
             .load_header(&img.pool, &img.id)?
