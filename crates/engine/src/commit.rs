@@ -166,7 +166,7 @@ fn run(sh: &Shared) {
 }
 
 fn add_write(sh: &Shared, b: &mut Batch, scratch: &mut Vec<u8>, off: u64, data: &[u8], done: Done) {
-    if off % SECTOR == 0 && data.len() as u64 % SECTOR == 0 {
+    if off.is_multiple_of(SECTOR) && (data.len() as u64).is_multiple_of(SECTOR) {
         for (i, chunk) in data.chunks(MAX_RECORD).enumerate() {
             if b.data.len() + chunk.len() > MAX_RECORD {
                 commit(sh, b, scratch);
@@ -227,10 +227,10 @@ fn add_zero(
     if first_full > end_full {
         edges.push((off, end));
     } else {
-        if off % SECTOR != 0 {
+        if !off.is_multiple_of(SECTOR) {
             edges.push((off, first_full * SECTOR));
         }
-        if end % SECTOR != 0 {
+        if !end.is_multiple_of(SECTOR) {
             edges.push((end_full * SECTOR, end));
         }
     }

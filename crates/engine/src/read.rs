@@ -75,7 +75,7 @@ impl Volume {
             return Ok(0);
         }
         let buf = &mut buf[..n];
-        if off % SECTOR == 0 && n as u64 % SECTOR == 0 {
+        if off.is_multiple_of(SECTOR) && (n as u64).is_multiple_of(SECTOR) {
             self.sh.read_sectors(off / SECTOR, n as u64 / SECTOR, buf)?;
         } else {
             let first = off / SECTOR;

@@ -106,7 +106,7 @@ pub fn encode_header(
     data: &[u8],
     header_len: Option<usize>,
 ) -> Result<Vec<u8>> {
-    if data.len() as u64 % SECTOR != 0 {
+    if !(data.len() as u64).is_multiple_of(SECTOR) {
         return Err(Error::invalid("segment data must be whole sectors"));
     }
     let n_pages = data.len().div_ceil(PAGE);
@@ -163,7 +163,7 @@ pub fn header_len(prefix: &[u8]) -> Result<u64> {
     let mut r = Reader::new(prefix, "segment header");
     check_magic(&mut r, MAGIC, VERSION)?;
     let len = r.u32()? as u64;
-    if len < PAGE as u64 || len % PAGE as u64 != 0 {
+    if len < PAGE as u64 || !len.is_multiple_of(PAGE as u64) {
         return Err(Error::corruption(format!(
             "segment header: bad header length {len}"
         )));

@@ -318,16 +318,14 @@ fn acquire(ctl: &LockCtl, img: &Image, explicit: bool) -> Result<()> {
             Ok((cur, _)) if cur.owner == me => true,
             Ok((cur, ver)) if cur.stale() => {
                 // Its owner stopped renewing: take it over.
-                matches!(
-                    put_json(
-                        c.store.as_ref(),
-                        &key,
-                        Kind::Lock,
-                        &rec,
-                        PutMode::Update(ver)
-                    ),
-                    Ok(_)
+                put_json(
+                    c.store.as_ref(),
+                    &key,
+                    Kind::Lock,
+                    &rec,
+                    PutMode::Update(ver),
                 )
+                .is_ok()
             }
             Ok((cur, ver)) => {
                 if cur.explicit {

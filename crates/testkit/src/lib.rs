@@ -82,7 +82,7 @@ impl Op {
 pub fn pattern(seed: u64, off: u64, len: u64) -> Vec<u8> {
     (0..len)
         .map(|i| {
-            let x = (off + i) / 8 ^ seed.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            let x = ((off + i) / 8) ^ seed.wrapping_mul(0x9e37_79b9_7f4a_7c15);
             (x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 56) as u8
         })
         .collect()
@@ -96,7 +96,7 @@ impl Rng {
     pub fn new(seed: u64) -> Self {
         Rng(seed ^ 0x6a09_e667_f3bc_c909 | 1)
     }
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
@@ -106,7 +106,7 @@ impl Rng {
         if n == 0 {
             0
         } else {
-            self.next() % n
+            self.next_u64() % n
         }
     }
 }

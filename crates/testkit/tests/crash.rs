@@ -89,7 +89,7 @@ fn crash_run(mode: Mode, lose_journal: bool, trials: u64) {
     let (mut total_ops, mut total_flushed) = (0usize, 0u64);
     for t in 0..trials {
         let log = dir.join(format!("ops-{t}.log"));
-        let wseed = rng.next();
+        let wseed = rng.next_u64();
         let mut child = Command::new(env!("CARGO_BIN_EXE_shale-crash-writer"))
             .args([
                 url.as_str(),

@@ -52,7 +52,7 @@ fn run(url: &str, image: &str, seed: &str, log: &str) -> Result<(), Box<dyn std:
             Op::Write {
                 off,
                 len,
-                seed: rng.next(),
+                seed: rng.next_u64(),
             }
         } else {
             Op::Zero { off, len }
