@@ -127,6 +127,17 @@ enum Cmd {
     },
     /// Apply an "rbd diff v1" stream (from `rbd export-diff` or `shale export-diff`)
     ImportDiff { path: String, spec: String },
+    /// Advisory locks (as `rbd lock`) and the exclusive lock's owner
+    Lock {
+        #[command(subcommand)]
+        cmd: LockCmd,
+    },
+    /// Collect garbage now: rewrite segments less live than --threshold and free space
+    Gc {
+        spec: String,
+        #[arg(long, default_value_t = 0.7)]
+        threshold: f64,
+    },
     /// Run a Ceph client (qemu-img, fio, python3 ...) on Shale's librbd/librados:
     /// `shale run -- qemu-img info rbd:rbd/vm1`
     Run {
@@ -134,6 +145,29 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
         cmd: Vec<OsString>,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum LockCmd {
+    /// List advisory locks and the exclusive-lock owner
+    #[command(alias = "list")]
+    Ls { spec: String },
+    /// Take an advisory lock: exclusive, or shared with --shared TAG
+    Add {
+        spec: String,
+        id: String,
+        #[arg(long)]
+        shared: Option<String>,
+    },
+    /// Remove an advisory lock: `shale lock rm rbd/vm1 ID client.x`
+    #[command(alias = "remove")]
+    Rm {
+        spec: String,
+        id: String,
+        locker: String,
+    },
+    /// Break the exclusive lock of OWNER (it can never write again)
+    Break { spec: String, owner: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -440,7 +474,79 @@ fn run(cli: Cli) -> Result<()> {
                 print_json(json!({"imported_bytes": n}));
             }
         }
+        Cmd::Lock { cmd } => lock_cmd(&c, &dp, cmd, cli.format == Format::Json)?,
+        Cmd::Gc { spec: s, threshold } => {
+            let sp = spec(s)?;
+            if !(0.0..1.0).contains(threshold) {
+                return Err(err!(Invalid, "--threshold must be a fraction below 1"));
+            }
+            let img = c.open_image(&sp.pool, &sp.image, false)?;
+            let r = img.gc(*threshold)?;
+            img.close()?;
+            let v = json!({"segments_examined": r.segments_examined, "segments_relocated": r.segments_relocated,
+                           "bytes_relocated": r.bytes_relocated, "segments_deleted": r.segments_deleted,
+                           "bytes_deleted": r.bytes_deleted});
+            if cli.format == Format::Json {
+                print_json(v);
+            } else {
+                outln!(
+                    "relocated {} from {} segment(s); freed {} in {} segment(s)",
+                    format_size(r.bytes_relocated),
+                    r.segments_relocated,
+                    format_size(r.bytes_deleted),
+                    r.segments_deleted
+                );
+            }
+        }
         Cmd::Config | Cmd::Run { .. } => {}
+    }
+    Ok(())
+}
+
+fn lock_cmd(c: &Cluster, dp: &str, cmd: &LockCmd, json_out: bool) -> Result<()> {
+    let open = |s: &str, writable: bool| -> Result<shale_image::Image> {
+        let sp = ImageSpec::parse(s, dp)?;
+        c.open_image(&sp.pool, &sp.image, !writable)
+    };
+    match cmd {
+        LockCmd::Ls { spec } => {
+            let img = open(spec, false)?;
+            let lockers = img.advisory_lockers()?;
+            let owners = img.lock_owners()?;
+            if json_out {
+                print_json(json!({
+                    "lockers": lockers.iter().map(|l| json!({"locker": l.client, "id": l.cookie, "address": l.address,
+                        "exclusive": l.exclusive, "tag": l.tag})).collect::<Vec<_>>(),
+                    "exclusive_lock_owners": owners,
+                }));
+            } else {
+                if !lockers.is_empty() {
+                    let kind = if lockers[0].exclusive {
+                        "exclusive"
+                    } else {
+                        "shared"
+                    };
+                    outln!(
+                        "There {} {} {kind} lock{} on this image.",
+                        if lockers.len() == 1 { "is" } else { "are" },
+                        lockers.len(),
+                        if lockers.len() == 1 { "" } else { "s" }
+                    );
+                    outln!("{:<24} {:<20} Address", "Locker", "ID");
+                    for l in &lockers {
+                        outln!("{:<24} {:<20} {}", l.client, l.cookie, l.address);
+                    }
+                }
+                for o in owners {
+                    outln!("exclusive lock owner: {o}");
+                }
+            }
+        }
+        LockCmd::Add { spec, id, shared } => {
+            open(spec, false)?.advisory_lock(id, shared.as_deref())?
+        }
+        LockCmd::Rm { spec, id, locker } => open(spec, false)?.advisory_break(locker, id)?,
+        LockCmd::Break { spec, owner } => open(spec, false)?.lock_break(owner)?,
     }
     Ok(())
 }

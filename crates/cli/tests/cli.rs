@@ -143,3 +143,120 @@ fn bad_input_fails_clearly_and_changes_nothing() {
         "should list supported schemes"
     );
 }
+
+#[test]
+fn snapshots_clones_diffs_and_locks_from_the_command_line() {
+    let t = tempfile::tempdir().unwrap();
+    let store = t.path().join("store");
+    let raw = t.path().join("base.raw");
+    let data: Vec<u8> = (0..2_000_000u32).map(|i| (i % 253) as u8).collect();
+    std::fs::write(&raw, &data).unwrap();
+    ok(&store, &["import", raw.to_str().unwrap(), "rbd/base"]);
+    ok(&store, &["snap", "create", "rbd/base@s1"]);
+    let snaps: serde_json::Value =
+        serde_json::from_str(&ok(&store, &["snap", "ls", "rbd/base", "--format", "json"])).unwrap();
+    assert_eq!(snaps[0]["name"], "s1");
+    // Refusals say what to do.
+    let o = shale(&store, &["clone", "rbd/base@s1", "rbd/vm"]);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("protect"));
+    ok(&store, &["snap", "protect", "rbd/base@s1"]);
+    ok(&store, &["clone", "rbd/base@s1", "rbd/vm"]);
+    assert_eq!(ok(&store, &["children", "rbd/base@s1"]).trim(), "rbd/vm");
+    let o = shale(&store, &["snap", "unprotect", "rbd/base@s1"]);
+    assert!(!o.status.success(), "unprotect with a clone must fail");
+    let o = shale(&store, &["rm", "rbd/base"]);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("snapshot"));
+    // Change the head, diff it, ship the diff into a copy, compare.
+    ok(&store, &["create", "rbd/scratch", "--size", "1M"]);
+    let d0 = t.path().join("full.diff");
+    let d1 = t.path().join("inc.diff");
+    ok(
+        &store,
+        &["export-diff", "rbd/base@s1", d0.to_str().unwrap()],
+    );
+    ok(
+        &store,
+        &[
+            "bench",
+            "rbd/base",
+            "--io-type",
+            "write",
+            "--io-size",
+            "4K",
+            "--io-total",
+            "64K",
+            "--io-threads",
+            "1",
+        ],
+    );
+    ok(&store, &["snap", "create", "rbd/base@s2"]);
+    ok(
+        &store,
+        &[
+            "export-diff",
+            "--from-snap",
+            "s1",
+            "rbd/base@s2",
+            d1.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        std::fs::metadata(&d1).unwrap().len() > 65536,
+        "the incremental diff must carry the new writes"
+    );
+    let s2 = t.path().join("s2.raw");
+    ok(&store, &["export", "rbd/base@s2", s2.to_str().unwrap()]);
+    let s2 = std::fs::read(&s2).unwrap();
+    assert!(s2 != data);
+    ok(&store, &["create", "rbd/copy", "--size", "1"]);
+    ok(&store, &["import-diff", d0.to_str().unwrap(), "rbd/copy"]);
+    ok(&store, &["import-diff", d1.to_str().unwrap(), "rbd/copy"]);
+    let back = t.path().join("copy.raw");
+    ok(&store, &["export", "rbd/copy@s2", back.to_str().unwrap()]);
+    assert!(
+        std::fs::read(&back).unwrap() == s2,
+        "import-diff of export-diff must reproduce the snapshot"
+    );
+    let s1back = t.path().join("copy1.raw");
+    ok(&store, &["export", "rbd/copy@s1", s1back.to_str().unwrap()]);
+    assert!(
+        std::fs::read(&s1back).unwrap() == data,
+        "the first diff's end snapshot must hold the first state"
+    );
+    let o = shale(
+        &store,
+        &["import-diff", d1.to_str().unwrap(), "rbd/scratch"],
+    );
+    assert!(
+        !o.status.success(),
+        "a diff from a snapshot the target lacks must be refused"
+    );
+    let du: serde_json::Value =
+        serde_json::from_str(&ok(&store, &["du", "--format", "json"])).unwrap();
+    assert!(du["total_used_size"].as_u64().unwrap() >= 2_000_000);
+    // Flatten, then the base can go.
+    ok(&store, &["flatten", "rbd/vm"]);
+    ok(&store, &["snap", "unprotect", "rbd/base@s1"]);
+    ok(&store, &["snap", "purge", "rbd/base"]);
+    ok(&store, &["rm", "rbd/base"]);
+    ok(&store, &["snap", "purge", "rbd/copy"]);
+    ok(&store, &["rm", "rbd/copy"]);
+    let vm = t.path().join("vm.raw");
+    ok(&store, &["export", "rbd/vm", vm.to_str().unwrap()]);
+    assert!(
+        std::fs::read(&vm).unwrap() == data,
+        "a flattened clone keeps its data"
+    );
+    // Advisory locks.
+    ok(&store, &["lock", "add", "rbd/vm", "mylock"]);
+    let l: serde_json::Value =
+        serde_json::from_str(&ok(&store, &["lock", "ls", "rbd/vm", "--format", "json"])).unwrap();
+    let locker = l["lockers"][0]["locker"].as_str().unwrap().to_string();
+    let o = shale(&store, &["lock", "add", "rbd/vm", "other"]);
+    assert!(
+        !o.status.success(),
+        "a second exclusive lock must be refused"
+    );
+    ok(&store, &["lock", "rm", "rbd/vm", "mylock", &locker]);
+    ok(&store, &["gc", "rbd/vm"]);
+}

@@ -13,7 +13,7 @@
 
 use crate::types::*;
 use core::ffi::{c_char, c_int, c_uint, c_void};
-// ---- prototype checks of the 171 hand-written entry points ----
+// ---- prototype checks of the 174 hand-written entry points ----
 const _: unsafe extern "C" fn(rados_ioctx_t, *const c_char, c_int) -> c_int = crate::pools::rados_application_enable;
 const _: unsafe extern "C" fn(*mut c_char) = crate::mon::rados_buffer_free;
 const _: unsafe extern "C" fn(rados_t, *mut c_char, usize) -> c_int = crate::cluster::rados_cluster_fsid;
@@ -125,7 +125,10 @@ const _: unsafe extern "C" fn(rbd_image_t, *mut rbd_linked_image_spec_t, *mut us
 const _: unsafe extern "C" fn(*mut rbd_child_info_t, usize) = crate::clone::shale_rbd_list_children_cleanup;
 const _: unsafe extern "C" fn(rbd_image_t, *mut c_int, *mut c_char, *mut usize, *mut c_char, *mut usize, *mut c_char, *mut usize, *mut c_char, *mut usize) -> isize = crate::locks::shale_rbd_list_lockers;
 const _: unsafe extern "C" fn(rbd_image_t, rbd_lock_mode_t) -> c_int = crate::locks::shale_rbd_lock_acquire;
+const _: unsafe extern "C" fn(rbd_image_t, rbd_lock_mode_t, *const c_char) -> c_int = crate::locks::shale_rbd_lock_break;
 const _: unsafe extern "C" fn(rbd_image_t, *const c_char) -> c_int = crate::locks::shale_rbd_lock_exclusive;
+const _: unsafe extern "C" fn(rbd_image_t, *mut rbd_lock_mode_t, *mut *mut c_char, *mut usize) -> c_int = crate::locks::shale_rbd_lock_get_owners;
+const _: unsafe extern "C" fn(*mut *mut c_char, usize) = crate::locks::shale_rbd_lock_get_owners_cleanup;
 const _: unsafe extern "C" fn(rbd_image_t) -> c_int = crate::locks::shale_rbd_lock_release;
 const _: unsafe extern "C" fn(rbd_image_t, *const c_char, *const c_char) -> c_int = crate::locks::shale_rbd_lock_shared;
 const _: unsafe extern "C" fn(rbd_image_t, *const c_char, *mut c_char, *mut usize) -> c_int = crate::metadata::shale_rbd_metadata_get;
@@ -213,7 +216,7 @@ pub unsafe extern "C" fn shale_rados_ioctx_pool_stat_v14_2_0(io: rados_ioctx_t, 
 }
 
 
-// ---- 353 stubs ----
+// ---- 350 stubs ----
 
 #[no_mangle]
 pub unsafe extern "C" fn rados_aio_append(_io: rados_ioctx_t, _oid: *const c_char, _completion: rados_completion_t, _buf: *const c_char, _len: usize) -> c_int {
@@ -1513,21 +1516,6 @@ pub unsafe extern "C" fn shale_rbd_group_snap_rollback_with_progress(_group_p: r
 #[no_mangle]
 pub unsafe extern "C" fn shale_rbd_list_descendants(_image: rbd_image_t, _images: *mut rbd_linked_image_spec_t, _max_images: *mut usize) -> c_int {
     crate::guard::not_implemented("rbd_list_descendants")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_lock_break(_image: rbd_image_t, _lock_mode: rbd_lock_mode_t, _lock_owner: *const c_char) -> c_int {
-    crate::guard::not_implemented("rbd_lock_break")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_lock_get_owners(_image: rbd_image_t, _lock_mode: *mut rbd_lock_mode_t, _lock_owners: *mut *mut c_char, _max_lock_owners: *mut usize) -> c_int {
-    crate::guard::not_implemented("rbd_lock_get_owners")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_lock_get_owners_cleanup(_lock_owners: *mut *mut c_char, _lock_owner_count: usize) {
-    crate::guard::not_implemented::<()>("rbd_lock_get_owners_cleanup");
 }
 
 #[no_mangle]

@@ -432,7 +432,9 @@ pub unsafe extern "C" fn shale_rbd_get_data_pool_id(image: rbd_image_t) -> i64 {
     })
 }
 
-/// `int rbd_is_exclusive_lock_owner(rbd_image_t image, int *is_owner)`: a writable handle owns.
+/// `int rbd_is_exclusive_lock_owner(rbd_image_t image, int *is_owner)`: whether this process
+/// holds the image's exclusive lock now (taken by the first write or `rbd_lock_acquire`, lost
+/// when handed over, released or broken); always 0 without the exclusive-lock feature.
 ///
 /// # Safety
 /// C caller contract of librbd.h.
@@ -444,7 +446,7 @@ pub unsafe extern "C" fn shale_rbd_is_exclusive_lock_owner(
     ffi("rbd_is_exclusive_lock_owner", -libc::EFAULT, || {
         // SAFETY: NULL-checked by `put`.
         with_image(image, |img| unsafe {
-            put(is_owner, c_int::from(!img.read_only))
+            put(is_owner, c_int::from(img.head().is_lock_owner()))
         })
     })
 }
