@@ -53,7 +53,17 @@ const NAME_MAX: usize = 255;
 pub struct LocalStore {
     root: PathBuf,
     url: String,
+    /// Open files of immutable segment objects (`…/seg/…`), so that the hot read path is one
+    /// `pread`. Evicted when this store replaces or deletes the key; bounded.
+    fds: std::sync::Mutex<std::collections::HashMap<String, (std::sync::Arc<File>, u64)>>,
 }
+
+/// Objects whose content never changes once written, and so may be read through a kept fd.
+fn immutable(key: &str) -> bool {
+    key.contains("/seg/")
+}
+
+const MAX_FDS: usize = 512;
 
 /// Held while checking and renaming; dropping the file releases the flock.
 struct CommitLock {
@@ -73,6 +83,7 @@ impl LocalStore {
         let store = LocalStore {
             root: root.to_path_buf(),
             url,
+            fds: Default::default(),
         };
         drop(store.lock()?); // create the lock file and prove we can take it
         Ok(store)
@@ -320,8 +331,28 @@ impl ObjectStore for LocalStore {
     }
 
     fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
-        let (file, meta) = self.open_object(key)?;
-        let r = clamp_range(key, &range, meta.len())?;
+        let cached = self
+            .fds
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .cloned();
+        let (file, size) = match cached {
+            Some(f) => f,
+            None => {
+                let (file, meta) = self.open_object(key)?;
+                let f = (std::sync::Arc::new(file), meta.len());
+                if immutable(key) {
+                    let mut m = self.fds.lock().unwrap_or_else(|p| p.into_inner());
+                    if m.len() >= MAX_FDS {
+                        m.clear();
+                    }
+                    m.insert(key.to_string(), f.clone());
+                }
+                f
+            }
+        };
+        let r = clamp_range(key, &range, size)?;
         let len = usize::try_from(r.end - r.start)
             .map_err(|_| invalid!("object {key:?}: range {range:?} too large for memory"))?;
         let mut buf = vec![0u8; len];
@@ -341,6 +372,10 @@ impl ObjectStore for LocalStore {
     }
 
     fn put(&self, key: &str, data: Bytes, mode: PutMode) -> Result<Version> {
+        self.fds
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key);
         let path = self.path_of(key)?;
         let dir = path.parent().unwrap_or(&self.root).to_path_buf();
         self.make_dirs(key, &dir)?;
@@ -358,6 +393,10 @@ impl ObjectStore for LocalStore {
     }
 
     fn delete(&self, key: &str) -> Result<()> {
+        self.fds
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key);
         let path = self.path_of(key)?;
         let mut dir = path.parent().unwrap_or(&self.root).to_path_buf();
         {
