@@ -32,18 +32,23 @@ pub(crate) fn load_checkpoint_map(store: &dyn ObjectStore, key: &str) -> Result<
         .map_err(|e| e.context("loading a snapshot"))?;
     let c = checkpoint::decode(&b).map_err(|e| e.context(key))?;
     let mut map = ExtentMap::new();
-    for e in &c.extents {
-        let t = if e.seg == ZERO_SEG {
+    apply_checkpoint(&c, &mut map);
+    Ok(map)
+}
+
+/// Insert a checkpoint's extents into a map.
+fn apply_checkpoint(c: &Checkpoint, map: &mut ExtentMap) {
+    for x in &c.extents {
+        let t = if x.seg == ZERO_SEG {
             Target::Zero
         } else {
             Target::Data {
-                seg: e.seg,
-                off: e.off,
+                seg: x.seg,
+                off: x.off,
             }
         };
-        map.insert(e.lba, e.len as u64, t);
+        map.insert(x.lba, x.len as u64, t);
     }
-    Ok(map)
 }
 
 pub(crate) fn random_id() -> Result<u64> {
@@ -104,17 +109,7 @@ pub(crate) fn recover(
         }
         match store.get(key).and_then(|(b, _)| checkpoint::decode(&b)) {
             Ok(c) => {
-                for x in &c.extents {
-                    let t = if x.seg == ZERO_SEG {
-                        Target::Zero
-                    } else {
-                        Target::Data {
-                            seg: x.seg,
-                            off: x.off,
-                        }
-                    };
-                    map.insert(x.lba, x.len as u64, t);
-                }
+                apply_checkpoint(&c, &mut map);
                 next = c.next_seq;
                 mark = c.journal;
                 base_epoch = c.epoch;
