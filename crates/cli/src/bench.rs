@@ -230,5 +230,6 @@ pub fn run(c: &Cluster, sp: &ImageSpec, a: &BenchArgs, json_out: bool) -> Result
             }
         ));
     }
-    Ok(())
+    drop(target);
+    img.close()
 }

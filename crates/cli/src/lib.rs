@@ -132,6 +132,8 @@ enum Cmd {
         #[command(subcommand)]
         cmd: LockCmd,
     },
+    /// The object map (per object: nonexistent, exists, exists-clean), derived from the log
+    ObjectMap { spec: String },
     /// Collect garbage now: rewrite segments less live than --threshold and free space
     Gc {
         spec: String,
@@ -475,6 +477,34 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Cmd::Lock { cmd } => lock_cmd(&c, &dp, cmd, cli.format == Format::Json)?,
+        Cmd::ObjectMap { spec: s } => {
+            let sp = ImageSpec::parse(s, &dp)?;
+            let img = snap::open_spec(&c, &sp, false)?;
+            let states = img.object_map()?;
+            let name = |st: u8| match st {
+                shale_image::snaps::object_state::EXISTS => "exists",
+                shale_image::snaps::object_state::EXISTS_CLEAN => "exists-clean",
+                shale_image::snaps::object_state::PENDING => "pending",
+                _ => "nonexistent",
+            };
+            if cli.format == Format::Json {
+                print_json(json!(states.iter().map(|&s| name(s)).collect::<Vec<_>>()));
+            } else {
+                for (i, &st) in states.iter().enumerate() {
+                    if st != shale_image::snaps::object_state::NONEXISTENT {
+                        outln!("{i:>8} {}", name(st));
+                    }
+                }
+                let count = |x: u8| states.iter().filter(|&&s| s == x).count();
+                outln!(
+                    "{} objects: {} exists, {} exists-clean, {} nonexistent",
+                    states.len(),
+                    count(shale_image::snaps::object_state::EXISTS),
+                    count(shale_image::snaps::object_state::EXISTS_CLEAN),
+                    count(shale_image::snaps::object_state::NONEXISTENT)
+                );
+            }
+        }
         Cmd::Gc { spec: s, threshold } => {
             let sp = spec(s)?;
             if !(0.0..1.0).contains(threshold) {

@@ -208,6 +208,16 @@ fn snapshots_clones_diffs_and_locks_from_the_command_line() {
     ok(&store, &["export", "rbd/base@s2", s2.to_str().unwrap()]);
     let s2 = std::fs::read(&s2).unwrap();
     assert!(s2 != data);
+    // The object map is derived: the head's first object changed since s2? No: since s2 nothing.
+    let om: serde_json::Value = serde_json::from_str(&ok(
+        &store,
+        &["object-map", "rbd/base@s2", "--format", "json"],
+    ))
+    .unwrap();
+    assert_eq!(om[0], "exists", "object 0 was written between s1 and s2");
+    let om: serde_json::Value =
+        serde_json::from_str(&ok(&store, &["object-map", "rbd/base", "--format", "json"])).unwrap();
+    assert_eq!(om[0], "exists-clean", "nothing written since s2");
     ok(&store, &["create", "rbd/copy", "--size", "1"]);
     ok(&store, &["import-diff", d0.to_str().unwrap(), "rbd/copy"]);
     ok(&store, &["import-diff", d1.to_str().unwrap(), "rbd/copy"]);

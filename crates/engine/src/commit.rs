@@ -419,7 +419,8 @@ pub(crate) fn apply_record(sh: &Shared, rec: &[u8]) -> Result<()> {
 
 /// Seal the open segment (if it has anything) and queue its upload.
 pub(crate) fn seal(sh: &Shared, g: &mut Inner) {
-    if g.open.entries.is_empty() {
+    // A read-only view holds replayed records in memory only; it never stores anything.
+    if g.open.entries.is_empty() || sh.read_only {
         return;
     }
     let next = g.open.seq + 1;

@@ -205,13 +205,18 @@ pub(crate) fn recover(
 /// the next segment number holds records that continue the log; its valid record prefix is
 /// that segment's content, so it is published as is (header written into its reserved
 /// region). This repeats for the following numbers; whatever staging is left is dropped.
+/// With `publish` false (a read-only open), nothing is changed: the records that would be
+/// published are returned, to be shown from memory.
 pub(crate) fn finish_staged(
     store: &dyn ObjectStore,
     prefix: &str,
     epoch: u64,
     cfg: &crate::config::EngineConfig,
     rec: &mut Recovered,
-) -> Result<()> {
+    publish: bool,
+) -> Result<Vec<Vec<u8>>> {
+    let mut shown = Vec::new();
+    let (mut next, mut mark) = (rec.next_seq, rec.mark);
     // Staging files of this epoch (a restart after our own crash, or an image without the
     // exclusive lock), and those a takeover adopted from the previous writer (`adopt/`).
     // Staging files of older epochs still in `open/` were written by a fenced writer after
@@ -226,6 +231,9 @@ pub(crate) fn finish_staged(
                 continue;
             };
             if e > epoch {
+                if !publish {
+                    continue;
+                }
                 return Err(err!(
                     Fenced,
                     "{}: a newer writer (epoch {e}) owns this image",
@@ -233,8 +241,10 @@ pub(crate) fn finish_staged(
                 ));
             }
             if dir.ends_with("open/") && e < epoch {
-                if let Some(p) = store.local_path(&o.key) {
-                    let _ = std::fs::remove_file(p);
+                if publish {
+                    if let Some(p) = store.local_path(&o.key) {
+                        let _ = std::fs::remove_file(p);
+                    }
                 }
                 continue;
             }
@@ -249,12 +259,23 @@ pub(crate) fn finish_staged(
     };
     for (seq, key) in staged {
         let staging = path_of(&key)?;
-        if seq == rec.next_seq {
+        if seq == next {
             let recs = shale_journal::InPlaceLog::scan(&staging, cfg.header_reserve, None)?;
             let continues = recs.first().is_some_and(|r| {
-                (r.journal_id == rec.mark.journal_id && r.seq == rec.mark.jseq + 1)
-                    || (r.journal_id != rec.mark.journal_id && r.seq == 1)
+                (r.journal_id == mark.journal_id && r.seq == mark.jseq + 1)
+                    || (r.journal_id != mark.journal_id && r.seq == 1)
             });
+            if continues && !publish {
+                shown.extend(recs.iter().map(|r| r.bytes.clone()));
+                if let Some(r) = recs.last() {
+                    mark = JournalMark {
+                        journal_id: r.journal_id,
+                        jseq: r.seq,
+                    };
+                }
+                next += 1;
+                continue;
+            }
             if continues {
                 let mut entries = Vec::new();
                 let mut data = Vec::new();
@@ -311,8 +332,13 @@ pub(crate) fn finish_staged(
                 rec.next_seq += 1;
                 rec.segs_replayed += 1;
                 rec.mark = last;
+                next = rec.next_seq;
+                mark = rec.mark;
                 continue;
             }
+        }
+        if !publish {
+            continue;
         }
         tracing::info!(
             "dropping staging file {} (nothing to recover)",
@@ -321,7 +347,7 @@ pub(crate) fn finish_staged(
         std::fs::remove_file(&staging)
             .map_err(|e| shale_error::Error::io(format!("removing {}", staging.display()), e))?;
     }
-    Ok(())
+    Ok(shown)
 }
 
 /// Takeover of an image written in place: copy what older writers' staging files hold now

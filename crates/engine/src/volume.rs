@@ -213,6 +213,22 @@ impl Volume {
         let mut rec =
             crate::recovery::recover(store.as_ref(), prefix, epoch, read_only, cfg.fence)?;
         let (log, replay): (Arc<dyn LogDevice>, Vec<Vec<u8>>) = match (&cfg.log, read_only) {
+            // A reader shows what a writer that stopped uncleanly left staged, from memory.
+            (LogConfig::InPlace, true)
+                if store.local_path(&format!("{prefix}header")).is_some() =>
+            {
+                (
+                    Arc::new(shale_journal::MemoryLog::default()),
+                    crate::recovery::finish_staged(
+                        store.as_ref(),
+                        prefix,
+                        epoch,
+                        &cfg,
+                        &mut rec,
+                        false,
+                    )?,
+                )
+            }
             (_, true) | (LogConfig::Memory, _) => {
                 (Arc::new(shale_journal::MemoryLog::default()), Vec::new())
             }
@@ -225,7 +241,14 @@ impl Volume {
                 (Arc::new(j), recs.into_iter().map(|r| r.bytes).collect())
             }
             (LogConfig::InPlace, false) => {
-                crate::recovery::finish_staged(store.as_ref(), prefix, epoch, &cfg, &mut rec)?;
+                crate::recovery::finish_staged(
+                    store.as_ref(),
+                    prefix,
+                    epoch,
+                    &cfg,
+                    &mut rec,
+                    true,
+                )?;
                 let st = store.clone();
                 let pfx = prefix.to_string();
                 let staging = move |seg: u64| -> Result<PathBuf> {

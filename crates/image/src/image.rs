@@ -113,6 +113,18 @@ impl ImageHeader {
     }
 }
 
+impl Drop for Image {
+    /// Dropping a handle that holds the exclusive lock stores everything and lets the lock go
+    /// (the lock's renewal thread would otherwise keep the volume alive). Errors are logged.
+    fn drop(&mut self) {
+        if self.lock.is_owner() {
+            if let Err(e) = self.lock.release(self) {
+                tracing::warn!("closing {}/{}: {e}", self.pool, self.id);
+            }
+        }
+    }
+}
+
 /// Open the head of an image: writable (recovering, under the header's epoch and fence) or
 /// read-only; a clone gets its parent attached.
 pub(crate) fn head_volume(

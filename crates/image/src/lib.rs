@@ -16,7 +16,7 @@ mod lock;
 mod names;
 mod settings;
 pub mod size;
-mod snaps;
+pub mod snaps;
 
 pub use cluster::{Cluster, ImageEntry, PoolStats};
 pub use image::{ChildRef, Image, ImageInfo, ParentRef, SnapInfo};

@@ -392,6 +392,59 @@ impl Image {
     }
 }
 
+/// Object-map states, as librbd names them.
+pub mod object_state {
+    pub const NONEXISTENT: u8 = 0;
+    pub const EXISTS: u8 = 1;
+    pub const PENDING: u8 = 2;
+    pub const EXISTS_CLEAN: u8 = 3;
+}
+
+impl Image {
+    /// The RBD object map of this head or snapshot, derived from the extent maps (so it can
+    /// never be stale): per object of `1 << order` bytes, NONEXISTENT when it holds no data
+    /// (a clone's parent data counts), EXISTS when written since the previous snapshot,
+    /// EXISTS_CLEAN when its data predates it. PENDING never appears: there is no
+    /// in-between state to expose.
+    pub fn object_map(&self) -> Result<Vec<u8>> {
+        use object_state::*;
+        let size = self.size();
+        let order = self.hdr_snapshot().order;
+        let obj = 1u64 << order;
+        let n = size.div_ceil(obj) as usize;
+        let mut states = vec![NONEXISTENT; n];
+        for (off, len, exists) in self.diff(None, 0, size, true, false)? {
+            if exists {
+                for o in off / obj..(off + len).div_ceil(obj) {
+                    states[o as usize] = EXISTS_CLEAN;
+                }
+            }
+        }
+        // Changed since the snapshot before this view (or the newest one, for the head).
+        let snaps = self.hdr_snapshot().snapshots;
+        let prev = match &self.snap {
+            Some(cur) => snaps
+                .iter()
+                .filter(|s| s.id < cur.id)
+                .next_back()
+                .map(|s| s.name.clone()),
+            None => snaps.last().map(|s| s.name.clone()),
+        };
+        let dirty = match &prev {
+            Some(p) => self.diff(Some(p), 0, size, false, false)?,
+            None => self.diff(None, 0, size, true, false)?,
+        };
+        for (off, len, exists) in dirty {
+            if exists {
+                for o in off / obj..(off + len).div_ceil(obj) {
+                    states[o as usize] = EXISTS;
+                }
+            }
+        }
+        Ok(states)
+    }
+}
+
 impl Cluster {
     /// Open an image read-only at a snapshot.
     pub fn open_image_at(&self, pool: &str, name: &str, snap: &str) -> Result<Image> {

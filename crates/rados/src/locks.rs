@@ -13,7 +13,8 @@
 //! | call | result |
 //! |---|---|
 //! | lock_acquire / lock_break, mode other than exclusive | `-EOPNOTSUPP` |
-//! | lock_acquire / release / break on a read-only handle | `-EROFS` |
+//! | lock_acquire / release / get_owners on a read-only handle | `-EINVAL` (no exclusive lock) |
+//! | lock_break on a read-only handle | `-EROFS` |
 //! | lock_* without the exclusive-lock feature | `-EINVAL` |
 //! | lock_release when not the owner | `-EINVAL` |
 //! | lock_get_owners when unlocked | `-ENOENT`; short array: `-ERANGE`, `*max` = count |
@@ -36,9 +37,10 @@ use std::sync::Arc;
 const LOCK_MODE_EXCLUSIVE: rbd_lock_mode_t = 0;
 const EXCLUSIVE_LOCK: u64 = 4;
 
-/// The head image for lock changes: `-EROFS` on a read-only handle or one set to a snapshot.
-fn head_for_lock(img: &RbdImage) -> Result<Arc<shale_image::Image>, c_int> {
-    img.writable()?;
+/// The head image for the exclusive lock. A read-only handle (or one set to a snapshot) has no
+/// exclusive lock in librbd: `-EINVAL`, except for `rbd_lock_break` (`-EROFS`).
+fn head_for_lock(img: &RbdImage, read_only: c_int) -> Result<Arc<shale_image::Image>, c_int> {
+    img.writable().map_err(|_| read_only)?;
     img.head_rw()
 }
 
@@ -66,7 +68,7 @@ pub unsafe extern "C" fn shale_rbd_lock_acquire(
             if lock_mode != LOCK_MODE_EXCLUSIVE {
                 return Err(-libc::EOPNOTSUPP);
             }
-            let head = head_for_lock(img)?;
+            let head = head_for_lock(img, -libc::EINVAL)?;
             need_feature(&head)?;
             head.lock_acquire().map_err(|e| errno::of(&e))
         })
@@ -82,7 +84,7 @@ pub unsafe extern "C" fn shale_rbd_lock_acquire(
 pub unsafe extern "C" fn shale_rbd_lock_release(image: rbd_image_t) -> c_int {
     ffi("rbd_lock_release", -libc::EFAULT, || {
         with_image(image, |img| {
-            let head = head_for_lock(img)?;
+            let head = head_for_lock(img, -libc::EINVAL)?;
             need_feature(&head)?;
             head.lock_release().map_err(|e| errno::of(&e))
         })
@@ -107,6 +109,13 @@ pub unsafe extern "C" fn shale_rbd_lock_get_owners(
             if lock_mode.is_null() || max_lock_owners.is_null() {
                 return Err(-libc::EINVAL);
             }
+            if !lock_owners.is_null() {
+                // As librbd, clear the array first: python3-rbd frees `*max` entries through
+                // rbd_lock_get_owners_cleanup whatever the result.
+                // SAFETY: the caller's array holds `*max_lock_owners` pointers.
+                unsafe { std::ptr::write_bytes(lock_owners, 0, *max_lock_owners) };
+            }
+            img.writable().map_err(|_| -libc::EINVAL)?;
             let head = img.head();
             need_feature(&head)?;
             let owners = head.lock_owners().map_err(|e| errno::of(&e))?;
@@ -175,7 +184,7 @@ pub unsafe extern "C" fn shale_rbd_lock_break(
             }
             // SAFETY: NULL or a C string (caller contract).
             let owner = unsafe { cstr::arg(lock_owner) }?;
-            let head = head_for_lock(img)?;
+            let head = head_for_lock(img, -libc::EROFS)?;
             need_feature(&head)?;
             let owners = head.lock_owners().map_err(|e| errno::of(&e))?;
             if owners.is_empty() {
