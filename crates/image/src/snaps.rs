@@ -425,8 +425,7 @@ impl Image {
         let prev = match &self.snap {
             Some(cur) => snaps
                 .iter()
-                .filter(|s| s.id < cur.id)
-                .next_back()
+                .rfind(|s| s.id < cur.id)
                 .map(|s| s.name.clone()),
             None => snaps.last().map(|s| s.name.clone()),
         };
