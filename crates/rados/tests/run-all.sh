@@ -195,6 +195,15 @@ with rados.Rados(conffile='$conf') as c, c.open_ioctx('rbd') as io:
         write_conf "$url" "$conf"
         out=$(CEPH_CONF=$conf /usr/bin/python3 "$tests/snap_c.py" 2>&1)
         count_py "[$kind] C snapshots/clones/diff" "$out"
+        new_store "$kind"; conf=$scratch/lk-$kind.conf
+        write_conf "$url" "$conf"
+        out=$(CEPH_CONF=$conf timeout 300 /usr/bin/python3 "$tests/locks.py" 2>&1)
+        count_py "[$kind] locks" "$out"
+        new_store "$kind"; conf=$scratch/lk2-$kind.conf
+        write_conf "$url" "$conf"
+        out=$(CEPH_CONF=$conf timeout 300 /usr/bin/python3 "$tests/lock_two_proc.py" 2>&1)
+        count_py "[$kind] exclusive lock, two processes" "$out"
+        printf '%s\n' "$out" | grep '^info' | sed "s/^/     [$kind] /"
     fi
 }
 
@@ -212,6 +221,12 @@ count_py() {
 }
 
 run_store_tests local
+# export-diff / import-diff against real Ceph (ceph-mini); skipped without Ceph
+out=$(timeout 900 "$tests/ceph_interop.sh" "$shale" "$libs" "$scratch/interop" 2>&1)
+case $out in
+    skipped:*) skipped "Ceph interop (${out#skipped: })" ;;
+    *) count_py "Ceph interop" "$out" ;;
+esac
 if [ -n "${SHALE_TEST_S3:-}" ] && [ -n "${AWS_ACCESS_KEY_ID:-}" ]; then
     run_store_tests s3
 else
