@@ -189,7 +189,12 @@ pub struct Image {
     pub(crate) read_only: bool,
     /// The snapshot this handle shows (read-only), if any.
     pub(crate) snap: Option<SnapInfo>,
+    /// When a handle that does not hold the exclusive lock last reloaded its read-only view.
+    pub(crate) refreshed: Mutex<std::time::Instant>,
 }
+
+/// How stale a non-owner's view of an image another client writes may get.
+const REFRESH: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Image {
     pub(crate) fn open(c: &Cluster, pool: &str, id: &str, read_only: bool) -> Result<Image> {
@@ -252,6 +257,7 @@ impl Image {
             lock: Arc::new(crate::lock::LockCtl::new(locking, &c.client_id())),
             read_only,
             snap,
+            refreshed: Mutex::new(std::time::Instant::now()),
         };
         crate::lock::take_if_free(&img)?;
         Ok(img)
@@ -362,7 +368,37 @@ impl Image {
 
     /// Read at `off`; returns the bytes read (short at the end). Past the end is an error.
     pub fn read(&self, off: u64, buf: &mut [u8]) -> Result<usize> {
+        self.refresh_view()?;
         self.vol().read(off, buf)
+    }
+
+    /// A handle that reads an image another client writes (it does not hold the lock) reloads
+    /// its read-only view at most once per second, so it sees what the writer stored or
+    /// staged since.
+    fn refresh_view(&self) -> Result<()> {
+        if self.snap.is_some() || !self.lock.enabled() || self.lock.is_owner() {
+            return Ok(());
+        }
+        {
+            let mut t = self.refreshed.lock().unwrap_or_else(|p| p.into_inner());
+            if t.elapsed() < REFRESH {
+                return Ok(());
+            }
+            *t = std::time::Instant::now();
+        }
+        let (h, ver) = self.cluster.load_header(&self.pool, &self.id)?;
+        let fresh = Arc::new(head_volume(&self.cluster, &self.pool, &self.id, &h, false)?);
+        let _no_takeover = self
+            .lock
+            .acquiring
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if self.lock.is_owner() {
+            return Ok(()); // became the writer meanwhile: its volume is the truth
+        }
+        *self.vol.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+        *self.hdr() = (h, ver);
+        Ok(())
     }
     pub fn write(&self, off: u64, data: &[u8]) -> Result<()> {
         self.retrying(|v| v.write(off, data))

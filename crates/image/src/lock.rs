@@ -122,8 +122,9 @@ pub struct LockCtl {
     /// This handle's name as a lock owner: `client.<id> <handle>`.
     me: String,
     st: Mutex<State>,
-    /// Serialises takeovers: concurrent first writes take the lock once.
-    acquiring: Mutex<()>,
+    /// Serialises takeovers: concurrent first writes take the lock once (and a reader's view
+    /// refresh never replaces a writer's volume).
+    pub(crate) acquiring: Mutex<()>,
 }
 
 impl std::fmt::Debug for LockCtl {
