@@ -46,7 +46,24 @@ fn run(sh: &Shared) {
         let reqs: Vec<Pending> = {
             let mut q = sh.queue.lock().unwrap_or_else(|p| p.into_inner());
             while q.reqs.is_empty() && !q.stop {
-                q = sh.queue_cv.wait(q).unwrap_or_else(|p| p.into_inner());
+                let (g, t) = sh
+                    .queue_cv
+                    .wait_timeout(
+                        q,
+                        sh.cfg.seal_after.max(std::time::Duration::from_millis(10)) / 4,
+                    )
+                    .unwrap_or_else(|p| p.into_inner());
+                q = g;
+                if t.timed_out() {
+                    // Idle: bound how long written data stays out of the store (what other
+                    // clients can see, and the write-back lag).
+                    let mut g = lock(&sh.inner);
+                    if g.open_since
+                        .is_some_and(|t0| t0.elapsed() >= sh.cfg.seal_after)
+                    {
+                        seal(sh, &mut g);
+                    }
+                }
             }
             if q.reqs.is_empty() {
                 return;
@@ -153,6 +170,14 @@ fn run(sh: &Shared) {
             }
         }
         commit(sh, &mut b, &mut scratch);
+        {
+            let mut g = lock(&sh.inner);
+            if g.open_since
+                .is_some_and(|t0| t0.elapsed() >= sh.cfg.seal_after)
+            {
+                seal(sh, &mut g);
+            }
+        }
         if !flushes.is_empty() {
             // One device sync answers every flush of the batch.
             let r = sh.log.sync();
@@ -403,6 +428,9 @@ fn apply(sh: &Shared, g: &mut Inner, ops: &[Op], rec: &[u8], seq: u64) {
     }
     g.open.data.extend_from_slice(rec);
     g.open.jseq = seq;
+    if g.open_since.is_none() {
+        g.open_since = Some(std::time::Instant::now());
+    }
     if g.open.data.len() as u64 >= sh.cfg.segment_size {
         seal(sh, g);
     }
@@ -425,6 +453,7 @@ pub(crate) fn seal(sh: &Shared, g: &mut Inner) {
     }
     let next = g.open.seq + 1;
     let jseq = g.open.jseq;
+    g.open_since = None;
     let open = std::mem::replace(
         &mut g.open,
         OpenSeg {

@@ -51,6 +51,8 @@ pub struct EngineConfig {
     /// (epoch, first segment number) of the newest writer epoch: segments from that number on
     /// written under an older epoch belong to a writer that lost the image and are ignored.
     pub fence: Option<(u64, u64)>,
+    /// Seal an open segment that has waited this long with no new writes coming in.
+    pub seal_after: Duration,
     /// Segments whose live fraction is below this are collected (0 disables automatic GC).
     pub gc_threshold: f64,
     /// Run GC automatically after this many stored segments.
@@ -73,6 +75,7 @@ impl Default for EngineConfig {
             log: LogConfig::Memory,
             cache: None,
             fence: None,
+            seal_after: Duration::from_secs(1),
             gc_threshold: 0.0,
             gc_every: 16,
         }

@@ -128,6 +128,8 @@ pub(crate) struct Inner {
     pub failed: Option<String>,
     /// Another writer took the image over: every further write fails with `Fenced`.
     pub fenced: bool,
+    /// When the open segment got its first record.
+    pub open_since: Option<std::time::Instant>,
     pub segs_since_ckpt: u64,
     pub closing: bool,
     pub stats: Stats,
@@ -291,6 +293,7 @@ impl Volume {
                 durable_waiters: Vec::new(),
                 failed: None,
                 fenced: false,
+                open_since: None,
                 segs_since_ckpt: rec.segs_replayed,
                 closing: false,
                 stats: Stats::default(),
@@ -361,6 +364,7 @@ impl Volume {
                 durable_waiters: Vec::new(),
                 failed: None,
                 fenced: false,
+                open_since: None,
                 segs_since_ckpt: 0,
                 closing: false,
                 stats: Stats::default(),
