@@ -17,7 +17,7 @@ cargo build --release -q -p shale-extmap --example extmap_stats
 SHALE="$TD/release/shale --store file://$WORK/store"
 
 ext=$("$TD/release/examples/extmap_stats" "$EXTENTS" 2>/dev/null | sed -n 1p)
-get() { sed -n "s|.*$1=\([0-9.]*\).*|\1|p" <<<"$ext"; }
+get() { grep -o "$1=[0-9.]*" <<<"$ext" | head -1 | cut -d= -f2; }
 
 $SHALE create rbd/bench --size 4G
 run() { # label shale-args...
