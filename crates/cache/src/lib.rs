@@ -276,7 +276,10 @@ impl BlockCache for FileCache {
             if g.index.contains_key(key) {
                 return;
             }
-            if !g.ghost.remove(key) {
+            // While there is free room, caching costs no eviction: admit at once. Once full,
+            // a block must be missed twice in a while to displace another.
+            let has_room = g.index.len() < g.slots.len();
+            if !g.ghost.remove(key) && !has_room {
                 // First miss: remember it; cache it if it is missed again soon.
                 g.ghost.insert(*key);
                 g.ghost_order.push_back(*key);

@@ -17,11 +17,19 @@ fn second_miss_admits_and_hits_survive_reopen() {
     let c = FileCache::open(dir.path(), 8 * BLOCK as u64).unwrap();
     let data = vec![7u8; BLOCK];
     let mut out = vec![0u8; BLOCK];
+    // Fill it: while there is room, a first miss is admitted.
+    for b in 100..108 {
+        c.offer(&key(1, b), &data, false);
+    }
+    assert!(
+        c.get(&key(1, 100), &mut out),
+        "admitted while there was room"
+    );
     assert!(!c.get(&key(1, 0), &mut out));
     c.offer(&key(1, 0), &data, false);
     assert!(
         !c.get(&key(1, 0), &mut out),
-        "a single miss must not admit (scan resistance)"
+        "once full, a single miss must not admit (scan resistance)"
     );
     c.offer(&key(1, 0), &data, false);
     assert!(c.get(&key(1, 0), &mut out));
@@ -31,7 +39,7 @@ fn second_miss_admits_and_hits_survive_reopen() {
     c.offer(&key(2, 0), &data, true);
     assert!(!c.get(&key(2, 0), &mut out));
     let s = c.stats();
-    assert_eq!((s.hits, s.admitted), (1, 1));
+    assert_eq!((s.hits, s.admitted), (2, 9));
     drop(c);
     let c = FileCache::open(dir.path(), 8 * BLOCK as u64).unwrap();
     let mut out = vec![0u8; 4096];
@@ -50,6 +58,7 @@ fn bounded_and_evicts() {
         c.offer(&key(9, b), &data, false);
         c.offer(&key(9, b), &data, false);
     }
+    let _ = &data;
     let mut out = vec![0u8; 4096];
     let cached = (0..20u32).filter(|&b| c.get(&key(9, b), &mut out)).count();
     assert_eq!(cached, 4);
