@@ -78,6 +78,7 @@ struct St {
     ghost_order: VecDeque<BlockKey>,
     stats: CacheStats,
     since_save: u32,
+    last_save: std::time::Instant,
 }
 
 /// A cache in files under a directory.
@@ -145,6 +146,7 @@ impl FileCache {
                     ..Default::default()
                 },
                 since_save: 0,
+                last_save: std::time::Instant::now(),
             };
             return Ok(FileCache {
                 data,
@@ -321,9 +323,12 @@ impl BlockCache for FileCache {
                 g.slots[slot] = Some((*key, data.len() as u32));
                 g.refbit[slot] = true;
                 g.index.insert(*key, slot as u32);
-                let due = g.since_save >= 1024;
+                // Processes that never drop the cache (a C client) still leave a usable index.
+                let due = g.since_save >= 1024
+                    || (g.since_save > 0 && g.last_save.elapsed().as_secs() >= 2);
                 if due {
                     g.since_save = 0;
+                    g.last_save = std::time::Instant::now();
                 }
                 due
             };

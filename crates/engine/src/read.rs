@@ -199,7 +199,10 @@ impl Shared {
             segment::verify_pages(&h, (a / PAGE as u64) as u32, &b).map_err(|e| e.context(&key))?;
             Ok(b)
         };
-        let Some((cache, owner)) = &self.cfg.cache else {
+        let large = dst.len() >= 1 << 20;
+        let cache = self.cfg.cache.as_ref().filter(|_| !large);
+        let Some((cache, owner)) = cache else {
+            // No cache, or a large read that would only churn it: one ranged GET.
             let p0 = start / PAGE as u64 * PAGE as u64;
             let p1 = end.div_ceil(PAGE as u64) * PAGE as u64;
             let bytes = fetch(p0, p1)?;
@@ -207,7 +210,6 @@ impl Shared {
             dst.copy_from_slice(&bytes[s..s + dst.len()]);
             return Ok(());
         };
-        let large = dst.len() >= 1 << 20;
         let bl = BLOCK as u64;
         let mut buf = vec![0u8; BLOCK];
         for b in start / bl..end.div_ceil(bl) {
@@ -227,7 +229,7 @@ impl Shared {
                 }
                 let bytes = fetch(bstart, bend)?;
                 buf[..blen].copy_from_slice(&bytes);
-                cache.offer(&bkey, &buf[..blen], large);
+                cache.offer(&bkey, &buf[..blen], false);
             }
             let (a, z) = (start.max(bstart), end.min(bend));
             dst[(a - start) as usize..(z - start) as usize]
