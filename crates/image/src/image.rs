@@ -387,6 +387,11 @@ impl Image {
             *t = std::time::Instant::now();
         }
         let (h, ver) = self.cluster.load_header(&self.pool, &self.id)?;
+        // Nothing new to see unless someone holds the lock now, or took it since our view
+        // (every takeover bumps the epoch).
+        if h.epoch == self.hdr().0.epoch && crate::lock::current_owner(self)?.is_none() {
+            return Ok(());
+        }
         let fresh = Arc::new(head_volume(&self.cluster, &self.pool, &self.id, &h, false)?);
         let _no_takeover = self
             .lock

@@ -454,6 +454,19 @@ fn spawn_renewal(
     });
 }
 
+/// The current exclusive-lock owner, if any.
+pub(crate) fn current_owner(img: &Image) -> Result<Option<String>> {
+    match get_json::<LockRecord>(
+        img.cluster.store.as_ref(),
+        &lock_key(&img.pool, &img.id),
+        Kind::Lock,
+    ) {
+        Ok((rec, _)) => Ok(Some(rec.owner)),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 impl Image {
     /// Take the exclusive lock explicitly (`rbd_lock_acquire`): it is then not handed over on
     /// request until released.
