@@ -55,14 +55,7 @@ fn run(sh: &Shared) {
                     .unwrap_or_else(|p| p.into_inner());
                 q = g;
                 if t.timed_out() {
-                    // Idle: bound how long written data stays out of the store (what other
-                    // clients can see, and the write-back lag).
-                    let mut g = lock(&sh.inner);
-                    if g.open_since
-                        .is_some_and(|t0| t0.elapsed() >= sh.cfg.seal_after)
-                    {
-                        seal(sh, &mut g);
-                    }
+                    seal_if_old(sh);
                 }
             }
             if q.reqs.is_empty() {
@@ -170,14 +163,7 @@ fn run(sh: &Shared) {
             }
         }
         commit(sh, &mut b, &mut scratch);
-        {
-            let mut g = lock(&sh.inner);
-            if g.open_since
-                .is_some_and(|t0| t0.elapsed() >= sh.cfg.seal_after)
-            {
-                seal(sh, &mut g);
-            }
-        }
+        seal_if_old(sh);
         if !flushes.is_empty() {
             // One device sync answers every flush of the batch.
             let r = sh.log.sync();
@@ -443,6 +429,17 @@ pub(crate) fn apply_record(sh: &Shared, rec: &[u8]) -> Result<()> {
     make_room(sh, &mut g, h.ops.len(), rec.len());
     apply(sh, &mut g, &h.ops, rec, h.seq);
     Ok(())
+}
+
+/// Seal the open segment once it has waited `seal_after`: bounds how long written data stays
+/// out of the store (what other clients can see, and the write-back lag).
+fn seal_if_old(sh: &Shared) {
+    let mut g = lock(&sh.inner);
+    if g.open_since
+        .is_some_and(|t0| t0.elapsed() >= sh.cfg.seal_after)
+    {
+        seal(sh, &mut g);
+    }
 }
 
 /// Seal the open segment (if it has anything) and queue its upload.

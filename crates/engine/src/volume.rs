@@ -135,6 +135,40 @@ pub(crate) struct Inner {
     pub stats: Stats,
 }
 
+impl Inner {
+    /// State of a freshly opened log: an empty open segment numbered `open_seq`, every segment
+    /// up to `durable` stored.
+    fn new(
+        map: ExtentMap,
+        size: u64,
+        open_seq: u64,
+        durable: u64,
+        jseq: u64,
+        segs_since_ckpt: u64,
+    ) -> Inner {
+        Inner {
+            map,
+            size,
+            open: OpenSeg {
+                seq: open_seq,
+                entries: Vec::new(),
+                data: Vec::new(),
+                jseq,
+            },
+            pending: BTreeMap::new(),
+            durable,
+            stored_ahead: Default::default(),
+            durable_waiters: Vec::new(),
+            failed: None,
+            fenced: false,
+            open_since: None,
+            segs_since_ckpt,
+            closing: false,
+            stats: Stats::default(),
+        }
+    }
+}
+
 pub(crate) struct Shared {
     pub store: Arc<dyn ObjectStore>,
     /// `<pool>/images/<id>/`
@@ -278,26 +312,14 @@ impl Volume {
             epoch,
             read_only,
             log,
-            inner: Mutex::new(Inner {
-                map: rec.map,
+            inner: Mutex::new(Inner::new(
+                rec.map,
                 size,
-                open: OpenSeg {
-                    seq: rec.next_seq,
-                    entries: Vec::new(),
-                    data: Vec::new(),
-                    jseq: rec.mark.jseq,
-                },
-                pending: BTreeMap::new(),
-                durable: rec.next_seq - 1,
-                stored_ahead: Default::default(),
-                durable_waiters: Vec::new(),
-                failed: None,
-                fenced: false,
-                open_since: None,
-                segs_since_ckpt: rec.segs_replayed,
-                closing: false,
-                stats: Stats::default(),
-            }),
+                rec.next_seq,
+                rec.next_seq - 1,
+                rec.mark.jseq,
+                rec.segs_replayed,
+            )),
             progress: Condvar::new(),
             queue: Mutex::new(Queue::default()),
             queue_cv: Condvar::new(),
@@ -349,26 +371,8 @@ impl Volume {
             epoch: 0,
             read_only: true,
             log: Arc::new(shale_journal::MemoryLog::default()),
-            inner: Mutex::new(Inner {
-                map,
-                size,
-                open: OpenSeg {
-                    seq: u64::MAX,
-                    entries: Vec::new(),
-                    data: Vec::new(),
-                    jseq: 0,
-                },
-                pending: BTreeMap::new(),
-                durable: 0,
-                stored_ahead: Default::default(),
-                durable_waiters: Vec::new(),
-                failed: None,
-                fenced: false,
-                open_since: None,
-                segs_since_ckpt: 0,
-                closing: false,
-                stats: Stats::default(),
-            }),
+            // No open segment a read could hit, nothing to upload.
+            inner: Mutex::new(Inner::new(map, size, u64::MAX, 0, 0, 0)),
             progress: Condvar::new(),
             queue: Mutex::new(Queue::default()),
             queue_cv: Condvar::new(),
