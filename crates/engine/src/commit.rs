@@ -28,7 +28,11 @@ pub(crate) fn spawn(sh: &Arc<Shared>) -> Result<JoinHandle<()>> {
     let sh = sh.clone();
     std::thread::Builder::new()
         .name("shale-commit".into())
-        .spawn(move || run(&sh))
+        .spawn(move || {
+            if let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&sh))) {
+                sh.died("committer", p.as_ref());
+            }
+        })
         .map_err(|e| Error::io("cannot start the committer thread", e))
 }
 
@@ -140,6 +144,10 @@ fn run(sh: &Shared) {
                     };
                     *out.lock().unwrap_or_else(|p| p.into_inner()) = Some(seq);
                     g.segs_since_ckpt = 0;
+                    let snap = key.is_some();
+                    if snap {
+                        g.snapshots_in_flight += 1;
+                    }
                     let key = match key {
                         Some(k) => format!("{}{k}", sh.prefix),
                         None => crate::upload::ckpt_key(&sh.prefix, sh.epoch, seq + 1),
@@ -149,6 +157,7 @@ fn run(sh: &Shared) {
                         mark,
                         key,
                         extents,
+                        snap,
                         done: p.done,
                     };
                     let tx = sh.jobs.lock().unwrap_or_else(|p| p.into_inner());
@@ -156,6 +165,9 @@ fn run(sh: &Shared) {
                         tx.send(job)
                     {
                         drop(tx);
+                        if snap {
+                            g.snapshots_in_flight -= 1;
+                        }
                         drop(g);
                         done(Err(err!(Io, "upload workers are gone")));
                     }

@@ -6,10 +6,12 @@
 //! Order of the steps, and why it is crash safe:
 //! 1. seal and wait until every segment so far is stored;
 //! 2. relocate the victims' live extents (new segments), seal and store them;
-//! 3. store a fresh checkpoint and delete older regular checkpoints — after a crash, recovery
-//!    starts from this checkpoint and never reads a victim;
-//! 4. delete segments no map refers to (the head, each snapshot checkpoint, the newest
-//!    checkpoint). A crash between 3 and 4 only leaves garbage for the next run.
+//! 3. store a fresh checkpoint and a copy of it, each read back before older ones are rotated
+//!    away (two are always kept) — after a crash, recovery starts from either and never reads
+//!    a victim;
+//! 4. wait for snapshot checkpoints still being stored, then delete segments no map refers
+//!    to (the head, each kept checkpoint, each snapshot) and that lie before the oldest kept
+//!    checkpoint's replay start. A crash between 3 and 4 only leaves garbage for the next run.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -122,23 +124,48 @@ pub(crate) fn run(sh: &Arc<Shared>, threshold: f64) -> Result<GcReport> {
         sh.call(Req::Relocate { items: batch })?;
     }
     rep.segments_relocated = victims.len() as u64;
-    // A checkpoint past the relocations, so recovery never needs a victim.
+    // A checkpoint past the relocations, so recovery from it never needs a victim.
     let out = Arc::new(std::sync::Mutex::new(None));
     sh.call(Req::Snapshot {
         key: None,
         out: out.clone(),
     })?;
     let ckpt_seq = out.lock().unwrap_or_else(|p| p.into_inner()).unwrap_or(0);
-    let ckpt_dir = format!("{}ckpt/", sh.prefix);
-    let newest = crate::upload::ckpt_key(&sh.prefix, sh.epoch, ckpt_seq + 1);
-    for o in sh.store.list(&ckpt_dir)? {
-        if o.key < newest {
-            sh.store.delete(&o.key)?;
+    // ... and a second copy of it, read back, which rotates the pre-GC checkpoint away: both
+    // kept checkpoints then lie past every victim, and either alone is a complete base.
+    crate::upload::copy_checkpoint(
+        sh.store.as_ref(),
+        &sh.prefix,
+        &crate::upload::ckpt_key(&sh.prefix, sh.epoch, ckpt_seq + 1),
+    )?;
+    // Snapshots whose checkpoint is still being stored were taken before the relocation and
+    // may name victims: wait for them to land so the listing below sees them.
+    {
+        let mut g = lock(&sh.inner);
+        while g.snapshots_in_flight > 0 && g.failed.is_none() {
+            g = sh
+                .progress
+                .wait_timeout(g, Duration::from_millis(100))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        if let Some(f) = &g.failed {
+            return Err(crate::volume::failed_error(f));
         }
     }
-    // Needed: the head's map, every snapshot's map.
+    // Needed: the head's map, every kept checkpoint (each must read back: recovery may start
+    // from any of them), every snapshot's map. Nothing at or past the oldest kept checkpoint's
+    // first replayed segment is deleted: recovery from that checkpoint replays them.
     let mut needed = HashSet::new();
     segs_of(&lock(&sh.inner).map, &mut needed);
+    let mut bound = ckpt_seq + 1;
+    for (_, n, key) in crate::recovery::list_checkpoints(sh.store.as_ref(), &sh.prefix)? {
+        segs_of(
+            &crate::recovery::load_checkpoint_map(sh.store.as_ref(), &key)?,
+            &mut needed,
+        );
+        bound = bound.min(n);
+    }
     let snap_dir = format!("{}snap/", sh.prefix);
     for o in sh.store.list(&snap_dir)? {
         segs_of(
@@ -150,7 +177,7 @@ pub(crate) fn run(sh: &Arc<Shared>, threshold: f64) -> Result<GcReport> {
     let doomed: Vec<u64> = stored
         .iter()
         .map(|s| s.0)
-        .filter(|s| *s <= ckpt_seq && !needed.contains(s))
+        .filter(|s| *s < bound && !needed.contains(s))
         .collect();
     // Wait for reads planned before the relocation; new reads cannot reach a doomed segment.
     let _quiet = sh.gc_guard.write().unwrap_or_else(|p| p.into_inner());

@@ -55,6 +55,12 @@ pub(crate) fn load_header(store: &dyn shale_store::ObjectStore, key: &str) -> Re
     } else {
         store.get_range(key, 0..hl)?
     };
+    if (buf.len() as u64) < hl {
+        return Err(shale_error::Error::corruption(format!(
+            "{key}: segment object is truncated inside its header ({} of {hl} bytes)",
+            buf.len()
+        )));
+    }
     segment::decode_header(&buf).map_err(|e| e.context(key))
 }
 
@@ -196,6 +202,14 @@ impl Shared {
                 .store
                 .get_range(&key, h.header_len + a..h.header_len + z)?;
             lock(&self.inner).stats.store_reads += 1;
+            if b.len() as u64 != z - a {
+                return Err(shale_error::Error::corruption(format!(
+                    "{key}: segment object is truncated ({} of {} bytes at data offset {a}); \
+                     run `shale check` on the image",
+                    b.len(),
+                    z - a
+                )));
+            }
             segment::verify_pages(&h, (a / PAGE as u64) as u32, &b).map_err(|e| e.context(&key))?;
             Ok(b)
         };

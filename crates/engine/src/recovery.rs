@@ -65,21 +65,29 @@ fn parse_seq(key: &str, dir: &str) -> Option<u64> {
     u64::from_str_radix(name, 16).ok()
 }
 
-pub(crate) fn recover(
+/// How far past a gap segments of an interrupted upload burst may lie: sealed segments not yet
+/// stored are bounded by `max_pending` (≤ 64) plus those with the upload workers. Anything
+/// further means the log is damaged (a lost checkpoint or segment), not an interrupted burst.
+pub(crate) const ORPHAN_WINDOW: u64 = 256;
+
+/// The advice every "cannot find a consistent base" error ends with.
+pub(crate) const REPAIR_HINT: &str = "the image was not changed; run `shale check POOL/IMAGE` to \
+     see what is damaged and `shale repair POOL/IMAGE` to rebuild it from the surviving segments";
+
+/// Checkpoints under `prefix`, oldest first: (epoch, next_seq, key).
+pub(crate) fn list_checkpoints(
     store: &dyn ObjectStore,
     prefix: &str,
-    epoch: u64,
-    read_only: bool,
-    fence: Option<(u64, u64)>,
-) -> Result<Recovered> {
+) -> Result<Vec<(u64, u64, String)>> {
     let ckpt_dir = format!("{prefix}ckpt/");
-    // Keys are `<epoch>-<next_seq>`: newest epoch first, then newest checkpoint.
     let mut ckpts: Vec<(u64, u64, String)> = store
         .list(&ckpt_dir)?
         .into_iter()
         .filter_map(|o| {
             let name = o.key.strip_prefix(&ckpt_dir)?;
-            let (e, n) = name.split_once('-')?;
+            // `<epoch>-<next_seq>`, or `<epoch>-<next_seq>-<copy>` for a second copy.
+            let mut parts = name.split('-');
+            let (e, n) = (parts.next()?, parts.next()?);
             Some((
                 u64::from_str_radix(e, 16).ok()?,
                 u64::from_str_radix(n, 16).ok()?,
@@ -88,10 +96,70 @@ pub(crate) fn recover(
         })
         .collect();
     ckpts.sort_unstable();
+    Ok(ckpts)
+}
+
+/// Numbers of the stored segments under `prefix`, ascending.
+pub(crate) fn list_segments(store: &dyn ObjectStore, prefix: &str) -> Result<Vec<u64>> {
+    let seg_dir = format!("{prefix}seg/");
+    let mut segs: Vec<u64> = store
+        .list(&seg_dir)?
+        .iter()
+        .filter_map(|o| parse_seq(&o.key, &seg_dir))
+        .collect();
+    segs.sort_unstable();
+    Ok(segs)
+}
+
+/// Apply one stored segment's entries to a map.
+pub(crate) fn apply_segment(map: &mut ExtentMap, seq: u64, h: &segment::Header) {
+    for e in &h.entries {
+        match e.kind {
+            EntryKind::Data => map.insert(
+                e.lba,
+                e.len as u64,
+                Target::Data {
+                    seg: seq,
+                    off: e.off,
+                },
+            ),
+            EntryKind::Zero => map.insert(e.lba, e.len as u64, Target::Zero),
+            EntryKind::Trim => map.remove(e.lba, e.len as u64),
+        }
+    }
+}
+
+/// Run `f` again while the store answers `Unavailable`, a few times with backoff.
+pub(crate) fn with_retries<T>(what: &str, mut f: impl FnMut() -> Result<T>) -> Result<T> {
+    let mut delay = std::time::Duration::from_millis(20);
+    for attempt in 1.. {
+        match f() {
+            Err(e) if e.kind() == ErrorKind::Unavailable && attempt < 8 => {
+                tracing::warn!("{what} failed (attempt {attempt}): {e}; retrying");
+                std::thread::sleep(delay);
+                delay = (delay * 2).min(std::time::Duration::from_secs(2));
+            }
+            r => return r,
+        }
+    }
+    unreachable!()
+}
+
+pub(crate) fn recover(
+    store: &dyn ObjectStore,
+    prefix: &str,
+    epoch: u64,
+    read_only: bool,
+    fence: Option<(u64, u64)>,
+) -> Result<Recovered> {
+    // Keys are `<epoch>-<next_seq>`: newest epoch first, then newest checkpoint.
+    let ckpts = list_checkpoints(store, prefix)?;
     let mut map = ExtentMap::new();
     let mut next = 1u64;
     let mut mark = JournalMark::default();
     let mut base_epoch = 0;
+    let mut base: Option<String> = None;
+    let mut unusable: Vec<String> = Vec::new();
     for (e, n, key) in ckpts.iter().rev() {
         if *e > epoch {
             if read_only {
@@ -113,32 +181,53 @@ pub(crate) fn recover(
                 next = c.next_seq;
                 mark = c.journal;
                 base_epoch = c.epoch;
+                base = Some(key.clone());
                 break;
             }
             Err(err)
                 if err.kind() == ErrorKind::Corruption || err.kind() == ErrorKind::NotFound =>
             {
-                tracing::warn!("skipping checkpoint {key}: {err}");
+                tracing::error!("checkpoint {key} is unusable: {err}; trying an older one");
+                unusable.push(format!("{key}: {err}"));
             }
             Err(err) => return Err(err),
         }
     }
+    if base.is_none() && !unusable.is_empty() {
+        // Never start from an empty map when the image had a checkpoint: segments it covered
+        // may have been collected, and an empty base would read (and later delete) as if the
+        // image were new.
+        return Err(err!(
+            Corruption,
+            "{prefix}: no usable checkpoint ({}); {REPAIR_HINT}",
+            unusable.join("; ")
+        ));
+    }
 
-    let seg_dir = format!("{prefix}seg/");
-    let mut segs: Vec<u64> = store
-        .list(&seg_dir)?
-        .iter()
-        .filter_map(|o| parse_seq(&o.key, &seg_dir))
-        .collect();
-    segs.sort_unstable();
+    let segs = list_segments(store, prefix)?;
     let max_seen = segs.last().copied().unwrap_or(0);
-    let mut replayed = 0u64;
-    let mut seq = next;
     let present: std::collections::BTreeSet<u64> =
         segs.iter().copied().filter(|&s| s >= next).collect();
+    if base.is_none() && !present.is_empty() && !present.contains(&1) {
+        // Every writable open stores a checkpoint before its first segment, so segments
+        // without any checkpoint must start at 1.
+        let first = *present.iter().next().unwrap_or(&0);
+        return Err(err!(
+            Corruption,
+            "{prefix}: no checkpoint, and the oldest segment is {first:016x}: the checkpoints \
+             were lost; {REPAIR_HINT}"
+        ));
+    }
+    let mut replayed = 0u64;
+    let mut seq = next;
     while present.contains(&seq) {
         let key = seg_key(prefix, seq);
-        let h = load_header(store, &key).map_err(|e| e.context("replaying the log"))?;
+        let h = load_header(store, &key).map_err(|e| {
+            e.context(&format!(
+                "replaying the log after {}",
+                base.as_deref().unwrap_or("the start")
+            ))
+        })?;
         if h.seq != seq {
             return Err(err!(Corruption, "{key}: holds segment {:016x}", h.seq));
         }
@@ -157,28 +246,43 @@ pub(crate) fn recover(
             break; // from a writer that had lost the image: never part of the log
         }
         mark = h.journal;
-        for e in &h.entries {
-            match e.kind {
-                EntryKind::Data => map.insert(
-                    e.lba,
-                    e.len as u64,
-                    Target::Data {
-                        seg: seq,
-                        off: e.off,
-                    },
-                ),
-                EntryKind::Zero => map.insert(e.lba, e.len as u64, Target::Zero),
-                EntryKind::Trim => map.remove(e.lba, e.len as u64),
-            }
-        }
+        apply_segment(&mut map, seq, &h);
         replayed += 1;
         seq += 1;
     }
     let orphans: Vec<u64> = present.range(seq..).copied().collect();
+    if base.is_none() && !orphans.is_empty() {
+        return Err(err!(
+            Corruption,
+            "{prefix}: no checkpoint, and segment {seq:016x} is missing while later ones exist; \
+             {REPAIR_HINT}"
+        ));
+    }
+    if let Some(&far) = orphans.iter().find(|&&o| o >= seq + ORPHAN_WINDOW) {
+        // An interrupted upload burst leaves a few segments past a gap; a log whose segments go
+        // on far past one is missing something a checkpoint should have covered.
+        return Err(err!(
+            Corruption,
+            "{}: segment {seq:016x} is missing but segments up to {far:016x} exist (replayed \
+             from {}); {REPAIR_HINT}",
+            prefix,
+            base.as_deref().unwrap_or("the start")
+        ));
+    }
     let mut next_seq = seq;
-    if !orphans.is_empty() && !read_only {
-        // Checkpoint past every orphan first, then delete them (see the module comment).
-        next_seq = max_seen + 1;
+    if !read_only && (base.is_none() || !orphans.is_empty()) {
+        // A checkpoint before anything new is written: the first one of a new image, or one
+        // past every orphan of an interrupted upload burst, so their numbers are never used
+        // again. The orphans are not deleted here: they belong to no acknowledged prefix and
+        // garbage collection removes them once two checkpoints cover them.
+        if !orphans.is_empty() {
+            next_seq = max_seen + 1;
+            tracing::warn!(
+                "{prefix}: skipping {} segment(s) past a gap at {seq:016x} (an interrupted \
+                 upload burst; never acknowledged)",
+                orphans.len()
+            );
+        }
         let c = Checkpoint {
             seq: seq - 1,
             next_seq,
@@ -186,10 +290,17 @@ pub(crate) fn recover(
             journal: mark,
             extents: crate::upload::to_extents(map.iter()),
         };
-        store_checkpoint(store, prefix, &c)?;
-        for o in &orphans {
-            tracing::info!("deleting orphan segment {o:016x} past a gap at {seq:016x}");
-            store.delete(&seg_key(prefix, *o))?;
+        with_retries("storing the recovery checkpoint", || {
+            store_checkpoint(store, prefix, &c)
+        })?;
+        if !orphans.is_empty() {
+            // Older checkpoints do not know the orphans were skipped: a recovery from one of
+            // them would take the orphans for the log. Only checkpoints past them stay.
+            for (_, n, key) in list_checkpoints(store, prefix)? {
+                if n < next_seq {
+                    store.delete(&key)?;
+                }
+            }
         }
         replayed = 0;
     }

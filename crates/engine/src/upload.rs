@@ -32,6 +32,8 @@ pub(crate) enum Job {
         mark: JournalMark,
         key: String,
         extents: Vec<(u64, u64, Target)>,
+        /// A snapshot (counted in `snapshots_in_flight`), not a regular checkpoint.
+        snap: bool,
         done: Done,
     },
     Stop,
@@ -86,6 +88,7 @@ fn worker(sh: Arc<Shared>, rx: Arc<Mutex<Receiver<Job>>>) {
                 mark,
                 key,
                 extents,
+                snap,
                 done,
             }) => {
                 let mut g = lock(&sh.inner);
@@ -107,11 +110,23 @@ fn worker(sh: Arc<Shared>, rx: Arc<Mutex<Receiver<Job>>>) {
                         if key.starts_with(&format!("{}ckpt/", sh.prefix)) {
                             store_checkpoint(sh.store.as_ref(), &sh.prefix, &c)
                         } else {
+                            // A snapshot's checkpoint: its key is unique to the snapshot, so
+                            // an existing object is never someone else's to replace.
                             let b = Bytes::from(checkpoint::encode(&c));
-                            sh.store.put(&key, b, PutMode::Overwrite).map(|_| ())
+                            match sh.store.put(&key, b, PutMode::Create) {
+                                Err(e) if e.kind() == ErrorKind::Exists => Err(err!(
+                                    Exists,
+                                    "{key}: a snapshot checkpoint with this name exists"
+                                )),
+                                r => r.map(|_| ()),
+                            }
                         }
                     }
                 };
+                if snap {
+                    lock(&sh.inner).snapshots_in_flight -= 1;
+                    sh.progress.notify_all();
+                }
                 done(r);
             }
             Ok(Job::Stop) | Err(_) => return,
@@ -325,7 +340,8 @@ pub(crate) fn to_extents(it: impl Iterator<Item = (u64, u64, Target)>) -> Vec<Ex
     out
 }
 
-/// Store a checkpoint and delete all but the two newest.
+/// Store a checkpoint, read it back, and only then delete all but the two newest: a lost or
+/// damaged newest checkpoint always leaves the previous one to recover from.
 pub(crate) fn store_checkpoint(
     store: &dyn shale_store::ObjectStore,
     prefix: &str,
@@ -333,14 +349,46 @@ pub(crate) fn store_checkpoint(
 ) -> Result<()> {
     let key = ckpt_key(prefix, c.epoch, c.next_seq);
     store.put(&key, Bytes::from(checkpoint::encode(c)), PutMode::Overwrite)?;
-    let mut all = store.list(&format!("{prefix}ckpt/"))?;
-    all.sort_by(|a, b| a.key.cmp(&b.key));
+    let (back, _) = store.get(&key)?;
+    let back = checkpoint::decode(&back).map_err(|e| e.context("reading a new checkpoint back"))?;
+    if back.next_seq != c.next_seq || back.extents.len() != c.extents.len() {
+        return Err(err!(
+            Corruption,
+            "{key}: the checkpoint read back differs from the one written"
+        ));
+    }
+    rotate_checkpoints(store, prefix, &key)
+}
+
+/// Delete all checkpoints but the two newest (never `newest` itself or anything after it).
+fn rotate_checkpoints(
+    store: &dyn shale_store::ObjectStore,
+    prefix: &str,
+    newest: &str,
+) -> Result<()> {
+    let all = crate::recovery::list_checkpoints(store, prefix)?;
     if all.len() > 2 {
-        for o in &all[..all.len() - 2] {
-            if o.key < key {
-                store.delete(&o.key)?;
+        for (_, _, k) in &all[..all.len() - 2] {
+            if k.as_str() < newest {
+                store.delete(k)?;
             }
         }
     }
     Ok(())
+}
+
+/// Store a second copy of the checkpoint `key` (as `key-1`), read it back, then rotate: the
+/// two kept checkpoints are then both this one.
+pub(crate) fn copy_checkpoint(
+    store: &dyn shale_store::ObjectStore,
+    prefix: &str,
+    key: &str,
+) -> Result<()> {
+    let (b, _) = store.get(key)?;
+    checkpoint::decode(&b).map_err(|e| e.context(key))?;
+    let copy = format!("{key}-1");
+    store.put(&copy, b, PutMode::Overwrite)?;
+    let (back, _) = store.get(&copy)?;
+    checkpoint::decode(&back).map_err(|e| e.context("reading a checkpoint copy back"))?;
+    rotate_checkpoints(store, prefix, &copy)
 }

@@ -131,6 +131,9 @@ pub(crate) struct Inner {
     /// When the open segment got its first record.
     pub open_since: Option<std::time::Instant>,
     pub segs_since_ckpt: u64,
+    /// Snapshot checkpoints handed to the upload workers and not yet stored (GC waits for
+    /// them: they may name segments it is about to delete).
+    pub snapshots_in_flight: usize,
     pub closing: bool,
     pub stats: Stats,
 }
@@ -163,6 +166,7 @@ impl Inner {
             fenced: false,
             open_since: None,
             segs_since_ckpt,
+            snapshots_in_flight: 0,
             closing: false,
             stats: Stats::default(),
         }
@@ -207,6 +211,36 @@ pub(crate) fn lock(m: &Mutex<Inner>) -> MutexGuard<'_, Inner> {
     // A panic while holding the lock leaves the map in an unknown state only for the panicking
     // operation; the data structures themselves stay valid, so continue.
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A completion that can never be lost: if the engine drops it without answering (a thread
+/// died while it held the request), the caller still hears back, with `Io`.
+pub(crate) fn guarded(done: Done) -> Done {
+    struct Guard(Option<Done>);
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            if let Some(d) = self.0.take() {
+                d(Err(err!(
+                    Io,
+                    "the image's engine thread stopped before answering this request"
+                )));
+            }
+        }
+    }
+    let mut g = Guard(Some(done));
+    Box::new(move |r| {
+        if let Some(d) = g.0.take() {
+            d(r)
+        }
+    })
+}
+
+/// Turn a panic payload into a message.
+pub(crate) fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
 }
 
 /// A one-shot completion a caller can wait for.
@@ -803,9 +837,12 @@ impl Shared {
         let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
         if q.stop {
             drop(q);
-            return done(Err(err!(Invalid, "image is closed")));
+            return done(Err(err!(Unavailable, "image is closed")));
         }
-        q.reqs.push_back(Pending { req, done });
+        q.reqs.push_back(Pending {
+            req,
+            done: guarded(done),
+        });
         drop(q);
         self.queue_cv.notify_one();
     }
@@ -833,6 +870,34 @@ impl Shared {
                 return Ok(());
             }
             g = self.progress.wait(g).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    /// An engine thread panicked: mark the image failed and answer everything waiting with an
+    /// error, so no caller hangs. Called from the dying thread.
+    pub(crate) fn died(&self, what: &str, p: &(dyn std::any::Any + Send)) {
+        let msg = format!("{what} thread failed: {}", panic_message(p));
+        tracing::error!("{self:?}: {msg}");
+        let waiters = {
+            let mut g = lock(&self.inner);
+            if g.failed.is_none() {
+                g.failed = Some(msg.clone());
+            }
+            self.fail_waiters(&mut g)
+        };
+        let queued: Vec<Pending> = {
+            let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+            if what == "committer" {
+                q.stop = true;
+            }
+            q.reqs.drain(..).collect()
+        };
+        self.progress.notify_all();
+        for d in waiters {
+            d(Err(err!(Io, "{msg}")));
+        }
+        for p in queued {
+            (p.done)(Err(err!(Io, "{msg}")));
         }
     }
 

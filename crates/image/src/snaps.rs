@@ -71,7 +71,20 @@ impl Image {
                 ));
             }
         }
-        let id = h.next_snap_id.max(4);
+        // Reserve a snapshot id first (a conditional header update), so that two clients
+        // taking snapshots at once never compute the same id: the checkpoint below is then
+        // ours alone, created with put-if-absent, and our error paths delete only it.
+        let reserved = std::sync::Mutex::new(0u64);
+        self.update_header(|h| {
+            if h.snapshots.iter().any(|s| s.name == name) {
+                return Err(err!(Exists, "snapshot {}@{name} already exists", h.name));
+            }
+            let id = h.next_snap_id.max(4);
+            h.next_snap_id = id + 1;
+            *reserved.lock().unwrap_or_else(|p| p.into_inner()) = id;
+            Ok(())
+        })?;
+        let id = *reserved.lock().unwrap_or_else(|p| p.into_inner());
         let key = SnapInfo::key(id);
         let seq = self.writer()?.snapshot(&key)?;
         let size = self.vol().size();
@@ -79,11 +92,14 @@ impl Image {
             if h.snapshots.iter().any(|s| s.name == name) {
                 return Err(err!(Exists, "snapshot {}@{name} already exists", h.name));
             }
-            if h.next_snap_id > id {
-                return Err(err!(
-                    Busy,
-                    "another snapshot was taken at the same time; try again"
-                ));
+            if let Some(limit) = h.snap_limit {
+                if h.snapshots.len() as u64 >= limit {
+                    return Err(err!(
+                        NoSpace,
+                        "image {} has reached its snapshot limit of {limit}",
+                        h.name
+                    ));
+                }
             }
             h.snapshots.push(SnapInfo {
                 id,
@@ -94,14 +110,17 @@ impl Image {
                 created: now_secs(),
                 children: Vec::new(),
             });
-            h.next_snap_id = id + 1;
             Ok(())
         });
         if let Err(e) = res {
-            let _ = self
+            // The checkpoint under our reserved id is ours alone: remove it.
+            if let Err(d) = self
                 .cluster
                 .store
-                .delete(&format!("{}/images/{}/{key}", self.pool, self.id));
+                .delete(&format!("{}/images/{}/{key}", self.pool, self.id))
+            {
+                tracing::warn!("removing the checkpoint of a failed snapshot {key}: {d}");
+            }
             return Err(e);
         }
         Ok(id)

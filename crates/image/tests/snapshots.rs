@@ -333,3 +333,51 @@ fn openstack_style_flow_clone_flatten_and_refusals() {
         "a flattened clone outlives its parent"
     );
 }
+
+/// Reproduced: four handles creating the same snapshot at once — one won, but a loser's error
+/// path deleted the winner's checkpoint (same id computed twice), so opening `@s` failed.
+#[test]
+fn concurrent_snapshot_creation_keeps_the_winner_readable() {
+    for round in 0..5 {
+        let store: Arc<dyn ObjectStore> = Arc::new(MemoryStore::new());
+        let c = Arc::new(Cluster::with_store(store, Settings::default()).unwrap());
+        c.create_image("rbd", "a", 1 << 20, 22).unwrap();
+        {
+            let img = c.open_image("rbd", "a", false).unwrap();
+            img.write(0, &[7u8; 4096]).unwrap();
+            img.close().unwrap();
+        }
+        // Two threads on one shared handle (as the C interface shares an open image between
+        // its handles) and two on handles of their own.
+        let shared = Arc::new(c.open_image("rbd", "a", false).unwrap());
+        let barrier = Arc::new(std::sync::Barrier::new(4));
+        let hs: Vec<_> = (0..4)
+            .map(|i| {
+                let (c, barrier, shared) = (c.clone(), barrier.clone(), shared.clone());
+                std::thread::spawn(move || {
+                    let own = (i >= 2).then(|| c.open_image("rbd", "a", false).unwrap());
+                    let img = own.as_ref().unwrap_or(&shared);
+                    barrier.wait();
+                    let r = img.snap_create("s");
+                    if let Some(o) = own {
+                        o.close().unwrap();
+                    }
+                    r
+                })
+            })
+            .collect();
+        let rs: Vec<_> = hs.into_iter().map(|h| h.join().unwrap()).collect();
+        shared.close().unwrap();
+        let ok = rs.iter().filter(|r| r.is_ok()).count();
+        assert_eq!(ok, 1, "round {round}: exactly one creation wins: {rs:?}");
+        for r in rs.iter().filter_map(|r| r.as_ref().err()) {
+            assert_eq!(r.kind(), ErrorKind::Exists, "round {round}: {r}");
+        }
+        let img = c.open_image("rbd", "a", true).unwrap();
+        assert_eq!(img.snap_list().unwrap().len(), 1);
+        let snap = c.open_image_at("rbd", "a", "s").unwrap();
+        let mut buf = vec![0u8; 4096];
+        snap.read(0, &mut buf).unwrap();
+        assert_eq!(buf, vec![7u8; 4096], "round {round}");
+    }
+}

@@ -1,0 +1,201 @@
+//! Regression tests of the data-safety issue: each failed on the code before its fix.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use shale_engine::{EngineConfig, Volume};
+use shale_error::ErrorKind;
+use shale_store::{LocalStore, MemoryStore, ObjectStore, PutMode};
+
+const SIZE: u64 = 4 << 20;
+
+fn cfg() -> EngineConfig {
+    EngineConfig {
+        segment_size: 64 << 10,
+        checkpoint_interval: 4,
+        upload_threads: 3,
+        ..EngineConfig::default()
+    }
+}
+
+fn rng(seed: &mut u64) -> u64 {
+    *seed = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    let mut z = *seed;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Import 4 MiB, overwrite random 4 KiB blocks, collect garbage: returns the model.
+fn churned_image(store: &Arc<dyn ObjectStore>, prefix: &str) -> Vec<u8> {
+    let mut model = vec![0u8; SIZE as usize];
+    let vol = Volume::open(store.clone(), prefix, SIZE, 1, cfg(), false).unwrap();
+    for (i, chunk) in model.chunks_mut(64 << 10).enumerate() {
+        chunk.fill(i as u8 + 1);
+        vol.write(i as u64 * (64 << 10), chunk).unwrap();
+    }
+    let mut seed = 7;
+    for _ in 0..200 {
+        let blk = rng(&mut seed) % (SIZE / 4096);
+        let b = vec![(rng(&mut seed) | 1) as u8; 4096];
+        model[(blk * 4096) as usize..][..4096].copy_from_slice(&b);
+        vol.write(blk * 4096, &b).unwrap();
+    }
+    vol.flush().unwrap();
+    let rep = vol.gc(0.9).unwrap();
+    assert!(rep.segments_deleted > 0, "{rep:?}");
+    vol.close().unwrap();
+    model
+}
+
+fn read_all(vol: &Volume) -> Vec<u8> {
+    let mut buf = vec![0u8; SIZE as usize];
+    vol.read(0, &mut buf).unwrap();
+    buf
+}
+
+fn ckpts(store: &Arc<dyn ObjectStore>, prefix: &str) -> Vec<String> {
+    store
+        .list(&format!("{prefix}ckpt/"))
+        .unwrap()
+        .into_iter()
+        .map(|o| o.key)
+        .collect()
+}
+
+fn seg_count(store: &Arc<dyn ObjectStore>, prefix: &str) -> usize {
+    store.list(&format!("{prefix}seg/")).unwrap().len()
+}
+
+/// Reproduced: after GC, removing or damaging the one checkpoint made `export` return other
+/// data and the next writable open delete most segments.
+#[test]
+fn a_lost_or_damaged_newest_checkpoint_falls_back_to_the_previous_one() {
+    for damage in ["remove", "corrupt"] {
+        let store: Arc<dyn ObjectStore> = Arc::new(MemoryStore::new());
+        let prefix = "rbd/images/a/";
+        let model = churned_image(&store, prefix);
+        let cks = ckpts(&store, prefix);
+        assert!(
+            cks.len() >= 2,
+            "GC must keep the previous checkpoint: {cks:?}"
+        );
+        let newest = cks.last().unwrap().clone();
+        match damage {
+            "remove" => store.delete(&newest).unwrap(),
+            _ => {
+                let (mut b, _) = store.get(&newest).map(|(b, v)| (b.to_vec(), v)).unwrap();
+                let n = b.len();
+                b[n / 2] ^= 0x40;
+                store.put(&newest, b.into(), PutMode::Overwrite).unwrap();
+            }
+        }
+        let ro = Volume::open(store.clone(), prefix, SIZE, 1, cfg(), true).unwrap();
+        assert!(read_all(&ro) == model, "{damage}: read-only view differs");
+        let segs = seg_count(&store, prefix);
+        let vol = Volume::open(store.clone(), prefix, SIZE, 1, cfg(), false).unwrap();
+        assert!(read_all(&vol) == model, "{damage}: writable view differs");
+        assert_eq!(
+            seg_count(&store, prefix),
+            segs,
+            "{damage}: recovery deleted segments"
+        );
+        vol.write(0, &[5u8; 4096]).unwrap();
+        vol.close().unwrap();
+    }
+}
+
+/// With every checkpoint gone, no open may start from an empty map, and nothing is deleted.
+#[test]
+fn losing_every_checkpoint_is_a_corruption_error_that_changes_nothing() {
+    for damage in ["remove", "corrupt"] {
+        let store: Arc<dyn ObjectStore> = Arc::new(MemoryStore::new());
+        let prefix = "rbd/images/a/";
+        churned_image(&store, prefix);
+        for k in ckpts(&store, prefix) {
+            if damage == "remove" {
+                store.delete(&k).unwrap();
+            } else {
+                store
+                    .put(&k, vec![0u8; 100].into(), PutMode::Overwrite)
+                    .unwrap();
+            }
+        }
+        let before: Vec<String> = store.list("").unwrap().into_iter().map(|o| o.key).collect();
+        for ro in [true, false] {
+            let e = Volume::open(store.clone(), prefix, SIZE, 1, cfg(), ro).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Corruption, "{damage} ro={ro}: {e}");
+            assert!(e.to_string().contains("shale repair"), "{e}");
+        }
+        let after: Vec<String> = store.list("").unwrap().into_iter().map(|o| o.key).collect();
+        assert_eq!(before, after, "{damage}: a failed open changed the store");
+    }
+}
+
+/// Reproduced: a truncated segment made the read-modify-write of an unaligned write panic the
+/// committer (index out of range) and the writer never got an answer.
+#[test]
+fn a_truncated_segment_is_corruption_and_never_hangs_a_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn ObjectStore> = Arc::new(LocalStore::open(dir.path()).unwrap());
+    let prefix = "rbd/images/t/";
+    let vol = Volume::open(store.clone(), prefix, SIZE, 1, cfg(), false).unwrap();
+    for i in 0..(SIZE / (64 << 10)) {
+        vol.write(i * (64 << 10), &vec![i as u8 + 1; 64 << 10])
+            .unwrap();
+    }
+    vol.close().unwrap();
+    let key = format!("{prefix}seg/{:016x}", 2);
+    let path = store.local_path(&key).unwrap();
+    let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    let len = f.metadata().unwrap().len();
+    f.set_len(len - 20000).unwrap();
+    drop(f);
+    let vol = Arc::new(Volume::open(store.clone(), prefix, SIZE, 1, cfg(), false).unwrap());
+    // Find the bytes segment 2 held: the last 64 KiB block of it is gone.
+    let mut bad_off = None;
+    for i in 0..(SIZE / 512) {
+        let mut b = vec![0u8; 512];
+        if let Err(e) = vol.read(i * 512, &mut b) {
+            assert_eq!(e.kind(), ErrorKind::Corruption, "{e}");
+            bad_off = Some(i * 512);
+            break;
+        }
+    }
+    let off = bad_off.expect("some read must hit the truncated tail");
+    // An unaligned write over it: read-modify-write on the committer must fail, not panic.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let v = vol.clone();
+    std::thread::spawn(move || {
+        let _ = tx.send(v.write(off + 100, &[0x11; 1000]));
+    });
+    let r = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the write hung");
+    assert!(r.is_err(), "a write patching a damaged segment must fail");
+    // The image still answers afterwards.
+    vol.write(0, &[1u8; 4096]).unwrap();
+    vol.flush().unwrap();
+}
+
+/// Reproduced (image layer): two snapshot checkpoints under one id. Here: a snapshot key that
+/// exists already is never overwritten.
+#[test]
+fn a_snapshot_checkpoint_never_replaces_an_existing_one() {
+    let store: Arc<dyn ObjectStore> = Arc::new(MemoryStore::new());
+    let prefix = "rbd/images/s/";
+    let vol = Volume::open(store.clone(), prefix, SIZE, 1, cfg(), false).unwrap();
+    vol.write(0, &[1u8; 4096]).unwrap();
+    vol.snapshot("snap/0000000000000004").unwrap();
+    let (before, _) = store
+        .get(&format!("{prefix}snap/0000000000000004"))
+        .unwrap();
+    vol.write(0, &[2u8; 4096]).unwrap();
+    let e = vol.snapshot("snap/0000000000000004").unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Exists, "{e}");
+    let (after, _) = store
+        .get(&format!("{prefix}snap/0000000000000004"))
+        .unwrap();
+    assert_eq!(before, after);
+    vol.close().unwrap();
+}
