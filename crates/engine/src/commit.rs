@@ -146,7 +146,7 @@ fn run(sh: &Shared) {
                     g.segs_since_ckpt = 0;
                     let snap = key.is_some();
                     if snap {
-                        g.snapshots_in_flight += 1;
+                        g.maps_in_flight += 1;
                     }
                     let key = match key {
                         Some(k) => format!("{}{k}", sh.prefix),
@@ -166,7 +166,7 @@ fn run(sh: &Shared) {
                     {
                         drop(tx);
                         if snap {
-                            g.snapshots_in_flight -= 1;
+                            g.maps_in_flight -= 1;
                         }
                         drop(g);
                         done(Err(err!(Io, "upload workers are gone")));
@@ -178,7 +178,19 @@ fn run(sh: &Shared) {
         seal_if_old(sh);
         if !flushes.is_empty() {
             // One device sync answers every flush of the batch.
-            let r = sh.log.sync();
+            let mut r = sh.log.sync();
+            {
+                // Fenced or failed: what this flush covers may never reach the store.
+                let g = lock(&sh.inner);
+                if g.fenced {
+                    r = Err(err!(
+                        Fenced,
+                        "flush: another client has taken this image over"
+                    ));
+                } else if let Some(f) = &g.failed {
+                    r = Err(crate::volume::failed_error(f));
+                }
+            }
             for d in flushes {
                 d(r.as_ref()
                     .map(|_| ())
@@ -475,6 +487,7 @@ pub(crate) fn seal(sh: &Shared, g: &mut Inner) {
     g.segs_since_ckpt += 1;
     let checkpoint = if g.segs_since_ckpt >= sh.cfg.checkpoint_interval {
         g.segs_since_ckpt = 0;
+        g.maps_in_flight += 1;
         Some(g.map.iter().collect())
     } else {
         None

@@ -57,6 +57,9 @@ pub struct EngineConfig {
     pub gc_threshold: f64,
     /// Run GC automatically after this many stored segments.
     pub gc_every: u64,
+    /// Longest time `close` waits for the store to take the last segments (a journal keeps
+    /// them past it).
+    pub close_wait: Duration,
     /// Local cache of stored segment blocks, and this log's name in it.
     pub cache: Option<(std::sync::Arc<dyn shale_cache::BlockCache>, u64)>,
 }
@@ -78,6 +81,7 @@ impl Default for EngineConfig {
             seal_after: Duration::from_secs(1),
             gc_threshold: 0.0,
             gc_every: 16,
+            close_wait: Duration::from_secs(15),
         }
     }
 }

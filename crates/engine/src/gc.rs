@@ -138,11 +138,11 @@ pub(crate) fn run(sh: &Arc<Shared>, threshold: f64) -> Result<GcReport> {
         &sh.prefix,
         &crate::upload::ckpt_key(&sh.prefix, sh.epoch, ckpt_seq + 1),
     )?;
-    // Snapshots whose checkpoint is still being stored were taken before the relocation and
-    // may name victims: wait for them to land so the listing below sees them.
+    // Snapshot and regular checkpoints still being stored were captured before the
+    // relocation and may name victims: wait for them to land so the listing below sees them.
     {
         let mut g = lock(&sh.inner);
-        while g.snapshots_in_flight > 0 && g.failed.is_none() {
+        while g.maps_in_flight > 0 && g.failed.is_none() && !g.closing {
             g = sh
                 .progress
                 .wait_timeout(g, Duration::from_millis(100))
@@ -151,6 +151,9 @@ pub(crate) fn run(sh: &Arc<Shared>, threshold: f64) -> Result<GcReport> {
         }
         if let Some(f) = &g.failed {
             return Err(crate::volume::failed_error(f));
+        }
+        if g.maps_in_flight > 0 {
+            return Err(err!(Unavailable, "closing: garbage collection stopped"));
         }
     }
     // Needed: the head's map, every kept checkpoint (each must read back: recovery may start

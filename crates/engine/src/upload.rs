@@ -32,7 +32,7 @@ pub(crate) enum Job {
         mark: JournalMark,
         key: String,
         extents: Vec<(u64, u64, Target)>,
-        /// A snapshot (counted in `snapshots_in_flight`), not a regular checkpoint.
+        /// A snapshot (counted in `maps_in_flight`), not a regular checkpoint.
         snap: bool,
         done: Done,
     },
@@ -124,7 +124,7 @@ fn worker(sh: Arc<Shared>, rx: Arc<Mutex<Receiver<Job>>>) {
                     }
                 };
                 if snap {
-                    lock(&sh.inner).snapshots_in_flight -= 1;
+                    lock(&sh.inner).maps_in_flight -= 1;
                     sh.progress.notify_all();
                 }
                 done(r);
@@ -219,8 +219,8 @@ fn retry(sh: &Shared, what: &str, mut f: impl FnMut() -> Result<()>) -> Result<(
                 if (forever && e.kind() == ErrorKind::Unavailable)
                     || attempt < sh.cfg.upload_attempts =>
             {
-                if lock(&sh.inner).closing && forever && attempt > sh.cfg.upload_attempts {
-                    return Err(e); // closing: give up eventually; the log keeps the data
+                if lock(&sh.inner).failed.is_some() {
+                    return Err(e); // fenced, or closed while the store was away: the log keeps it
                 }
                 tracing::warn!("{what} failed (attempt {attempt}): {e}; retrying");
                 std::thread::sleep(delay);
@@ -298,6 +298,10 @@ fn upload(sh: &Shared, s: Arc<Sealed>) {
     }
     if let (true, Some(extents)) = (write_ckpt, &s.checkpoint) {
         write_checkpoint(sh, s.seq, s.mark, extents);
+    }
+    if s.checkpoint.is_some() {
+        lock(&sh.inner).maps_in_flight -= 1;
+        sh.progress.notify_all();
     }
 }
 

@@ -131,9 +131,9 @@ pub(crate) struct Inner {
     /// When the open segment got its first record.
     pub open_since: Option<std::time::Instant>,
     pub segs_since_ckpt: u64,
-    /// Snapshot checkpoints handed to the upload workers and not yet stored (GC waits for
-    /// them: they may name segments it is about to delete).
-    pub snapshots_in_flight: usize,
+    /// Snapshot and regular checkpoints captured but not yet stored (GC waits for them: they
+    /// may name segments it is about to delete).
+    pub maps_in_flight: usize,
     pub closing: bool,
     pub stats: Stats,
 }
@@ -166,7 +166,7 @@ impl Inner {
             fenced: false,
             open_since: None,
             segs_since_ckpt,
-            snapshots_in_flight: 0,
+            maps_in_flight: 0,
             closing: false,
             stats: Stats::default(),
         }
@@ -340,6 +340,15 @@ impl Volume {
             }
         };
         let (tx, rx) = std::sync::mpsc::channel();
+        // The open segment's journal mark names records of *this* log device: a new device
+        // (another id) has applied none yet. Carrying the old device's number over would make
+        // a checkpoint claim records of the new device it does not hold, and recovery would
+        // then skip them.
+        let jseq = if log.id() == rec.mark.journal_id {
+            rec.mark.jseq
+        } else {
+            0
+        };
         let sh = Arc::new(Shared {
             store,
             prefix: prefix.to_string(),
@@ -351,7 +360,7 @@ impl Volume {
                 size,
                 rec.next_seq,
                 rec.next_seq - 1,
-                rec.mark.jseq,
+                jseq,
                 rec.segs_replayed,
             )),
             progress: Condvar::new(),
@@ -701,33 +710,101 @@ impl Volume {
     }
 
     /// Store everything, then stop the committer and the upload workers.
+    ///
+    /// The final seal is queued as the last request, atomically with refusing new ones: a
+    /// write that races with close is either in the final segment or fails — never
+    /// acknowledged and dropped. Waiting for the store is bounded by `close_wait`: past it,
+    /// with a journal the unstored segments stay in the journal (kept; the next open on this
+    /// host stores them) and close succeeds with a warning; without one, close fails.
     pub fn close(&self) -> Result<()> {
-        let res = self.flush_to_store();
-        if res.is_ok() {
-            // Everything is in the store: the journal holds nothing more, and its absence
-            // tells the next opener that this writer stopped cleanly.
-            if let LogConfig::Ring { path, .. } = &self.sh.cfg.log {
-                if !self.sh.read_only {
-                    let _ = std::fs::remove_file(path);
+        let res = self.stop_queue().and_then(|target| {
+            if self.sh.read_only {
+                return Ok(());
+            }
+            let deadline = std::time::Instant::now() + self.sh.cfg.close_wait;
+            self.sh.wait_durable(target, Some(deadline))
+        });
+        let mut detach = false;
+        let res = match res {
+            Err(e) if e.kind() == shale_error::ErrorKind::TimedOut => {
+                let kept = !matches!(self.sh.cfg.log, LogConfig::Memory);
+                let mut g = lock(&self.sh.inner);
+                let n = g.pending.len();
+                if g.failed.is_none() {
+                    g.failed = Some("closed while the store was unreachable".into());
+                }
+                drop(g);
+                self.sh.progress.notify_all();
+                detach = true;
+                if kept {
+                    tracing::warn!(
+                        "{:?}: closing with {n} segment(s) not yet in the store ({e}); they stay \
+                         in the journal and are stored by the next open on this host",
+                        self.sh
+                    );
+                    Ok(())
+                } else {
+                    Err(err!(
+                        Unavailable,
+                        "closing: {n} segment(s) of unflushed writes could not be stored: {e}"
+                    ))
                 }
             }
-        }
-        {
-            let mut q = self.sh.queue.lock().unwrap_or_else(|p| p.into_inner());
-            q.stop = true;
-        }
-        self.sh.queue_cv.notify_all();
+            Err(e) => Err(e),
+            Ok(()) => {
+                // Everything is in the store: the journal holds nothing more, and its absence
+                // tells the next opener that this writer stopped cleanly.
+                if let LogConfig::Ring { path, .. } = &self.sh.cfg.log {
+                    if !self.sh.read_only {
+                        let _ = std::fs::remove_file(path);
+                    }
+                }
+                Ok(())
+            }
+        };
         lock(&self.sh.inner).closing = true;
+        self.sh.progress.notify_all();
         let tx = self.sh.jobs.lock().unwrap_or_else(|p| p.into_inner());
         let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
         for _ in 0..self.sh.cfg.upload_threads.max(1) {
             let _ = tx.send(Job::Stop);
         }
         drop(tx);
-        for t in threads {
-            let _ = t.join();
+        // Workers stuck in a store call that never answers are left to finish on their own
+        // (they store nothing more: the volume is marked failed).
+        if !detach {
+            for t in threads {
+                let _ = t.join();
+            }
         }
         res
+    }
+
+    /// Queue a final seal and refuse every later request; wait for the seal. Returns the
+    /// last segment number the store must reach.
+    fn stop_queue(&self) -> Result<u64> {
+        let (d, rx) = waiter();
+        {
+            let mut q = self.sh.queue.lock().unwrap_or_else(|p| p.into_inner());
+            if q.stop {
+                return Ok(lock(&self.sh.inner).open.seq.saturating_sub(1));
+            }
+            q.reqs.push_back(Pending {
+                req: Req::Seal,
+                done: guarded(d),
+            });
+            q.stop = true;
+        }
+        self.sh.queue_cv.notify_all();
+        if self.sh.read_only {
+            // No committer: nothing was written, nothing to seal.
+            let mut q = self.sh.queue.lock().unwrap_or_else(|p| p.into_inner());
+            for p in q.reqs.drain(..) {
+                (p.done)(Ok(()));
+            }
+        }
+        wait(rx)?;
+        Ok(lock(&self.sh.inner).open.seq.saturating_sub(1))
     }
 
     /// Stop like a killed process would: no final seal or flush; queued requests fail, the
@@ -860,16 +937,42 @@ impl Shared {
             return Ok(());
         }
         self.call(Req::Seal)?;
+        let target = lock(&self.inner).open.seq - 1;
+        self.wait_durable(target, None)
+    }
+
+    /// Wait until every segment up to `target` is stored (`TimedOut` past `deadline`).
+    pub(crate) fn wait_durable(
+        &self,
+        target: u64,
+        deadline: Option<std::time::Instant>,
+    ) -> Result<()> {
         let mut g = lock(&self.inner);
-        let target = g.open.seq - 1;
         loop {
-            if let Some(f) = &g.failed {
-                return Err(err!(Io, "flush failed: {f}"));
-            }
             if g.durable >= target {
                 return Ok(());
             }
-            g = self.progress.wait(g).unwrap_or_else(|p| p.into_inner());
+            if let Some(f) = &g.failed {
+                return Err(err!(Io, "flush failed: {f}"));
+            }
+            match deadline {
+                None => g = self.progress.wait(g).unwrap_or_else(|p| p.into_inner()),
+                Some(d) => {
+                    let now = std::time::Instant::now();
+                    if now >= d {
+                        return Err(err!(
+                            TimedOut,
+                            "segments {:016x}..={target:016x} are not in the store yet",
+                            g.durable + 1
+                        ));
+                    }
+                    g = self
+                        .progress
+                        .wait_timeout(g, d - now)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
+                }
+            }
         }
     }
 

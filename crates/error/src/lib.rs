@@ -34,6 +34,8 @@ pub enum ErrorKind {
     NotEmpty,
     /// An I/O error not covered above.
     Io,
+    /// A bounded wait ran out (the store did not answer in time).
+    TimedOut,
 }
 
 impl ErrorKind {
@@ -52,6 +54,7 @@ impl ErrorKind {
             ErrorKind::Unsupported => 38, // ENOSYS
             ErrorKind::NotEmpty => 39,    // ENOTEMPTY
             ErrorKind::Io => 5,           // EIO
+            ErrorKind::TimedOut => 110,   // ETIMEDOUT
         }
     }
 }

@@ -209,6 +209,20 @@ impl Image {
         snap: Option<&str>,
         read_only: bool,
     ) -> Result<Image> {
+        if snap.is_none() && read_only && crate::lock::needs_recovery(c, pool, id)? == Some(true) {
+            // A writer stopped uncleanly and left acknowledged writes in its journal or
+            // staging here: a read-only view of the store alone would silently miss them.
+            // Recover them first, as any writable open would (taking the lock).
+            tracing::warn!(
+                "{pool}/{id}: the last writer did not close cleanly; recovering its journal \
+                 before the read-only open"
+            );
+            let w = Self::open_at(c, pool, id, None, false)
+                .map_err(|e| e.context("recovering an uncleanly stopped writer's journal"))?;
+            w.writer()?;
+            w.close()?;
+            drop(w);
+        }
         let (h, ver) = c.load_header(pool, id)?;
         if h.removing {
             return Err(err!(

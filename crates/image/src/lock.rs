@@ -249,23 +249,39 @@ fn fence(c: &Cluster, pool: &str, id: &str) -> Result<u64> {
 /// Did the last writer stop without storing everything (staged segments in the store
 /// directory, or a journal file left in the cache directory)?
 fn left_unclean(img: &Image) -> Result<bool> {
-    let prefix = format!("{}/images/{}/", img.pool, img.id);
+    unclean_here(&img.cluster, &img.pool, &img.id)
+}
+
+/// [`left_unclean`] before a handle exists.
+pub(crate) fn unclean_here(c: &crate::Cluster, pool: &str, id: &str) -> Result<bool> {
+    let prefix = format!("{pool}/images/{id}/");
     for dir in ["open/", "adopt/"] {
-        if !img
-            .cluster
-            .store
-            .list(&format!("{prefix}{dir}"))?
-            .is_empty()
-        {
+        if !c.store.list(&format!("{prefix}{dir}"))?.is_empty() {
             return Ok(true);
         }
     }
-    let key = crate::image::journal_key(&img.pool, &img.id);
-    Ok(img
-        .cluster
-        .settings()
+    let key = crate::image::journal_key(pool, id);
+    Ok(c.settings()
         .journal_file(&key)
         .is_some_and(|(p, _)| p.exists()))
+}
+
+/// Before a read-only open of the head: did a writer stop uncleanly, leaving acknowledged
+/// writes that only a writable open can bring into the store? `Some(true)` when they can be
+/// recovered here (nobody alive holds the lock and the journal or staging is reachable),
+/// `Some(false)` when another live client holds the image (its flushed data shows through
+/// within about a second), `None` when nothing is left over.
+pub(crate) fn needs_recovery(c: &crate::Cluster, pool: &str, id: &str) -> Result<Option<bool>> {
+    if !unclean_here(c, pool, id)? {
+        return Ok(None);
+    }
+    let key = lock_key(pool, id);
+    match get_json::<LockRecord>(c.store.as_ref(), &key, Kind::Lock) {
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(Some(true)),
+        Err(e) => Err(e),
+        Ok((rec, _)) if rec.stale() => Ok(Some(true)),
+        Ok(_) => Ok(Some(false)),
+    }
 }
 
 /// At open: when nobody (alive) holds the lock, take it now, so that a writer restarting
