@@ -102,9 +102,9 @@ pub fn decode(buf: &[u8]) -> Result<Checkpoint> {
         let len = r.u32()?;
         let off = r.u32()?;
         let seg = r.u64()?;
-        if len == 0 {
+        if len == 0 || lba.checked_add(len as u64).is_none() {
             return Err(Error::corruption(format!(
-                "checkpoint {seq:016x}: empty extent"
+                "checkpoint {seq:016x}: empty or overflowing extent ({lba}, +{len})"
             )));
         }
         extents.push(Extent { lba, len, off, seg });

@@ -54,7 +54,7 @@ pub fn decode(kind: Kind, buf: &[u8]) -> Result<&[u8]> {
     }
     let len = r.u32()? as usize;
     let crc = r.u32()?;
-    if r.pos() + len != buf.len() {
+    if r.pos().checked_add(len) != Some(buf.len()) {
         return Err(Error::corruption("metadata object: length mismatch"));
     }
     let body = r.bytes(len)?;

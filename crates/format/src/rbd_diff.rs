@@ -20,6 +20,8 @@ const MAX_NAME: u32 = 4096;
 /// Largest single data record the reader accepts (rbd writes at most one object, 4 MiB by
 /// default, per record; allow for big objects).
 pub const MAX_DATA: u64 = 1 << 30;
+/// Bytes reserved up front for a data record; longer ones grow as their bytes arrive.
+const PREALLOC: u64 = 8 << 20;
 
 /// One record of the stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -168,10 +170,19 @@ impl<R: Read> Reader<R> {
                         "diff stream: data record of {len} bytes at {offset} is not sane"
                     ));
                 }
-                let mut data = vec![0u8; len as usize];
-                self.r
-                    .read_exact(&mut data)
-                    .map_err(|e| Error::io("diff stream truncated in a data record", e))?;
+                // Grow with what actually arrives: a damaged length on a short stream must not
+                // allocate up to MAX_DATA first.
+                let mut data = Vec::with_capacity(len.min(PREALLOC) as usize);
+                let got = (&mut self.r)
+                    .take(len)
+                    .read_to_end(&mut data)
+                    .map_err(|e| Error::io("diff stream: cannot read a data record", e))?;
+                if (got as u64) < len {
+                    return Err(Error::io(
+                        "diff stream truncated in a data record",
+                        std::io::ErrorKind::UnexpectedEof.into(),
+                    ));
+                }
                 Record::Write { offset, data }
             }
             b'z' => {

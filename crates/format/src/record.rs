@@ -67,7 +67,8 @@ impl RecordHeader {
 
 /// Sectors the header of a record with `n_ops` operations occupies.
 pub fn header_sectors(n_ops: usize) -> u32 {
-    (FIXED_LEN + n_ops * ENTRY_LEN).div_ceil(SECTOR as usize) as u32
+    // In u64: a decoder passes any u32 count; the result (< 2^28 for those) fits in u32.
+    (FIXED_LEN as u64 + n_ops as u64 * ENTRY_LEN as u64).div_ceil(SECTOR) as u32
 }
 
 /// Encode a record into `out` (appended): header sectors, then `data` (whole sectors: the
@@ -152,8 +153,10 @@ pub fn decode_header_any(buf: &[u8]) -> Result<RecordHeader> {
                 )))
             }
         };
-        if len == 0 {
-            return Err(Error::corruption("journal record: empty op"));
+        if len == 0 || lba.checked_add(len as u64).is_none() {
+            return Err(Error::corruption(format!(
+                "journal record: empty or overflowing op ({lba}, +{len})"
+            )));
         }
         if kind == EntryKind::Data {
             data_needed += len as u64;
@@ -173,6 +176,27 @@ pub fn decode_header_any(buf: &[u8]) -> Result<RecordHeader> {
         data_sectors,
         ops,
     })
+}
+
+/// Decode and check a whole record: `buf` must be exactly the `total_len` bytes its header
+/// declares (shorter or longer is `Corruption`) and must verify.
+pub fn decode(buf: &[u8]) -> Result<RecordHeader> {
+    let h = decode_header_any(buf)?;
+    if h.total_len() != buf.len() as u64 {
+        return Err(Error::corruption(format!(
+            "journal record {}: {} bytes, the header declares {}",
+            h.seq,
+            buf.len(),
+            h.total_len()
+        )));
+    }
+    if !verify(buf) {
+        return Err(Error::corruption(format!(
+            "journal record {}: checksum mismatch",
+            h.seq
+        )));
+    }
+    Ok(h)
 }
 
 /// Check a whole record (`buf` = exactly `total_len` bytes) against its CRC.

@@ -185,6 +185,11 @@ pub fn decode_header(buf: &[u8]) -> Result<Header> {
         journal_id: r.u64()?,
         jseq: r.u64()?,
     };
+    if header_len < PAGE as u64 || !header_len.is_multiple_of(PAGE as u64) {
+        return Err(Error::corruption(format!(
+            "segment {seq:016x}: bad header length {header_len}"
+        )));
+    }
     let needed = FIXED_LEN as u64 + n_entries as u64 * ENTRY_LEN as u64 + n_pages as u64 * 4 + 4;
     if needed > header_len
         || header_len as usize > buf.len()
@@ -224,7 +229,10 @@ pub fn decode_header(buf: &[u8]) -> Result<Header> {
             }
         };
         let _ = r.u32()?;
-        if len == 0 || (kind == EntryKind::Data && off as u64 + len as u64 > data_sectors) {
+        if len == 0
+            || lba.checked_add(len as u64).is_none()
+            || (kind == EntryKind::Data && off as u64 + len as u64 > data_sectors)
+        {
             return Err(Error::corruption(format!(
                 "segment {seq:016x}: entry out of bounds"
             )));
@@ -249,6 +257,51 @@ pub fn decode_header(buf: &[u8]) -> Result<Header> {
         header_len,
         data_len,
     })
+}
+
+/// Decode a whole segment object: its header, then exactly `data_len` bytes of data whose pages
+/// all verify. A truncated (or extended) object is `Corruption`. Returns the header and the
+/// data area.
+pub fn decode(obj: &[u8]) -> Result<(Header, &[u8])> {
+    let h = decode_header(obj)?;
+    // decode_header checked header_len <= obj.len().
+    let data = &obj[h.header_len as usize..];
+    if data.len() as u64 != h.data_len {
+        return Err(Error::corruption(format!(
+            "segment {:016x}: {} bytes of data, the header declares {}",
+            h.seq,
+            data.len(),
+            h.data_len
+        )));
+    }
+    verify_pages(&h, 0, data)?;
+    Ok((h, data))
+}
+
+/// Verify bytes `start..end` of a segment's data area as read from the store (both page
+/// boundaries, `end <= data_len`). Unlike [`verify_pages`] this knows how many bytes were asked
+/// for, so a short read of a truncated object is `Corruption` too, never a short buffer handed
+/// on.
+pub fn verify_data(h: &Header, start: u64, end: u64, data: &[u8]) -> Result<()> {
+    let sane = start <= end
+        && end <= h.data_len
+        && start.is_multiple_of(PAGE as u64)
+        && end.is_multiple_of(PAGE as u64);
+    if !sane {
+        return Err(Error::invalid(format!(
+            "segment {:016x}: bad data range {start}..{end} (data area is {} bytes)",
+            h.seq, h.data_len
+        )));
+    }
+    if data.len() as u64 != end - start {
+        return Err(Error::corruption(format!(
+            "segment {:016x}: data bytes {start}..{end} read as {} bytes (object truncated?)",
+            h.seq,
+            data.len()
+        )));
+    }
+    // start / PAGE < n_pages, which fits in u32.
+    verify_pages(h, (start / PAGE as u64) as u32, data)
 }
 
 /// Verify data pages `first_page..` of a segment against its header. `data.len()` must be a
