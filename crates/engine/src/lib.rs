@@ -23,6 +23,7 @@
 //! - Reads never wait for uploads: sealed segments stay readable from memory until stored.
 #![forbid(unsafe_code)]
 
+mod check;
 mod commit;
 mod config;
 mod gc;
@@ -31,6 +32,7 @@ mod recovery;
 mod upload;
 mod volume;
 
+pub use check::{check, repair, CheckReport, Problem, RepairReport};
 pub use config::{Durability, EngineConfig, LogConfig};
 pub use gc::GcReport;
 pub use recovery::adopt_staging;

@@ -32,12 +32,13 @@ pub(crate) fn load_checkpoint_map(store: &dyn ObjectStore, key: &str) -> Result<
         .map_err(|e| e.context("loading a snapshot"))?;
     let c = checkpoint::decode(&b).map_err(|e| e.context(key))?;
     let mut map = ExtentMap::new();
-    apply_checkpoint(&c, &mut map);
+    apply_checkpoint(&c, &mut map).map_err(|e| e.context(key))?;
     Ok(map)
 }
 
-/// Insert a checkpoint's extents into a map.
-fn apply_checkpoint(c: &Checkpoint, map: &mut ExtentMap) {
+/// Insert a checkpoint's extents into a map. Extents the map cannot hold (a checksum-valid
+/// but damaged or foreign checkpoint) are Corruption, never a panic or a silent clip.
+pub(crate) fn apply_checkpoint(c: &Checkpoint, map: &mut ExtentMap) -> Result<()> {
     for x in &c.extents {
         let t = if x.seg == ZERO_SEG {
             Target::Zero
@@ -47,7 +48,29 @@ fn apply_checkpoint(c: &Checkpoint, map: &mut ExtentMap) {
                 off: x.off,
             }
         };
+        check_extent(x.lba, x.len as u64, t, "checkpoint")?;
         map.insert(x.lba, x.len as u64, t);
+    }
+    Ok(())
+}
+
+fn check_extent(lba: u64, len: u64, t: Target, what: &str) -> Result<()> {
+    let ok = lba
+        .checked_add(len)
+        .is_some_and(|e| e <= shale_extmap::MAX_LBA)
+        && match t {
+            Target::Zero => true,
+            Target::Data { seg, off } => {
+                seg <= shale_extmap::MAX_SEG && off as u64 + len <= shale_extmap::SEG_SECTORS
+            }
+        };
+    if ok {
+        Ok(())
+    } else {
+        Err(err!(
+            Corruption,
+            "{what} extent lba {lba} len {len} -> {t:?} lies outside what an image can address"
+        ))
     }
 }
 
@@ -111,8 +134,18 @@ pub(crate) fn list_segments(store: &dyn ObjectStore, prefix: &str) -> Result<Vec
     Ok(segs)
 }
 
-/// Apply one stored segment's entries to a map.
-pub(crate) fn apply_segment(map: &mut ExtentMap, seq: u64, h: &segment::Header) {
+/// Apply one stored segment's entries to a map (Corruption for entries it cannot hold).
+pub(crate) fn apply_segment(map: &mut ExtentMap, seq: u64, h: &segment::Header) -> Result<()> {
+    for e in &h.entries {
+        let t = match e.kind {
+            EntryKind::Data => Target::Data {
+                seg: seq,
+                off: e.off,
+            },
+            _ => Target::Zero,
+        };
+        check_extent(e.lba, e.len as u64, t, &format!("segment {seq:016x}"))?;
+    }
     for e in &h.entries {
         match e.kind {
             EntryKind::Data => map.insert(
@@ -127,6 +160,7 @@ pub(crate) fn apply_segment(map: &mut ExtentMap, seq: u64, h: &segment::Header) 
             EntryKind::Trim => map.remove(e.lba, e.len as u64),
         }
     }
+    Ok(())
 }
 
 /// Run `f` again while the store answers `Unavailable`, a few times with backoff.
@@ -175,9 +209,14 @@ pub(crate) fn recover(
                 continue; // written by a writer that had already lost the image
             }
         }
-        match store.get(key).and_then(|(b, _)| checkpoint::decode(&b)) {
+        let mut m = ExtentMap::new();
+        match store
+            .get(key)
+            .and_then(|(b, _)| checkpoint::decode(&b))
+            .and_then(|c| apply_checkpoint(&c, &mut m).map(|_| c))
+        {
             Ok(c) => {
-                apply_checkpoint(&c, &mut map);
+                map = m;
                 next = c.next_seq;
                 mark = c.journal;
                 base_epoch = c.epoch;
@@ -246,7 +285,7 @@ pub(crate) fn recover(
             break; // from a writer that had lost the image: never part of the log
         }
         mark = h.journal;
-        apply_segment(&mut map, seq, &h);
+        apply_segment(&mut map, seq, &h).map_err(|e| e.context(&key))?;
         replayed += 1;
         seq += 1;
     }

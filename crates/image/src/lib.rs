@@ -10,6 +10,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+mod check;
 mod cluster;
 mod image;
 mod lock;

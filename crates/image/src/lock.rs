@@ -266,6 +266,16 @@ pub(crate) fn unclean_here(c: &crate::Cluster, pool: &str, id: &str) -> Result<b
         .is_some_and(|(p, _)| p.exists()))
 }
 
+/// The owner of a live (not stale) exclusive lock on the image, if any.
+pub(crate) fn live_owner(c: &crate::Cluster, pool: &str, id: &str) -> Result<Option<String>> {
+    match get_json::<LockRecord>(c.store.as_ref(), &lock_key(pool, id), Kind::Lock) {
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+        Ok((rec, _)) if rec.stale() => Ok(None),
+        Ok((rec, _)) => Ok(Some(rec.owner)),
+    }
+}
+
 /// Before a read-only open of the head: did a writer stop uncleanly, leaving acknowledged
 /// writes that only a writable open can bring into the store? `Some(true)` when they can be
 /// recovered here (nobody alive holds the lock and the journal or staging is reachable),
