@@ -140,6 +140,12 @@ enum Cmd {
         #[arg(long, default_value_t = 0.7)]
         threshold: f64,
     },
+    /// Verify an image: every segment, checkpoint, snapshot and parent it needs exists and
+    /// passes its checksums; lists objects nothing refers to. Exit status 1 on problems
+    Check { spec: String },
+    /// Rebuild an image's map from its surviving segments and checkpoints (after a lost or
+    /// damaged checkpoint); deletes nothing. Run `shale check` first
+    Repair { spec: String },
     /// Run a Ceph client (qemu-img, fio, python3 ...) on Shale's librbd/librados:
     /// `shale run -- qemu-img info rbd:rbd/vm1`
     Run {
@@ -526,6 +532,94 @@ fn run(cli: Cli) -> Result<()> {
                     format_size(r.bytes_deleted),
                     r.segments_deleted
                 );
+            }
+        }
+        Cmd::Check { spec: s } => {
+            let sp = spec(s)?;
+            let bar = progress::count_bar("Checking segments", 0);
+            let r = c.check_image(&sp.pool, &sp.image, |done, total| {
+                bar.set_length(total);
+                bar.set_position(done);
+            })?;
+            bar.finish_and_clear();
+            if cli.format == Format::Json {
+                print_json(json!({
+                    "image": sp.to_string(),
+                    "ok": r.ok(),
+                    "checkpoints": r.checkpoints,
+                    "snapshots": r.snapshots,
+                    "segments": r.segments,
+                    "segments_verified": r.segments_verified,
+                    "bytes_verified": r.bytes_verified,
+                    "problems": r.problems.iter().map(|p| json!({"object": p.object, "problem": p.what})).collect::<Vec<_>>(),
+                    "warnings": r.warnings.iter().map(|p| json!({"object": p.object, "problem": p.what})).collect::<Vec<_>>(),
+                    "unreferenced": r.unreferenced,
+                }));
+            } else {
+                for p in &r.problems {
+                    outln!("PROBLEM {}: {}", p.object, p.what);
+                }
+                for p in &r.warnings {
+                    outln!("warning {}: {}", p.object, p.what);
+                }
+                for u in &r.unreferenced {
+                    outln!("unreferenced {u}");
+                }
+                outln!(
+                    "{}: {} checkpoint(s), {} snapshot(s), {} segment(s); {} verified ({}); {} problem(s), {} unreferenced object(s)",
+                    sp,
+                    r.checkpoints,
+                    r.snapshots,
+                    r.segments,
+                    r.segments_verified,
+                    format_size(r.bytes_verified),
+                    r.problems.len(),
+                    r.unreferenced.len()
+                );
+            }
+            if !r.ok() {
+                return Err(err!(
+                    Corruption,
+                    "{sp}: {} problem(s) found; `shale repair {sp}` rebuilds the image from what survives",
+                    r.problems.len()
+                ));
+            }
+        }
+        Cmd::Repair { spec: s } => {
+            let sp = spec(s)?;
+            let r = c.repair_image(&sp.pool, &sp.image)?;
+            if cli.format == Format::Json {
+                print_json(json!({
+                    "image": sp.to_string(),
+                    "base_checkpoint": r.base,
+                    "skipped_checkpoints": r.skipped_checkpoints,
+                    "segments_replayed": r.segments_replayed,
+                    "missing_segments": r.missing_segments,
+                    "damaged_segments": r.damaged_segments,
+                    "fenced_segments": r.fenced_segments,
+                    "checkpoint_written": r.checkpoint,
+                }));
+            } else {
+                outln!(
+                    "{sp}: rebuilt from {} and {} segment(s); wrote {}",
+                    r.base
+                        .as_deref()
+                        .unwrap_or("no checkpoint (all surviving segments)"),
+                    r.segments_replayed,
+                    r.checkpoint
+                );
+                for k in &r.skipped_checkpoints {
+                    outln!("passed over damaged checkpoint {k}");
+                }
+                if !r.missing_segments.is_empty() {
+                    outln!(
+                        "{} segment number(s) missing after the base (collected or lost)",
+                        r.missing_segments.len()
+                    );
+                }
+                for d in &r.damaged_segments {
+                    outln!("left out damaged segment {d}");
+                }
             }
         }
         Cmd::Config | Cmd::Run { .. } => {}

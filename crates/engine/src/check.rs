@@ -42,6 +42,9 @@ pub struct CheckReport {
     pub segments_verified: usize,
     pub bytes_verified: u64,
     pub problems: Vec<Problem>,
+    /// Harmless damage: e.g. a damaged checkpoint older than a usable one (it is never read
+    /// and rotates away).
+    pub warnings: Vec<Problem>,
     /// Objects nothing names (full keys).
     pub unreferenced: Vec<String>,
 }
@@ -107,13 +110,21 @@ pub fn check(
     let mut named: BTreeMap<u64, Vec<String>> = BTreeMap::new();
     let ckpts = list_checkpoints(store, prefix)?;
     r.checkpoints = ckpts.len();
-    for (_, _, key) in &ckpts {
+    let mut usable_newer = false;
+    for (_, _, key) in ckpts.iter().rev() {
         match store
             .get(key)
             .and_then(|(b, _)| checkpoint::decode(&b))
             .and_then(|c| map_of(&c))
         {
-            Ok(m) => segs_named(&m, key, &mut named),
+            Ok(m) => {
+                segs_named(&m, key, &mut named);
+                usable_newer = true;
+            }
+            Err(e) if usable_newer => r.warnings.push(Problem {
+                object: key.clone(),
+                what: format!("older checkpoint unusable (a newer one serves): {e}"),
+            }),
             Err(e) => problem(&mut r, key, format!("checkpoint unusable: {e}")),
         }
     }
