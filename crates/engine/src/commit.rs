@@ -24,6 +24,21 @@ use crate::volume::{lock, Done, Inner, OpenSeg, Pending, Req, Sealed, Shared};
 /// as with any disk).
 const MAX_RECORD: usize = 4 << 20;
 
+/// Most operations in one record: its header, and the header of the in-place segment that
+/// holds it, stay small (a record of thousands of tiny writes must never overflow an in-place
+/// segment's reserved header space).
+const MAX_RECORD_OPS: usize = 1024;
+
+/// Largest record for this log device: a quarter of a bounded device at most, so one record
+/// always fits in a ring journal however small it was configured.
+fn max_record(sh: &Shared) -> usize {
+    let cap = sh.log.stats().capacity;
+    if cap == 0 {
+        return MAX_RECORD;
+    }
+    ((cap / 4) as usize / (64 << 10) * (64 << 10)).clamp(64 << 10, MAX_RECORD)
+}
+
 pub(crate) fn spawn(sh: &Arc<Shared>) -> Result<JoinHandle<()>> {
     let sh = sh.clone();
     std::thread::Builder::new()
@@ -42,10 +57,13 @@ struct Batch {
     ops: Vec<Op>,
     data: Vec<u8>,
     done: Vec<Done>,
+    /// [`max_record`] of the log device (fixed for its lifetime).
+    max_record: usize,
 }
 
 fn run(sh: &Shared) {
     let mut scratch = Vec::new();
+    let max_rec = max_record(sh);
     loop {
         let reqs: Vec<Pending> = {
             let mut q = sh.queue.lock().unwrap_or_else(|p| p.into_inner());
@@ -67,7 +85,10 @@ fn run(sh: &Shared) {
             }
             q.reqs.drain(..).collect()
         };
-        let mut b = Batch::default();
+        let mut b = Batch {
+            max_record: max_rec,
+            ..Batch::default()
+        };
         let mut flushes: Vec<Done> = Vec::new();
         for p in reqs {
             match p.req {
@@ -202,11 +223,12 @@ fn run(sh: &Shared) {
 
 fn add_write(sh: &Shared, b: &mut Batch, scratch: &mut Vec<u8>, off: u64, data: &[u8], done: Done) {
     if off.is_multiple_of(SECTOR) && (data.len() as u64).is_multiple_of(SECTOR) {
-        for (i, chunk) in data.chunks(MAX_RECORD).enumerate() {
-            if b.data.len() + chunk.len() > MAX_RECORD {
+        let max = b.max_record;
+        for (i, chunk) in data.chunks(max).enumerate() {
+            if b.data.len() + chunk.len() > max || b.ops.len() >= MAX_RECORD_OPS {
                 commit(sh, b, scratch);
             }
-            let lba = off / SECTOR + (i * MAX_RECORD) as u64 / SECTOR;
+            let lba = off / SECTOR + (i * max) as u64 / SECTOR;
             b.ops.push(Op {
                 lba,
                 len: (chunk.len() as u64 / SECTOR) as u32,
@@ -301,7 +323,7 @@ fn add_zero(
         lba += n;
     }
     b.done.push(done);
-    if b.ops.len() > 4096 {
+    if b.ops.len() >= MAX_RECORD_OPS {
         commit(sh, b, scratch);
     }
 }

@@ -230,3 +230,44 @@ fn a_checkpoint_before_the_first_record_of_a_new_log_claims_none_of_it() {
     assert!(b == vec![147u8; 60416], "a flushed write was lost");
     vol.close().unwrap();
 }
+
+/// Suspected from the code and confirmed: thousands of small writes queued at once became one
+/// record whose entries overflowed the in-place segment's reserved header (publish failed).
+#[test]
+fn a_batch_of_thousands_of_small_writes_fits_an_in_place_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn ObjectStore> = Arc::new(LocalStore::open(dir.path()).unwrap());
+    let cfg = || EngineConfig {
+        log: shale_engine::LogConfig::InPlace,
+        segment_size: 8 << 20,
+        ..cfg()
+    };
+    let p = "p/images/b/";
+    let n: u64 = 64 << 20;
+    let vol = Volume::open(store.clone(), p, n, 1, cfg(), false).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let count = 6000u64;
+    for i in 0..count {
+        let tx = tx.clone();
+        // Every other sector: no two ops merge.
+        vol.submit_write(
+            i * 1024,
+            vec![(i % 251) as u8 + 1; 512],
+            Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        );
+    }
+    for _ in 0..count {
+        rx.recv_timeout(Duration::from_secs(30)).unwrap().unwrap();
+    }
+    vol.flush().unwrap();
+    vol.close().unwrap();
+    let vol = Volume::open(store.clone(), p, n, 1, cfg(), false).unwrap();
+    for i in (0..count).step_by(97) {
+        let mut b = vec![0u8; 512];
+        vol.read(i * 1024, &mut b).unwrap();
+        assert_eq!(b, vec![(i % 251) as u8 + 1; 512], "write {i}");
+    }
+    vol.close().unwrap();
+}

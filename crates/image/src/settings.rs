@@ -136,19 +136,24 @@ impl Settings {
         let table: toml::Table = text
             .parse()
             .map_err(|e| Error::with_source(shale_error::ErrorKind::Invalid, "bad TOML", e))?;
+        // All or nothing: a bad value anywhere leaves the settings as they were.
+        let mut next = self.clone();
         for (k, v) in table {
             let val = match v {
                 toml::Value::String(s) => s,
                 toml::Value::Integer(i) => i.to_string(),
+                toml::Value::Float(f) => f.to_string(),
+                toml::Value::Boolean(b) => b.to_string(),
                 other => {
                     return Err(err!(
                         Invalid,
-                        "setting {k}: expected a string or a number, got {other}"
+                        "setting {k}: expected a string, number or boolean, got {other}"
                     ))
                 }
             };
-            self.set(&k, &val)?;
+            next.set(&k, &val)?;
         }
+        *self = next;
         Ok(())
     }
 
@@ -208,6 +213,7 @@ impl Settings {
                 if n < (2 << 20) {
                     return Err(err!(Invalid, "cache_size {v} is too small (at least 2M)"));
                 }
+                // (Records are split to a quarter of the journal, so any accepted size holds one.)
                 self.cache_size = n;
             }
             "durability" => {
@@ -361,5 +367,15 @@ mod tests {
         assert!(s.set("upload_threads", "0").is_err());
         assert!(s.apply_toml("segment_size = [1]").is_err());
         assert_eq!(s.segment_size, 4 << 20);
+        // Floats and booleans where the README documents them.
+        s.apply_toml("gc_threshold = 0.7").unwrap();
+        assert_eq!(s.gc_threshold, 0.7);
+        s.apply_toml("gc_threshold = 0").unwrap();
+        assert_eq!(s.gc_threshold, 0.0);
+        // All or nothing.
+        assert!(s
+            .apply_toml("upload_threads = 3\ngc_threshold = 1.5")
+            .is_err());
+        assert_eq!(s.upload_threads, 2);
     }
 }
