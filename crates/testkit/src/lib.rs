@@ -8,6 +8,8 @@
 //! `last_flush <= k <= recorded`.
 #![forbid(unsafe_code)]
 
+pub mod sim;
+
 use std::io::Write;
 
 /// One logged operation.
@@ -26,6 +28,11 @@ pub enum Op {
     Flushed {
         upto: u64,
     },
+    /// Snapshot `s<id>` was created holding exactly the operations before `upto`.
+    Snap {
+        upto: u64,
+        id: u64,
+    },
 }
 
 const REC: usize = 32;
@@ -37,6 +44,7 @@ impl Op {
             Op::Write { off, len, seed } => (1u64, off, len, seed),
             Op::Zero { off, len } => (2, off, len, 0),
             Op::Flushed { upto } => (3, upto, 0, 0),
+            Op::Snap { upto, id } => (4, upto, id, 0),
         };
         for (i, v) in [k, a, c, d].iter().enumerate() {
             b[i * 8..i * 8 + 8].copy_from_slice(&v.to_le_bytes());
@@ -65,6 +73,10 @@ impl Op {
                         len: w(2),
                     }),
                     3 => Some(Op::Flushed { upto: w(1) }),
+                    4 => Some(Op::Snap {
+                        upto: w(1),
+                        id: w(2),
+                    }),
                     _ => None,
                 }
             })
@@ -118,6 +130,6 @@ pub fn apply(model: &mut [u8], op: &Op) {
             model[off as usize..(off + len) as usize].copy_from_slice(&pattern(seed, off, len));
         }
         Op::Zero { off, len } => model[off as usize..(off + len) as usize].fill(0),
-        Op::Flushed { .. } => {}
+        Op::Flushed { .. } | Op::Snap { .. } => {}
     }
 }

@@ -1,9 +1,17 @@
-//! Out-of-process crash test: a writer child doing random I/O with periodic flushes is
-//! SIGKILLed at seeded random moments; after each kill the image must equal the model after
-//! some prefix of the logged operations that includes every operation before the last
-//! completed flush (only some prefix, when the journal is deleted after the kill). The seed is
-//! printed; replay with SHALE_CRASH_SEED=<seed>. SHALE_CRASH_TRIALS (default 200) scales the
-//! number of kills: 200 with the in-place log, 100 with the ring journal, 50 + 50 losing them.
+//! Out-of-process crash test: a writer child with up to 32 asynchronous writes in flight,
+//! asynchronous flushes and occasional snapshots is SIGKILLed once its operation log holds a
+//! seeded number of records (so a printed seed replays the run, up to thread timing); after
+//! each kill
+//! - a read-only open (which must first recover what the dead writer left in its journal) and
+//!   then a writable open both read the same image;
+//! - the image equals the model after some prefix of the logged operations that includes
+//!   every operation before the last completed flush and before the last snapshot (only the
+//!   snapshots' part, when the journal is deleted after the kill);
+//! - every snapshot the writer created reads exactly as the model at its point.
+//!
+//! Replay with SHALE_CRASH_SEED=<seed>. SHALE_CRASH_TRIALS (default 200) scales the number of
+//! kills: 200 with the in-place log, 100 with the ring journal, 50 + 50 losing them, and 200 on
+//! S3 with the ring journal when SHALE_TEST_S3=s3://bucket/prefix is set.
 
 use std::process::Command;
 use std::time::Duration;
@@ -23,6 +31,8 @@ enum Mode {
     InPlace,
     /// Ring journal in a cache directory.
     Ring,
+    /// The S3 peer (SHALE_TEST_S3) with a ring journal.
+    S3,
 }
 
 fn trials(default: u64) -> u64 {
@@ -52,6 +62,15 @@ fn losing_the_ring_journal_keeps_a_prefix() {
     crash_run(Mode::Ring, true, trials(50));
 }
 
+#[test]
+fn sigkill_on_s3_ring_journal_keeps_a_flushed_prefix() {
+    if std::env::var("SHALE_TEST_S3").is_err() {
+        println!("S3 crash test skipped: set SHALE_TEST_S3=s3://bucket/prefix (and AWS_*)");
+        return;
+    }
+    crash_run(Mode::S3, false, trials(200));
+}
+
 fn crash_run(mode: Mode, lose_journal: bool, trials: u64) {
     let seed = env_u64("SHALE_CRASH_SEED").unwrap_or_else(|| {
         std::time::SystemTime::now()
@@ -64,11 +83,20 @@ fn crash_run(mode: Mode, lose_journal: bool, trials: u64) {
         "shale-crash-{}-{seed}-{mode:?}-{lose_journal}",
         std::process::id()
     ));
-    let url = format!("file://{}", dir.join("store").display());
+    let url = match mode {
+        Mode::S3 => format!(
+            "{}/crash-{}-{seed}",
+            std::env::var("SHALE_TEST_S3")
+                .unwrap()
+                .trim_end_matches('/'),
+            std::process::id()
+        ),
+        _ => format!("file://{}", dir.join("store").display()),
+    };
     let cache = dir.join("cache");
     let journal = match mode {
         Mode::InPlace => "auto",
-        Mode::Ring => "ring",
+        Mode::Ring | Mode::S3 => "ring",
     };
     let env = [
         ("SHALE_JOURNAL", journal.to_string()),
@@ -86,7 +114,7 @@ fn crash_run(mode: Mode, lose_journal: bool, trials: u64) {
     let id = c.create_image("rbd", "crash", SIZE, 22).unwrap();
     let mut model = vec![0u8; SIZE as usize];
     let mut rng = Rng::new(seed);
-    let (mut total_ops, mut total_flushed) = (0usize, 0u64);
+    let (mut total_ops, mut total_flushed, mut total_snaps) = (0usize, 0u64, 0usize);
     for t in 0..trials {
         let log = dir.join(format!("ops-{t}.log"));
         let wseed = rng.next_u64();
@@ -100,7 +128,19 @@ fn crash_run(mode: Mode, lose_journal: bool, trials: u64) {
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .spawn()
             .expect("spawn writer");
-        std::thread::sleep(Duration::from_millis(5 + rng.below(120)));
+        // The kill moment: once the log holds a seeded number of records.
+        let target = 5 + rng.below(400);
+        let t0 = std::time::Instant::now();
+        loop {
+            let have = std::fs::metadata(&log).map(|m| m.len() / 32).unwrap_or(0);
+            if have >= target || t0.elapsed() > Duration::from_secs(20) {
+                break;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("seed {seed} trial {t}: writer exited early with {status}");
+            }
+            std::thread::sleep(Duration::from_micros(300));
+        }
         if let Ok(Some(status)) = child.try_wait() {
             panic!("seed {seed} trial {t}: writer exited early with {status}");
         }
@@ -115,7 +155,14 @@ fn crash_run(mode: Mode, lose_journal: bool, trials: u64) {
         let ops: Vec<Op> = recs
             .iter()
             .copied()
-            .filter(|o| !matches!(o, Op::Flushed { .. }))
+            .filter(|o| matches!(o, Op::Write { .. } | Op::Zero { .. }))
+            .collect();
+        let snaps: Vec<(u64, u64)> = recs
+            .iter()
+            .filter_map(|o| match *o {
+                Op::Snap { upto, id } => Some((upto, id)),
+                _ => None,
+            })
             .collect();
         let flushed = recs
             .iter()
@@ -130,18 +177,59 @@ fn crash_run(mode: Mode, lose_journal: bool, trials: u64) {
             .unwrap_or(0);
         total_ops += ops.len();
         total_flushed += flushed;
-        // With the journal lost, only the prefix property is promised.
-        let must = if lose_journal { 0 } else { flushed as usize };
+        total_snaps += snaps.len();
+        // A snapshot stored everything before it; a flush made it durable in the journal
+        // (with the journal lost, only what the snapshots stored is promised).
+        let snapped = snaps.iter().map(|s| s.0).max().unwrap_or(0);
+        let must = if lose_journal {
+            snapped as usize
+        } else {
+            flushed.max(snapped) as usize
+        };
 
+        // A read-only view first: it must not miss what the dead writer acknowledged.
+        let ro = c.open_image("rbd", "crash", true).unwrap();
+        let mut got_ro = vec![0u8; SIZE as usize];
+        assert_eq!(ro.read(0, &mut got_ro).unwrap(), SIZE as usize);
+        drop(ro);
         let img = c.open_image("rbd", "crash", false).unwrap();
         let mut got = vec![0u8; SIZE as usize];
         assert_eq!(img.read(0, &mut got).unwrap(), SIZE as usize);
-        img.close().unwrap();
+        assert!(
+            got_ro == got,
+            "seed {seed} trial {t} ({mode:?}, lose_journal={lose_journal}): the read-only view \
+             differs from the recovered image (first at byte {:?})",
+            got_ro.iter().zip(&got).position(|(a, b)| a != b)
+        );
 
         let mut m = model.clone();
-        for op in &ops[..must] {
+        for op in &ops[..must.min(ops.len())] {
             apply(&mut m, op);
         }
+        // Every snapshot reads as the model at its point.
+        for &(upto, sid) in &snaps {
+            let mut sm = model.clone();
+            for op in &ops[..upto as usize] {
+                apply(&mut sm, op);
+            }
+            let snap = c
+                .open_image_at("rbd", "crash", &format!("s{sid}"))
+                .unwrap_or_else(|e| panic!("seed {seed} trial {t}: snapshot s{sid}: {e}"));
+            let mut sg = vec![0u8; SIZE as usize];
+            snap.read(0, &mut sg).unwrap();
+            assert!(
+                sg == sm,
+                "seed {seed} trial {t} ({mode:?}): snapshot s{sid} (after {upto} ops) differs \
+                 from its model at byte {:?}",
+                sg.iter().zip(&sm).position(|(a, b)| a != b)
+            );
+        }
+        for s in img.snap_list().unwrap() {
+            img.snap_remove(&s.name).unwrap();
+        }
+        img.close().unwrap();
+        drop(img);
+
         let mut matched = None;
         for k in must..=ops.len() {
             if k > must {
@@ -158,14 +246,14 @@ fn crash_run(mode: Mode, lose_journal: bool, trials: u64) {
                 let first = m.iter().zip(&got).position(|(a, b)| a != b);
                 panic!(
                     "seed {seed} trial {t} ({mode:?}, lose_journal={lose_journal}): image is no prefix of the history \
-                     ({} ops logged, {flushed} flushed; vs. the full history it first differs at byte {first:?})",
+                     ({} ops logged, {flushed} flushed, {must} required; vs. the full history it first differs at byte {first:?})",
                     ops.len()
                 );
             }
         }
         let _ = std::fs::remove_file(&log);
     }
-    println!("{trials} kills, {total_ops} operations logged, {total_flushed} covered by completed flushes");
+    println!("{trials} kills, {total_ops} operations logged, {total_flushed} covered by completed flushes, {total_snaps} snapshots verified");
     assert!(
         total_flushed > 0,
         "no flush completed in any trial: the test proved nothing"

@@ -1,0 +1,182 @@
+//! The crash-and-fault simulator as a test (see shale_testkit::sim and docs/SIMULATOR.md).
+//!
+//! Environment:
+//! - `SHALE_SIM_SEED=<n>`       replay one scenario (its seed is printed with every violation);
+//! - `SHALE_SIM_REPEAT=<n>`     with SHALE_SIM_SEED: run it n times (thread interleavings vary);
+//! - `SHALE_SIM_SCENARIOS=<n>`  how many scenarios (default below);
+//! - `SHALE_SIM_MASTER=<n>`     master seed (default: from the clock; printed);
+//! - `SHALE_SIM_WORKERS=<n>`    scenarios run at once (default 8: they mostly wait);
+//! - `SHALE_SIM_HANG_SECS=<n>`  a wait longer than this is a hang (default 30);
+//! - `SHALE_SIM_VERBOSE=1`      print every step;
+//! - `SHALE_SIM_TAKEOVERS=0`    leave out takeovers (a second writer while the first runs on);
+//! - `SHALE_SIM_ALLOW_KNOWN=kind,kind`  violations of these kinds are reported but do not fail
+//!   (`prefix*` matches a family, e.g. `stale-writer*`).
+
+use std::time::Duration;
+
+use shale_testkit::sim::{run_many, scenario_seed, Options, Outcome, Summary};
+
+/// Scenarios per run when SHALE_SIM_SCENARIOS is not set: ≈ 1–2 minutes in a debug build on
+/// two cores; CI runs 10 000 in release (see docs/SIMULATOR.md).
+const DEFAULT_SCENARIOS: u64 = 600;
+
+fn env_u64(name: &str) -> Option<u64> {
+    std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
+}
+
+fn print_outcome(o: &Outcome, trace: bool) {
+    for v in &o.violations {
+        println!(
+            "VIOLATION {} in scenario seed {} at step {}: {}\n  replay: SHALE_SIM_SEED={} cargo test -p shale-testkit --release --test sim -- --nocapture\n  params: {}",
+            v.kind, v.seed, v.step, v.detail, v.seed, o.params
+        );
+    }
+    if trace {
+        let n = o.trace.len();
+        for t in &o.trace[n.saturating_sub(40)..] {
+            println!("    {t}");
+        }
+    }
+}
+
+fn report(s: &Summary, master: Option<u64>) {
+    let f = &s.figures;
+    println!("---- shale simulator ----");
+    if let Some(m) = master {
+        println!("master seed          {m} (SHALE_SIM_MASTER={m} reruns this set)");
+    }
+    println!("scenarios run        {}", f.scenarios);
+    println!(
+        "wall time            {:.1} s ({:.1} ms per scenario; median {:?}, p99 {:?}, max {:?})",
+        s.elapsed.as_secs_f64(),
+        s.elapsed.as_secs_f64() * 1000.0 / f.scenarios.max(1) as f64,
+        s.percentile(0.5),
+        s.percentile(0.99),
+        s.percentile(1.0)
+    );
+    println!("steps                {}", f.steps);
+    println!(
+        "I/O requests         {} (+{} by writers that lost the image)",
+        f.ops, f.zombie_ops
+    );
+    println!("flushes              {}", f.flushes);
+    println!(
+        "crashes injected     {} ({} with requests in flight, {} losing the journal)",
+        f.crashes, f.crashes_in_flight, f.journal_losses
+    );
+    println!("clean close+reopen   {}", f.closes);
+    println!("takeovers            {}", f.takeovers);
+    println!("resizes              {}", f.resizes);
+    println!(
+        "snapshots            {} taken, {} read back",
+        f.snapshots, f.snapshot_checks
+    );
+    println!("gc runs              {}", f.gc_runs);
+    println!(
+        "faults injected      {} store errors / lost acks ({} fault-profile changes, {} offline windows)",
+        f.faults_injected, f.fault_changes, f.offline_windows
+    );
+    println!(
+        "checks               {} image checks, {} retried under faults; {} errors tolerated under faults; {} open retries",
+        f.checks, f.checks_retried, f.errors_tolerated, f.open_retries
+    );
+    println!(
+        "acknowledged, unflushed ops dropped by crashes (allowed): {}",
+        f.ops_lost
+    );
+    println!(
+        "scenarios ended early, model uncertain (not violations): {}",
+        f.uncertain
+    );
+    println!("violations found     {}", s.violations());
+    let mut kinds: std::collections::BTreeMap<&str, Vec<u64>> = Default::default();
+    for o in &s.failed {
+        for v in &o.violations {
+            kinds.entry(v.kind).or_default().push(v.seed);
+        }
+    }
+    for (k, seeds) in &kinds {
+        println!(
+            "  {k}: {} (seeds {:?})",
+            seeds.len(),
+            &seeds[..seeds.len().min(10)]
+        );
+    }
+}
+
+#[test]
+fn simulation() {
+    let opts = Options {
+        hang: Duration::from_secs(env_u64("SHALE_SIM_HANG_SECS").unwrap_or(30)),
+        verbose: env_u64("SHALE_SIM_VERBOSE").unwrap_or(0) != 0,
+        takeovers: env_u64("SHALE_SIM_TAKEOVERS").unwrap_or(1) != 0,
+    };
+    let (seeds, master) = match env_u64("SHALE_SIM_SEED") {
+        Some(seed) => {
+            let n = env_u64("SHALE_SIM_REPEAT").unwrap_or(1).max(1);
+            println!("replaying scenario seed {seed} ({n} time(s))");
+            (vec![seed; n as usize], None)
+        }
+        None => {
+            let master = env_u64("SHALE_SIM_MASTER").unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos() as u64)
+                    .unwrap_or(1)
+            });
+            let n = env_u64("SHALE_SIM_SCENARIOS").unwrap_or(DEFAULT_SCENARIOS);
+            println!("simulating {n} scenarios from master seed {master}");
+            (
+                (0..n).map(|i| scenario_seed(master, i)).collect(),
+                Some(master),
+            )
+        }
+    };
+    let workers = env_u64("SHALE_SIM_WORKERS").unwrap_or(8) as usize;
+    let replay = master.is_none();
+    let done = std::sync::atomic::AtomicU64::new(0);
+    let total = seeds.len() as u64;
+    let s = run_many(&seeds, workers, &opts, |o| {
+        let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        if !o.violations.is_empty() {
+            print_outcome(o, replay);
+        }
+        if n % 1000 == 0 || (replay && n == total) {
+            println!("  {n}/{total} scenarios done");
+        }
+    });
+    if replay {
+        for o in &s.failed {
+            let n = o.trace.len();
+            println!("trace of seed {} (last {} steps):", o.seed, n.min(60));
+            for t in &o.trace[n.saturating_sub(60)..] {
+                println!("    {t}");
+            }
+        }
+    }
+    report(&s, master);
+    let allowed: Vec<String> = std::env::var("SHALE_SIM_ALLOW_KNOWN")
+        .unwrap_or_default()
+        .split(',')
+        .map(|k| k.trim().to_string())
+        .filter(|k| !k.is_empty())
+        .collect();
+    let blocking: Vec<_> = s
+        .failed
+        .iter()
+        .flat_map(|o| o.violations.iter())
+        .filter(|v| {
+            !allowed
+                .iter()
+                .any(|a| a == v.kind || (a.ends_with('*') && v.kind.starts_with(&a[..a.len() - 1])))
+        })
+        .collect();
+    assert!(
+        blocking.is_empty(),
+        "{} violation(s); first: {} (seed {}): {}",
+        blocking.len(),
+        blocking[0].kind,
+        blocking[0].seed,
+        blocking[0].detail
+    );
+}
