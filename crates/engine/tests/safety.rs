@@ -271,3 +271,39 @@ fn a_batch_of_thousands_of_small_writes_fits_an_in_place_segment() {
     }
     vol.close().unwrap();
 }
+
+/// Suspected and confirmed: a torn last record in an in-place staging file left its bytes in
+/// the last page of the published segment, whose checksum was computed over zeros there — a
+/// permanent EIO after recovery.
+#[test]
+fn a_torn_last_staged_record_does_not_poison_the_published_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn ObjectStore> = Arc::new(LocalStore::open(dir.path()).unwrap());
+    let cfg = || EngineConfig {
+        log: shale_engine::LogConfig::InPlace,
+        ..cfg()
+    };
+    let p = "p/images/t/";
+    let n: u64 = 1 << 20;
+    let vol = Volume::open(store.clone(), p, n, 1, cfg(), false).unwrap();
+    vol.write(0, &[3u8; 1536]).unwrap(); // 3 sectors: the record ends inside a page
+    vol.flush().unwrap();
+    vol.crash();
+    let staged = store.list(&format!("{p}open/")).unwrap();
+    assert_eq!(staged.len(), 1);
+    let path = store.local_path(&staged[0].key).unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap();
+    std::io::Write::write_all(&mut f, &[0x5a; 700]).unwrap(); // a torn record's first bytes
+    drop(f);
+    let vol = Volume::open(store.clone(), p, n, 1, cfg(), false).unwrap();
+    let mut b = vec![0u8; 4096];
+    vol.read(0, &mut b).unwrap();
+    assert_eq!(&b[..1536], &[3u8; 1536][..]);
+    vol.close().unwrap();
+    let vol = Volume::open(store.clone(), p, n, 1, cfg(), true).unwrap();
+    vol.read(0, &mut b).unwrap();
+    assert_eq!(&b[..1536], &[3u8; 1536][..]);
+}

@@ -147,7 +147,11 @@ impl InPlaceLog {
             .map_err(|e| Error::io(format!("cannot open {}", staging.display()), e))?;
         f.write_all_at(header, 0)
             .map_err(|e| Error::io(format!("writing {}", staging.display()), e))?;
-        f.set_len(header.len() as u64 + data_len.div_ceil(4096) * 4096)
+        // Cut whatever follows the records first (a torn record's bytes), then pad the last
+        // page with zeros: the page checksums were computed over zeros there.
+        let end = header.len() as u64 + data_len;
+        f.set_len(end)
+            .and_then(|_| f.set_len(header.len() as u64 + data_len.div_ceil(4096) * 4096))
             .map_err(|e| Error::io(format!("sizing {}", staging.display()), e))?;
         f.sync_all()
             .map_err(|e| Error::io(format!("syncing {}", staging.display()), e))?;

@@ -150,21 +150,33 @@ impl RingJournal {
         let plain = File::open(path)
             .map_err(|e| Error::io(format!("cannot read journal {}", path.display()), e))?;
         let mut sbuf = vec![0u8; SB_LEN as usize];
-        let sb = plain
-            .read_exact_at(&mut sbuf, 0)
-            .ok()
-            .and_then(|_| decode_sb(&sbuf));
+        let read = plain.read_exact_at(&mut sbuf, 0).is_ok();
+        let sb = read.then(|| decode_sb(&sbuf)).flatten();
+        if read && sb.is_none() && sbuf.iter().any(|&b| b != 0) {
+            // Not a new file, and not a superblock we can read: it may hold acknowledged
+            // writes the store does not have. Starting afresh would silently drop them.
+            return Err(err!(
+                Corruption,
+                "journal {}: its superblock is damaged or not Shale's; it may hold \
+                 acknowledged writes. Move it away to start without them (they are lost), or \
+                 keep it for inspection",
+                path.display()
+            ));
+        }
         let usable = sb.filter(|sb| {
             sb.owner == owner
                 && sb.size == size
                 && (store == sb.base || store.journal_id == sb.id)
                 && sb.tail_off >= SB_LEN
-                && sb.tail_off < size
+                // A record may end exactly at the end of the file: the tail is then there
+                // (replay continues at the start).
+                && sb.tail_off <= size
         });
         let mut replayed = Vec::new();
+        let mut repersist = false;
         let (id, base, head, next_seq, persisted, live) = match usable {
             Some(sb) => {
-                let (recs, head, next) = scan(&plain, size, sb.id, sb.tail_off, sb.tail_seq)?;
+                let (recs, head, mut next) = scan(&plain, size, sb.id, sb.tail_off, sb.tail_seq)?;
                 let mut live = VecDeque::new();
                 for (seq, off, bytes) in recs {
                     live.push_back((seq, off, bytes.len() as u64));
@@ -176,6 +188,14 @@ impl RingJournal {
                     {
                         replayed.push(Replayed { seq, bytes });
                     }
+                }
+                if store.journal_id == sb.id && next <= store.jseq {
+                    // The store holds records this file lost (power loss before a sync):
+                    // number on past them, or new records would be taken for stored ones.
+                    // Everything left here is in the store; start the ring at the head.
+                    next = store.jseq + 1;
+                    live.clear();
+                    repersist = true;
                 }
                 (sb.id, sb.base, head, next, (sb.tail_off, sb.tail_seq), live)
             }
@@ -216,6 +236,9 @@ impl RingJournal {
             let mut g = j.lock();
             if usable.is_none() {
                 j.persist(&mut g, (SB_LEN, 1))?;
+            } else if repersist {
+                let tail = (g.head, g.next_seq);
+                j.persist(&mut g, tail)?;
             }
             j.refresh_used(&mut g);
         }

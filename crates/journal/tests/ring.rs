@@ -241,3 +241,111 @@ fn in_place_staging_scan_and_publish() {
     assert_eq!(bytes.len() % 4096, 0);
     assert!(!staging.exists());
 }
+
+/// Suspected and confirmed: a superblock whose tail sat exactly at the end of the file was
+/// rejected on reopen and the journal started afresh, dropping its records.
+#[test]
+fn a_tail_at_the_very_end_of_the_file_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("j");
+    let (j, _) = open(&path, JournalMark::default());
+    let id = j.id();
+    drop(j);
+    // Forge the state: a superblock whose tail is the end of the file and a record at the
+    // start (where replay continues).
+    let mut sb = vec![0u8; 4096];
+    std::fs::File::open(&path)
+        .unwrap()
+        .read_exact_at(&mut sb, 0)
+        .unwrap();
+    let size = SIZE / 4096 * 4096;
+    sb[16 + 5 * 8..16 + 6 * 8].copy_from_slice(&size.to_le_bytes()); // tail_off
+    sb[16 + 6 * 8..16 + 7 * 8].copy_from_slice(&5u64.to_le_bytes()); // tail_seq
+    let crc = crc32c::crc32c(&sb[..72]);
+    sb[72..76].copy_from_slice(&crc.to_le_bytes());
+    let mut rec = Vec::new();
+    record::encode_into(
+        &mut rec,
+        id,
+        5,
+        record::RecordKind::Ops,
+        &[op(0, 8)],
+        &data(9, 8),
+    );
+    let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    f.write_all_at(&sb, 0).unwrap();
+    f.write_all_at(&rec, 4096).unwrap();
+    drop(f);
+    let (j, rep) = open(
+        &path,
+        JournalMark {
+            journal_id: id,
+            jseq: 4,
+        },
+    );
+    assert_eq!(j.id(), id, "the journal was started afresh");
+    assert_eq!(rep.len(), 1, "the record after the tail was lost");
+    assert_eq!(rep[0].seq, 5);
+}
+
+/// Suspected and confirmed: a superblock with a bad checksum was taken for "no journal" and
+/// the file started afresh. It must be refused with an error that says what to do.
+#[test]
+fn a_damaged_superblock_is_an_error_not_a_fresh_journal() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("j");
+    let (j, _) = open(&path, JournalMark::default());
+    let mut out = Vec::new();
+    j.append(&[op(0, 8)], &data(1, 8), &mut out, (0, 0))
+        .unwrap();
+    drop(j);
+    let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    f.write_all_at(&[0xff; 4], 20).unwrap();
+    drop(f);
+    let e = RingJournal::open(
+        &path,
+        SIZE,
+        7,
+        JournalMark::default(),
+        Duration::from_millis(100),
+    )
+    .unwrap_err();
+    assert_eq!(e.kind(), shale_error::ErrorKind::Corruption, "{e}");
+    assert!(e.to_string().contains("Move it away"), "{e}");
+}
+
+/// Suspected and confirmed: after a power loss the file can lose records the store already
+/// holds; numbering then restarted below the store's mark and later records were skipped as
+/// "already stored" at the next recovery.
+#[test]
+fn numbering_continues_past_what_the_store_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("j");
+    let (j, _) = open(&path, JournalMark::default());
+    let id = j.id();
+    let mut out = Vec::new();
+    let s1 = j
+        .append(&[op(0, 8)], &data(1, 8), &mut out, (0, 0))
+        .unwrap();
+    drop(j);
+    // The store has records up to s1 + 5 of this journal (they were uploaded, then the file
+    // lost them).
+    let mark = JournalMark {
+        journal_id: id,
+        jseq: s1 + 5,
+    };
+    let (j, rep) = open(&path, mark);
+    assert!(rep.is_empty());
+    let s = j
+        .append(&[op(8, 8)], &data(2, 8), &mut out, (0, 0))
+        .unwrap();
+    assert!(
+        s > s1 + 5,
+        "numbering restarted at {s}, below the store's {}",
+        s1 + 5
+    );
+    drop(j);
+    let (_j, rep) = open(&path, mark);
+    assert_eq!(rep.len(), 1, "the new record must be replayed");
+    assert_eq!(rep[0].seq, s);
+}
