@@ -28,6 +28,17 @@ pub enum LogConfig {
     InPlace,
 }
 
+/// Whether this writer may still act as the image's owner (its exclusive-lock lease has time
+/// left). A writer that may not never deletes anything.
+#[derive(Clone)]
+pub struct LeaseCheck(pub std::sync::Arc<dyn Fn() -> bool + Send + Sync>);
+
+impl std::fmt::Debug for LeaseCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LeaseCheck")
+    }
+}
+
 /// How the engine batches and uploads.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -57,6 +68,8 @@ pub struct EngineConfig {
     pub gc_threshold: f64,
     /// Run GC automatically after this many stored segments.
     pub gc_every: u64,
+    /// The exclusive-lock lease, for writers that hold one (None: no lock, always owner).
+    pub lease: Option<LeaseCheck>,
     /// Longest time `close` waits for the store to take the last segments (a journal keeps
     /// them past it).
     pub close_wait: Duration,
@@ -82,6 +95,7 @@ impl Default for EngineConfig {
             gc_threshold: 0.0,
             gc_every: 16,
             close_wait: Duration::from_secs(15),
+            lease: None,
         }
     }
 }

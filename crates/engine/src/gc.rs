@@ -185,6 +185,7 @@ pub(crate) fn run(sh: &Arc<Shared>, threshold: f64) -> Result<GcReport> {
     // Wait for reads planned before the relocation; new reads cannot reach a doomed segment.
     let _quiet = sh.gc_guard.write().unwrap_or_else(|p| p.into_inner());
     for seq in doomed {
+        sh.check_lease("deleting collected segments")?;
         sh.store.delete(&crate::upload::seg_key(&sh.prefix, seq))?;
         rep.segments_deleted += 1;
         rep.bytes_deleted += sizes.get(&seq).copied().unwrap_or(0);

@@ -309,7 +309,10 @@ pub(crate) fn recover(
         ));
     }
     let mut next_seq = seq;
-    if !read_only && (base.is_none() || !orphans.is_empty()) {
+    // A writer of a new epoch (a takeover) stores its own base at once: a fenced writer of an
+    // older epoch may still rotate that epoch's checkpoints away.
+    let takeover = base.is_some() && base_epoch < epoch;
+    if !read_only && (base.is_none() || !orphans.is_empty() || takeover) {
         // A checkpoint before anything new is written: the first one of a new image, or one
         // past every orphan of an interrupted upload burst, so their numbers are never used
         // again. The orphans are not deleted here: they belong to no acknowledged prefix and
@@ -330,7 +333,15 @@ pub(crate) fn recover(
             extents: crate::upload::to_extents(map.iter()),
         };
         with_retries("storing the recovery checkpoint", || {
-            store_checkpoint(store, prefix, &c)
+            store_checkpoint(store, prefix, &c)?;
+            if takeover {
+                crate::upload::copy_checkpoint(
+                    store,
+                    prefix,
+                    &crate::upload::ckpt_key(prefix, c.epoch, c.next_seq),
+                )?;
+            }
+            Ok(())
         })?;
         if !orphans.is_empty() {
             // Older checkpoints do not know the orphans were skipped: a recovery from one of

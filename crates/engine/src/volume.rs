@@ -1012,6 +1012,17 @@ impl Shared {
             .collect()
     }
 
+    /// Refuse (Fenced) when this writer's lease has run out: it must not delete anything.
+    pub(crate) fn check_lease(&self, what: &str) -> Result<()> {
+        match &self.cfg.lease {
+            Some(l) if !(l.0)() => Err(err!(
+                Fenced,
+                "not {what}: this writer's exclusive-lock lease has run out"
+            )),
+            _ => Ok(()),
+        }
+    }
+
     pub(crate) fn durability(&self) -> Durability {
         match self.cfg.log {
             LogConfig::Memory => Durability::Backend,

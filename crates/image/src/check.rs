@@ -26,7 +26,12 @@ impl Cluster {
                 "parent {}/{}@{} of this clone",
                 p.pool, p.image_name, p.snap_name
             );
-            let pkey = format!("{}/images/{}/{}", p.pool, p.image_id, SnapInfo::key(p.snap_id));
+            let pkey = format!(
+                "{}/images/{}/{}",
+                p.pool,
+                p.image_id,
+                SnapInfo::key(p.snap_id)
+            );
             match self.load_header(&p.pool, &p.image_id) {
                 Err(e) => r.problems.push(Problem {
                     object: format!("{}/images/{}/header", p.pool, p.image_id),

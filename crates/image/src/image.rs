@@ -133,10 +133,12 @@ pub(crate) fn head_volume(
     id: &str,
     h: &ImageHeader,
     writable: bool,
+    lease: Option<shale_engine::LeaseCheck>,
 ) -> Result<Volume> {
     let prefix = format!("{pool}/images/{id}/");
     let mut cfg = c.engine_config(pool, id);
     cfg.fence = h.fence;
+    cfg.lease = lease;
     let v = Volume::open(c.store.clone(), &prefix, h.size, h.epoch, cfg, !writable)?;
     attach_parent(c, &v, h, None)?;
     Ok(v)
@@ -237,7 +239,7 @@ impl Image {
             // With the exclusive-lock feature the head opens read-only; the first write takes
             // the lock and reopens it writable under a new epoch.
             None => (
-                head_volume(c, pool, id, &h, !read_only && !locking)?,
+                head_volume(c, pool, id, &h, !read_only && !locking, None)?,
                 None,
                 read_only,
             ),
@@ -406,7 +408,14 @@ impl Image {
         if h.epoch == self.hdr().0.epoch && crate::lock::current_owner(self)?.is_none() {
             return Ok(());
         }
-        let fresh = Arc::new(head_volume(&self.cluster, &self.pool, &self.id, &h, false)?);
+        let fresh = Arc::new(head_volume(
+            &self.cluster,
+            &self.pool,
+            &self.id,
+            &h,
+            false,
+            None,
+        )?);
         let _no_takeover = self
             .lock
             .acquiring

@@ -30,6 +30,8 @@ use crate::image::{head_volume, Image};
 pub const EXCLUSIVE_LOCK: u64 = 4;
 /// How long a lock stays valid without renewal.
 const LEASE: Duration = Duration::from_secs(6);
+/// A writer stops deleting this long before its lease runs out (clock and store latency).
+const LEASE_MARGIN: Duration = Duration::from_secs(2);
 /// Renewal period (also how often an owner notices a handoff request or a break).
 const RENEW: Duration = Duration::from_millis(500);
 /// How long a writer waits for the owner to hand the lock over.
@@ -122,6 +124,8 @@ pub struct LockCtl {
     /// This handle's name as a lock owner: `client.<id> <handle>`.
     me: String,
     st: Mutex<State>,
+    /// When the lease this handle last wrote runs out (ms since the epoch).
+    lease_until: Arc<std::sync::atomic::AtomicU64>,
     /// Serialises takeovers: concurrent first writes take the lock once (and a reader's view
     /// refresh never replaces a writer's volume).
     pub(crate) acquiring: Mutex<()>,
@@ -145,6 +149,7 @@ impl LockCtl {
             enabled,
             me: format!("{client} {:08x}", u32::from_le_bytes(b)),
             st: Mutex::new(State::default()),
+            lease_until: Arc::new(std::sync::atomic::AtomicU64::new(0)),
             acquiring: Mutex::new(()),
         }
     }
@@ -178,8 +183,15 @@ impl LockCtl {
         acquire(self, img, false)
     }
 
-    /// Give the lock up: store everything, reopen read-only, delete the lock object.
+    /// Give the lock up: store everything, reopen read-only, let the lock object go.
+    /// Serialised with takeovers: a write racing with the release takes the lock afresh
+    /// afterwards, and the release never touches the lock that write took.
     pub(crate) fn release(&self, img: &Image) -> Result<()> {
+        let _one = self.acquiring.lock().unwrap_or_else(|p| p.into_inner());
+        self.release_locked(img)
+    }
+
+    fn release_locked(&self, img: &Image) -> Result<()> {
         let stop = {
             let mut st = self.state();
             if !st.owner {
@@ -193,13 +205,36 @@ impl LockCtl {
             s.store(true, Ordering::SeqCst);
         }
         let res = demote(&img.cluster, &img.pool, &img.id, &img.vol);
-        let key = lock_key(&img.pool, &img.id);
-        if let Ok((rec, _)) = get_json::<LockRecord>(img.cluster.store.as_ref(), &key, Kind::Lock) {
-            if rec.owner == self.me {
-                img.cluster.store.delete(&key)?;
+        relinquish(&img.cluster, &lock_key(&img.pool, &img.id), &self.me)?;
+        res
+    }
+}
+
+/// Let our lock record go: replace it, only if it is still ours and unchanged, by an expired
+/// one (a conditional write: a lock someone took meanwhile is never removed).
+fn relinquish(c: &crate::Cluster, key: &str, me: &str) -> Result<()> {
+    match get_json::<LockRecord>(c.store.as_ref(), key, Kind::Lock) {
+        Ok((rec, ver)) if rec.owner == me => {
+            let gone = LockRecord {
+                expires_ms: 0,
+                handoff: None,
+                explicit: false,
+                ..rec
+            };
+            match put_json(
+                c.store.as_ref(),
+                key,
+                Kind::Lock,
+                &gone,
+                PutMode::Update(ver),
+            ) {
+                Err(e) if e.kind() == ErrorKind::Busy || e.kind() == ErrorKind::NotFound => Ok(()),
+                r => r.map(|_| ()),
             }
         }
-        res
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
     }
 }
 
@@ -213,7 +248,7 @@ fn demote(
     let old = slot.read().unwrap_or_else(|p| p.into_inner()).clone();
     let res = old.close();
     let (h, _) = c.load_header(pool, id)?;
-    let ro = head_volume(c, pool, id, &h, false)?;
+    let ro = head_volume(c, pool, id, &h, false, None)?;
     *slot.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(ro);
     res
 }
@@ -405,7 +440,13 @@ fn acquire(ctl: &LockCtl, img: &Image, explicit: bool) -> Result<()> {
         let (h, ver) = c.load_header(&img.pool, &img.id)?;
         let old = img.vol();
         let _ = old.close();
-        let vol = Arc::new(head_volume(c, &img.pool, &img.id, &h, true)?);
+        ctl.lease_until
+            .store(now_ms() + LEASE.as_millis() as u64, Ordering::SeqCst);
+        let until = ctl.lease_until.clone();
+        let lease = shale_engine::LeaseCheck(Arc::new(move || {
+            now_ms() + LEASE_MARGIN.as_millis() as u64 <= until.load(Ordering::SeqCst)
+        }));
+        let vol = Arc::new(head_volume(c, &img.pool, &img.id, &h, true, Some(lease))?);
         *img.vol.write().unwrap_or_else(|p| p.into_inner()) = vol.clone();
         *img.header.lock().unwrap_or_else(|p| p.into_inner()) = (h, ver);
         let stop = Arc::new(AtomicBool::new(false));
@@ -415,14 +456,19 @@ fn acquire(ctl: &LockCtl, img: &Image, explicit: bool) -> Result<()> {
             st.explicit = explicit;
             st.stop = Some(stop.clone());
         }
-        spawn_renewal(
+        if let Err(e) = spawn_renewal(
             c.clone(),
             img.pool.clone(),
             img.id.clone(),
             img.vol.clone(),
             img.lock.clone(),
             stop,
-        );
+        ) {
+            // Without renewal the lease would lapse under a writer that believes it owns the
+            // image: give the lock back and fail.
+            let _ = ctl.release_locked(img);
+            return Err(e);
+        }
         return Ok(());
     }
 }
@@ -435,8 +481,8 @@ fn spawn_renewal(
     slot: Arc<std::sync::RwLock<Arc<shale_engine::Volume>>>,
     ctl: Arc<LockCtl>,
     stop: Arc<AtomicBool>,
-) {
-    let _ = std::thread::Builder::new().name("shale-lock".into()).spawn(move || {
+) -> Result<()> {
+    std::thread::Builder::new().name("shale-lock".into()).spawn(move || {
         let key = lock_key(&pool, &id);
         let me = ctl.me.clone();
         while !stop.load(Ordering::SeqCst) {
@@ -457,11 +503,16 @@ fn spawn_renewal(
                         if let Err(e) = demote(&c, &pool, &id, &slot) {
                             tracing::warn!("handing over the lock of {pool}/{id}: {e}");
                         }
-                        let _ = c.store.delete(&key);
+                        if let Err(e) = relinquish(&c, &key, &me) {
+                            tracing::warn!("handing over the lock of {pool}/{id}: {e}");
+                        }
                         return;
                     }
                     let renewed = LockRecord { expires_ms: now_ms() + LEASE.as_millis() as u64, ..rec };
-                    let _ = put_json(c.store.as_ref(), &key, Kind::Lock, &renewed, PutMode::Update(ver));
+                    let until = renewed.expires_ms;
+                    if put_json(c.store.as_ref(), &key, Kind::Lock, &renewed, PutMode::Update(ver)).is_ok() {
+                        ctl.lease_until.store(until, Ordering::SeqCst);
+                    }
                 }
                 Err(e) if e.kind() != ErrorKind::NotFound => {} // store trouble: try again
                 _ => {
@@ -477,7 +528,9 @@ fn spawn_renewal(
                 }
             }
         }
-    });
+    })
+    .map(|_| ())
+    .map_err(|e| shale_error::Error::io("cannot start the lock renewal thread", e))
 }
 
 /// The current exclusive-lock owner, if any.
@@ -487,6 +540,7 @@ pub(crate) fn current_owner(img: &Image) -> Result<Option<String>> {
         &lock_key(&img.pool, &img.id),
         Kind::Lock,
     ) {
+        Ok((rec, _)) if rec.stale() => Ok(None),
         Ok((rec, _)) => Ok(Some(rec.owner)),
         Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),
