@@ -307,3 +307,73 @@ fn a_torn_last_staged_record_does_not_poison_the_published_segment() {
     vol.read(0, &mut b).unwrap();
     assert_eq!(&b[..1536], &[3u8; 1536][..]);
 }
+
+/// Suspected and confirmed: a writer that lost the image could rotate away (delete) the
+/// checkpoints of its epoch that the new owner's recovery had used as its base; the new owner
+/// now stores a base of its own epoch when it takes over.
+#[test]
+fn a_takeover_never_depends_on_checkpoints_the_old_writer_may_rotate_away() {
+    let store: Arc<dyn ObjectStore> = Arc::new(MemoryStore::new());
+    let p = "p/images/f/";
+    let old = Volume::open(store.clone(), p, SIZE, 1, cfg(), false).unwrap();
+    for i in 0..20u64 {
+        old.write(i * 65536, &vec![i as u8 + 1; 65536]).unwrap();
+    }
+    old.flush_to_store().unwrap();
+    // Take over: epoch 2, fenced past every stored segment.
+    let start = store.list(&format!("{p}seg/")).unwrap().len() as u64 + 1;
+    let new_cfg = EngineConfig {
+        fence: Some((2, start)),
+        ..cfg()
+    };
+    let new = Volume::open(store.clone(), p, SIZE, 2, new_cfg.clone(), false).unwrap();
+    let mine: Vec<String> = ckpts(&store, p)
+        .into_iter()
+        .filter(|k| k.contains("ckpt/0000000000000002-"))
+        .collect();
+    assert!(!mine.is_empty(), "the new owner stored no checkpoint of its own");
+    // The fenced writer goes on, rotating its epoch's checkpoints.
+    for i in 0..40u64 {
+        let _ = old.write(i * 4096, &[0xee; 4096]);
+    }
+    let _ = old.flush_to_store();
+    old.crash();
+    for k in ckpts(&store, p) {
+        if k.contains("ckpt/0000000000000001-") {
+            store.delete(&k).unwrap();
+        }
+    }
+    new.close().unwrap();
+    let again = Volume::open(store.clone(), p, SIZE, 2, new_cfg, false).unwrap();
+    let mut b = vec![0u8; 65536];
+    again.read(65536 * 3, &mut b).unwrap();
+    assert_eq!(b, vec![4u8; 65536]);
+    again.close().unwrap();
+}
+
+/// A writer whose lease has run out deletes nothing (GC refuses with Fenced).
+#[test]
+fn gc_deletes_nothing_without_a_lease() {
+    let store: Arc<dyn ObjectStore> = Arc::new(MemoryStore::new());
+    let p = "p/images/l/";
+    let ok = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let o2 = ok.clone();
+    let c = EngineConfig {
+        lease: Some(shale_engine::LeaseCheck(Arc::new(move || {
+            o2.load(std::sync::atomic::Ordering::SeqCst)
+        }))),
+        ..cfg()
+    };
+    let vol = Volume::open(store.clone(), p, SIZE, 1, c, false).unwrap();
+    for _ in 0..3 {
+        for i in 0..16u64 {
+            vol.write(i * 65536, &vec![i as u8; 65536]).unwrap();
+        }
+    }
+    vol.flush_to_store().unwrap();
+    let segs = seg_count(&store, p);
+    ok.store(false, std::sync::atomic::Ordering::SeqCst);
+    let e = vol.gc(0.9).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Fenced, "{e}");
+    assert!(seg_count(&store, p) >= segs, "segments were deleted without a lease");
+}
