@@ -51,6 +51,11 @@ pub(crate) fn spawn(sh: &Arc<Shared>) -> Result<JoinHandle<()>> {
         .map_err(|e| Error::io("cannot start the committer thread", e))
 }
 
+fn in_range(sh: &Shared, off: u64, len: u64) -> Result<()> {
+    let size = lock(&sh.inner).size;
+    crate::volume::Volume::check_range(size, off, len)
+}
+
 /// The record being built.
 #[derive(Default)]
 struct Batch {
@@ -92,10 +97,19 @@ fn run(sh: &Shared) {
         let mut flushes: Vec<Done> = Vec::new();
         for p in reqs {
             match p.req {
-                Req::Write { off, data } => add_write(sh, &mut b, &mut scratch, off, &data, p.done),
-                Req::Zero { off, len, trim } => {
-                    add_zero(sh, &mut b, &mut scratch, off, len, trim, p.done)
-                }
+                // Checked again here: a shrink may have come between submission and now, and
+                // nothing may land past the new end.
+                Req::Write { off, data } => match in_range(sh, off, data.len() as u64) {
+                    Ok(()) => add_write(sh, &mut b, &mut scratch, off, &data, p.done),
+                    Err(e) => (p.done)(Err(e)),
+                },
+                Req::Zero { off, len, trim } => match trim {
+                    false => match in_range(sh, off, len) {
+                        Ok(()) => add_zero(sh, &mut b, &mut scratch, off, len, trim, p.done),
+                        Err(e) => (p.done)(Err(e)),
+                    },
+                    true => add_zero(sh, &mut b, &mut scratch, off, len, trim, p.done),
+                },
                 Req::Flush => {
                     commit(sh, &mut b, &mut scratch);
                     match sh.durability() {

@@ -155,7 +155,7 @@ fn store_segment(sh: &Shared, s: &Sealed) -> Result<u64> {
         retry(sh, &format!("publishing {}", dest.display()), || {
             match shale_journal::InPlaceLog::publish(&staging, &header, s.data.len() as u64, &dest)
             {
-                Err(e) if e.kind() == ErrorKind::Exists => collision(sh, &key),
+                Err(e) if e.kind() == ErrorKind::Exists => collision(sh, &key, s),
                 r => r,
             }
         })?;
@@ -168,7 +168,7 @@ fn store_segment(sh: &Shared, s: &Sealed) -> Result<u64> {
     let key = seg_key(&sh.prefix, s.seq);
     retry(sh, &format!("PUT {key}"), || {
         match sh.store.put(&key, obj.clone(), PutMode::Create) {
-            Err(e) if e.kind() == ErrorKind::Exists => collision(sh, &key),
+            Err(e) if e.kind() == ErrorKind::Exists => collision(sh, &key, s),
             r => r.map(|_| ()),
         }
     })?;
@@ -179,10 +179,33 @@ fn store_segment(sh: &Shared, s: &Sealed) -> Result<u64> {
 /// ours (a retried PUT whose first attempt landed). Under an older epoch: a writer that lost
 /// the image wrote it after we took over — it is not part of the log, so it is deleted and
 /// the PUT retried. Under a newer epoch: we have lost the image.
-fn collision(sh: &Shared, key: &str) -> Result<()> {
+fn collision(sh: &Shared, key: &str, ours: &Sealed) -> Result<()> {
     let h = crate::read::load_header(sh.store.as_ref(), key)?;
     if h.epoch == sh.epoch {
-        return Ok(());
+        // Ours only if it holds exactly what we were storing: another writer of the same
+        // epoch (an image without the exclusive lock, opened writable twice) must never have
+        // its segment taken for ours — that would be wrong data with valid checksums.
+        let crcs: Vec<u32> = ours
+            .data
+            .chunks(shale_format::PAGE)
+            .enumerate()
+            .map(|(i, pg)| {
+                let mut page = pg.to_vec();
+                page.resize(shale_format::PAGE, 0);
+                segment::page_crc(ours.seq, i as u32, &page)
+            })
+            .collect();
+        if h.entries == ours.entries && h.journal == ours.mark && h.page_crcs == crcs {
+            return Ok(());
+        }
+        let mut g = lock(&sh.inner);
+        g.fenced = true;
+        return Err(err!(
+            Fenced,
+            "{key} was written by another writer of this image at the same time; an image \
+             written by two clients needs the exclusive-lock feature (`shale` enables it by \
+             default)"
+        ));
     }
     if h.epoch < sh.epoch {
         tracing::warn!(

@@ -331,7 +331,10 @@ fn a_takeover_never_depends_on_checkpoints_the_old_writer_may_rotate_away() {
         .into_iter()
         .filter(|k| k.contains("ckpt/0000000000000002-"))
         .collect();
-    assert!(!mine.is_empty(), "the new owner stored no checkpoint of its own");
+    assert!(
+        !mine.is_empty(),
+        "the new owner stored no checkpoint of its own"
+    );
     // The fenced writer goes on, rotating its epoch's checkpoints.
     for i in 0..40u64 {
         let _ = old.write(i * 4096, &[0xee; 4096]);
@@ -375,5 +378,101 @@ fn gc_deletes_nothing_without_a_lease() {
     ok.store(false, std::sync::atomic::Ordering::SeqCst);
     let e = vol.gc(0.9).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Fenced, "{e}");
-    assert!(seg_count(&store, p) >= segs, "segments were deleted without a lease");
+    assert!(
+        seg_count(&store, p) >= segs,
+        "segments were deleted without a lease"
+    );
+}
+
+/// Suspected and confirmed: a write queued before a shrink but committed after it left data
+/// past the new end (visible again after growing back).
+#[test]
+fn a_shrink_racing_queued_writes_leaves_nothing_past_the_new_end() {
+    for round in 0..20u64 {
+        let store: Arc<dyn ObjectStore> = Arc::new(MemoryStore::new());
+        let p = "p/images/r/";
+        let vol = Arc::new(Volume::open(store.clone(), p, SIZE, 1, cfg(), false).unwrap());
+        let half = SIZE / 2;
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writers: Vec<_> = (0..2u64)
+            .map(|t| {
+                let (vol, stop) = (vol.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    let mut i = 0u64;
+                    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                        let off = half + ((i * 2 + t) % 256) * 4096;
+                        let _ = vol.write(off, &[0xab; 4096]);
+                        i += 1;
+                    }
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_micros(200 + round * 50));
+        vol.resize(half).unwrap();
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        for w in writers {
+            w.join().unwrap();
+        }
+        vol.resize(SIZE).unwrap();
+        let mut b = vec![0u8; (SIZE - half) as usize];
+        vol.read(half, &mut b).unwrap();
+        assert!(
+            b.iter().all(|&x| x == 0),
+            "round {round}: data past the shrunk end came back"
+        );
+        vol.close().unwrap();
+    }
+}
+
+/// Suspected and confirmed: two writers of one epoch (an image without the exclusive lock
+/// opened writable twice) used the same segment numbers, and the second took the first one's
+/// segment for its own — its data silently replaced, with valid checksums.
+#[test]
+fn a_second_writer_of_the_same_epoch_is_refused_not_merged() {
+    let store: Arc<dyn ObjectStore> = Arc::new(MemoryStore::new());
+    let p = "p/images/two/";
+    let a = Volume::open(store.clone(), p, SIZE, 1, cfg(), false).unwrap();
+    let b = Volume::open(store.clone(), p, SIZE, 1, cfg(), false).unwrap();
+    a.write(0, &[1u8; 4096]).unwrap();
+    a.flush_to_store().unwrap();
+    b.write(0, &[2u8; 4096]).unwrap();
+    let e = b.flush_to_store().unwrap_err();
+    assert!(
+        e.to_string().contains("another writer"),
+        "the second writer's data must not be merged silently: {e}"
+    );
+    a.close().unwrap();
+    let v = Volume::open(store.clone(), p, SIZE, 1, cfg(), true).unwrap();
+    let mut buf = vec![0u8; 4096];
+    v.read(0, &mut buf).unwrap();
+    assert_eq!(buf, vec![1u8; 4096]);
+}
+
+/// A PUT whose answer was lost is retried; the segment it finds is recognised as ours.
+#[test]
+fn a_lost_put_answer_is_recognised_as_our_own_segment() {
+    let fault = Arc::new(shale_store::FaultStore::new(
+        Arc::new(MemoryStore::new()),
+        11,
+    ));
+    fault.update(|f| f.lost_ack_rate = 0.5);
+    let store: Arc<dyn ObjectStore> = fault.clone();
+    let p = "p/images/ack/";
+    let c = EngineConfig {
+        upload_attempts: 50,
+        ..cfg()
+    };
+    let vol = Volume::open(store.clone(), p, SIZE, 1, c.clone(), false).unwrap();
+    for i in 0..32u64 {
+        vol.write(i * 65536, &vec![i as u8 + 1; 65536]).unwrap();
+    }
+    vol.flush_to_store().unwrap();
+    vol.close().unwrap();
+    fault.update(|f| f.lost_ack_rate = 0.0);
+    let vol = Volume::open(store.clone(), p, SIZE, 1, c, true).unwrap();
+    let mut b = vec![0u8; 65536];
+    for i in 0..32u64 {
+        vol.read(i * 65536, &mut b).unwrap();
+        assert_eq!(b, vec![i as u8 + 1; 65536]);
+    }
 }
