@@ -385,7 +385,24 @@ impl Image {
     /// Read at `off`; returns the bytes read (short at the end). Past the end is an error.
     pub fn read(&self, off: u64, buf: &mut [u8]) -> Result<usize> {
         self.refresh_view()?;
-        self.vol().read(off, buf)
+        let mut tries = 0;
+        loop {
+            match self.vol().read(off, buf) {
+                // A writer elsewhere collected a segment this (older) view still names: load
+                // the current view and read again.
+                Err(e)
+                    if e.kind() == shale_error::ErrorKind::NotFound
+                        && tries < 3
+                        && self.snap.is_none()
+                        && self.idle_without_lock() =>
+                {
+                    tries += 1;
+                    tracing::debug!("{}/{}: {e}; reloading the view", self.pool, self.id);
+                    self.reload_view()?;
+                }
+                r => return r,
+            }
+        }
     }
 
     /// A handle that reads an image another client writes (it does not hold the lock) reloads
@@ -402,12 +419,18 @@ impl Image {
             }
             *t = std::time::Instant::now();
         }
-        let (h, ver) = self.cluster.load_header(&self.pool, &self.id)?;
+        let (h, _) = self.cluster.load_header(&self.pool, &self.id)?;
         // Nothing new to see unless someone holds the lock now, or took it since our view
         // (every takeover bumps the epoch).
         if h.epoch == self.hdr().0.epoch && crate::lock::current_owner(self)?.is_none() {
             return Ok(());
         }
+        self.reload_view()
+    }
+
+    /// Replace this (non-writer) handle's view with the image as stored now.
+    fn reload_view(&self) -> Result<()> {
+        let (h, ver) = self.cluster.load_header(&self.pool, &self.id)?;
         let fresh = Arc::new(head_volume(
             &self.cluster,
             &self.pool,
