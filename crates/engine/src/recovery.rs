@@ -262,7 +262,7 @@ pub(crate) fn recover(
     while present.contains(&seq) {
         let key = seg_key(prefix, seq);
         let h = load_header(store, &key).map_err(|e| {
-            e.context(&format!(
+            e.context(format!(
                 "replaying the log after {}",
                 base.as_deref().unwrap_or("the start")
             ))

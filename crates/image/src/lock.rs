@@ -83,6 +83,11 @@ impl LockRecord {
         }
     }
 
+    /// Let go by its owner (release or handoff): the image is unlocked.
+    fn released(&self) -> bool {
+        self.expires_ms == 0
+    }
+
     /// Its lease ran out, or its owner's process on this host is gone.
     fn stale(&self) -> bool {
         if self.expires_ms < now_ms() {
@@ -377,8 +382,9 @@ fn acquire(ctl: &LockCtl, img: &Image, explicit: bool) -> Result<()> {
                 }
             }
             Err(e) => return Err(e),
-            Ok((cur, _)) if cur.owner == me => true,
-            Ok((cur, ver)) if cur.stale() => {
+            // Ours (e.g. released earlier by this handle) or stale: take it with a fresh
+            // lease (a conditional write: whoever changed it meanwhile wins).
+            Ok((cur, ver)) if cur.owner == me || cur.stale() => {
                 // Its owner stopped renewing: take it over.
                 put_json(
                     c.store.as_ref(),
@@ -540,7 +546,7 @@ pub(crate) fn current_owner(img: &Image) -> Result<Option<String>> {
         &lock_key(&img.pool, &img.id),
         Kind::Lock,
     ) {
-        Ok((rec, _)) if rec.stale() => Ok(None),
+        Ok((rec, _)) if rec.released() => Ok(None),
         Ok((rec, _)) => Ok(Some(rec.owner)),
         Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),
@@ -599,6 +605,7 @@ impl Image {
             &lock_key(&self.pool, &self.id),
             Kind::Lock,
         ) {
+            Ok((rec, _)) if rec.released() => Ok(Vec::new()),
             Ok((rec, _)) => Ok(vec![rec.owner]),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(Vec::new()),
             Err(e) => Err(e),
@@ -617,6 +624,9 @@ impl Image {
                     e
                 }
             })?;
+        if rec.released() {
+            return Err(err!(NotFound, "the image is not locked"));
+        }
         if rec.owner != owner {
             return Err(err!(
                 NotFound,

@@ -2,16 +2,25 @@
 //! (`rbd_set_image_notification` + `rbd_poll_io_events`).
 //!
 //! ```text
-//!   rbd_aio_X(image, ..., c) --checks--> queue --> worker thread:
-//!       Op::run → image in-flight set updated → c.finish(rval): callback; if the handle had
-//!       a notification fd at submission, c queued for rbd_poll_io_events and the fd
-//!       signalled (eventfd: +1; pipe: one byte); then complete, waiters woken
+//!   rbd_aio_write(image, ..., c) --> engine submit_write --(engine thread: done)--> pool job
+//!   rbd_aio_X(image, ..., c)     --> pool job: Op::run
+//!   rbd_aio_flush(image, c)      --> deferred until every request before it has ended
+//!                                    --> pool job: engine submit_flush --(done)--> pool job
+//!   pool job (completion): image in-flight set updated → c.finish(rval): callback; if the
+//!       handle had a notification fd at submission, c queued for rbd_poll_io_events and the
+//!       fd signalled (eventfd: +1; pipe: one byte); then complete, waiters woken
 //! ```
 //!
 //! Argument errors are returned by the submitting call and nothing is queued; errors of the
 //! request itself (range, read-only, store) become the completion's return value, as in
 //! librbd. A read completes with the bytes read, everything else with 0. `rbd_aio_flush`
-//! completes only after every request submitted before it on the image has completed.
+//! completes only after every request submitted before it on the image has completed and
+//! what they wrote is durable.
+//!
+//! No pool job ever waits for another pool job: a flush waits by being deferred
+//! ([`crate::state::SharedImage::after`]), never on a thread. Only a completion callback can
+//! block a pool thread (by calling `rbd_flush`, `rbd_close` or `rbd_aio_wait_for_complete`);
+//! those waits run under [`blocking`], which starts another pool thread meanwhile.
 
 use crate::completion::lookup_completion;
 use crate::guard::ffi;
@@ -20,16 +29,48 @@ use crate::io::Op;
 use crate::state::{globals, lock};
 use crate::types::{iovec, rbd_completion_t, rbd_image_t};
 use core::ffi::{c_char, c_int};
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicI32, Ordering};
-use std::sync::mpsc::{channel, Receiver, Sender};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 
-type Job = Box<dyn FnOnce() + Send>;
+pub(crate) type Job = Box<dyn FnOnce() + Send>;
 
-/// Worker threads for aio requests (a fixed number; requests queue up behind them).
+/// Worker threads for aio completions and requests: a fixed number of core threads, plus one
+/// extra thread for each pool thread that blocks in a call waiting for other pool work.
+///
+/// No library code blocks a pool thread waiting for another pool job (`rbd_aio_flush` is
+/// deferred, see [`crate::state::SharedImage::after`]), but a completion callback may make a
+/// blocking call (`rbd_flush`, `rbd_close`, `rbd_aio_wait_for_complete` of another request)
+/// that waits for requests whose completions are queued behind it. Such waits run under
+/// [`blocking`], which keeps `core` threads free to drain the queue, so they always end.
 pub(crate) struct WorkerPool {
-    tx: Sender<Job>,
+    shared: Arc<PoolShared>,
+}
+
+struct PoolShared {
+    state: Mutex<PoolState>,
+    work: Condvar,
+    /// Threads that are not blocked, wanted at all times.
+    core: usize,
+}
+
+#[derive(Default)]
+struct PoolState {
+    jobs: VecDeque<Job>,
+    /// Live pool threads.
+    threads: usize,
+    /// Pool threads inside [`blocking`].
+    blocked: usize,
+}
+
+/// At most this many pool threads in all (extra threads included): past it a blocking call
+/// just blocks.
+const MAX_THREADS: usize = 1024;
+
+thread_local! {
+    /// Whether this thread is a pool thread.
+    static IN_POOL: Cell<bool> = const { Cell::new(false) };
 }
 
 /// Threads in the pool: `SHALE_AIO_THREADS` (1..=64), default 8 (store reads block).
@@ -43,29 +84,100 @@ fn pool_size() -> usize {
 
 impl WorkerPool {
     pub(crate) fn start() -> Option<WorkerPool> {
-        let (tx, rx) = channel::<Job>();
-        let rx = Arc::new(Mutex::new(rx));
-        let mut started = 0;
-        for i in 0..pool_size() {
-            let rx: Arc<Mutex<Receiver<Job>>> = rx.clone();
-            let spawned = std::thread::Builder::new()
-                .name(format!("shale-aio-{i}"))
-                .spawn(move || loop {
-                    let job = lock(&rx).recv();
-                    match job {
-                        Ok(job) => ffi("rbd aio worker", (), job),
-                        Err(_) => return,
-                    }
-                });
-            if spawned.is_ok() {
-                started += 1;
-            }
+        let shared = Arc::new(PoolShared {
+            state: Mutex::new(PoolState::default()),
+            work: Condvar::new(),
+            core: pool_size(),
+        });
+        for _ in 0..shared.core {
+            shared.spawn_thread();
         }
-        (started > 0).then_some(WorkerPool { tx })
+        let started = lock(&shared.state).threads;
+        (started > 0).then_some(WorkerPool { shared })
     }
 
-    fn submit(&self, job: Job) -> Result<(), Job> {
-        self.tx.send(job).map_err(|e| e.0)
+    /// Queue `job`; it runs on a pool thread.
+    fn submit(&self, job: Job) {
+        lock(&self.shared.state).jobs.push_back(job);
+        self.shared.work.notify_one();
+    }
+}
+
+impl PoolShared {
+    /// Start one more pool thread (counted in `threads` if it started).
+    fn spawn_thread(self: &Arc<Self>) {
+        let me = self.clone();
+        let n = {
+            let mut st = lock(&self.state);
+            st.threads += 1;
+            st.threads
+        };
+        let spawned = std::thread::Builder::new()
+            .name(format!("shale-aio-{}", n - 1))
+            .spawn(move || me.run());
+        if spawned.is_err() {
+            lock(&self.state).threads -= 1;
+        }
+    }
+
+    fn run(&self) {
+        IN_POOL.with(|f| f.set(true));
+        let mut st = lock(&self.state);
+        loop {
+            if let Some(job) = st.jobs.pop_front() {
+                drop(st);
+                ffi("rbd aio worker", (), job);
+                st = lock(&self.state);
+                continue;
+            }
+            // A thread started for a blocked one leaves once that one is running again.
+            if st.threads > self.core + st.blocked {
+                st.threads -= 1;
+                return;
+            }
+            st = self.work.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
+/// Run `f`, which may wait for other pool jobs (a completion callback calling `rbd_flush`,
+/// `rbd_close`, ...). On a pool thread, another thread is started first if needed so that the
+/// pool keeps its full number of unblocked threads while `f` waits.
+pub(crate) fn blocking<R>(f: impl FnOnce() -> R) -> R {
+    struct Unblock<'a>(&'a Arc<PoolShared>);
+    impl Drop for Unblock<'_> {
+        fn drop(&mut self) {
+            lock(&self.0.state).blocked -= 1;
+            // An idle extra thread may now leave.
+            self.0.work.notify_all();
+        }
+    }
+    let pool = if IN_POOL.with(Cell::get) {
+        globals().workers()
+    } else {
+        None
+    };
+    let Some(pool) = pool else {
+        return f();
+    };
+    let shared = &pool.shared;
+    let spawn = {
+        let mut st = lock(&shared.state);
+        st.blocked += 1;
+        st.threads < shared.core + st.blocked && st.threads < MAX_THREADS
+    };
+    if spawn {
+        shared.spawn_thread();
+    }
+    let _unblock = Unblock(shared);
+    f()
+}
+
+/// Run `job` on a pool thread (here if no pool thread could be started). Never blocks.
+pub(crate) fn spawn(job: Job) {
+    match globals().workers() {
+        Some(w) => w.submit(job),
+        None => job(),
     }
 }
 
@@ -127,8 +239,12 @@ fn submit(image: rbd_image_t, c: rbd_completion_t, make: impl FnOnce(&RbdImage) 
         Ok(()) => return 0,
         Err(op) => op,
     };
+    if let Op::Flush { barrier } = op {
+        async_flush(img, comp, barrier, notify);
+        return 0;
+    }
     let seq = img.shared.begin();
-    let job: Job = Box::new(move || {
+    spawn(Box::new(move || {
         let rval = match op.run(&img) {
             Ok(n) if is_read => n as isize,
             Ok(_) => 0,
@@ -136,17 +252,57 @@ fn submit(image: rbd_image_t, c: rbd_completion_t, make: impl FnOnce(&RbdImage) 
         };
         img.shared.end(seq);
         comp.finish(rval, notify.then_some(&img.events));
-    });
-    let job = match globals().workers() {
-        Some(w) => match w.submit(job) {
-            Ok(()) => return 0,
-            Err(job) => job,
-        },
-        None => job,
-    };
-    // No worker could be started: run it here rather than never.
-    job();
+    }));
     0
+}
+
+/// Finish request `seq` of `img` with `rval` on a pool thread: it ends (releasing flushes and
+/// closes waiting for it), then `comp` completes. Never blocks: safe on engine threads.
+fn complete_on_pool(
+    img: Arc<RbdImage>,
+    comp: Arc<crate::completion::RbdCompletion>,
+    seq: u64,
+    r: shale_image::Result<()>,
+    notify: bool,
+) {
+    let rval = match r {
+        Ok(()) => 0,
+        Err(e) => crate::errno::of(&e) as isize,
+    };
+    spawn(Box::new(move || {
+        img.shared.end(seq);
+        comp.finish(rval, notify.then_some(&img.events));
+    }));
+}
+
+/// `rbd_aio_flush` without a thread waiting anywhere: once every request numbered below
+/// `barrier` has ended (deferred by [`crate::state::SharedImage::after`]), a pool job starts
+/// the engine's asynchronous flush, whose callback hands the completion back to the pool. So
+/// the flush completes after every request submitted before it has completed and once
+/// everything they wrote is durable; it is itself in flight meanwhile (a later flush or close
+/// waits for it).
+fn async_flush(
+    img: Arc<RbdImage>,
+    comp: Arc<crate::completion::RbdCompletion>,
+    barrier: u64,
+    notify: bool,
+) {
+    let seq = img.shared.begin();
+    let shared = img.shared.clone();
+    shared.after(
+        barrier,
+        Box::new(move || {
+            spawn(Box::new(move || {
+                let image = img.image();
+                image.submit_flush(Box::new(move |r| {
+                    if let Err(e) = &r {
+                        tracing::warn!(error = %e, "rbd_aio_flush failed");
+                    }
+                    complete_on_pool(img, comp, seq, r, notify)
+                }));
+            }))
+        }),
+    );
 }
 
 /// Writes go to the engine's asynchronous path: no pool thread waits for the commit, and
@@ -183,24 +339,7 @@ fn async_write(
     image.submit_write(
         off,
         data,
-        Box::new(move |r| {
-            let rval = match r {
-                Ok(()) => 0,
-                Err(e) => crate::errno::of(&e) as isize,
-            };
-            let job: Job = Box::new(move || {
-                img2.shared.end(seq);
-                comp.finish(rval, notify.then_some(&img2.events));
-            });
-            match globals().workers() {
-                Some(w) => {
-                    if let Err(job) = w.submit(job) {
-                        job();
-                    }
-                }
-                None => job(),
-            }
-        }),
+        Box::new(move |r| complete_on_pool(img2, comp, seq, r, notify)),
     );
     Ok(())
 }
@@ -474,4 +613,252 @@ pub unsafe extern "C" fn shale_rbd_poll_io_events(
         }
         n as c_int
     })
+}
+
+#[cfg(test)]
+mod tests {
+    //! aio_write + aio_flush through the C entry points on a local store, each scenario under a
+    //! watchdog (a deadlock fails the test instead of hanging it).
+    use super::*;
+    use crate::state::SharedImage;
+    use crate::types::{rados_ioctx_t, rados_t};
+    use core::ffi::c_void;
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::mpsc::{channel, RecvTimeoutError};
+    use std::time::Duration;
+
+    /// Run `f` on a thread; fail if it has not returned within `secs`.
+    fn within(secs: u64, what: &str, f: impl FnOnce() + Send + 'static) {
+        let (tx, rx) = channel();
+        let h = std::thread::spawn(move || {
+            f();
+            let _ = tx.send(());
+        });
+        match rx.recv_timeout(Duration::from_secs(secs)) {
+            Ok(()) => h.join().expect("scenario thread"),
+            Err(RecvTimeoutError::Timeout) => panic!("{what}: hung for {secs} s (deadlock)"),
+            Err(RecvTimeoutError::Disconnected) => match h.join() {
+                Err(p) => std::panic::resume_unwind(p),
+                Ok(()) => unreachable!("the scenario sends before it returns"),
+            },
+        }
+    }
+
+    fn c(s: &str) -> std::ffi::CString {
+        std::ffi::CString::new(s).expect("no NUL")
+    }
+
+    /// A connected cluster, ioctx and open image `name` (16 MiB) on a fresh local store.
+    struct TestImage {
+        cluster: usize,
+        io: usize,
+        image: usize,
+        dir: std::path::PathBuf,
+    }
+
+    impl TestImage {
+        fn new(tag: &str) -> Self {
+            let dir = std::env::temp_dir().join(format!(
+                "shale-rados-aio-{tag}-{}-{:?}",
+                std::process::id(),
+                std::time::SystemTime::now()
+            ));
+            std::fs::create_dir_all(&dir).expect("tmp dir");
+            let url = format!("file://{}", dir.display());
+            let (mut cl, mut io, mut im): (rados_t, rados_ioctx_t, rbd_image_t) = (
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+            );
+            let mut order: c_int = 0;
+            // SAFETY: the C entry points with valid arguments.
+            unsafe {
+                use crate::cluster::{rados_conf_set, rados_connect, rados_create};
+                assert_eq!(rados_create(&mut cl, std::ptr::null()), 0);
+                let (k, v) = (c("shale_store"), c(&url));
+                assert_eq!(rados_conf_set(cl, k.as_ptr(), v.as_ptr()), 0);
+                assert_eq!(rados_connect(cl), 0);
+                let pool = c("rbd");
+                assert_eq!(
+                    crate::pools::rados_ioctx_create(cl, pool.as_ptr(), &mut io),
+                    0
+                );
+                let name = c("img");
+                assert_eq!(
+                    crate::admin::shale_rbd_create(io, name.as_ptr(), 16 << 20, &mut order),
+                    0
+                );
+                assert_eq!(
+                    crate::image::shale_rbd_open(io, name.as_ptr(), &mut im, std::ptr::null()),
+                    0
+                );
+            }
+            TestImage {
+                cluster: cl as usize,
+                io: io as usize,
+                image: im as usize,
+                dir,
+            }
+        }
+
+        fn image(&self) -> rbd_image_t {
+            self.image as rbd_image_t
+        }
+
+        fn close(self) {
+            // SAFETY: handles made by `new`, closed once.
+            unsafe {
+                assert_eq!(crate::image::shale_rbd_close(self.image()), 0);
+                crate::pools::rados_ioctx_destroy(self.io as rados_ioctx_t);
+                crate::cluster::rados_shutdown(self.cluster as rados_t);
+            }
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    /// What a flush's callback checks: no request numbered below its barrier is in flight.
+    struct FlushCheck {
+        shared: Arc<SharedImage>,
+        barrier: u64,
+        early: Arc<AtomicUsize>,
+        done: Arc<AtomicUsize>,
+    }
+
+    // No assert! in here: a panic cannot unwind out of an extern "C" fn.
+    unsafe extern "C" fn on_flush(_c: rbd_completion_t, arg: *mut c_void) {
+        // SAFETY: `arg` is the Box<FlushCheck> leaked for exactly this one completion.
+        let chk = unsafe { Box::from_raw(arg.cast::<FlushCheck>()) };
+        if chk.shared.busy_before(chk.barrier) {
+            chk.early.fetch_add(1, Ordering::SeqCst);
+        }
+        chk.done.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn completion(cb: crate::types::rbd_callback_t, arg: *mut c_void) -> rbd_completion_t {
+        let mut h: rbd_completion_t = std::ptr::null_mut();
+        // SAFETY: valid out pointer.
+        let r = unsafe { crate::completion::shale_rbd_aio_create_completion(arg, cb, &mut h) };
+        assert_eq!(r, 0);
+        h
+    }
+
+    /// `n` pairs of aio_write + aio_flush in flight on one image: all complete, every flush after
+    /// the requests before it, and the data reads back.
+    fn pairs(n: usize) {
+        let t = TestImage::new(&format!("pairs{n}"));
+        let im = t.image();
+        let shared = lookup_image(im).expect("open").shared.clone();
+        let early = Arc::new(AtomicUsize::new(0));
+        let done = Arc::new(AtomicUsize::new(0));
+        let bufs: Vec<Vec<u8>> = (0..n).map(|i| vec![(i % 251) as u8 + 1; 4096]).collect();
+        let mut comps = Vec::new();
+        for (i, buf) in bufs.iter().enumerate() {
+            let w = completion(None, std::ptr::null_mut());
+            let chk = Box::new(FlushCheck {
+                shared: shared.clone(),
+                barrier: shared.barrier() + 1, // the write below takes the current number
+                early: early.clone(),
+                done: done.clone(),
+            });
+            let f = completion(Some(on_flush), Box::into_raw(chk).cast());
+            // SAFETY: `buf` outlives the request (waited for below); live handles.
+            unsafe {
+                assert_eq!(
+                    shale_rbd_aio_write(im, (i * 4096) as u64, 4096, buf.as_ptr().cast(), w),
+                    0
+                );
+                assert_eq!(shale_rbd_aio_flush(im, f), 0);
+            }
+            comps.extend([w, f]);
+        }
+        for &h in &comps {
+            // SAFETY: live completions, released once.
+            unsafe {
+                assert_eq!(crate::completion::shale_rbd_aio_wait_for_complete(h), 0);
+                assert_eq!(crate::completion::shale_rbd_aio_get_return_value(h), 0);
+                crate::completion::shale_rbd_aio_release(h);
+            }
+        }
+        assert_eq!(done.load(Ordering::SeqCst), n);
+        assert_eq!(
+            early.load(Ordering::SeqCst),
+            0,
+            "a flush completed before a request submitted before it"
+        );
+        let mut back = vec![0u8; 4096];
+        for (i, buf) in bufs.iter().enumerate() {
+            // SAFETY: `back` is writable for 4096 bytes.
+            let r = unsafe {
+                crate::io::shale_rbd_read(im, (i * 4096) as u64, 4096, back.as_mut_ptr().cast())
+            };
+            assert_eq!(r, 4096);
+            assert_eq!(&back, buf, "block {i}");
+        }
+        drop(shared);
+        t.close();
+    }
+
+    #[test]
+    fn aio_write_flush_pairs_complete_in_order() {
+        for n in [1, 8, 32, 64] {
+            within(120, &format!("{n} x (aio_write + aio_flush)"), move || {
+                pairs(n)
+            });
+        }
+    }
+
+    static NESTED: AtomicUsize = AtomicUsize::new(0);
+
+    // Submits an aio_flush, and waits for its own completion (returns at once).
+    unsafe extern "C" fn flush_inside(c: rbd_completion_t, arg: *mut c_void) {
+        let f = completion(Some(count_nested), std::ptr::null_mut());
+        // SAFETY: `arg` is the image handle, open until every completion has run; `c` is live.
+        unsafe {
+            if shale_rbd_aio_flush(arg, f) == 0
+                && crate::completion::shale_rbd_aio_wait_for_complete(c) == 0
+            {
+                NESTED.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    }
+
+    unsafe extern "C" fn count_nested(c: rbd_completion_t, _arg: *mut c_void) {
+        // SAFETY: releasing the completion being completed is allowed in its callback.
+        unsafe { crate::completion::shale_rbd_aio_release(c) };
+        NESTED.fetch_add(1, Ordering::SeqCst);
+    }
+
+    #[test]
+    fn aio_flush_and_wait_inside_callbacks() {
+        within(120, "aio_flush inside callbacks", || {
+            let t = TestImage::new("nested");
+            let im = t.image();
+            let buf = vec![7u8; 4096];
+            let n = 32;
+            let mut comps = Vec::new();
+            for i in 0..n {
+                let w = completion(Some(flush_inside), im);
+                // SAFETY: `buf` outlives the requests; live handles.
+                unsafe {
+                    assert_eq!(
+                        shale_rbd_aio_write(im, (i * 4096) as u64, 4096, buf.as_ptr().cast(), w),
+                        0
+                    );
+                }
+                comps.push(w);
+            }
+            for &h in &comps {
+                // SAFETY: live completions, released once.
+                unsafe {
+                    assert_eq!(crate::completion::shale_rbd_aio_wait_for_complete(h), 0);
+                    crate::completion::shale_rbd_aio_release(h);
+                }
+            }
+            // Every write callback counted once, every nested flush once.
+            while NESTED.load(Ordering::SeqCst) < 2 * n {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            t.close();
+        });
+    }
 }

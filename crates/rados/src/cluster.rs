@@ -60,6 +60,7 @@ unsafe fn create(out: *mut rados_t, identity: Result<Identity, c_int>) -> c_int 
         Ok(i) => i,
         Err(e) => return e,
     };
+    crate::logging::ensure();
     let g = globals();
     let handle = g.clusters.insert(Arc::new(Cluster {
         conf: Mutex::new(Conf::new(identity)),
@@ -206,13 +207,17 @@ pub unsafe extern "C" fn rados_connect(cluster: rados_t) -> c_int {
             if lock(&c.store).is_some() {
                 return Err(-libc::EISCONN);
             }
+            crate::logging::apply(&c.conf());
             let mut settings = shale_image::Settings::load().map_err(|e| {
-                crate::guard::log_error(&e);
+                tracing::warn!("rados_connect: cannot load the Shale settings: {e}");
                 -libc::EINVAL
             })?;
             for (name, value) in c.conf().shale_values() {
+                if crate::logging::KEYS.contains(&format!("shale_{name}").as_str()) {
+                    continue; // the log level, applied above
+                }
                 settings.set(&name, &value).map_err(|e| {
-                    crate::guard::log_error(&e);
+                    tracing::warn!("rados_connect: bad setting shale_{name}: {e}");
                     -libc::EINVAL
                 })?;
             }

@@ -8,7 +8,8 @@
 //! ```
 //!
 //! Invariants: the worker holds its own `Arc` while it finishes a completion, so the callback
-//! may call `rbd_aio_release` (QEMU 7.2 does) or `rbd_aio_get_return_value` on it; the handle
+//! may call `rbd_aio_release` (QEMU 7.2 does), `rbd_aio_get_return_value` or
+//! `rbd_aio_wait_for_complete` (returns at once) on it; the handle
 //! stays valid for the callback and its address cannot be reused before the callback returns.
 //! The return value is set before the callback runs; `is_complete` turns true after it.
 
@@ -18,6 +19,7 @@ use crate::state::globals;
 use crate::types::{rbd_callback_t, rbd_completion_t};
 use core::ffi::{c_int, c_void};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::ThreadId;
 
 /// One `rbd_completion_t`.
 pub(crate) struct RbdCompletion {
@@ -32,6 +34,8 @@ pub(crate) struct RbdCompletion {
 struct State {
     rval: isize,
     completed: bool,
+    /// The thread running the callback, while it runs.
+    in_callback: Option<ThreadId>,
 }
 
 impl RbdCompletion {
@@ -41,7 +45,11 @@ impl RbdCompletion {
 
     /// Complete with `rval` (bytes read, 0, or `-errno`) on the calling (library) thread.
     pub(crate) fn finish(self: Arc<Self>, rval: isize, events: Option<&Events>) {
-        self.state().rval = rval;
+        {
+            let mut st = self.state();
+            st.rval = rval;
+            st.in_callback = Some(std::thread::current().id());
+        }
         let handle = Arc::as_ptr(&self) as rbd_completion_t;
         if let Some(cb) = self.cb {
             // SAFETY: the callback and its argument were given to rbd_aio_create_completion for
@@ -53,7 +61,11 @@ impl RbdCompletion {
         if let Some(ev) = events {
             ev.notify(handle);
         }
-        self.state().completed = true;
+        {
+            let mut st = self.state();
+            st.completed = true;
+            st.in_callback = None;
+        }
         self.done.notify_all();
     }
 }
@@ -138,8 +150,10 @@ pub unsafe extern "C" fn shale_rbd_aio_is_complete(c: rbd_completion_t) -> c_int
     })
 }
 
-/// `int rbd_aio_wait_for_complete(rbd_completion_t c)`: blocks until complete. Like librbd, a
-/// call from inside the completion's own callback would wait forever.
+/// `int rbd_aio_wait_for_complete(rbd_completion_t c)`: blocks until complete. Called from
+/// inside the completion's own callback (where librbd would wait forever) it returns 0 at once:
+/// the return value is already set. From another completion's callback it waits while the
+/// worker pool grows, so the completion it waits for still runs ([`crate::aio::blocking`]).
 ///
 /// # Safety
 /// Any value is accepted.
@@ -149,10 +163,18 @@ pub unsafe extern "C" fn shale_rbd_aio_wait_for_complete(c: rbd_completion_t) ->
         let Some(c) = get(c) else {
             return -libc::EINVAL;
         };
-        let mut st = c.state();
-        while !st.completed {
-            st = c.done.wait(st).unwrap_or_else(|e| e.into_inner());
+        {
+            let st = c.state();
+            if st.completed || st.in_callback == Some(std::thread::current().id()) {
+                return 0;
+            }
         }
+        crate::aio::blocking(|| {
+            let mut st = c.state();
+            while !st.completed {
+                st = c.done.wait(st).unwrap_or_else(|e| e.into_inner());
+            }
+        });
         0
     })
 }

@@ -2,9 +2,9 @@
 //!
 //! It is `shale_error::ErrorKind::errno()` unchanged (NotFound → ENOENT, Exists → EEXIST,
 //! Invalid → EINVAL, Busy → EBUSY, ReadOnly → EROFS, Unavailable → EAGAIN, Corruption/Io → EIO,
-//! Fenced → ESHUTDOWN, NoSpace → ENOSPC, Unsupported → ENOSYS). With `SHALE_FFI_LOG` set, the
-//! message of every error that becomes an errno is written to stderr (the C ABI has no room
-//! for it otherwise).
+//! Fenced → ESHUTDOWN, NoSpace → ENOSPC, Unsupported → ENOSYS). The message of every error that
+//! becomes an errno is logged at debug level (and written to stderr with `SHALE_FFI_LOG` set):
+//! the C ABI has no room for it otherwise.
 
 use core::ffi::c_int;
 use shale_image::Error;

@@ -1,8 +1,9 @@
 //! The panic barrier of the C ABI and the "not implemented" values of the generated stubs.
 //!
 //! A Rust panic must never unwind into C: every exported body runs inside [`ffi`], which turns a
-//! panic into the function's error value. Stubs log their name when `SHALE_FFI_LOG` is set (to
-//! any value), which shows which missing function a client called.
+//! panic into the function's error value. Stubs log their name at debug level, and on stderr
+//! when `SHALE_FFI_LOG` is set (to any value), which shows which missing function a client
+//! called. Other log output goes through `tracing` (see [`crate::logging`]).
 
 use std::io::Write;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -59,6 +60,7 @@ impl<T> NotImplemented for *mut T {
 /// Body of every generated stub.
 pub(crate) fn not_implemented<T: NotImplemented>(name: &'static str) -> T {
     ffi(name, T::not_implemented(), || {
+        tracing::debug!("{name} is not implemented");
         if log_enabled() {
             log(format_args!("shale: {name} is not implemented"));
         }
@@ -71,9 +73,12 @@ fn log_enabled() -> bool {
     *ON.get_or_init(|| std::env::var_os("SHALE_FFI_LOG").is_some())
 }
 
-/// Write an error's message to stderr when `SHALE_FFI_LOG` is set.
+/// An error that becomes an errno (the C ABI has no room for its message): logged at debug
+/// level (`SHALE_LOG=debug`, or `debug_shale = 10` in ceph.conf), and written to stderr when
+/// `SHALE_FFI_LOG` is set.
 pub(crate) fn log_error(e: &dyn std::fmt::Display) {
-    if log_enabled() {
+    tracing::debug!("{e}");
+    if log_enabled() && !tracing::enabled!(tracing::Level::DEBUG) {
         log(format_args!("shale: {e}"));
     }
 }

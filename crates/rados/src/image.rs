@@ -148,6 +148,7 @@ unsafe fn open(
     snap: *const c_char,
     read_only: bool,
 ) -> c_int {
+    crate::logging::ensure();
     status((|| {
         let io = lookup_ioctx(io)?;
         // SAFETY: C strings or NULL (caller contract).

@@ -9,7 +9,8 @@
 //! * writes on a read-only handle are `-EROFS`.
 //!
 //! Every request is registered in the image's in-flight set while it runs, so that a flush (or
-//! close) waits for the requests submitted before it.
+//! close) waits for the requests submitted before it. `Op::Flush` here is the synchronous
+//! `rbd_flush`; `rbd_aio_flush` never waits on a thread (see [`crate::aio`]).
 
 use crate::errno;
 use crate::guard::ffi;

@@ -30,6 +30,7 @@ mod handle;
 mod image;
 mod io;
 mod locks;
+mod logging;
 mod metadata;
 mod mon;
 mod options;

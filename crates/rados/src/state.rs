@@ -20,7 +20,7 @@
 //!   (detected by a changed pid) starts with fresh, empty state; the parent's state is leaked on
 //!   purpose (it is never freed, which makes the `&'static` references sound).
 
-use crate::aio::WorkerPool;
+use crate::aio::{Job, WorkerPool};
 use crate::cluster::Cluster;
 use crate::completion::RbdCompletion;
 use crate::handle::Table;
@@ -80,10 +80,30 @@ pub(crate) struct SharedImage {
     idle: Condvar,
 }
 
-#[derive(Debug, Default)]
+/// Requests in flight on an image, numbered in submission order.
+#[derive(Default)]
 struct Inflight {
     next: u64,
     pending: BTreeSet<u64>,
+    /// (barrier, job): jobs to run once every request numbered below `barrier` has ended.
+    deferred: Vec<(u64, Job)>,
+}
+
+impl std::fmt::Debug for Inflight {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inflight")
+            .field("next", &self.next)
+            .field("pending", &self.pending)
+            .field("deferred", &self.deferred.len())
+            .finish()
+    }
+}
+
+impl Inflight {
+    /// Whether a request numbered below `barrier` is still in flight.
+    fn busy_before(&self, barrier: u64) -> bool {
+        self.pending.first().is_some_and(|&s| s < barrier)
+    }
 }
 
 impl SharedImage {
@@ -110,9 +130,27 @@ impl SharedImage {
         seq
     }
 
+    /// Operation `seq` has ended: wake the waiters and run the deferred jobs it released (on
+    /// this thread, after the lock is dropped; they must not block).
     pub(crate) fn end(&self, seq: u64) {
-        lock(&self.inflight).pending.remove(&seq);
+        let ready: Vec<(u64, Job)> = {
+            let mut g = lock(&self.inflight);
+            g.pending.remove(&seq);
+            if g.deferred.is_empty() {
+                Vec::new()
+            } else {
+                let low = g.pending.first().copied().unwrap_or(u64::MAX);
+                let (ready, wait) = std::mem::take(&mut g.deferred)
+                    .into_iter()
+                    .partition(|&(barrier, _)| barrier <= low);
+                g.deferred = wait;
+                ready
+            }
+        };
         self.idle.notify_all();
+        for (_, job) in ready {
+            job();
+        }
     }
 
     /// The sequence number the next operation will get: a barrier for [`Self::wait_before`].
@@ -120,12 +158,38 @@ impl SharedImage {
         lock(&self.inflight).next
     }
 
-    /// Wait until every operation numbered below `barrier` has ended.
-    pub(crate) fn wait_before(&self, barrier: u64) {
+    /// Run `job` once every operation numbered below `barrier` has ended: now, on this thread,
+    /// if none is in flight, else from the [`Self::end`] of the last of them. Never waits, so
+    /// a pool thread is never parked behind the jobs that would end those operations.
+    pub(crate) fn after(&self, barrier: u64, job: Job) {
         let mut g = lock(&self.inflight);
-        while g.pending.first().is_some_and(|&s| s < barrier) {
-            g = self.idle.wait(g).unwrap_or_else(|e| e.into_inner());
+        if g.busy_before(barrier) {
+            g.deferred.push((barrier, job));
+            return;
         }
+        drop(g);
+        job();
+    }
+
+    /// Whether an operation numbered below `barrier` is still in flight.
+    #[cfg(test)]
+    pub(crate) fn busy_before(&self, barrier: u64) -> bool {
+        lock(&self.inflight).busy_before(barrier)
+    }
+
+    /// Wait until every operation numbered below `barrier` has ended. Blocks the caller: on a
+    /// pool thread (a completion callback calling `rbd_flush` or `rbd_close`) the pool grows
+    /// meanwhile (see [`crate::aio::blocking`]), so the completions it waits for still run.
+    pub(crate) fn wait_before(&self, barrier: u64) {
+        if !lock(&self.inflight).busy_before(barrier) {
+            return;
+        }
+        crate::aio::blocking(|| {
+            let mut g = lock(&self.inflight);
+            while g.busy_before(barrier) {
+                g = self.idle.wait(g).unwrap_or_else(|e| e.into_inner());
+            }
+        })
     }
 }
 
@@ -207,7 +271,10 @@ impl Globals {
         if let Some(s) = stores.get(&url) {
             return Ok(s.clone());
         }
-        let cluster = shale_image::Cluster::connect(settings).map_err(|e| crate::errno::of(&e))?;
+        let cluster = shale_image::Cluster::connect(settings).map_err(|e| {
+            tracing::warn!("rados_connect: cannot open the store: {e}");
+            crate::errno::of(&e)
+        })?;
         let store = Arc::new(Store {
             url: url.clone(),
             cluster,
@@ -285,9 +352,16 @@ impl Globals {
             return Ok(());
         }
         open.remove(&shared.key);
+        // Normally nothing is left in flight here: rbd_close waited for the image's requests
+        // before taking this lock (a wait under it would stall every open and close of the
+        // process, e.g. from other completion callbacks, while it lasts).
         shared.wait_before(shared.barrier());
         // Closed under the lock: a concurrent reopen waits for the final flush.
-        shared.image().close()
+        let r = shared.image().close();
+        if let Err(e) = &r {
+            tracing::warn!(pool = %shared.key.1, image = %shared.key.2, error = %e, "closing the image failed");
+        }
+        r
     }
 
     /// How many handles of this process have the image open.

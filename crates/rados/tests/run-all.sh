@@ -80,7 +80,7 @@ write_conf() { # $1 = store URL, $2 = conf path
 }
 
 run_store_tests() { # $1 = local|s3
-    local kind=$1 url conf raw
+    local kind=$1 url conf raw rc
     # qemu-img / qemu-io, store from SHALE_STORE
     if command -v qemu-img >/dev/null && command -v qemu-io >/dev/null; then
         new_store "$kind"
@@ -178,6 +178,18 @@ with rados.Rados(conffile='$conf') as c, c.open_ioctx('rbd') as io:
         local out
         out=$(CEPH_CONF=$conf /usr/bin/python3 "$tests/python_rbd.py" "$conf" 2>&1)
         count_py "[$kind] python3-rbd" "$out"
+        # aio_flush liveness/ordering and calls from completion callbacks (a deadlock regression
+        # test: its own watchdog turns a hang into FAIL; timeout is the backstop)
+        new_store "$kind"; conf=$scratch/af-$kind.conf
+        write_conf "$url" "$conf"
+        out=$(CEPH_CONF=$conf timeout 600 /usr/bin/python3 "$tests/aio_flush.py" "$conf" 2>&1)
+        rc=$?
+        count_py "[$kind] aio flush" "$out"
+        [ $rc -eq 124 ] && bad "[$kind] aio flush: timed out (deadlock)" "$out"
+        # log lines reach stderr at the level SHALE_LOG / ceph.conf names
+        new_store "$kind"
+        out=$(timeout 300 /usr/bin/python3 "$tests/log_levels.py" "$url" 2>&1)
+        count_py "[$kind] log levels" "$out"
         new_store "$kind"; conf=$scratch/bad-$kind.conf
         write_conf "$url" "$conf"
         out=$(CEPH_CONF=$conf /usr/bin/python3 "$tests/bad_input.py" 2>&1)

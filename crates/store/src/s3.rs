@@ -28,6 +28,12 @@
 //! call for it) and retry if that created the bucket; [`S3Store::ensure_bucket`] does the same
 //! up front. Reads and lists of a missing bucket see an empty store. (SeaweedFS creates a bucket
 //! on the first object PUT by itself, so there the fallback never fires.)
+//!
+//! Credentials never leave the store in text: [`S3Store`]'s `Debug`, [`ObjectStore::url`] and
+//! every error message (and error source) go through [`redact`], which removes URL userinfo,
+//! the configured access key id, secret key and session token, anything shaped like an AWS
+//! access key id, and the signature material S3 error bodies echo (`AWSAccessKeyId`,
+//! `StringToSign`, `CanonicalRequest`, `Credential=`, `Signature=`, security tokens).
 
 use std::future::Future;
 use std::ops::Range;
@@ -49,8 +55,8 @@ use object_store::{
 use crate::{validate_key, Error, ErrorKind, ObjectMeta, ObjectStore, PutMode, Result, Version};
 
 /// A store in an S3 bucket, under an optional key prefix.
-#[derive(Debug)]
 pub struct S3Store {
+    /// The store URL, redacted.
     url: String,
     bucket: String,
     /// `""` or `"some/prefix/"`.
@@ -62,6 +68,20 @@ pub struct S3Store {
     http: HttpClient,
     bucket_ready: AtomicBool,
     rt: tokio::runtime::Runtime,
+    /// The configured access key id, secret key and session token: cut out of every message.
+    secrets: Vec<String>,
+}
+
+/// Only what identifies the store, without credentials (`AmazonS3`'s own `Debug` shows the
+/// access key id).
+impl std::fmt::Debug for S3Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Store")
+            .field("url", &self.url)
+            .field("endpoint", &redact(&self.endpoint, &self.secrets))
+            .field("region", &self.region)
+            .finish_non_exhaustive()
+    }
 }
 
 impl S3Store {
@@ -74,19 +94,31 @@ impl S3Store {
     /// `object_store` names them (`("aws_endpoint", "http://127.0.0.1:9000")`,
     /// `("aws_region", ..)`, `("aws_allow_http", "true")`, ...). Unknown names are `Invalid`.
     pub fn open_with(url: &str, settings: &[(&str, &str)]) -> Result<Self> {
+        // Secrets given as settings, to cut out of the messages below (the environment's are
+        // added once the builder has read them).
+        let mut secrets: Vec<String> = settings
+            .iter()
+            .filter(|(n, _)| is_secret_setting(n))
+            .map(|(_, v)| v.to_string())
+            .collect();
+        let shown = redact(url, &secrets);
         let rest = url
             .strip_prefix("s3://")
-            .ok_or_else(|| invalid!("store URL {url:?} is not an s3:// URL"))?;
+            .ok_or_else(|| invalid!("store URL {shown:?} is not an s3:// URL"))?;
         let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
         if bucket.is_empty() {
             return Err(invalid!(
-                "store URL {url:?} names no bucket (s3://bucket/prefix)"
+                "store URL {shown:?} names no bucket (s3://bucket/prefix)"
             ));
         }
         let prefix = prefix.trim_end_matches('/');
         if !prefix.is_empty() {
-            validate_key(prefix)
-                .map_err(|e| e.context(format!("store URL {url:?}: bad prefix")))?;
+            validate_key(prefix).map_err(|e| {
+                Error::new(
+                    e.kind(),
+                    redact(&format!("store URL {url:?}: bad prefix: {e}"), &secrets),
+                )
+            })?;
         }
         let prefix = if prefix.is_empty() {
             String::new()
@@ -99,12 +131,23 @@ impl S3Store {
             let key: AmazonS3ConfigKey = name.to_ascii_lowercase().parse().map_err(|e| {
                 Error::with_source(
                     ErrorKind::Invalid,
-                    format!("store {url:?}: unknown S3 setting {name:?}"),
-                    e,
+                    format!("store {shown:?}: unknown S3 setting {name:?}"),
+                    Redacted::of(&e, &secrets),
                 )
             })?;
             builder = builder.with_config(key, *value);
         }
+        for key in [
+            AmazonS3ConfigKey::AccessKeyId,
+            AmazonS3ConfigKey::SecretAccessKey,
+            AmazonS3ConfigKey::Token,
+        ] {
+            if let Some(v) = builder.get_config_value(&key) {
+                secrets.push(v);
+            }
+        }
+        secrets.retain(|v| !v.is_empty());
+        let shown = redact(url, &secrets);
         let builder = builder
             .with_bucket_name(bucket)
             .with_conditional_put(S3ConditionalPut::ETagMatch)
@@ -123,7 +166,11 @@ impl S3Store {
             .get_config_value(&AmazonS3ConfigKey::Client(ClientConfigKey::AllowHttp))
             .is_some_and(|v| v.eq_ignore_ascii_case("true") || v == "1");
         let bad_config = |e: object_store::Error| {
-            Error::with_source(ErrorKind::Invalid, format!("cannot configure {url}"), e)
+            Error::with_source(
+                ErrorKind::Invalid,
+                format!("cannot configure {shown}"),
+                Redacted::of(&e, &secrets),
+            )
         };
         let s3 = builder.build().map_err(bad_config)?;
         let http = ReqwestConnector::default()
@@ -134,9 +181,9 @@ impl S3Store {
             .thread_name("shale-s3")
             .enable_all()
             .build()
-            .map_err(|e| Error::io(format!("cannot start the I/O runtime for {url}"), e))?;
+            .map_err(|e| Error::io(format!("cannot start the I/O runtime for {shown}"), e))?;
         Ok(S3Store {
-            url: url.trim_end_matches('/').to_string(),
+            url: shown.trim_end_matches('/').to_string(),
             bucket: bucket.to_string(),
             prefix,
             s3,
@@ -145,6 +192,7 @@ impl S3Store {
             http,
             bucket_ready: AtomicBool::new(false),
             rt,
+            secrets,
         })
     }
 
@@ -196,7 +244,7 @@ impl S3Store {
         Error::with_source(
             kind,
             format!("{op} of object {key:?} in {}: {what}", self.url),
-            e,
+            Redacted::of(&e, &self.secrets),
         )
     }
 
@@ -211,16 +259,23 @@ impl S3Store {
 
     /// Send CreateBucket. `Ok(true)` if this call created it, `Ok(false)` if it existed.
     async fn create_bucket(&self) -> Result<bool> {
-        let fail = |what: &str| {
-            Error::unavailable(format!("cannot create bucket of {}: {what}", self.url))
-        };
         let cred = self.s3.credentials().get_credential().await.map_err(|e| {
             Error::with_source(
                 ErrorKind::Unavailable,
                 format!("no credentials for {}", self.url),
-                e,
+                Redacted::of(&e, &self.secrets),
             )
         })?;
+        // The credentials in use may come from elsewhere (instance metadata, web identity).
+        let mut secrets = self.secrets.clone();
+        secrets.extend([cred.key_id.clone(), cred.secret_key.clone()]);
+        secrets.extend(cred.token.clone());
+        let fail = |what: &str| {
+            Error::unavailable(redact(
+                &format!("cannot create bucket of {}: {what}", self.url),
+                &secrets,
+            ))
+        };
         let body = if self.region == "us-east-1" {
             Bytes::new()
         } else {
@@ -435,5 +490,290 @@ impl ObjectStore for S3Store {
 
     fn url(&self) -> String {
         self.url.clone()
+    }
+}
+
+/// Whether an `object_store` setting name holds a credential.
+fn is_secret_setting(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    ["key", "secret", "token", "password", "credential"]
+        .iter()
+        .any(|w| n.contains(w))
+}
+
+/// An error's text (its whole source chain), redacted: what an error from `object_store` or the
+/// HTTP client becomes before it is kept as the source of a Shale [`Error`].
+#[derive(Debug)]
+struct Redacted(String);
+
+impl Redacted {
+    fn of(e: &(dyn std::error::Error + 'static), secrets: &[String]) -> Self {
+        let mut text = e.to_string();
+        let mut src = e.source();
+        while let Some(s) = src {
+            let more = s.to_string();
+            if !text.contains(&more) {
+                text.push_str(": ");
+                text.push_str(&more);
+            }
+            src = s.source();
+        }
+        Redacted(redact(&text, secrets))
+    }
+}
+
+impl std::fmt::Display for Redacted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Redacted {}
+
+const HIDDEN: &str = "***";
+
+/// `text` without credentials: every value in `secrets`, the userinfo of URLs
+/// (`scheme://user:pass@host`), anything shaped like an AWS access key id, and the signature
+/// material S3 answers echo (XML elements, `Credential=`/`Signature=` parameters, security
+/// token headers and query parameters).
+pub(crate) fn redact(text: &str, secrets: &[String]) -> String {
+    let mut s = text.to_string();
+    let mut secrets: Vec<&str> = secrets
+        .iter()
+        .map(|v| v.as_str())
+        .filter(|v| v.len() >= 4)
+        .collect();
+    secrets.sort_by_key(|v| std::cmp::Reverse(v.len())); // longest first: no partial leftovers
+    for v in secrets {
+        s = s.replace(v, HIDDEN);
+    }
+    s = redact_userinfo(&s);
+    for tag in [
+        "AWSAccessKeyId",
+        "StringToSign",
+        "StringToSignBytes",
+        "CanonicalRequest",
+        "CanonicalRequestBytes",
+        "SignatureProvided",
+        "Token",
+        "SessionToken",
+        "SecretAccessKey",
+    ] {
+        s = redact_element(&s, tag);
+    }
+    for key in [
+        "credential=",
+        "signature=",
+        "x-amz-credential=",
+        "x-amz-signature=",
+        "x-amz-security-token=",
+        "x-amz-security-token:",
+        "x-amz-security-token\": ",
+        "awsaccesskeyid=",
+        "authorization:",
+        "authorization\": ",
+    ] {
+        s = redact_after(&s, key);
+    }
+    redact_key_ids(&s)
+}
+
+/// `scheme://user:pass@host...` → `scheme://***@host...`, everywhere in `s`.
+fn redact_userinfo(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find("://") {
+        let (head, tail) = rest.split_at(i + 3);
+        out.push_str(head);
+        let end = tail
+            .find(|c: char| {
+                matches!(c, '/' | '?' | '#' | '"' | '\'' | '<' | '>' | ')' | ',')
+                    || c.is_whitespace()
+            })
+            .unwrap_or(tail.len());
+        match tail[..end].rfind('@') {
+            Some(at) => {
+                out.push_str(HIDDEN);
+                out.push_str(&tail[at..end]);
+            }
+            None => out.push_str(&tail[..end]),
+        }
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// `<tag>...</tag>` → `<tag>***</tag>`.
+fn redact_element(s: &str, tag: &str) -> String {
+    let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find(&open) {
+        out.push_str(&rest[..i + open.len()]);
+        let body = &rest[i + open.len()..];
+        let end = body.find(&close).unwrap_or(body.len());
+        out.push_str(HIDDEN);
+        rest = &body[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The value after `key` (ASCII, matched ignoring case) up to the next delimiter → `***`. An
+/// `authorization` value runs to the end of its line.
+fn redact_after(s: &str, key: &str) -> String {
+    let lower = s.to_ascii_lowercase(); // same byte offsets as `s`
+    let whole_line = key.starts_with("authorization");
+    let mut out = String::with_capacity(s.len());
+    let mut at = 0;
+    while let Some(i) = lower[at..].find(key) {
+        let start = at + i + key.len();
+        out.push_str(&s[at..start]);
+        let value = &s[start..];
+        let skip = value.len() - value.trim_start_matches(' ').len();
+        let end = value[skip..]
+            .find(|c: char| {
+                if whole_line {
+                    c == '\n' || c == '\r' || c == '"'
+                } else {
+                    matches!(c, ',' | '&' | '"' | '\'' | '<' | ';' | ')') || c.is_whitespace()
+                }
+            })
+            .map_or(value.len(), |e| e + skip);
+        if end > skip {
+            out.push_str(&value[..skip]);
+            out.push_str(HIDDEN);
+        } else {
+            out.push_str(&value[..end]);
+        }
+        at = start + end;
+    }
+    out.push_str(&s[at..]);
+    out
+}
+
+/// Anything shaped like an AWS access key id (`AKIA`/`ASIA` + 16 upper-case letters or digits).
+fn redact_key_ids(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = String::with_capacity(s.len());
+    let mut i = 0;
+    let mut copied = 0;
+    while i + 20 <= b.len() {
+        let shaped = (b[i..].starts_with(b"AKIA") || b[i..].starts_with(b"ASIA"))
+            && b[i + 4..i + 20]
+                .iter()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+            && (i == 0 || !b[i - 1].is_ascii_alphanumeric())
+            && b.get(i + 20).is_none_or(|c| !c.is_ascii_alphanumeric());
+        if shaped {
+            out.push_str(&s[copied..i]);
+            out.push_str(HIDDEN);
+            i += 20;
+            copied = i;
+        } else {
+            i += 1;
+        }
+    }
+    out.push_str(&s[copied..]);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY_ID: &str = "AKIAIOSFODNN7EXAMPLE";
+    const SECRET: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
+    const TOKEN: &str = "FwoGZXIvYXdzEXAMPLEsessionTOKEN0123456789";
+    const USERPASS: &str = "hunter2-userinfo";
+
+    fn leaks(text: &str) -> Vec<&'static str> {
+        [KEY_ID, SECRET, TOKEN, USERPASS, "wJalrXUtnFEMI"]
+            .into_iter()
+            .filter(|s| text.contains(s))
+            .collect()
+    }
+
+    fn with_credentials(url: &str) -> Result<S3Store> {
+        S3Store::open_with(
+            url,
+            &[
+                ("aws_access_key_id", KEY_ID),
+                ("aws_secret_access_key", SECRET),
+                ("aws_session_token", TOKEN),
+                // Nothing listens on the discard port: every request fails fast.
+                (
+                    "aws_endpoint",
+                    &format!("http://admin:{USERPASS}@127.0.0.1:9"),
+                ),
+                ("aws_allow_http", "true"),
+            ],
+        )
+    }
+
+    #[test]
+    fn debug_url_and_errors_hide_credentials() {
+        let store = with_credentials("s3://bucket/some/prefix").expect("sends no request");
+        let shown = format!("{store:?} {:#?} {}", store, store.url());
+        assert!(leaks(&shown).is_empty(), "{:?} in {shown}", leaks(&shown));
+        assert!(shown.contains("s3://bucket/some/prefix"), "{shown}");
+        // Requests fail (connection refused, after the retries): their errors, sources
+        // included, show no secret either.
+        let mut texts = Vec::new();
+        if let Err(e) = store.get("k") {
+            texts.push(format!("{e} | {e:?}"));
+        }
+        if let Err(e) = store.put("k", Bytes::from_static(b"x"), PutMode::Overwrite) {
+            texts.push(format!("{e} | {e:?}"));
+        }
+        if let Err(e) = store.ensure_bucket() {
+            texts.push(format!("{e} | {e:?}"));
+        }
+        assert!(!texts.is_empty(), "nothing listens on 127.0.0.1:9");
+        for t in &texts {
+            assert!(leaks(t).is_empty(), "{:?} in {t}", leaks(t));
+        }
+    }
+
+    #[test]
+    fn a_url_with_userinfo_is_redacted() {
+        let url = format!("s3://{KEY_ID}:{USERPASS}@bucket/p");
+        let text = match with_credentials(&url) {
+            Ok(s) => format!("{s:?} {}", s.url()),
+            Err(e) => format!("{e} {e:?}"),
+        };
+        assert!(leaks(&text).is_empty(), "{:?} in {text}", leaks(&text));
+        let text = match S3Store::open_with(&format!("s4://u:{USERPASS}@b"), &[]) {
+            Ok(s) => format!("{s:?}"),
+            Err(e) => format!("{e} {e:?}"),
+        };
+        assert!(leaks(&text).is_empty(), "{text}");
+    }
+
+    #[test]
+    fn s3_error_bodies_and_headers_are_redacted() {
+        let body = format!(
+            "<Error><Code>SignatureDoesNotMatch</Code><AWSAccessKeyId>{KEY_ID}</AWSAccessKeyId>\
+             <StringToSign>AWS4-HMAC-SHA256\n20240101T000000Z</StringToSign>\
+             <CanonicalRequest>PUT\n/b\nx-amz-security-token:{TOKEN}\n</CanonicalRequest>\
+             </Error> Authorization: AWS4-HMAC-SHA256 Credential={KEY_ID}/20240101/us-east-1/s3, \
+             Signature=0123abcd\n?X-Amz-Security-Token={TOKEN}&X-Amz-Credential=ASIAQQQQQQQQQQQQQQQQ \
+             http://admin:{USERPASS}@host:1/b"
+        );
+        let r = redact(&body, &[]);
+        assert!(leaks(&r).is_empty(), "{:?} in {r}", leaks(&r));
+        assert!(!r.contains("0123abcd") && !r.contains("ASIAQQQQ"), "{r}");
+        assert!(
+            r.contains("SignatureDoesNotMatch") && r.contains("http://***@host:1/b"),
+            "{r}"
+        );
+        // Known secrets are cut wherever they appear, and plain text is left alone.
+        let r = redact(&format!("a {SECRET} b"), &[SECRET.to_string()]);
+        assert_eq!(r, "a *** b");
+        assert_eq!(
+            redact("get of object \"k\" in s3://b/p: failed", &[]),
+            "get of object \"k\" in s3://b/p: failed"
+        );
     }
 }

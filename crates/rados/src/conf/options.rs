@@ -1,6 +1,7 @@
 //! The option names librados accepts: every Ceph 16.2 option (`ceph-conf --show-config`, in
 //! `abi/ceph-config-option-names.txt`) plus any `shale_*` name, which carries Shale's own
-//! settings through the same ceph.conf / `rados_conf_set` channels.
+//! settings through the same ceph.conf / `rados_conf_set` channels, and `debug_shale` (the
+//! log level, Ceph-style; see [`crate::logging`]).
 
 use std::collections::BTreeSet;
 use std::sync::OnceLock;
@@ -33,6 +34,7 @@ fn ceph_names() -> &'static BTreeSet<&'static str> {
 /// Whether a normalized name is an option librados knows.
 pub(crate) fn is_known(normalized: &str) -> bool {
     (normalized.starts_with(SHALE_PREFIX) && normalized.len() > SHALE_PREFIX.len())
+        || normalized == "debug_shale"
         || ceph_names().contains(normalized)
 }
 
@@ -47,6 +49,7 @@ mod tests {
         assert!(is_known(&normalize("mon host")));
         assert!(!is_known(&normalize("mon-host")));
         assert!(is_known("shale_data_dir"));
+        assert!(is_known(&normalize("debug shale")));
         assert!(!is_known("shale_"));
         assert!(!is_known("no_such_option"));
     }
