@@ -758,18 +758,5 @@ fn default_ceph_conf() -> Option<std::path::PathBuf> {
 
 /// librbd's feature names for a feature mask.
 pub fn feature_names(f: u64) -> Vec<&'static str> {
-    const N: [(u64, &str); 8] = [
-        (1, "layering"),
-        (2, "striping"),
-        (4, "exclusive-lock"),
-        (8, "object-map"),
-        (16, "fast-diff"),
-        (32, "deep-flatten"),
-        (64, "journaling"),
-        (128, "data-pool"),
-    ];
-    N.iter()
-        .filter(|(b, _)| f & b != 0)
-        .map(|(_, n)| *n)
-        .collect()
+    shale_image::features::names(f)
 }

@@ -11,7 +11,7 @@ use crate::cluster::{now_secs, Cluster};
 
 /// RBD feature bits Shale reports (layering | exclusive-lock | object-map | fast-diff |
 /// deep-flatten), as librbd's defaults.
-pub const DEFAULT_FEATURES: u64 = 1 | 4 | 8 | 16 | 32;
+pub const DEFAULT_FEATURES: u64 = crate::features::DEFAULT;
 
 /// The persistent header of an image.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -567,14 +567,10 @@ impl Image {
     /// data-pool cannot change after creation; object-map needs exclusive-lock, fast-diff needs
     /// object-map (and the reverse when disabling); journaling is not supported.
     pub fn update_features(&self, mask: u64, enable: bool) -> Result<()> {
-        const LAYERING: u64 = 1;
-        const STRIPING: u64 = 2;
-        const EXCL: u64 = 4;
-        const OMAP: u64 = 8;
-        const FDIFF: u64 = 16;
-        const DEEP: u64 = 32;
-        const JOURNAL: u64 = 64;
-        const DATA_POOL: u64 = 128;
+        use crate::features::{
+            DATA_POOL, DEEP_FLATTEN as DEEP, EXCLUSIVE_LOCK as EXCL, FAST_DIFF as FDIFF,
+            JOURNALING as JOURNAL, LAYERING, OBJECT_MAP as OMAP, STRIPINGV2 as STRIPING,
+        };
         const KNOWN: u64 = LAYERING | STRIPING | EXCL | OMAP | FDIFF | DEEP | JOURNAL | DATA_POOL;
         if mask & !KNOWN != 0 {
             return Err(err!(Invalid, "unknown feature bits {:#x}", mask & !KNOWN));

@@ -12,6 +12,7 @@
 
 mod check;
 mod cluster;
+pub mod features;
 mod image;
 mod lock;
 mod names;

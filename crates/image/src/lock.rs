@@ -27,7 +27,7 @@ use crate::cluster::{get_json, put_json, Cluster};
 use crate::image::{head_volume, Image};
 
 /// The exclusive-lock feature bit.
-pub const EXCLUSIVE_LOCK: u64 = 4;
+pub use crate::features::EXCLUSIVE_LOCK;
 /// How long a lock stays valid without renewal.
 const LEASE: Duration = Duration::from_secs(6);
 /// A writer stops deleting this long before its lease runs out (clock and store latency).

@@ -27,7 +27,7 @@ use std::sync::Arc;
 const OPT_STRIPE_UNIT: c_int = 3;
 const OPT_STRIPE_COUNT: c_int = 4;
 const OPT_CLONE_FORMAT: c_int = 12;
-const FEATURE_LAYERING: u64 = 1;
+use shale_image::features::LAYERING as FEATURE_LAYERING;
 /// The features a Shale image can have (layering, exclusive-lock, object-map, fast-diff,
 /// deep-flatten); all but layering can be turned off after creation.
 const SUPPORTED: u64 = 1 | 4 | 8 | 16 | 32;

@@ -14,35 +14,12 @@ use crate::image::{put, with_image};
 use crate::types::{librbd_progress_fn_t, rbd_diff_iterate_cb_t, rbd_image_t};
 use core::ffi::{c_char, c_int, c_void};
 
-const LAYERING: u64 = 1;
-const EXCLUSIVE_LOCK: u64 = 4;
-const OBJECT_MAP: u64 = 8;
-const FAST_DIFF: u64 = 16;
-const DEEP_FLATTEN: u64 = 32;
-const JOURNALING: u64 = 64;
-/// `RBD_FEATURES_MUTABLE`, `RBD_FEATURES_MUTABLE_INTERNAL`, `RBD_FEATURES_DISABLE_ONLY`.
-const MUTABLE: u64 = EXCLUSIVE_LOCK | OBJECT_MAP | FAST_DIFF | JOURNALING | 1024 | 2048;
-const MUTABLE_INTERNAL: u64 = 1024 | 2048;
-const DISABLE_ONLY: u64 = DEEP_FLATTEN;
+use shale_image::features::{
+    ALL, DISABLE_ONLY, EXCLUSIVE_LOCK, FAST_DIFF, JOURNALING, MIGRATING, MUTABLE, MUTABLE_INTERNAL,
+    NAMES, OBJECT_MAP, OPERATIONS,
+};
 /// `RBD_FEATURES_DEFAULT` (what an empty string means).
-const DEFAULT: u64 = 61;
-/// librbd's names, in the order it prints them (its map is sorted by name).
-const NAMES: [(&str, u64); 12] = [
-    ("data-pool", 128),
-    ("deep-flatten", DEEP_FLATTEN),
-    ("dirty-cache", 2048),
-    ("exclusive-lock", EXCLUSIVE_LOCK),
-    ("fast-diff", FAST_DIFF),
-    ("journaling", JOURNALING),
-    ("layering", LAYERING),
-    ("migrating", 512),
-    ("non-primary", 1024),
-    ("object-map", OBJECT_MAP),
-    ("operations", 256),
-    ("striping", 2),
-];
-/// Every bit librbd 16 knows.
-const ALL: u64 = 4095;
+const DEFAULT: u64 = shale_image::features::DEFAULT;
 
 fn diff_iterate(
     image: rbd_image_t,
@@ -239,7 +216,7 @@ fn from_string(s: &str) -> Result<u64, c_int> {
         return Ok(DEFAULT);
     }
     if let Ok(n) = s.parse::<u64>() {
-        if n & !ALL != 0 || n & (MUTABLE_INTERNAL | 512 | 256) != 0 {
+        if n & !ALL != 0 || n & (MUTABLE_INTERNAL | MIGRATING | OPERATIONS) != 0 {
             return Err(-libc::EINVAL);
         }
         return Ok(n);
@@ -325,6 +302,7 @@ pub unsafe extern "C" fn shale_rbd_rebuild_object_map(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use shale_image::features::{DEEP_FLATTEN, LAYERING};
 
     #[test]
     fn features_strings_as_librbd() {

@@ -35,7 +35,7 @@ use shale_image::ErrorKind;
 use std::sync::Arc;
 
 const LOCK_MODE_EXCLUSIVE: rbd_lock_mode_t = 0;
-const EXCLUSIVE_LOCK: u64 = 4;
+use shale_image::features::EXCLUSIVE_LOCK;
 
 /// The head image for the exclusive lock. A read-only handle (or one set to a snapshot) has no
 /// exclusive lock in librbd: `-EINVAL`, except for `rbd_lock_break` (`-EROFS`).
