@@ -144,7 +144,7 @@ pub fn check(
             ),
         }
     }
-    for o in store.list(&format!("{prefix}snap/"))? {
+    for o in store.list(&shale_format::keys::snap_dir(prefix))? {
         if !wanted.contains(&o.key) {
             r.unreferenced.push(o.key);
         }
@@ -154,7 +154,7 @@ pub fn check(
         Ok(rec) => segs_named(&rec.map, "the image head", &mut named),
         Err(e) => problem(
             &mut r,
-            &format!("{prefix}ckpt/"),
+            &shale_format::keys::ckpt_dir(prefix),
             format!("the image head cannot be recovered: {e}"),
         ),
     }
@@ -297,7 +297,7 @@ pub fn repair(
     let key = crate::upload::ckpt_key(prefix, epoch, next_seq);
     // A fresh name: never replace an object repair did not write.
     let key = if store.get(&key).is_ok() {
-        format!("{key}-2")
+        shale_format::keys::ckpt_copy(&key, 2)
     } else {
         key
     };

@@ -35,13 +35,6 @@ pub struct GcReport {
     pub bytes_deleted: u64,
 }
 
-fn parse_seq(key: &str, dir: &str) -> Option<u64> {
-    let name = key.strip_prefix(dir)?;
-    (name.len() == 16)
-        .then(|| u64::from_str_radix(name, 16).ok())
-        .flatten()
-}
-
 fn segs_of(map: &shale_extmap::ExtentMap, into: &mut HashSet<u64>) {
     for (_, _, t) in map.iter() {
         if let Target::Data { seg, .. } = t {
@@ -59,12 +52,11 @@ pub(crate) fn run(sh: &Arc<Shared>, threshold: f64) -> Result<GcReport> {
         ..Default::default()
     };
     sh.flush_to_store()?;
-    let seg_dir = format!("{}seg/", sh.prefix);
     let stored: Vec<(u64, u64)> = sh
         .store
-        .list(&seg_dir)?
+        .list(&shale_format::keys::seg_dir(&sh.prefix))?
         .iter()
-        .filter_map(|o| parse_seq(&o.key, &seg_dir).map(|s| (s, o.size)))
+        .filter_map(|o| shale_format::keys::parse_seg(&sh.prefix, &o.key).map(|s| (s, o.size)))
         .collect();
     let (live, durable) = {
         let g = lock(&sh.inner);
@@ -169,8 +161,7 @@ pub(crate) fn run(sh: &Arc<Shared>, threshold: f64) -> Result<GcReport> {
         );
         bound = bound.min(n);
     }
-    let snap_dir = format!("{}snap/", sh.prefix);
-    for o in sh.store.list(&snap_dir)? {
+    for o in sh.store.list(&shale_format::keys::snap_dir(&sh.prefix))? {
         segs_of(
             &crate::recovery::load_checkpoint_map(sh.store.as_ref(), &o.key)?,
             &mut needed,

@@ -9,6 +9,7 @@
 use shale_error::{err, ErrorKind, Result};
 use shale_extmap::{ExtentMap, Target};
 use shale_format::checkpoint::{self, Checkpoint, ZERO_SEG};
+use shale_format::keys;
 
 use shale_format::segment::{self, EntryKind, JournalMark};
 use shale_store::ObjectStore;
@@ -80,14 +81,6 @@ pub(crate) fn random_id() -> Result<u64> {
     Ok(u64::from_le_bytes(b) | 1)
 }
 
-fn parse_seq(key: &str, dir: &str) -> Option<u64> {
-    let name = key.strip_prefix(dir)?;
-    if name.len() != 16 {
-        return None;
-    }
-    u64::from_str_radix(name, 16).ok()
-}
-
 /// How far past a gap segments of an interrupted upload burst may lie: sealed segments not yet
 /// stored are bounded by `max_pending` (≤ 64) plus those with the upload workers. Anything
 /// further means the log is damaged (a lost checkpoint or segment), not an interrupted burst.
@@ -102,20 +95,12 @@ pub(crate) fn list_checkpoints(
     store: &dyn ObjectStore,
     prefix: &str,
 ) -> Result<Vec<(u64, u64, String)>> {
-    let ckpt_dir = format!("{prefix}ckpt/");
     let mut ckpts: Vec<(u64, u64, String)> = store
-        .list(&ckpt_dir)?
+        .list(&keys::ckpt_dir(prefix))?
         .into_iter()
         .filter_map(|o| {
-            let name = o.key.strip_prefix(&ckpt_dir)?;
-            // `<epoch>-<next_seq>`, or `<epoch>-<next_seq>-<copy>` for a second copy.
-            let mut parts = name.split('-');
-            let (e, n) = (parts.next()?, parts.next()?);
-            Some((
-                u64::from_str_radix(e, 16).ok()?,
-                u64::from_str_radix(n, 16).ok()?,
-                o.key.clone(),
-            ))
+            let (e, n) = keys::parse_ckpt(prefix, &o.key)?;
+            Some((e, n, o.key))
         })
         .collect();
     ckpts.sort_unstable();
@@ -124,11 +109,10 @@ pub(crate) fn list_checkpoints(
 
 /// Numbers of the stored segments under `prefix`, ascending.
 pub(crate) fn list_segments(store: &dyn ObjectStore, prefix: &str) -> Result<Vec<u64>> {
-    let seg_dir = format!("{prefix}seg/");
     let mut segs: Vec<u64> = store
-        .list(&seg_dir)?
+        .list(&keys::seg_dir(prefix))?
         .iter()
-        .filter_map(|o| parse_seq(&o.key, &seg_dir))
+        .filter_map(|o| keys::parse_seg(prefix, &o.key))
         .collect();
     segs.sort_unstable();
     Ok(segs)
@@ -383,12 +367,9 @@ pub(crate) fn finish_staged(
     // Staging files of older epochs still in `open/` were written by a fenced writer after
     // the takeover: never part of the log.
     let mut staged: Vec<(u64, String)> = Vec::new();
-    for dir in [format!("{prefix}open/"), format!("{prefix}adopt/")] {
+    for dir in [keys::open_dir(prefix), keys::adopt_dir(prefix)] {
         for o in store.list(&dir)? {
-            let Some((e, n)) = o.key.strip_prefix(&dir).and_then(|x| x.split_once('-')) else {
-                continue;
-            };
-            let (Ok(e), Ok(n)) = (u64::from_str_radix(e, 16), u64::from_str_radix(n, 16)) else {
+            let Some((e, n)) = keys::parse_staging(&dir, &o.key) else {
                 continue;
             };
             if e > epoch {
@@ -516,24 +497,16 @@ pub(crate) fn finish_staged(
 /// that whatever a fenced writer appends afterwards lands in a file nobody can see. A no-op
 /// on stores that are not local directories.
 pub fn adopt_staging(store: &dyn ObjectStore, prefix: &str, new_epoch: u64) -> Result<()> {
-    let dir = format!("{prefix}open/");
+    let dir = keys::open_dir(prefix);
     for o in store.list(&dir)? {
-        let Some(name) = o.key.strip_prefix(&dir) else {
-            continue;
-        };
-        let Some(e) = name
-            .split_once('-')
-            .and_then(|(e, _)| u64::from_str_radix(e, 16).ok())
-        else {
+        let Some((e, seq)) = keys::parse_staging(&dir, &o.key) else {
             continue;
         };
         if e >= new_epoch {
             continue;
         }
-        let (Some(src), Some(dst)) = (
-            store.local_path(&o.key),
-            store.local_path(&format!("{prefix}adopt/{name}")),
-        ) else {
+        let adopted = keys::adopt_dir(prefix) + &keys::staging(prefix, e, seq)[dir.len()..];
+        let (Some(src), Some(dst)) = (store.local_path(&o.key), store.local_path(&adopted)) else {
             continue;
         };
         let io = |what: &str, e: std::io::Error| {

@@ -39,21 +39,7 @@ pub(crate) enum Job {
     Stop,
 }
 
-pub(crate) fn seg_key(prefix: &str, seq: u64) -> String {
-    format!("{prefix}seg/{seq:016x}")
-}
-
-/// Checkpoint keys sort by writer epoch first: a writer fenced by a newer epoch can never
-/// shadow (or rotate away) the checkpoints of the writer that replaced it.
-pub(crate) fn ckpt_key(prefix: &str, epoch: u64, next_seq: u64) -> String {
-    format!("{prefix}ckpt/{epoch:016x}-{next_seq:016x}")
-}
-
-/// Key of the staging file of an open segment written in place by a writer of `epoch`.
-/// Writers of different epochs never share a staging file.
-pub(crate) fn staging_key(prefix: &str, epoch: u64, seq: u64) -> String {
-    format!("{prefix}open/{epoch:016x}-{seq:016x}")
-}
+pub(crate) use shale_format::keys::{ckpt as ckpt_key, seg as seg_key, staging as staging_key};
 
 pub(crate) fn spawn_workers(sh: &Arc<Shared>, rx: Receiver<Job>) -> Result<Vec<JoinHandle<()>>> {
     let rx = Arc::new(Mutex::new(rx));
@@ -107,7 +93,7 @@ fn worker(sh: Arc<Shared>, rx: Arc<Mutex<Receiver<Job>>>) {
                             journal: mark,
                             extents: to_extents(extents.into_iter()),
                         };
-                        if key.starts_with(&format!("{}ckpt/", sh.prefix)) {
+                        if key.starts_with(&shale_format::keys::ckpt_dir(&sh.prefix)) {
                             store_checkpoint(sh.store.as_ref(), &sh.prefix, &c)
                         } else {
                             // A snapshot's checkpoint: its key is unique to the snapshot, so
@@ -413,7 +399,7 @@ pub(crate) fn copy_checkpoint(
 ) -> Result<()> {
     let (b, _) = store.get(key)?;
     checkpoint::decode(&b).map_err(|e| e.context(key))?;
-    let copy = format!("{key}-1");
+    let copy = shale_format::keys::ckpt_copy(key, 1);
     store.put(&copy, b, PutMode::Overwrite)?;
     let (back, _) = store.get(&copy)?;
     checkpoint::decode(&back).map_err(|e| e.context("reading a checkpoint copy back"))?;

@@ -7,6 +7,7 @@
 
 pub mod checkpoint;
 pub mod envelope;
+pub mod keys;
 pub mod rbd_diff;
 pub mod record;
 pub mod segment;

@@ -19,7 +19,7 @@ impl Cluster {
         let id = self.image_id(pool, name)?;
         let (h, _) = self.load_header(pool, &id)?;
         let snaps: Vec<String> = h.snapshots.iter().map(|s| SnapInfo::key(s.id)).collect();
-        let prefix = format!("{pool}/images/{id}/");
+        let prefix = shale_format::keys::image_prefix(pool, &id);
         let mut r = shale_engine::check(self.store.as_ref(), &prefix, &snaps, progress)?;
         if let Some(p) = &h.parent {
             let what = format!(
@@ -27,14 +27,13 @@ impl Cluster {
                 p.pool, p.image_name, p.snap_name
             );
             let pkey = format!(
-                "{}/images/{}/{}",
-                p.pool,
-                p.image_id,
+                "{}{}",
+                shale_format::keys::image_prefix(&p.pool, &p.image_id),
                 SnapInfo::key(p.snap_id)
             );
             match self.load_header(&p.pool, &p.image_id) {
                 Err(e) => r.problems.push(Problem {
-                    object: format!("{}/images/{}/header", p.pool, p.image_id),
+                    object: shale_format::keys::header(&p.pool, &p.image_id),
                     what: format!("{what}: {e}"),
                 }),
                 Ok((ph, _)) if !ph.snapshots.iter().any(|s| s.id == p.snap_id) => {
@@ -73,7 +72,7 @@ impl Cluster {
             ));
         }
         let (h, _) = self.load_header(pool, &id)?;
-        let prefix = format!("{pool}/images/{id}/");
+        let prefix = shale_format::keys::image_prefix(pool, &id);
         shale_engine::repair(self.store.as_ref(), &prefix, h.epoch, h.fence)
     }
 }

@@ -257,11 +257,11 @@ impl Cluster {
     // ---- images ----
 
     fn name_key(pool: &str, name: &str) -> String {
-        format!("{pool}/names/{name}")
+        shale_format::keys::name(pool, name)
     }
 
     pub(crate) fn header_key(pool: &str, id: &str) -> String {
-        format!("{pool}/images/{id}/header")
+        shale_format::keys::header(pool, id)
     }
 
     /// The id of an image, `NotFound` if there is none of that name.
@@ -358,7 +358,7 @@ impl Cluster {
     /// Images in a pool, sorted by name.
     pub fn list_images(&self, pool: &str) -> Result<Vec<ImageEntry>> {
         self.pool_id(pool)?;
-        let dir = format!("{pool}/names/");
+        let dir = shale_format::keys::names_dir(pool);
         let mut out = Vec::new();
         for o in self.store.list(&dir)? {
             let Some(name) = o.key.strip_prefix(&dir) else {
@@ -415,7 +415,7 @@ impl Cluster {
             Err(e) if e.kind() == ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
-        let data = format!("{pool}/images/{id}/");
+        let data = shale_format::keys::image_prefix(pool, &id);
         let objs: Vec<_> = self
             .store
             .list(&data)?
@@ -526,7 +526,7 @@ impl Cluster {
 
     /// The engine configuration of an image: log device, read cache.
     pub(crate) fn engine_config(&self, pool: &str, id: &str) -> shale_engine::EngineConfig {
-        let prefix = format!("{pool}/images/{id}/");
+        let prefix = shale_format::keys::image_prefix(pool, id);
         let local = self.store.local_path(&format!("{prefix}header")).is_some();
         let mut cfg = self
             .settings
@@ -561,7 +561,7 @@ impl Cluster {
                     p.snap_name
                 )
             })?;
-        let prefix = format!("{}/images/{}/", p.pool, p.image_id);
+        let prefix = shale_format::keys::image_prefix(&p.pool, &p.image_id);
         let vol = shale_engine::Volume::open_snapshot(
             self.store.clone(),
             &prefix,

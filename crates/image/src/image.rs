@@ -86,7 +86,7 @@ pub struct ParentRef {
 impl SnapInfo {
     /// Key of its checkpoint, relative to the image prefix.
     pub(crate) fn key(id: u64) -> String {
-        format!("snap/{id:016x}")
+        shale_format::keys::snap_rel(id)
     }
 }
 
@@ -135,7 +135,7 @@ pub(crate) fn head_volume(
     writable: bool,
     lease: Option<shale_engine::LeaseCheck>,
 ) -> Result<Volume> {
-    let prefix = format!("{pool}/images/{id}/");
+    let prefix = shale_format::keys::image_prefix(pool, id);
     let mut cfg = c.engine_config(pool, id);
     cfg.fence = h.fence;
     cfg.lease = lease;
@@ -252,7 +252,7 @@ impl Image {
                     .ok_or_else(|| {
                         err!(NotFound, "image {pool}/{} has no snapshot {name:?}", h.name)
                     })?;
-                let prefix = format!("{pool}/images/{id}/");
+                let prefix = shale_format::keys::image_prefix(pool, id);
                 let v = Volume::open_snapshot(
                     c.store.clone(),
                     &prefix,

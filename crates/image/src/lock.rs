@@ -143,7 +143,7 @@ impl std::fmt::Debug for LockCtl {
 }
 
 fn lock_key(pool: &str, id: &str) -> String {
-    format!("{pool}/images/{id}/lock")
+    shale_format::keys::lock(pool, id)
 }
 
 impl LockCtl {
@@ -260,15 +260,11 @@ fn demote(
 
 /// The highest segment number stored for an image (0 for none).
 fn max_segment(c: &Cluster, pool: &str, id: &str) -> Result<u64> {
-    let dir = format!("{pool}/images/{id}/seg/");
+    let prefix = shale_format::keys::image_prefix(pool, id);
     Ok(c.store
-        .list(&dir)?
+        .list(&shale_format::keys::seg_dir(&prefix))?
         .iter()
-        .filter_map(|o| {
-            o.key
-                .strip_prefix(&dir)
-                .and_then(|n| u64::from_str_radix(n, 16).ok())
-        })
+        .filter_map(|o| shale_format::keys::parse_seg(&prefix, &o.key))
         .max()
         .unwrap_or(0))
 }
@@ -282,7 +278,11 @@ fn fence(c: &Cluster, pool: &str, id: &str) -> Result<u64> {
         h.fence = Some((h.epoch, start));
         Ok(())
     })?;
-    shale_engine::adopt_staging(c.store.as_ref(), &format!("{pool}/images/{id}/"), h.epoch)?;
+    shale_engine::adopt_staging(
+        c.store.as_ref(),
+        &shale_format::keys::image_prefix(pool, id),
+        h.epoch,
+    )?;
     Ok(h.epoch)
 }
 
@@ -294,7 +294,7 @@ fn left_unclean(img: &Image) -> Result<bool> {
 
 /// [`left_unclean`] before a handle exists.
 pub(crate) fn unclean_here(c: &crate::Cluster, pool: &str, id: &str) -> Result<bool> {
-    let prefix = format!("{pool}/images/{id}/");
+    let prefix = shale_format::keys::image_prefix(pool, id);
     for dir in ["open/", "adopt/"] {
         if !c.store.list(&format!("{prefix}{dir}"))?.is_empty() {
             return Ok(true);

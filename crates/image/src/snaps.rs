@@ -114,11 +114,10 @@ impl Image {
         });
         if let Err(e) = res {
             // The checkpoint under our reserved id is ours alone: remove it.
-            if let Err(d) = self
-                .cluster
-                .store
-                .delete(&format!("{}/images/{}/{key}", self.pool, self.id))
-            {
+            if let Err(d) = self.cluster.store.delete(&format!(
+                "{}{key}",
+                shale_format::keys::image_prefix(&self.pool, &self.id)
+            )) {
                 tracing::warn!("removing the checkpoint of a failed snapshot {key}: {d}");
             }
             return Err(e);
@@ -166,9 +165,8 @@ impl Image {
             Ok(())
         })?;
         self.cluster.store.delete(&format!(
-            "{}/images/{}/{}",
-            self.pool,
-            self.id,
+            "{}{}",
+            shale_format::keys::image_prefix(&self.pool, &self.id),
             SnapInfo::key(s.id)
         ))
     }
