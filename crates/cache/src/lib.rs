@@ -14,7 +14,7 @@
 //! miss within a window (a "ghost" list), and large sequential reads bypass the cache, so a
 //! one-pass scan cannot evict the working set. Eviction is CLOCK.
 #![forbid(unsafe_code)]
-
+#![allow(clippy::disallowed_methods)] // a front end / tool / device layer: real time is fine here
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;

@@ -1,5 +1,6 @@
 //! Read cache: admission on the second miss, bypass of large reads, eviction, persistence
 //! across reopen, one process per cache file.
+#![allow(clippy::disallowed_methods)] // tests and tools may use real time
 
 use shale_cache::{BlockCache, BlockKey, FileCache, BLOCK};
 

@@ -1,5 +1,6 @@
 //! The `shale` binary end to end on a local-directory store: happy paths, JSON output, and bad
 //! input that must fail with a clear message, a nonzero exit and no change to the store.
+#![allow(clippy::disallowed_methods)] // tests and tools may use real time
 
 use std::path::Path;
 use std::process::{Command, Output};

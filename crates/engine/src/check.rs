@@ -150,7 +150,14 @@ pub fn check(
         }
     }
     // The head as a read-only open would see it.
-    match crate::recovery::recover(store, prefix, u64::MAX, true, None) {
+    match crate::recovery::recover(
+        store,
+        prefix,
+        u64::MAX,
+        true,
+        None,
+        &shale_clock::SystemClock,
+    ) {
         Ok(rec) => segs_named(&rec.map, "the image head", &mut named),
         Err(e) => problem(
             &mut r,

@@ -388,7 +388,7 @@ fn write_and_apply(sh: &Shared, ops: &[Op], data: &[u8], scratch: &mut Vec<u8>) 
 
 /// Block while too many sealed segments wait for upload (bounded by `full_wait`).
 fn wait_for_room(sh: &Shared) -> Result<std::sync::MutexGuard<'_, Inner>> {
-    let started = std::time::Instant::now();
+    let started = sh.cfg.clock.now();
     let mut g = lock(&sh.inner);
     let mut counted = false;
     loop {
@@ -402,7 +402,7 @@ fn wait_for_room(sh: &Shared) -> Result<std::sync::MutexGuard<'_, Inner>> {
             g.stats.room_waits += 1;
             counted = true;
         }
-        let left = sh.cfg.full_wait.saturating_sub(started.elapsed());
+        let left = sh.cfg.full_wait.saturating_sub(sh.cfg.clock.since(started));
         if left.is_zero() {
             return Err(err!(
                 Unavailable,
@@ -475,7 +475,7 @@ fn apply(sh: &Shared, g: &mut Inner, ops: &[Op], rec: &[u8], seq: u64) {
     g.open.data.extend_from_slice(rec);
     g.open.jseq = seq;
     if g.open_since.is_none() {
-        g.open_since = Some(std::time::Instant::now());
+        g.open_since = Some(sh.cfg.clock.now());
     }
     if g.open.data.len() as u64 >= sh.cfg.segment_size {
         seal(sh, g);
@@ -496,7 +496,7 @@ pub(crate) fn apply_record(sh: &Shared, rec: &[u8]) -> Result<()> {
 fn seal_if_old(sh: &Shared) {
     let mut g = lock(&sh.inner);
     if g.open_since
-        .is_some_and(|t0| t0.elapsed() >= sh.cfg.seal_after)
+        .is_some_and(|t0| sh.cfg.clock.since(t0) >= sh.cfg.seal_after)
     {
         seal(sh, &mut g);
     }

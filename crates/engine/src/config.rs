@@ -70,6 +70,9 @@ pub struct EngineConfig {
     pub gc_every: u64,
     /// The exclusive-lock lease, for writers that hold one (None: no lock, always owner).
     pub lease: Option<LeaseCheck>,
+    /// Time and randomness (injected: the simulator drives them).
+    pub clock: std::sync::Arc<dyn shale_clock::Clock>,
+    pub entropy: std::sync::Arc<dyn shale_clock::Entropy>,
     /// Longest time `close` waits for the store to take the last segments (a journal keeps
     /// them past it).
     pub close_wait: Duration,
@@ -96,6 +99,8 @@ impl Default for EngineConfig {
             gc_every: 16,
             close_wait: Duration::from_secs(15),
             lease: None,
+            clock: shale_clock::system(),
+            entropy: shale_clock::os(),
         }
     }
 }

@@ -75,12 +75,6 @@ fn check_extent(lba: u64, len: u64, t: Target, what: &str) -> Result<()> {
     }
 }
 
-pub(crate) fn random_id() -> Result<u64> {
-    let mut b = [0u8; 8];
-    getrandom::getrandom(&mut b).map_err(|e| err!(Io, "no randomness for a log id: {e}"))?;
-    Ok(u64::from_le_bytes(b) | 1)
-}
-
 /// How far past a gap segments of an interrupted upload burst may lie: sealed segments not yet
 /// stored are bounded by `max_pending` (≤ 64) plus those with the upload workers. Anything
 /// further means the log is damaged (a lost checkpoint or segment), not an interrupted burst.
@@ -148,13 +142,17 @@ pub(crate) fn apply_segment(map: &mut ExtentMap, seq: u64, h: &segment::Header) 
 }
 
 /// Run `f` again while the store answers `Unavailable`, a few times with backoff.
-pub(crate) fn with_retries<T>(what: &str, mut f: impl FnMut() -> Result<T>) -> Result<T> {
+pub(crate) fn with_retries<T>(
+    clock: &dyn shale_clock::Clock,
+    what: &str,
+    mut f: impl FnMut() -> Result<T>,
+) -> Result<T> {
     let mut delay = std::time::Duration::from_millis(20);
     for attempt in 1.. {
         match f() {
             Err(e) if e.kind() == ErrorKind::Unavailable && attempt < 8 => {
                 tracing::warn!("{what} failed (attempt {attempt}): {e}; retrying");
-                std::thread::sleep(delay);
+                clock.sleep(delay);
                 delay = (delay * 2).min(std::time::Duration::from_secs(2));
             }
             r => return r,
@@ -169,6 +167,7 @@ pub(crate) fn recover(
     epoch: u64,
     read_only: bool,
     fence: Option<(u64, u64)>,
+    clock: &dyn shale_clock::Clock,
 ) -> Result<Recovered> {
     // Keys are `<epoch>-<next_seq>`: newest epoch first, then newest checkpoint.
     let ckpts = list_checkpoints(store, prefix)?;
@@ -316,7 +315,7 @@ pub(crate) fn recover(
             journal: mark,
             extents: crate::upload::to_extents(map.iter()),
         };
-        with_retries("storing the recovery checkpoint", || {
+        with_retries(clock, "storing the recovery checkpoint", || {
             store_checkpoint(store, prefix, &c)?;
             if takeover {
                 crate::upload::copy_checkpoint(

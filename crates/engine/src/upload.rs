@@ -232,7 +232,7 @@ fn retry(sh: &Shared, what: &str, mut f: impl FnMut() -> Result<()>) -> Result<(
                     return Err(e); // fenced, or closed while the store was away: the log keeps it
                 }
                 tracing::warn!("{what} failed (attempt {attempt}): {e}; retrying");
-                std::thread::sleep(delay);
+                sh.cfg.clock.sleep(delay);
                 delay = (delay * 2).min(Duration::from_secs(5));
                 attempt += 1;
             }

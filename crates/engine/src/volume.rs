@@ -280,8 +280,14 @@ impl Volume {
                 EngineConfig::MAX_SEGMENT_SIZE
             ));
         }
-        let mut rec =
-            crate::recovery::recover(store.as_ref(), prefix, epoch, read_only, cfg.fence)?;
+        let mut rec = crate::recovery::recover(
+            store.as_ref(),
+            prefix,
+            epoch,
+            read_only,
+            cfg.fence,
+            cfg.clock.as_ref(),
+        )?;
         let (log, replay): (Arc<dyn LogDevice>, Vec<Vec<u8>>) = match (&cfg.log, read_only) {
             // A reader shows what a writer that stopped uncleanly left staged, from memory.
             (LogConfig::InPlace, true)
@@ -303,8 +309,17 @@ impl Volume {
                 (Arc::new(shale_journal::MemoryLog::default()), Vec::new())
             }
             (LogConfig::Ring { path, size, owner }, false) => {
-                let (j, recs) =
-                    shale_journal::RingJournal::open(path, *size, *owner, rec.mark, cfg.full_wait)?;
+                let (j, recs) = shale_journal::RingJournal::open(
+                    path,
+                    *size,
+                    *owner,
+                    rec.mark,
+                    shale_journal::RingEnv {
+                        full_wait: cfg.full_wait,
+                        clock: cfg.clock.clone(),
+                        fresh_id: cfg.entropy.next_u64() | 1,
+                    },
+                )?;
                 if rec.mark.journal_id == j.id() {
                     j.release(rec.mark.jseq);
                 }
@@ -327,7 +342,7 @@ impl Volume {
                             err!(Unsupported, "in-place log needs a local-directory store")
                         })
                 };
-                let id = crate::recovery::random_id()?;
+                let id = cfg.entropy.next_u64() | 1;
                 (
                     Arc::new(shale_journal::InPlaceLog::new(
                         id,
@@ -721,7 +736,7 @@ impl Volume {
             if self.sh.read_only {
                 return Ok(());
             }
-            let deadline = std::time::Instant::now() + self.sh.cfg.close_wait;
+            let deadline = self.sh.cfg.clock.now() + self.sh.cfg.close_wait;
             self.sh.wait_durable(target, Some(deadline))
         });
         let mut detach = false;
@@ -958,7 +973,7 @@ impl Shared {
             match deadline {
                 None => g = self.progress.wait(g).unwrap_or_else(|p| p.into_inner()),
                 Some(d) => {
-                    let now = std::time::Instant::now();
+                    let now = self.cfg.clock.now();
                     if now >= d {
                         return Err(err!(
                             TimedOut,

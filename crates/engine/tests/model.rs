@@ -1,5 +1,6 @@
 //! The engine against a plain `Vec<u8>` model of the disk: random writes (aligned and not),
 //! write-zeroes, resizes, flushes and reopens, on the memory and local-directory stores.
+#![allow(clippy::disallowed_methods)] // tests and tools may use real time
 
 use std::sync::Arc;
 

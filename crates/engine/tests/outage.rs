@@ -3,6 +3,7 @@
 //! and then fail (never hang), and nothing acknowledged is lost — across the store coming back
 //! and across a crash while it is away. Runs on the memory store, and on the S3 peer when
 //! SHALE_TEST_S3=s3://bucket/prefix is set.
+#![allow(clippy::disallowed_methods)] // tests and tools may use real time
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -9,6 +9,7 @@
 //! build prints bytes/extent and the mean insert time. Criterion then times, on each map:
 //! a random 8-sector lookup, an overwrite of an existing extent (punch + place), and an
 //! insert of a new extent into a gap followed by its removal (the map stays the same size).
+#![allow(clippy::disallowed_methods)] // tests and tools may use real time
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use shale_extmap::{ExtentMap, Target};

@@ -12,6 +12,7 @@
 //! `insert_ns` is the mean over building the whole map; `lookup_ns` the mean of 2M random
 //! 8-sector `for_each_in` calls on the full map. The shuffle seed comes from `SHALE_SEED`
 //! (printed, so a run can be repeated); `SHALE_CHUNK_ENTRIES` overrides the chunk size.
+#![allow(clippy::disallowed_methods)] // tests and tools may use real time
 
 use shale_extmap::{ExtentMap, Target};
 use std::hint::black_box;

@@ -3,6 +3,7 @@
 //! Small chunk capacities (4..=24 entries) put many chunk boundaries inside the 4096-sector
 //! disk, so splits, merges and extents spanning several chunks all get exercised. Failing
 //! cases are shrunk and their seeds persisted by proptest (`PROPTEST_*` variables replay).
+#![allow(clippy::disallowed_methods)] // tests and tools may use real time
 
 use proptest::prelude::*;
 use shale_extmap::{ExtentMap, Mapping, Target};

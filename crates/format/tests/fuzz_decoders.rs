@@ -14,6 +14,7 @@
 //! Environment: `SHALE_FUZZ_ITERS` (iterations per format, default 20000), `SHALE_FUZZ_SEED`
 //! (a number, or `random`; default fixed). A failure prints the seed, the iteration, the
 //! mutations applied and the input, so it can be reproduced.
+#![allow(clippy::disallowed_methods)] // tests and tools may use real time
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

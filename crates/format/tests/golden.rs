@@ -8,6 +8,7 @@
 //! A missing or different fixture fails the test. `SHALE_BLESS=1 cargo test -p shale-format
 //! --test golden` (re)writes the files; do that only for a NEW fixture or a deliberate format
 //! change that also bumps the version and keeps decoding the old fixture.
+#![allow(clippy::disallowed_methods)] // tests and tools may use real time
 
 use std::path::PathBuf;
 

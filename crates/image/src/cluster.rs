@@ -26,6 +26,9 @@ pub struct Cluster {
     cache: Arc<std::sync::OnceLock<Option<Arc<shale_cache::FileCache>>>>,
     /// This client's name in locks: `client.<random>`.
     client: Arc<String>,
+    /// Time and randomness (injected; the simulator drives them).
+    pub(crate) clock: Arc<dyn shale_clock::Clock>,
+    pub(crate) entropy: Arc<dyn shale_clock::Entropy>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -47,13 +50,6 @@ pub struct PoolStats {
     pub images: u64,
     pub objects: u64,
     pub bytes: u64,
-}
-
-pub(crate) fn now_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 pub(crate) fn put_json<T: Serialize>(
@@ -81,10 +77,8 @@ pub(crate) fn get_json<T: for<'de> Deserialize<'de>>(
     Ok((v, ver))
 }
 
-fn random_id() -> Result<String> {
-    let mut b = [0u8; 6];
-    getrandom::getrandom(&mut b).map_err(|e| err!(Io, "no randomness for an image id: {e}"))?;
-    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+fn random_id(e: &dyn shale_clock::Entropy) -> String {
+    format!("{:012x}", e.next_u64() & 0xffff_ffff_ffff)
 }
 
 impl Cluster {
@@ -97,11 +91,23 @@ impl Cluster {
 
     /// Use an already opened store.
     pub fn with_store(store: Arc<dyn ObjectStore>, settings: Settings) -> Result<Cluster> {
+        Self::with_env(store, settings, shale_clock::system(), shale_clock::os())
+    }
+
+    /// Use an already opened store, with the given time and randomness (tests, simulator).
+    pub fn with_env(
+        store: Arc<dyn ObjectStore>,
+        settings: Settings,
+        clock: Arc<dyn shale_clock::Clock>,
+        entropy: Arc<dyn shale_clock::Entropy>,
+    ) -> Result<Cluster> {
         let c = Cluster {
             store,
             settings,
             cache: Arc::default(),
-            client: Arc::new(format!("client.{}", random_id()?)),
+            client: Arc::new(format!("client.{}", random_id(entropy.as_ref()))),
+            clock,
+            entropy,
         };
         c.init()?;
         Ok(c)
@@ -118,7 +124,7 @@ impl Cluster {
             Err(e) if e.kind() == ErrorKind::Exists => {}
             Err(e) => return Err(e),
         }
-        let marker = serde_json::json!({ "created": now_secs() });
+        let marker = serde_json::json!({ "created": self.now_secs() });
         match put_json(
             self.store.as_ref(),
             ".shale",
@@ -130,6 +136,16 @@ impl Cluster {
             Err(e) if e.kind() == ErrorKind::Exists => Ok(()),
             Err(e) => Err(e),
         }
+    }
+
+    /// Wall-clock seconds (from the injected clock).
+    pub(crate) fn now_secs(&self) -> u64 {
+        self.clock.unix_ms() / 1000
+    }
+
+    /// Wall-clock milliseconds (from the injected clock).
+    pub(crate) fn now_ms(&self) -> u64 {
+        self.clock.unix_ms()
     }
 
     /// This client's identity in locks.
@@ -179,7 +195,7 @@ impl Cluster {
             + 1;
         let e = PoolEntry {
             id: next,
-            created: now_secs(),
+            created: self.now_secs(),
         };
         put_json(
             self.store.as_ref(),
@@ -322,8 +338,8 @@ impl Cluster {
         if !(12..=26).contains(&order) {
             return Err(err!(Invalid, "order {order} is out of range 12..=26"));
         }
-        let id = random_id()?;
-        let mut h = ImageHeader::new(&id, name, size, order);
+        let id = random_id(self.entropy.as_ref());
+        let mut h = ImageHeader::new(&id, name, size, order, self.now_secs());
         if let Some(f) = features {
             h.features = f;
         }
@@ -531,6 +547,8 @@ impl Cluster {
         let mut cfg = self
             .settings
             .engine_config(local, &crate::image::journal_key(pool, id));
+        cfg.clock = self.clock.clone();
+        cfg.entropy = self.entropy.clone();
         if !local && !self.settings.store_url().starts_with("memory://") {
             if let Some(cache) = self.read_cache() {
                 let owner = (crc32c::crc32c(self.settings.store_url().as_bytes()) as u64) << 32

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use shale_engine::{Stats, Volume};
 use shale_error::{err, Result};
 
-use crate::cluster::{now_secs, Cluster};
+use crate::cluster::Cluster;
 
 /// RBD feature bits Shale reports (layering | exclusive-lock | object-map | fast-diff |
 /// deep-flatten), as librbd's defaults.
@@ -91,14 +91,14 @@ impl SnapInfo {
 }
 
 impl ImageHeader {
-    pub(crate) fn new(id: &str, name: &str, size: u64, order: u8) -> Self {
+    pub(crate) fn new(id: &str, name: &str, size: u64, order: u8, created: u64) -> Self {
         ImageHeader {
             id: id.into(),
             name: name.into(),
             size,
             order,
             features: DEFAULT_FEATURES,
-            created: now_secs(),
+            created,
             epoch: 1,
             metadata: BTreeMap::new(),
             removing: false,
@@ -270,10 +270,14 @@ impl Image {
             id: id.into(),
             header: Mutex::new((h, ver)),
             vol: Arc::new(RwLock::new(Arc::new(vol))),
-            lock: Arc::new(crate::lock::LockCtl::new(locking, &c.client_id())),
+            lock: Arc::new(crate::lock::LockCtl::new(
+                locking,
+                &c.client_id(),
+                c.entropy.next_u64() as u32,
+            )),
             read_only,
             snap,
-            refreshed: Mutex::new(std::time::Instant::now()),
+            refreshed: Mutex::new(c.clock.now()),
         };
         crate::lock::take_if_free(&img)?;
         Ok(img)
@@ -414,10 +418,10 @@ impl Image {
         }
         {
             let mut t = self.refreshed.lock().unwrap_or_else(|p| p.into_inner());
-            if t.elapsed() < REFRESH {
+            if self.cluster.clock.since(*t) < REFRESH {
                 return Ok(());
             }
-            *t = std::time::Instant::now();
+            *t = self.cluster.clock.now();
         }
         let (h, _) = self.cluster.load_header(&self.pool, &self.id)?;
         // Nothing new to see unless someone holds the lock now, or took it since our view

@@ -16,7 +16,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use shale_error::{err, ErrorKind, Result};
@@ -69,12 +69,12 @@ fn proc_start(pid: u32) -> Option<u64> {
 }
 
 impl LockRecord {
-    fn mine(owner: &str, explicit: bool) -> Self {
+    fn mine(owner: &str, explicit: bool, now_ms: u64) -> Self {
         let pid = std::process::id();
         LockRecord {
             owner: owner.to_string(),
             epoch: 0,
-            expires_ms: now_ms() + LEASE.as_millis() as u64,
+            expires_ms: now_ms + LEASE.as_millis() as u64,
             explicit,
             handoff: None,
             host: host(),
@@ -89,8 +89,8 @@ impl LockRecord {
     }
 
     /// Its lease ran out, or its owner's process on this host is gone.
-    fn stale(&self) -> bool {
-        if self.expires_ms < now_ms() {
+    fn stale(&self, now_ms: u64) -> bool {
+        if self.expires_ms < now_ms {
             return true;
         }
         self.pid != 0 && self.host == host() && proc_start(self.pid) != Some(self.start)
@@ -106,13 +106,6 @@ pub struct Locker {
     pub exclusive: bool,
     pub tag: String,
     pub address: String,
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 #[derive(Default)]
@@ -147,12 +140,10 @@ fn lock_key(pool: &str, id: &str) -> String {
 }
 
 impl LockCtl {
-    pub(crate) fn new(enabled: bool, client: &str) -> Self {
-        let mut b = [0u8; 4];
-        let _ = getrandom::getrandom(&mut b);
+    pub(crate) fn new(enabled: bool, client: &str, handle: u32) -> Self {
         LockCtl {
             enabled,
-            me: format!("{client} {:08x}", u32::from_le_bytes(b)),
+            me: format!("{client} {handle:08x}"),
             st: Mutex::new(State::default()),
             lease_until: Arc::new(std::sync::atomic::AtomicU64::new(0)),
             acquiring: Mutex::new(()),
@@ -311,7 +302,7 @@ pub(crate) fn live_owner(c: &crate::Cluster, pool: &str, id: &str) -> Result<Opt
     match get_json::<LockRecord>(c.store.as_ref(), &lock_key(pool, id), Kind::Lock) {
         Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),
-        Ok((rec, _)) if rec.stale() => Ok(None),
+        Ok((rec, _)) if rec.stale(c.now_ms()) => Ok(None),
         Ok((rec, _)) => Ok(Some(rec.owner)),
     }
 }
@@ -329,7 +320,7 @@ pub(crate) fn needs_recovery(c: &crate::Cluster, pool: &str, id: &str) -> Result
     match get_json::<LockRecord>(c.store.as_ref(), &key, Kind::Lock) {
         Err(e) if e.kind() == ErrorKind::NotFound => Ok(Some(true)),
         Err(e) => Err(e),
-        Ok((rec, _)) if rec.stale() => Ok(Some(true)),
+        Ok((rec, _)) if rec.stale(c.now_ms()) => Ok(Some(true)),
         Ok(_) => Ok(Some(false)),
     }
 }
@@ -344,7 +335,7 @@ pub(crate) fn take_if_free(img: &Image) -> Result<()> {
     let free = match get_json::<LockRecord>(img.cluster.store.as_ref(), &key, Kind::Lock) {
         Err(e) if e.kind() == ErrorKind::NotFound => true,
         Err(e) => return Err(e),
-        Ok((rec, _)) => rec.stale(),
+        Ok((rec, _)) => rec.stale(img.cluster.now_ms()),
     };
     if free
         && left_unclean(img)?
@@ -364,9 +355,9 @@ fn acquire(ctl: &LockCtl, img: &Image, explicit: bool) -> Result<()> {
     let c = &img.cluster;
     let key = lock_key(&img.pool, &img.id);
     let me = ctl.me.clone();
-    let deadline = std::time::Instant::now() + HANDOFF_WAIT;
+    let deadline = c.clock.now() + HANDOFF_WAIT;
     loop {
-        let rec = LockRecord::mine(&me, explicit);
+        let rec = LockRecord::mine(&me, explicit, c.now_ms());
         if c.load_header(&img.pool, &img.id)?.0.blocklist.contains(&me) {
             return Err(err!(
                 Fenced,
@@ -384,7 +375,7 @@ fn acquire(ctl: &LockCtl, img: &Image, explicit: bool) -> Result<()> {
             Err(e) => return Err(e),
             // Ours (e.g. released earlier by this handle) or stale: take it with a fresh
             // lease (a conditional write: whoever changed it meanwhile wins).
-            Ok((cur, ver)) if cur.owner == me || cur.stale() => {
+            Ok((cur, ver)) if cur.owner == me || cur.stale(c.now_ms()) => {
                 // Its owner stopped renewing: take it over.
                 put_json(
                     c.store.as_ref(),
@@ -416,7 +407,7 @@ fn acquire(ctl: &LockCtl, img: &Image, explicit: bool) -> Result<()> {
                         PutMode::Update(ver),
                     );
                 }
-                if std::time::Instant::now() > deadline {
+                if c.clock.now() > deadline {
                     return Err(err!(
                         Busy,
                         "{} did not hand over the exclusive lock within {:?}",
@@ -424,7 +415,7 @@ fn acquire(ctl: &LockCtl, img: &Image, explicit: bool) -> Result<()> {
                         HANDOFF_WAIT
                     ));
                 }
-                std::thread::sleep(Duration::from_millis(50));
+                c.clock.sleep(Duration::from_millis(50));
                 false
             }
         };
@@ -447,10 +438,11 @@ fn acquire(ctl: &LockCtl, img: &Image, explicit: bool) -> Result<()> {
         let old = img.vol();
         let _ = old.close();
         ctl.lease_until
-            .store(now_ms() + LEASE.as_millis() as u64, Ordering::SeqCst);
+            .store(c.now_ms() + LEASE.as_millis() as u64, Ordering::SeqCst);
         let until = ctl.lease_until.clone();
+        let clock = c.clock.clone();
         let lease = shale_engine::LeaseCheck(Arc::new(move || {
-            now_ms() + LEASE_MARGIN.as_millis() as u64 <= until.load(Ordering::SeqCst)
+            clock.unix_ms() + LEASE_MARGIN.as_millis() as u64 <= until.load(Ordering::SeqCst)
         }));
         let vol = Arc::new(head_volume(c, &img.pool, &img.id, &h, true, Some(lease))?);
         *img.vol.write().unwrap_or_else(|p| p.into_inner()) = vol.clone();
@@ -492,7 +484,7 @@ fn spawn_renewal(
         let key = lock_key(&pool, &id);
         let me = ctl.me.clone();
         while !stop.load(Ordering::SeqCst) {
-            std::thread::sleep(RENEW);
+            c.clock.sleep(RENEW);
             if stop.load(Ordering::SeqCst) {
                 return;
             }
@@ -514,7 +506,7 @@ fn spawn_renewal(
                         }
                         return;
                     }
-                    let renewed = LockRecord { expires_ms: now_ms() + LEASE.as_millis() as u64, ..rec };
+                    let renewed = LockRecord { expires_ms: c.now_ms() + LEASE.as_millis() as u64, ..rec };
                     let until = renewed.expires_ms;
                     if put_json(c.store.as_ref(), &key, Kind::Lock, &renewed, PutMode::Update(ver)).is_ok() {
                         ctl.lease_until.store(until, Ordering::SeqCst);

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use shale_error::{err, ErrorKind, Result};
 use shale_format::SECTOR;
 
-use crate::cluster::{now_secs, Cluster};
+use crate::cluster::Cluster;
 use crate::image::{ChildRef, Image, ImageHeader, ParentRef, SnapInfo};
 use crate::names::validate_image_name;
 
@@ -107,7 +107,7 @@ impl Image {
                 seq,
                 size,
                 protected: false,
-                created: now_secs(),
+                created: self.cluster.now_secs(),
                 children: Vec::new(),
             });
             Ok(())

@@ -1,6 +1,7 @@
 //! Snapshots and clones against a model: every snapshot reads exactly as the image did when it
 //! was taken, clones read through to their parent snapshot until written or flattened, and all
 //! of it survives reopening — on the memory and local-directory stores.
+#![allow(clippy::disallowed_methods)] // tests and tools may use real time
 
 use std::sync::Arc;
 

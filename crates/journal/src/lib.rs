@@ -32,7 +32,7 @@ use shale_format::record::Op;
 
 pub use aligned::AlignedBuf;
 pub use inplace::{InPlaceLog, StagedRecord};
-pub use ring::{Replayed, RingJournal, RingStats};
+pub use ring::{Replayed, RingEnv, RingJournal, RingStats};
 
 /// Counters of a log device.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -5,7 +5,7 @@ use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Condvar, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use shale_error::{err, Error, Result};
 use shale_format::record::{self, Op, RecordKind};
@@ -48,6 +48,7 @@ pub struct RingJournal {
     id: u64,
     owner: u64,
     full_wait: Duration,
+    clock: std::sync::Arc<dyn shale_clock::Clock>,
     st: Mutex<St>,
     space: Condvar,
 }
@@ -110,10 +111,14 @@ fn decode_sb(b: &[u8]) -> Option<Superblock> {
     })
 }
 
-fn random_id() -> Result<u64> {
-    let mut b = [0u8; 8];
-    getrandom::getrandom(&mut b).map_err(|e| err!(Io, "no randomness for a journal id: {e}"))?;
-    Ok(u64::from_le_bytes(b) | 1)
+/// What a ring journal takes from its environment.
+#[derive(Debug, Clone)]
+pub struct RingEnv {
+    /// Longest wait for space before an append fails.
+    pub full_wait: Duration,
+    pub clock: std::sync::Arc<dyn shale_clock::Clock>,
+    /// The id of the journal if it has to start afresh (random, odd).
+    pub fresh_id: u64,
 }
 
 impl RingJournal {
@@ -126,8 +131,13 @@ impl RingJournal {
         size: u64,
         owner: u64,
         store: JournalMark,
-        full_wait: Duration,
+        env: RingEnv,
     ) -> Result<(RingJournal, Vec<Replayed>)> {
+        let RingEnv {
+            full_wait,
+            clock,
+            fresh_id,
+        } = env;
         let size = size / SB_LEN * SB_LEN;
         if size < 4 * SB_LEN + (1 << 20) {
             return Err(err!(
@@ -206,7 +216,7 @@ impl RingJournal {
                         path.display()
                     );
                 }
-                (random_id()?, store, SB_LEN, 1, (SB_LEN, 1), VecDeque::new())
+                (fresh_id | 1, store, SB_LEN, 1, (SB_LEN, 1), VecDeque::new())
             }
         };
         file.set_len(size)
@@ -218,6 +228,7 @@ impl RingJournal {
             id,
             owner,
             full_wait,
+            clock,
             st: Mutex::new(St {
                 head,
                 next_seq,
@@ -389,7 +400,7 @@ impl LogDevice for RingJournal {
                 self.size
             ));
         }
-        let started = Instant::now();
+        let started = self.clock.now();
         let mut waited = false;
         let at = loop {
             if let Some(at) = self.fits(&g, len) {
@@ -405,9 +416,9 @@ impl LogDevice for RingJournal {
                 g.stats.full_waits += 1;
                 waited = true;
             }
-            let left = self.full_wait.saturating_sub(started.elapsed());
+            let left = self.full_wait.saturating_sub(self.clock.since(started));
             if left.is_zero() {
-                g.stats.full_wait_ns += started.elapsed().as_nanos() as u64;
+                g.stats.full_wait_ns += self.clock.since(started).as_nanos() as u64;
                 return Err(err!(
                     Unavailable,
                     "journal {} is full and the store has not taken its data for {:?}",
@@ -422,7 +433,7 @@ impl LogDevice for RingJournal {
                 .0;
         };
         if waited {
-            g.stats.full_wait_ns += started.elapsed().as_nanos() as u64;
+            g.stats.full_wait_ns += self.clock.since(started).as_nanos() as u64;
         }
         if at != g.head && g.head < self.size {
             // Mark the wrap so that replay jumps to the start.

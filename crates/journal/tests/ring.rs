@@ -1,5 +1,6 @@
 //! Ring journal: wrap-around, replay after a wrap, torn and damaged records, stale records of
 //! earlier passes, a full journal (bounded wait), and the in-place log's scan and publish.
+#![allow(clippy::disallowed_methods)] // tests and tools may use real time
 
 use std::os::unix::fs::FileExt;
 use std::time::{Duration, Instant};
@@ -22,8 +23,16 @@ fn data(seed: u8, sectors: u32) -> Vec<u8> {
     vec![seed; sectors as usize * 512]
 }
 
+fn env(ms: u64) -> shale_journal::RingEnv {
+    shale_journal::RingEnv {
+        full_wait: Duration::from_millis(ms),
+        clock: shale_clock::system(),
+        fresh_id: 0x1234_5678_9abc_def1,
+    }
+}
+
 fn open(path: &std::path::Path, mark: JournalMark) -> (RingJournal, Vec<shale_journal::Replayed>) {
-    RingJournal::open(path, SIZE, 7, mark, Duration::from_millis(200)).unwrap()
+    RingJournal::open(path, SIZE, 7, mark, env(200)).unwrap()
 }
 
 #[test]
@@ -302,14 +311,7 @@ fn a_damaged_superblock_is_an_error_not_a_fresh_journal() {
     let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
     f.write_all_at(&[0xff; 4], 20).unwrap();
     drop(f);
-    let e = RingJournal::open(
-        &path,
-        SIZE,
-        7,
-        JournalMark::default(),
-        Duration::from_millis(100),
-    )
-    .unwrap_err();
+    let e = RingJournal::open(&path, SIZE, 7, JournalMark::default(), env(100)).unwrap_err();
     assert_eq!(e.kind(), shale_error::ErrorKind::Corruption, "{e}");
     assert!(e.to_string().contains("Move it away"), "{e}");
 }

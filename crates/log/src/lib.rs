@@ -16,7 +16,7 @@
 //! Installing never panics and never replaces a subscriber the host process installed first
 //! (a Rust program using the libraries keeps its own); then this crate changes nothing.
 #![forbid(unsafe_code)]
-
+#![allow(clippy::disallowed_methods)] // a front end / tool / device layer: real time is fine here
 use std::sync::{Mutex, OnceLock};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;

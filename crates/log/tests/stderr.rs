@@ -1,5 +1,6 @@
 //! What reaches stderr: the test re-runs itself as a child process (one subscriber per process)
 //! with different `SHALE_LOG` values and levels, and reads the child's stderr.
+#![allow(clippy::disallowed_methods)] // tests and tools may use real time
 
 use std::process::Command;
 

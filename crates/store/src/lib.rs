@@ -27,7 +27,7 @@
 //! Decorators: [`FaultStore`] (injected latency, errors, offline). [`conformance`] holds the one
 //! test suite every implementation and decorator must pass.
 #![forbid(unsafe_code)]
-
+#![allow(clippy::disallowed_methods)] // a front end / tool / device layer: real time is fine here
 /// An `Invalid` error with `format!` arguments. Defined before the modules so they can use it.
 macro_rules! invalid {
     ($($arg:tt)*) => {

@@ -1,5 +1,6 @@
 //! The conformance suite on the local-directory store, plus what only a directory can show:
 //! durability layout, crash leftovers, path safety, and a Create race between processes.
+#![allow(clippy::disallowed_methods)] // tests and tools may use real time
 
 use std::path::Path;
 use std::process::Command;

@@ -1,4 +1,5 @@
 //! `open_store` URL parsing.
+#![allow(clippy::disallowed_methods)] // tests and tools may use real time
 
 use shale_store::{open_store, ErrorKind};
 

@@ -3,7 +3,7 @@
 //! Configured from the environment: `SHALE_TEST_S3=s3://bucket/prefix` plus the `AWS_*`
 //! variables `shared/peers/s3/start.sh` prints. Without `SHALE_TEST_S3` the test is skipped.
 //! Each run works under its own `run-<pid>-<time>/` prefix, so runs never see each other.
-
+#![allow(clippy::disallowed_methods)] // tests and tools may use real time
 #![cfg(feature = "s3")]
 
 use std::time::{SystemTime, UNIX_EPOCH};

@@ -12,6 +12,7 @@
 //! Replay with SHALE_CRASH_SEED=<seed>. SHALE_CRASH_TRIALS (default 200) scales the number of
 //! kills: 200 with the in-place log, 100 with the ring journal, 50 + 50 losing them, and 200 on
 //! S3 with the ring journal when SHALE_TEST_S3=s3://bucket/prefix is set.
+#![allow(clippy::disallowed_methods)] // tests and tools may use real time
 
 use std::process::Command;
 use std::time::Duration;

@@ -1,5 +1,6 @@
 //! Two processes and one image: the exclusive lock moves between writers without corrupting
 //! anything, and a stopped owner whose lock was broken never gets a late write in.
+#![allow(clippy::disallowed_methods)] // tests and tools may use real time
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};

@@ -8,6 +8,7 @@
 //! order the engine applies them); `Flushed { upto }` is logged when a flush completes, with
 //! `upto` = the number of operations that had completed when it was submitted; `Snap` after a
 //! snapshot creation returns (taken with nothing in flight).
+#![allow(clippy::disallowed_methods)] // tests and tools may use real time
 
 use std::sync::{Arc, Condvar, Mutex};
 

@@ -2,6 +2,7 @@
 //! prints `flushed g`, until killed or fenced (then prints `fenced` and exits 3).
 //!
 //! usage: shale-lock-writer STORE_URL IMAGE REGION_OFFSET [MAX_GEN]
+#![allow(clippy::disallowed_methods)] // tests and tools may use real time
 
 use std::io::Write;
 
