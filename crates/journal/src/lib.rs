@@ -24,6 +24,7 @@
 #![forbid(unsafe_code)]
 
 mod aligned;
+mod file;
 mod inplace;
 mod ring;
 
@@ -31,6 +32,7 @@ use shale_error::Result;
 use shale_format::record::Op;
 
 pub use aligned::AlignedBuf;
+pub use file::{CrashFile, CrashMode, DirectFile, LogFile};
 pub use inplace::{InPlaceLog, StagedRecord};
 pub use ring::{Replayed, RingEnv, RingJournal, RingStats};
 

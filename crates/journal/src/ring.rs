@@ -1,17 +1,16 @@
 //! The ring journal file (used when the object store is remote).
 
 use std::collections::VecDeque;
-use std::fs::{File, OpenOptions};
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
-use shale_error::{err, Error, Result};
+use shale_error::{err, Result};
 use shale_format::record::{self, Op, RecordKind};
 use shale_format::segment::JournalMark;
 
 use crate::aligned::AlignedBuf;
+use crate::file::{DirectFile, LogFile};
 use crate::{LogDevice, LogStats};
 
 const SB_MAGIC: &[u8; 8] = b"SHALEJSB";
@@ -42,7 +41,7 @@ struct St {
 /// A journal in a ring file of fixed size, written with O_DIRECT.
 #[derive(Debug)]
 pub struct RingJournal {
-    file: File,
+    file: std::sync::Arc<dyn LogFile>,
     path: PathBuf,
     size: u64,
     id: u64,
@@ -133,6 +132,19 @@ impl RingJournal {
         store: JournalMark,
         env: RingEnv,
     ) -> Result<(RingJournal, Vec<Replayed>)> {
+        let file: std::sync::Arc<dyn LogFile> = std::sync::Arc::new(DirectFile::open(path)?);
+        Self::open_file(file, path, size, owner, store, env)
+    }
+
+    /// [`Self::open`] on any [`LogFile`] (`path` names it in messages).
+    pub fn open_file(
+        file: std::sync::Arc<dyn LogFile>,
+        path: &Path,
+        size: u64,
+        owner: u64,
+        store: JournalMark,
+        env: RingEnv,
+    ) -> Result<(RingJournal, Vec<Replayed>)> {
         let RingEnv {
             full_wait,
             clock,
@@ -145,22 +157,8 @@ impl RingJournal {
                 "journal size {size} is too small (at least 1M + 16K)"
             ));
         }
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| Error::io(format!("cannot create {}", dir.display()), e))?;
-        }
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .custom_flags(libc::O_DIRECT)
-            .open(path)
-            .map_err(|e| Error::io(format!("cannot open journal {}", path.display()), e))?;
-        let plain = File::open(path)
-            .map_err(|e| Error::io(format!("cannot read journal {}", path.display()), e))?;
         let mut sbuf = vec![0u8; SB_LEN as usize];
-        let read = plain.read_exact_at(&mut sbuf, 0).is_ok();
+        let read = file.read_at(&mut sbuf, 0).is_ok();
         let sb = read.then(|| decode_sb(&sbuf)).flatten();
         if read && sb.is_none() && sbuf.iter().any(|&b| b != 0) {
             // Not a new file, and not a superblock we can read: it may hold acknowledged
@@ -186,7 +184,8 @@ impl RingJournal {
         let mut repersist = false;
         let (id, base, head, next_seq, persisted, live) = match usable {
             Some(sb) => {
-                let (recs, head, mut next) = scan(&plain, size, sb.id, sb.tail_off, sb.tail_seq)?;
+                let (recs, head, mut next) =
+                    scan(file.as_ref(), size, sb.id, sb.tail_off, sb.tail_seq)?;
                 let mut live = VecDeque::new();
                 for (seq, off, bytes) in recs {
                     live.push_back((seq, off, bytes.len() as u64));
@@ -220,7 +219,7 @@ impl RingJournal {
             }
         };
         file.set_len(size)
-            .map_err(|e| Error::io(format!("cannot size journal {}", path.display()), e))?;
+            .map_err(|e| e.context(format!("cannot size journal {}", path.display())))?;
         let j = RingJournal {
             file,
             path: path.to_path_buf(),
@@ -305,11 +304,11 @@ impl RingJournal {
         };
         g.buf.fill(&encode_sb(&sb), SB_LEN as usize);
         self.file
-            .write_all_at(g.buf.as_slice(), 0)
-            .map_err(|e| Error::io("writing the journal superblock", e))?;
+            .write_at(g.buf.as_slice(), 0)
+            .map_err(|e| e.context("writing the journal superblock"))?;
         self.file
-            .sync_data()
-            .map_err(|e| Error::io("syncing the journal", e))?;
+            .sync()
+            .map_err(|e| e.context("syncing the journal"))?;
         g.persisted = tail;
         Ok(())
     }
@@ -335,7 +334,7 @@ impl RingJournal {
 /// Follow consecutive records from (off, seq). Returns them with the head and next number.
 #[allow(clippy::type_complexity)]
 fn scan(
-    f: &File,
+    f: &dyn LogFile,
     size: u64,
     id: u64,
     mut off: u64,
@@ -353,7 +352,7 @@ fn scan(
             off = SB_LEN;
         }
         let n = (hdr.len() as u64).min(size - off) as usize;
-        if f.read_exact_at(&mut hdr[..n], off).is_err() {
+        if f.read_at(&mut hdr[..n], off).is_err() {
             break;
         }
         let Some(h) = record::decode_header(&hdr[..n], id, seq) else {
@@ -364,7 +363,7 @@ fn scan(
             break;
         }
         let mut rec = vec![0u8; total as usize];
-        if f.read_exact_at(&mut rec, off).is_err() || !record::verify(&rec) {
+        if f.read_at(&mut rec, off).is_err() || !record::verify(&rec) {
             break;
         }
         let kind = h.kind;
@@ -443,8 +442,8 @@ impl LogDevice for RingJournal {
             let head = g.head;
             g.buf.fill(&w, w.len());
             self.file
-                .write_all_at(g.buf.as_slice(), head)
-                .map_err(|e| Error::io("writing the journal", e))?;
+                .write_at(g.buf.as_slice(), head)
+                .map_err(|e| e.context("writing the journal"))?;
             g.live.push_back((seq, head, self.size - head));
             g.next_seq += 1;
         }
@@ -456,8 +455,8 @@ impl LogDevice for RingJournal {
         g.buf.fill(rec, rec.len());
         let head = g.head;
         self.file
-            .write_all_at(g.buf.as_slice(), head)
-            .map_err(|e| Error::io("writing the journal", e))?;
+            .write_at(g.buf.as_slice(), head)
+            .map_err(|e| e.context("writing the journal"))?;
         g.live.push_back((seq, head, len));
         g.next_seq += 1;
         g.head += len;
@@ -469,8 +468,8 @@ impl LogDevice for RingJournal {
 
     fn sync(&self) -> Result<()> {
         self.file
-            .sync_data()
-            .map_err(|e| Error::io("syncing the journal", e))
+            .sync()
+            .map_err(|e| e.context("syncing the journal"))
     }
 
     fn release(&self, upto: u64) {
