@@ -26,7 +26,24 @@ pub enum LogConfig {
     },
     /// Records go straight into the open segment's file in a local-directory store.
     InPlace,
+    /// A ring journal on a file handed in (a simulated one, for crash tests).
+    RingOn {
+        file: LogFileRef,
+        size: u64,
+        owner: u64,
+    },
 }
+
+/// A log file handed to the engine; equal when it is the same file.
+#[derive(Debug, Clone)]
+pub struct LogFileRef(pub std::sync::Arc<dyn shale_journal::LogFile>);
+
+impl PartialEq for LogFileRef {
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+impl Eq for LogFileRef {}
 
 /// Whether this writer may still act as the image's owner (its exclusive-lock lease has time
 /// left). A writer that may not never deletes anything.

@@ -308,18 +308,28 @@ impl Volume {
             (_, true) | (LogConfig::Memory, _) => {
                 (Arc::new(shale_journal::MemoryLog::default()), Vec::new())
             }
-            (LogConfig::Ring { path, size, owner }, false) => {
-                let (j, recs) = shale_journal::RingJournal::open(
-                    path,
-                    *size,
-                    *owner,
-                    rec.mark,
-                    shale_journal::RingEnv {
-                        full_wait: cfg.full_wait,
-                        clock: cfg.clock.clone(),
-                        fresh_id: cfg.entropy.next_u64() | 1,
-                    },
-                )?;
+            (LogConfig::Ring { .. } | LogConfig::RingOn { .. }, false) => {
+                let env = shale_journal::RingEnv {
+                    full_wait: cfg.full_wait,
+                    clock: cfg.clock.clone(),
+                    fresh_id: cfg.entropy.next_u64() | 1,
+                };
+                let (j, recs) = match &cfg.log {
+                    LogConfig::RingOn { file, size, owner } => {
+                        shale_journal::RingJournal::open_file(
+                            file.0.clone(),
+                            std::path::Path::new("(handed-in journal)"),
+                            *size,
+                            *owner,
+                            rec.mark,
+                            env,
+                        )?
+                    }
+                    LogConfig::Ring { path, size, owner } => {
+                        shale_journal::RingJournal::open(path, *size, *owner, rec.mark, env)?
+                    }
+                    _ => unreachable!("matched above"),
+                };
                 if rec.mark.journal_id == j.id() {
                     j.release(rec.mark.jseq);
                 }
