@@ -12,7 +12,6 @@ use std::path::PathBuf;
 use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
 
 use bytes::Bytes;
 use shale_error::{err, Error, ErrorKind, Result};
@@ -94,12 +93,12 @@ fn worker(sh: Arc<Shared>, rx: Arc<Mutex<Receiver<Job>>>) {
                             extents: to_extents(extents.into_iter()),
                         };
                         if key.starts_with(&shale_format::keys::ckpt_dir(&sh.prefix)) {
-                            store_checkpoint(sh.store.as_ref(), &sh.prefix, &c)
+                            store_checkpoint(sh.uploads.as_ref(), &sh.prefix, &c)
                         } else {
                             // A snapshot's checkpoint: its key is unique to the snapshot, so
                             // an existing object is never someone else's to replace.
                             let b = Bytes::from(checkpoint::encode(&c));
-                            match sh.store.put(&key, b, PutMode::Create) {
+                            match sh.uploads.put(&key, b, PutMode::Create) {
                                 Err(e) if e.kind() == ErrorKind::Exists => Err(err!(
                                     Exists,
                                     "{key}: a snapshot checkpoint with this name exists"
@@ -138,12 +137,8 @@ fn store_segment(sh: &Shared, s: &Sealed) -> Result<u64> {
         let staging = path(staging_key(&sh.prefix, sh.epoch, s.seq))?;
         let dest = path(seg_key(&sh.prefix, s.seq))?;
         let key = seg_key(&sh.prefix, s.seq);
-        retry(sh, &format!("publishing {}", dest.display()), || {
-            match shale_journal::InPlaceLog::publish(&staging, &header, s.data.len() as u64, &dest)
-            {
-                Err(e) if e.kind() == ErrorKind::Exists => collision(sh, &key, s),
-                r => r,
-            }
+        create_segment(sh, &key, s, || {
+            shale_journal::InPlaceLog::publish(&staging, &header, s.data.len() as u64, &dest)
         })?;
         return Ok(header.len() as u64 + s.data.len() as u64);
     }
@@ -152,11 +147,11 @@ fn store_segment(sh: &Shared, s: &Sealed) -> Result<u64> {
     )?);
     let len = obj.len() as u64;
     let key = seg_key(&sh.prefix, s.seq);
-    retry(sh, &format!("PUT {key}"), || {
-        match sh.store.put(&key, obj.clone(), PutMode::Create) {
-            Err(e) if e.kind() == ErrorKind::Exists => collision(sh, &key, s),
-            r => r.map(|_| ()),
-        }
+    // `uploads` retries an unreachable store (see `Shared::uploads`).
+    create_segment(sh, &key, s, || {
+        sh.uploads
+            .put(&key, obj.clone(), PutMode::Create)
+            .map(|_| ())
     })?;
     Ok(len)
 }
@@ -214,31 +209,28 @@ fn collision(sh: &Shared, key: &str, ours: &Sealed) -> Result<()> {
     ))
 }
 
-/// Run `f` until it succeeds. Unavailable stores are retried with capped backoff — forever
-/// when a log device holds the data, `upload_attempts` times otherwise; other errors are final.
-fn retry(sh: &Shared, what: &str, mut f: impl FnMut() -> Result<()>) -> Result<()> {
-    let mut delay = Duration::from_millis(50);
-    let mut attempt = 1u32;
-    let forever = sh.cfg.log != LogConfig::Memory;
-    loop {
-        match f() {
-            Ok(()) => return Ok(()),
-            Err(e) if e.kind() == ErrorKind::Exists => return Err(e),
-            Err(e)
-                if (forever && e.kind() == ErrorKind::Unavailable)
-                    || attempt < sh.cfg.upload_attempts =>
-            {
-                if lock(&sh.inner).failed.is_some() {
-                    return Err(e); // fenced, or closed while the store was away: the log keeps it
-                }
-                tracing::warn!("{what} failed (attempt {attempt}): {e}; retrying");
-                sh.cfg.clock.sleep(delay);
-                delay = (delay * 2).min(Duration::from_secs(5));
-                attempt += 1;
-            }
-            Err(e) => return Err(e),
+/// Store a new segment object with `put` (create-only). A segment of that number already
+/// there is resolved by [`collision`]: ours (a retried PUT whose first answer was lost), a
+/// fenced writer's (deleted, then the PUT is tried again), or a newer writer's (fenced).
+fn create_segment(
+    sh: &Shared,
+    key: &str,
+    s: &Sealed,
+    mut put: impl FnMut() -> Result<()>,
+) -> Result<()> {
+    for _ in 0..4 {
+        match put() {
+            Err(e) if e.kind() == ErrorKind::Exists => match collision(sh, key, s) {
+                Err(e) if e.kind() == ErrorKind::Unavailable => continue,
+                r => return r,
+            },
+            r => return r,
         }
     }
+    Err(err!(
+        Busy,
+        "{key}: could not be stored after repeated collisions"
+    ))
 }
 
 fn upload(sh: &Shared, s: Arc<Sealed>) {
@@ -322,7 +314,7 @@ fn write_checkpoint(sh: &Shared, seq: u64, mark: JournalMark, extents: &[(u64, u
         journal: mark,
         extents: to_extents(extents.iter().copied()),
     };
-    if let Err(e) = store_checkpoint(sh.store.as_ref(), &sh.prefix, &c) {
+    if let Err(e) = store_checkpoint(sh.uploads.as_ref(), &sh.prefix, &c) {
         // A missing checkpoint only makes the next open replay more segments.
         tracing::warn!("checkpoint after segment {seq:016x} of {:?}: {e}", sh);
         return;

@@ -175,6 +175,10 @@ impl Inner {
 
 pub(crate) struct Shared {
     pub store: Arc<dyn ObjectStore>,
+    /// The store for segment and checkpoint uploads: `store` behind a retry decorator —
+    /// forever while a log device holds the data (until the volume fails or is fenced),
+    /// `upload_attempts` times otherwise.
+    pub uploads: Arc<dyn ObjectStore>,
     /// `<pool>/images/<id>/`
     pub prefix: String,
     pub cfg: EngineConfig,
@@ -374,28 +378,45 @@ impl Volume {
         } else {
             0
         };
-        let sh = Arc::new(Shared {
-            store,
-            prefix: prefix.to_string(),
-            epoch,
-            read_only,
-            log,
-            inner: Mutex::new(Inner::new(
-                rec.map,
-                size,
-                rec.next_seq,
-                rec.next_seq - 1,
-                jseq,
-                rec.segs_replayed,
-            )),
-            progress: Condvar::new(),
-            queue: Mutex::new(Queue::default()),
-            queue_cv: Condvar::new(),
-            index_cache: SegIndexCache::new(1024),
-            jobs: Mutex::new(tx),
-            parent: std::sync::RwLock::new(None),
-            gc_guard: std::sync::RwLock::new(()),
-            cfg,
+        let attempts = if matches!(cfg.log, LogConfig::Memory) {
+            shale_store::Attempts::Limit(cfg.upload_attempts.max(1))
+        } else {
+            shale_store::Attempts::Forever
+        };
+        let sh = Arc::new_cyclic(|me: &std::sync::Weak<Shared>| {
+            let me = me.clone();
+            let uploads: Arc<dyn ObjectStore> = Arc::new(
+                shale_store::RetryStore::new(store.clone(), attempts, cfg.clock.clone())
+                    .cancelled_when(move || {
+                        // Asked between attempts only, never with the state lock held.
+                        me.upgrade()
+                            .is_none_or(|sh| lock(&sh.inner).failed.is_some())
+                    }),
+            );
+            Shared {
+                store,
+                uploads,
+                prefix: prefix.to_string(),
+                epoch,
+                read_only,
+                log,
+                inner: Mutex::new(Inner::new(
+                    rec.map,
+                    size,
+                    rec.next_seq,
+                    rec.next_seq - 1,
+                    jseq,
+                    rec.segs_replayed,
+                )),
+                progress: Condvar::new(),
+                queue: Mutex::new(Queue::default()),
+                queue_cv: Condvar::new(),
+                index_cache: SegIndexCache::new(1024),
+                jobs: Mutex::new(tx),
+                parent: std::sync::RwLock::new(None),
+                gc_guard: std::sync::RwLock::new(()),
+                cfg,
+            }
         });
         let mut threads = if read_only {
             Vec::new()
@@ -434,6 +455,7 @@ impl Volume {
         let map = crate::recovery::load_checkpoint_map(store.as_ref(), &format!("{prefix}{key}"))?;
         let (tx, _rx) = std::sync::mpsc::channel();
         let sh = Arc::new(Shared {
+            uploads: store.clone(),
             store,
             prefix: prefix.to_string(),
             epoch: 0,

@@ -38,6 +38,7 @@ macro_rules! invalid {
 pub mod conformance;
 pub mod fault;
 pub mod local;
+pub mod retry;
 pub mod memory;
 #[cfg(feature = "s3")]
 pub mod s3;
@@ -48,6 +49,7 @@ use std::sync::Arc;
 pub use fault::FaultStore;
 pub use local::LocalStore;
 pub use memory::MemoryStore;
+pub use retry::{Attempts, RetryStore};
 #[cfg(feature = "s3")]
 pub use s3::S3Store;
 
