@@ -127,6 +127,28 @@ run_store_tests() { # $1 = local|s3
             $q qemu-io -f raw -r -c 'read -P 0xa1 0 1M' rbd:rbd/snapimg
         check "[$kind] qemu-img snapshot -d" "" $q qemu-img snapshot -d s1 rbd:rbd/snapimg
         refute "[$kind] ... and it is gone" "s1" $q qemu-img snapshot -l rbd:rbd/snapimg
+        if [ "$kind" = local ]; then
+            # A truncated segment: the write's read-modify-write hits it. It must fail with an
+            # error, never panic or hang the client (it used to hang qemu-io).
+            local store_dir=${url#file://} seg out rc
+            $q qemu-img create -f raw rbd:rbd/trunc 8M >/dev/null
+            $q qemu-io -f raw -c 'write -P 0x33 0 8M' rbd:rbd/trunc >/dev/null
+            seg=$(ls "$store_dir"/rbd/images/*/seg/* 2>/dev/null | head -1)
+            if [ -n "$seg" ]; then
+                truncate -s 100000 "$seg"
+                out=$(timeout 120 env SHALE_STORE="$url" qemu-io -f raw -c 'write -P 0x11 3000100 1000' rbd:rbd/trunc 2>&1); rc=$?
+                if [ $rc -ne 124 ] && ! printf '%s' "$out" | grep -q panicked \
+                    && printf '%s' "$out" | grep -qi "error\|failed"; then
+                    ok "[$kind] qemu-io on a truncated segment fails cleanly (no hang, no panic)"
+                else
+                    bad "[$kind] qemu-io on a truncated segment (rc=$rc)" "$out"
+                fi
+                check "[$kind] shale check reports the truncated segment" "PROBLEM" \
+                    sh -c "SHALE_STORE=$url $shale check rbd/trunc; true"
+            else
+                bad "[$kind] truncated segment: no segment file found"
+            fi
+        fi
     else
         skipped "[$kind] qemu tests (qemu-img/qemu-io not installed)"
     fi
@@ -211,6 +233,11 @@ with rados.Rados(conffile='$conf') as c, c.open_ioctx('rbd') as io:
         write_conf "$url" "$conf"
         out=$(CEPH_CONF=$conf timeout 300 /usr/bin/python3 "$tests/locks.py" 2>&1)
         count_py "[$kind] locks" "$out"
+        new_store "$kind"; conf=$scratch/ds-$kind.conf
+        write_conf "$url" "$conf"
+        out=$(CEPH_CONF=$conf DS_OUTAGE=$([ "$kind" = s3 ] && echo 1 || echo 0) timeout 600 \
+            /usr/bin/python3 "$tests/data_safety.py" 2>&1)
+        count_py "[$kind] data safety" "$out"
         new_store "$kind"; conf=$scratch/lk2-$kind.conf
         write_conf "$url" "$conf"
         out=$(CEPH_CONF=$conf timeout 300 /usr/bin/python3 "$tests/lock_two_proc.py" 2>&1)

@@ -79,7 +79,11 @@ impl RetryStore {
                     if !more || (self.cancelled)() {
                         return Err(e);
                     }
-                    tracing::warn!("{what} {key:?} failed (attempt {attempt}): {e}; retrying");
+                    if attempt == 1 || attempt.is_multiple_of(10) {
+                        tracing::warn!("{what} {key:?} failed (attempt {attempt}): {e}; retrying");
+                    } else {
+                        tracing::debug!("{what} {key:?} failed (attempt {attempt}): {e}; retrying");
+                    }
                     self.clock.sleep(delay);
                     delay = (delay * 2).min(self.max_delay);
                     attempt += 1;
@@ -95,10 +99,14 @@ impl ObjectStore for RetryStore {
         self.run("GET", key, || self.inner.get(key))
     }
     fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
-        self.run("GET (range)", key, || self.inner.get_range(key, range.clone()))
+        self.run("GET (range)", key, || {
+            self.inner.get_range(key, range.clone())
+        })
     }
     fn put(&self, key: &str, data: Bytes, mode: PutMode) -> Result<Version> {
-        self.run("PUT", key, || self.inner.put(key, data.clone(), mode.clone()))
+        self.run("PUT", key, || {
+            self.inner.put(key, data.clone(), mode.clone())
+        })
     }
     fn delete(&self, key: &str) -> Result<()> {
         self.run("DELETE", key, || self.inner.delete(key))
@@ -132,11 +140,16 @@ mod tests {
         assert_eq!(clock.unix_ms(), 150);
         fault.update(|f| f.offline = false);
         assert_eq!(r.get("x").unwrap_err().kind(), ErrorKind::NotFound);
-        r.put("x", Bytes::from_static(b"1"), PutMode::Create).unwrap();
+        r.put("x", Bytes::from_static(b"1"), PutMode::Create)
+            .unwrap();
         let e = r
             .put("x", Bytes::from_static(b"2"), PutMode::Create)
             .unwrap_err();
-        assert_eq!(e.kind(), ErrorKind::Exists, "not retried: the caller decides");
+        assert_eq!(
+            e.kind(),
+            ErrorKind::Exists,
+            "not retried: the caller decides"
+        );
         // Forever, until cancelled.
         let n = Arc::new(std::sync::atomic::AtomicU32::new(0));
         let n2 = n.clone();
