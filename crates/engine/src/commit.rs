@@ -425,7 +425,7 @@ fn make_room(sh: &Shared, g: &mut Inner, n_ops: usize, rec_len: usize) {
     }
     let data_after = g.open.data.len() + rec_len;
     let too_big = data_after as u64 > sh.cfg.segment_size;
-    let header_full = matches!(sh.cfg.log, LogConfig::InPlace)
+    let header_full = matches!(sh.cfg.log, LogConfig::InPlace(_))
         && segment::raw_header_len(g.open.entries.len() + n_ops, data_after) as u64
             > sh.cfg.header_reserve;
     if too_big || header_full || g.open.entries.len() + n_ops > 1 << 16 {

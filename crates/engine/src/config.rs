@@ -24,8 +24,9 @@ pub enum LogConfig {
         size: u64,
         owner: u64,
     },
-    /// Records go straight into the open segment's file in a local-directory store.
-    InPlace,
+    /// Records go straight into the open segment's staging file (on a local-directory store:
+    /// next to the segments; the device sees each byte once).
+    InPlace(StagingRef),
     /// A ring journal on a file handed in (a simulated one, for crash tests).
     RingOn {
         file: LogFileRef,
@@ -33,6 +34,17 @@ pub enum LogConfig {
         owner: u64,
     },
 }
+
+/// The staging area of an in-place log, handed to the engine; equal when the same one.
+#[derive(Debug, Clone)]
+pub struct StagingRef(pub std::sync::Arc<dyn shale_journal::Staging>);
+
+impl PartialEq for StagingRef {
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+impl Eq for StagingRef {}
 
 /// A log file handed to the engine; equal when it is the same file.
 #[derive(Debug, Clone)]

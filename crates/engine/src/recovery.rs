@@ -354,6 +354,7 @@ pub(crate) fn recover(
 pub(crate) fn finish_staged(
     store: &dyn ObjectStore,
     prefix: &str,
+    staging: &dyn shale_journal::Staging,
     epoch: u64,
     cfg: &crate::config::EngineConfig,
     rec: &mut Recovered,
@@ -365,43 +366,33 @@ pub(crate) fn finish_staged(
     // exclusive lock), and those a takeover adopted from the previous writer (`adopt/`).
     // Staging files of older epochs still in `open/` were written by a fenced writer after
     // the takeover: never part of the log.
-    let mut staged: Vec<(u64, String)> = Vec::new();
-    for dir in [keys::open_dir(prefix), keys::adopt_dir(prefix)] {
-        for o in store.list(&dir)? {
-            let Some((e, n)) = keys::parse_staging(&dir, &o.key) else {
-                continue;
-            };
-            if e > epoch {
-                if !publish {
-                    continue;
-                }
-                return Err(err!(
-                    Fenced,
-                    "{}: a newer writer (epoch {e}) owns this image",
-                    o.key
-                ));
-            }
-            if dir.ends_with("open/") && e < epoch {
-                if publish {
-                    if let Some(p) = store.local_path(&o.key) {
-                        let _ = std::fs::remove_file(p);
-                    }
-                }
+    let mut staged: Vec<shale_journal::StagedFile> = Vec::new();
+    for f in staging.list()? {
+        if f.epoch > epoch {
+            if !publish {
                 continue;
             }
-            staged.push((n, o.key.clone()));
+            return Err(err!(
+                Fenced,
+                "staging file {f:?}: a newer writer (epoch {}) owns this image",
+                f.epoch
+            ));
         }
+        if !f.adopted && f.epoch < epoch {
+            if publish {
+                let _ = staging.remove(&f);
+            }
+            continue;
+        }
+        staged.push(f);
     }
-    staged.sort();
-    let path_of = |key: &str| {
-        store
-            .local_path(key)
-            .ok_or_else(|| err!(Unsupported, "{key}: not a local store"))
-    };
-    for (seq, key) in staged {
-        let staging = path_of(&key)?;
+    staged.sort_by_key(|f| (f.seq, !f.adopted));
+    for f in staged {
+        let seq = f.seq;
         if seq == next {
-            let recs = shale_journal::InPlaceLog::scan(&staging, cfg.header_reserve, None)?;
+            let (file, len) = staging.read(&f)?;
+            let recs =
+                shale_journal::InPlaceLog::scan(file.as_ref(), len, cfg.header_reserve, None)?;
             let continues = recs.first().is_some_and(|r| {
                 (r.journal_id == mark.journal_id && r.seq == mark.jseq + 1)
                     || (r.journal_id != mark.journal_id && r.seq == 1)
@@ -450,8 +441,22 @@ pub(crate) fn finish_staged(
                     &data,
                     Some(cfg.header_reserve as usize),
                 )?;
-                let dest = path_of(&seg_key(prefix, seq))?;
-                shale_journal::InPlaceLog::publish(&staging, &header, data.len() as u64, &dest)?;
+                match staging.publish(&f, &header, data.len() as u64) {
+                    // Published before (an answer lost on the way back): ours if it holds
+                    // exactly these records.
+                    Err(e) if e.kind() == ErrorKind::Exists => {
+                        let there = load_header(store, &seg_key(prefix, seq))?;
+                        if there.entries != entries || there.journal != last {
+                            return Err(err!(
+                                Corruption,
+                                "segment {seq:016x} exists with other content than its staging \
+                                 file; {REPAIR_HINT}"
+                            ));
+                        }
+                        staging.remove(&f)?;
+                    }
+                    r => r?,
+                }
                 for e in &entries {
                     match e.kind {
                         EntryKind::Data => rec.map.insert(
@@ -481,49 +486,8 @@ pub(crate) fn finish_staged(
         if !publish {
             continue;
         }
-        tracing::info!(
-            "dropping staging file {} (nothing to recover)",
-            staging.display()
-        );
-        std::fs::remove_file(&staging)
-            .map_err(|e| shale_error::Error::io(format!("removing {}", staging.display()), e))?;
+        tracing::info!("dropping staging file {f:?} (nothing to recover)");
+        staging.remove(&f)?;
     }
     Ok(shown)
-}
-
-/// Takeover of an image written in place: copy what older writers' staging files hold now
-/// into `adopt/` (the new writer's recovery publishes it), then unlink the originals, so
-/// that whatever a fenced writer appends afterwards lands in a file nobody can see. A no-op
-/// on stores that are not local directories.
-pub fn adopt_staging(store: &dyn ObjectStore, prefix: &str, new_epoch: u64) -> Result<()> {
-    let dir = keys::open_dir(prefix);
-    for o in store.list(&dir)? {
-        let Some((e, seq)) = keys::parse_staging(&dir, &o.key) else {
-            continue;
-        };
-        if e >= new_epoch {
-            continue;
-        }
-        let adopted = keys::adopt_dir(prefix) + &keys::staging(prefix, e, seq)[dir.len()..];
-        let (Some(src), Some(dst)) = (store.local_path(&o.key), store.local_path(&adopted)) else {
-            continue;
-        };
-        let io = |what: &str, e: std::io::Error| {
-            shale_error::Error::io(format!("{what} {}", src.display()), e)
-        };
-        let bytes = std::fs::read(&src).map_err(|e| io("reading", e))?;
-        if let Some(d) = dst.parent() {
-            std::fs::create_dir_all(d).map_err(|e| io("adopting", e))?;
-        }
-        let mut f = std::fs::File::create(&dst).map_err(|e| io("adopting", e))?;
-        std::io::Write::write_all(&mut f, &bytes).map_err(|e| io("adopting", e))?;
-        f.sync_all().map_err(|e| io("adopting", e))?;
-        if let Some(d) = dst.parent() {
-            std::fs::File::open(d)
-                .and_then(|d| d.sync_all())
-                .map_err(|e| io("adopting", e))?;
-        }
-        std::fs::remove_file(&src).map_err(|e| io("unlinking", e))?;
-    }
-    Ok(())
 }

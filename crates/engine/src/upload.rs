@@ -8,7 +8,6 @@
 //! for the store are answered. A checkpoint riding on a segment is written once `durable`
 //! reaches it; older checkpoints are then deleted (the newest two are kept).
 
-use std::path::PathBuf;
 use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -38,11 +37,11 @@ pub(crate) enum Job {
     Stop,
 }
 
-pub(crate) use shale_format::keys::{ckpt as ckpt_key, seg as seg_key, staging as staging_key};
+pub(crate) use shale_format::keys::{ckpt as ckpt_key, seg as seg_key};
 
 pub(crate) fn spawn_workers(sh: &Arc<Shared>, rx: Receiver<Job>) -> Result<Vec<JoinHandle<()>>> {
     let rx = Arc::new(Mutex::new(rx));
-    let n = if sh.cfg.log == LogConfig::InPlace {
+    let n = if matches!(sh.cfg.log, LogConfig::InPlace(_)) {
         1
     } else {
         sh.cfg.upload_threads.max(1)
@@ -120,7 +119,7 @@ fn worker(sh: Arc<Shared>, rx: Arc<Mutex<Receiver<Job>>>) {
 }
 
 fn store_segment(sh: &Shared, s: &Sealed) -> Result<u64> {
-    if sh.cfg.log == LogConfig::InPlace {
+    if let LogConfig::InPlace(staging) = &sh.cfg.log {
         let header = segment::encode_header(
             s.seq,
             sh.epoch,
@@ -129,16 +128,14 @@ fn store_segment(sh: &Shared, s: &Sealed) -> Result<u64> {
             &s.data,
             Some(sh.cfg.header_reserve as usize),
         )?;
-        let path = |key: String| -> Result<PathBuf> {
-            sh.store
-                .local_path(&key)
-                .ok_or_else(|| err!(Unsupported, "no local path for {key}"))
-        };
-        let staging = path(staging_key(&sh.prefix, sh.epoch, s.seq))?;
-        let dest = path(seg_key(&sh.prefix, s.seq))?;
         let key = seg_key(&sh.prefix, s.seq);
+        let staged = shale_journal::StagedFile {
+            epoch: sh.epoch,
+            seq: s.seq,
+            adopted: false,
+        };
         create_segment(sh, &key, s, || {
-            shale_journal::InPlaceLog::publish(&staging, &header, s.data.len() as u64, &dest)
+            staging.0.publish(&staged, &header, s.data.len() as u64)
         })?;
         return Ok(header.len() as u64 + s.data.len() as u64);
     }

@@ -2,7 +2,6 @@
 //! resize and close. The committer (commit.rs) and the upload workers (upload.rs) do the work.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
@@ -294,21 +293,18 @@ impl Volume {
         )?;
         let (log, replay): (Arc<dyn LogDevice>, Vec<Vec<u8>>) = match (&cfg.log, read_only) {
             // A reader shows what a writer that stopped uncleanly left staged, from memory.
-            (LogConfig::InPlace, true)
-                if store.local_path(&format!("{prefix}header")).is_some() =>
-            {
-                (
-                    Arc::new(shale_journal::MemoryLog::default()),
-                    crate::recovery::finish_staged(
-                        store.as_ref(),
-                        prefix,
-                        epoch,
-                        &cfg,
-                        &mut rec,
-                        false,
-                    )?,
-                )
-            }
+            (LogConfig::InPlace(staging), true) => (
+                Arc::new(shale_journal::MemoryLog::default()),
+                crate::recovery::finish_staged(
+                    store.as_ref(),
+                    prefix,
+                    staging.0.as_ref(),
+                    epoch,
+                    &cfg,
+                    &mut rec,
+                    false,
+                )?,
+            ),
             (_, true) | (LogConfig::Memory, _) => {
                 (Arc::new(shale_journal::MemoryLog::default()), Vec::new())
             }
@@ -339,30 +335,24 @@ impl Volume {
                 }
                 (Arc::new(j), recs.into_iter().map(|r| r.bytes).collect())
             }
-            (LogConfig::InPlace, false) => {
+            (LogConfig::InPlace(staging), false) => {
                 crate::recovery::finish_staged(
                     store.as_ref(),
                     prefix,
+                    staging.0.as_ref(),
                     epoch,
                     &cfg,
                     &mut rec,
                     true,
                 )?;
-                let st = store.clone();
-                let pfx = prefix.to_string();
-                let staging = move |seg: u64| -> Result<PathBuf> {
-                    st.local_path(&crate::upload::staging_key(&pfx, epoch, seg))
-                        .ok_or_else(|| {
-                            err!(Unsupported, "in-place log needs a local-directory store")
-                        })
-                };
                 let id = cfg.entropy.next_u64() | 1;
                 (
                     Arc::new(shale_journal::InPlaceLog::new(
                         id,
                         1,
                         cfg.header_reserve,
-                        staging,
+                        staging.0.clone(),
+                        epoch,
                     )),
                     Vec::new(),
                 )

@@ -147,7 +147,10 @@ proptest! {
     #[test]
     fn local_store_in_place_log_matches_model(ops in proptest::collection::vec(op_with_crash(), 1..40)) {
         let dir = tempfile::tempdir().unwrap();
-        run_with(Arc::new(LocalStore::open(dir.path()).unwrap()), ops, EngineConfig { log: LogConfig::InPlace, ..cfg() });
+        let store: Arc<dyn ObjectStore> = Arc::new(LocalStore::open(dir.path()).unwrap());
+        let staging = shale_journal::DirStaging::new(store.clone(), "p/images/x/").unwrap();
+        let log = LogConfig::InPlace(shale_engine::StagingRef(Arc::new(staging)));
+        run_with(store, ops, EngineConfig { log, ..cfg() });
     }
 
     #[test]

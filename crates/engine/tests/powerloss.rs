@@ -1,4 +1,4 @@
-//! The engine on a ring journal that loses power: a seeded run of writes, write-zeroes and
+//! The engine on a ring journal, or on in-place staging files, that loses power: a seeded run of writes, write-zeroes and
 //! flushes over a store that sometimes loses PUT answers, then a crash of the process *and*
 //! of the journal's device (unsynced journal writes dropped, reordered or torn), then a
 //! reopen. The image must equal the history after some prefix that contains every operation
@@ -8,8 +8,8 @@
 
 use std::sync::Arc;
 
-use shale_engine::{EngineConfig, LogConfig, LogFileRef, Volume};
-use shale_journal::{CrashFile, CrashMode};
+use shale_engine::{EngineConfig, LogConfig, LogFileRef, StagingRef, Volume};
+use shale_journal::{CrashFile, CrashMode, SimStaging};
 use shale_store::{FaultStore, MemoryStore, ObjectStore};
 
 const SIZE: u64 = 1 << 20;
@@ -45,14 +45,17 @@ fn apply(m: &mut [u8], op: Op) {
     }
 }
 
-fn run(seed: u64) -> Result<(), String> {
+fn run(seed: u64, in_place: bool) -> Result<(), String> {
     let mut rng = Rng(seed);
     let fault = Arc::new(FaultStore::new(Arc::new(MemoryStore::new()), seed));
     let lost = rng.below(3) as f64 * 0.1;
     fault.update(|f| f.lost_ack_rate = lost);
     let store: Arc<dyn ObjectStore> = fault.clone();
+    let prefix = "p/images/pl/";
     let file = Arc::new(CrashFile::new());
-    let cfg = EngineConfig {
+    // The in-place path: staging files that lose power too, published into the same store.
+    let staging = Arc::new(SimStaging::new(store.clone(), prefix));
+    let mut cfg = EngineConfig {
         segment_size: 64 << 10,
         checkpoint_interval: 1 + rng.below(4),
         upload_threads: 1 + rng.below(3) as usize,
@@ -65,7 +68,9 @@ fn run(seed: u64) -> Result<(), String> {
         entropy: Arc::new(shale_clock::SeededEntropy::new(seed)),
         ..EngineConfig::default()
     };
-    let prefix = "p/images/pl/";
+    if in_place {
+        cfg.log = LogConfig::InPlace(StagingRef(staging.clone()));
+    }
     let mut model = vec![0u8; SIZE as usize];
     for round in 0..3 {
         let vol = Volume::open(store.clone(), prefix, SIZE, 1, cfg.clone(), false)
@@ -123,6 +128,7 @@ fn run(seed: u64) -> Result<(), String> {
             tear: rng.below(2) == 0,
         };
         file.crash(mode, || rng.next());
+        staging.crash(mode, || rng.next());
         let vol = Volume::open(store.clone(), prefix, SIZE, 1, cfg.clone(), false)
             .map_err(|e| format!("round {round}: reopen after the crash: {e}"))?;
         vol.read(0, &mut got).map_err(|e| format!("read: {e}"))?;
@@ -149,25 +155,39 @@ fn run(seed: u64) -> Result<(), String> {
     Ok(())
 }
 
-#[test]
-fn engine_on_a_journal_that_loses_power_keeps_a_flushed_prefix() {
+fn runs(in_place: bool) {
     if let Some(seed) = std::env::var("SHALE_POWERLOSS_SEED")
         .ok()
         .and_then(|v| v.parse().ok())
     {
-        run(seed).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        run(seed, in_place).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
         return;
     }
     let runs: u64 = std::env::var("SHALE_POWERLOSS_RUNS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(60);
-    let base = mix(std::process::id() as u64 ^ 0xfeed);
+    let base = mix(std::process::id() as u64 ^ 0xfeed ^ in_place as u64);
     for i in 0..runs {
         let seed = mix(base ^ i);
-        if let Err(e) = run(seed) {
-            panic!("seed {seed}: {e}; replay with SHALE_POWERLOSS_SEED={seed}");
+        if let Err(e) = run(seed, in_place) {
+            panic!(
+                "seed {seed} (in_place={in_place}): {e}; replay with SHALE_POWERLOSS_SEED={seed}"
+            );
         }
     }
-    println!("{runs} runs, {} power losses", runs * 3);
+    println!(
+        "in_place={in_place}: {runs} runs, {} power losses",
+        runs * 3
+    );
+}
+
+#[test]
+fn engine_on_a_journal_that_loses_power_keeps_a_flushed_prefix() {
+    runs(false);
+}
+
+#[test]
+fn engine_in_place_staging_that_loses_power_keeps_a_flushed_prefix() {
+    runs(true);
 }

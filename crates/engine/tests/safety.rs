@@ -19,6 +19,13 @@ fn cfg() -> EngineConfig {
     }
 }
 
+/// An in-place log staged next to the segments of a local-directory store.
+fn in_place(store: &Arc<dyn ObjectStore>, prefix: &str) -> shale_engine::LogConfig {
+    shale_engine::LogConfig::InPlace(shale_engine::StagingRef(Arc::new(
+        shale_journal::DirStaging::new(store.clone(), prefix).expect("a local store"),
+    )))
+}
+
 fn rng(seed: &mut u64) -> u64 {
     *seed = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
     let mut z = *seed;
@@ -208,11 +215,11 @@ fn a_snapshot_checkpoint_never_replaces_an_existing_one() {
 fn a_checkpoint_before_the_first_record_of_a_new_log_claims_none_of_it() {
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn ObjectStore> = Arc::new(LocalStore::open(dir.path()).unwrap());
+    let p = "p/images/x/";
     let cfg = || EngineConfig {
-        log: shale_engine::LogConfig::InPlace,
+        log: in_place(&store, p),
         ..cfg()
     };
-    let p = "p/images/x/";
     let n = 300 * 1024;
     let vol = Volume::open(store.clone(), p, n, 1, cfg(), false).unwrap();
     vol.write(129536, &[7]).unwrap();
@@ -238,12 +245,12 @@ fn a_checkpoint_before_the_first_record_of_a_new_log_claims_none_of_it() {
 fn a_batch_of_thousands_of_small_writes_fits_an_in_place_segment() {
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn ObjectStore> = Arc::new(LocalStore::open(dir.path()).unwrap());
+    let p = "p/images/b/";
     let cfg = || EngineConfig {
-        log: shale_engine::LogConfig::InPlace,
+        log: in_place(&store, p),
         segment_size: 8 << 20,
         ..cfg()
     };
-    let p = "p/images/b/";
     let n: u64 = 64 << 20;
     let vol = Volume::open(store.clone(), p, n, 1, cfg(), false).unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
@@ -280,11 +287,11 @@ fn a_batch_of_thousands_of_small_writes_fits_an_in_place_segment() {
 fn a_torn_last_staged_record_does_not_poison_the_published_segment() {
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn ObjectStore> = Arc::new(LocalStore::open(dir.path()).unwrap());
+    let p = "p/images/t/";
     let cfg = || EngineConfig {
-        log: shale_engine::LogConfig::InPlace,
+        log: in_place(&store, p),
         ..cfg()
     };
-    let p = "p/images/t/";
     let n: u64 = 1 << 20;
     let vol = Volume::open(store.clone(), p, n, 1, cfg(), false).unwrap();
     vol.write(0, &[3u8; 1536]).unwrap(); // 3 sectors: the record ends inside a page

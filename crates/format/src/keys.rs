@@ -18,6 +18,11 @@ pub fn image_prefix(pool: &str, id: &str) -> String {
     format!("{pool}/images/{id}/")
 }
 
+/// The header key of the image whose prefix is `prefix`.
+pub fn header_in(prefix: &str) -> String {
+    format!("{prefix}header")
+}
+
 pub fn header(pool: &str, id: &str) -> String {
     format!("{pool}/images/{id}/header")
 }

@@ -540,13 +540,22 @@ impl Cluster {
         }
     }
 
+    /// Where an image's open segments are staged when they are written in place: next to the
+    /// segments, on a local-directory store (None elsewhere).
+    pub(crate) fn staging(&self, pool: &str, id: &str) -> Option<Arc<dyn shale_journal::Staging>> {
+        let prefix = shale_format::keys::image_prefix(pool, id);
+        shale_journal::DirStaging::new(self.store.clone(), &prefix)
+            .map(|d| Arc::new(d) as Arc<dyn shale_journal::Staging>)
+    }
+
     /// The engine configuration of an image: log device, read cache.
     pub(crate) fn engine_config(&self, pool: &str, id: &str) -> shale_engine::EngineConfig {
         let prefix = shale_format::keys::image_prefix(pool, id);
-        let local = self.store.local_path(&format!("{prefix}header")).is_some();
+        let staging = self.staging(pool, id).map(shale_engine::StagingRef);
+        let local = staging.is_some();
         let mut cfg = self
             .settings
-            .engine_config(local, &crate::image::journal_key(pool, id));
+            .engine_config(staging, &crate::image::journal_key(pool, id));
         cfg.clock = self.clock.clone();
         cfg.entropy = self.entropy.clone();
         if !local && !self.settings.store_url().starts_with("memory://") {

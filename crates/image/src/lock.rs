@@ -269,11 +269,9 @@ fn fence(c: &Cluster, pool: &str, id: &str) -> Result<u64> {
         h.fence = Some((h.epoch, start));
         Ok(())
     })?;
-    shale_engine::adopt_staging(
-        c.store.as_ref(),
-        &shale_format::keys::image_prefix(pool, id),
-        h.epoch,
-    )?;
+    if let Some(staging) = c.staging(pool, id) {
+        staging.adopt(h.epoch)?;
+    }
     Ok(h.epoch)
 }
 

@@ -318,7 +318,12 @@ impl Settings {
     /// The engine configuration for one image. `local` says the store keeps objects as local
     /// files (then open segments are written in place: no separate journal, no double write);
     /// `key` names the image in the journal directory.
-    pub fn engine_config(&self, local: bool, key: &str) -> EngineConfig {
+    pub fn engine_config(
+        &self,
+        staging: Option<shale_engine::StagingRef>,
+        key: &str,
+    ) -> EngineConfig {
+        let local = staging.is_some();
         let base = EngineConfig {
             segment_size: self.segment_size,
             upload_threads: self.upload_threads,
@@ -329,7 +334,10 @@ impl Settings {
         let in_memory_store = self.store_url().starts_with("memory://");
         let log = match self.journal_file(key) {
             _ if self.journal == JournalMode::None || in_memory_store => LogConfig::Memory,
-            _ if local && self.journal == JournalMode::Auto => LogConfig::InPlace,
+            _ if local && self.journal == JournalMode::Auto => match staging {
+                Some(s) => LogConfig::InPlace(s),
+                None => LogConfig::Memory,
+            },
             Some((path, owner)) => LogConfig::Ring {
                 path,
                 size: self.cache_size,

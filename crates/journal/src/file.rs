@@ -133,6 +133,15 @@ impl CrashFile {
         Self::default()
     }
 
+    /// Its length as the program sees it.
+    pub fn len(&self) -> u64 {
+        self.st.lock().unwrap_or_else(|p| p.into_inner()).len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// Writes not yet synced.
     pub fn unsynced(&self) -> usize {
         self.st

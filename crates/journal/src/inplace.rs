@@ -12,25 +12,25 @@
 //! is exactly the segment's content: recovery publishes it.
 
 use std::fs::{File, OpenOptions};
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use shale_error::{err, Error, Result};
 use shale_format::record::{self, Op, RecordKind};
 
 use crate::aligned::AlignedBuf;
+use crate::file::LogFile;
+use crate::staging::Staging;
 use crate::{LogDevice, LogStats};
 
 const SECTOR: u64 = 512;
 
-type StagingPath = Box<dyn Fn(u64) -> Result<PathBuf> + Send + Sync>;
-
 #[derive(Debug)]
 struct St {
     next_seq: u64,
-    cur: Option<(u64, Arc<File>)>,
-    dirty: Vec<Arc<File>>,
+    cur: Option<(u64, Arc<dyn LogFile>)>,
+    dirty: Vec<Arc<dyn LogFile>>,
     buf: AlignedBuf,
     stats: LogStats,
 }
@@ -39,7 +39,9 @@ struct St {
 pub struct InPlaceLog {
     id: u64,
     header_reserve: u64,
-    staging: StagingPath,
+    staging: Arc<dyn Staging>,
+    /// The writer epoch whose staging files this log writes.
+    epoch: u64,
     st: Mutex<St>,
 }
 
@@ -60,18 +62,20 @@ pub struct StagedRecord {
 }
 
 impl InPlaceLog {
-    /// A log with id `id` whose next record is `next_seq`; `staging(seg)` names the file of
-    /// segment `seg`; segment data starts `header_reserve` bytes into it.
+    /// A log with id `id` whose next record is `next_seq`, writing the staging files of
+    /// writer `epoch` in `staging`; segment data starts `header_reserve` bytes into each.
     pub fn new(
         id: u64,
         next_seq: u64,
         header_reserve: u64,
-        staging: impl Fn(u64) -> Result<PathBuf> + Send + Sync + 'static,
+        staging: Arc<dyn Staging>,
+        epoch: u64,
     ) -> Self {
         InPlaceLog {
             id,
             header_reserve,
-            staging: Box::new(staging),
+            staging,
+            epoch,
             st: Mutex::new(St {
                 next_seq,
                 cur: None,
@@ -89,25 +93,18 @@ impl InPlaceLog {
     /// The valid consecutive records of a staging file, from the start of its data area. The
     /// first must be `first` = (journal id, seq) when given, else any record starts the run.
     pub fn scan(
-        path: &Path,
+        f: &dyn LogFile,
+        len: u64,
         header_reserve: u64,
         first: Option<(u64, u64)>,
     ) -> Result<Vec<StagedRecord>> {
-        let f = File::open(path)
-            .map_err(|e| Error::io(format!("cannot read {}", path.display()), e))?;
-        let len = f
-            .metadata()
-            .map_err(|e| Error::io(format!("cannot stat {}", path.display()), e))?
-            .len();
         let mut out = Vec::new();
         let mut off = 0u64;
         let mut expect = first;
         let mut hdr = vec![0u8; 4096];
         while header_reserve + off + SECTOR <= len {
             let n = (hdr.len() as u64).min(len - header_reserve - off) as usize;
-            if f.read_exact_at(&mut hdr[..n], header_reserve + off)
-                .is_err()
-            {
+            if f.read_at(&mut hdr[..n], header_reserve + off).is_err() {
                 break;
             }
             let h = match expect {
@@ -122,7 +119,7 @@ impl InPlaceLog {
                 break;
             }
             let mut rec = vec![0u8; total as usize];
-            if f.read_exact_at(&mut rec, header_reserve + off).is_err() || !record::verify(&rec) {
+            if f.read_at(&mut rec, header_reserve + off).is_err() || !record::verify(&rec) {
                 break;
             }
             expect = Some((h.journal_id, h.seq + 1));
@@ -136,43 +133,48 @@ impl InPlaceLog {
         }
         Ok(out)
     }
+}
 
-    /// Turn a staging file into segment `dest`: write `header` (exactly the reserved length)
-    /// at its start, cut or pad the data area to `data_len` bytes rounded up to a page, sync,
-    /// link it to `dest` (create-only), sync the directory, drop the staging name.
-    pub fn publish(staging: &Path, header: &[u8], data_len: u64, dest: &Path) -> Result<()> {
-        let f = OpenOptions::new()
-            .write(true)
-            .open(staging)
-            .map_err(|e| Error::io(format!("cannot open {}", staging.display()), e))?;
-        f.write_all_at(header, 0)
-            .map_err(|e| Error::io(format!("writing {}", staging.display()), e))?;
-        // Cut whatever follows the records first (a torn record's bytes), then pad the last
-        // page with zeros: the page checksums were computed over zeros there.
-        let end = header.len() as u64 + data_len;
-        f.set_len(end)
-            .and_then(|_| f.set_len(header.len() as u64 + data_len.div_ceil(4096) * 4096))
-            .map_err(|e| Error::io(format!("sizing {}", staging.display()), e))?;
-        f.sync_all()
-            .map_err(|e| Error::io(format!("syncing {}", staging.display()), e))?;
-        let dir = dest
-            .parent()
-            .ok_or_else(|| err!(Invalid, "segment path {} has no directory", dest.display()))?;
-        std::fs::create_dir_all(dir)
-            .map_err(|e| Error::io(format!("cannot create {}", dir.display()), e))?;
-        match std::fs::hard_link(staging, dest) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                return Err(err!(Exists, "segment {} already exists", dest.display()));
-            }
-            Err(e) => return Err(Error::io(format!("publishing {}", dest.display()), e)),
+/// Turn a staging file into segment `dest`: write `header` (exactly the reserved length) at
+/// its start, cut or pad the data area to `data_len` bytes rounded up to a page, sync, link it
+/// to `dest` (create-only), sync the directory, drop the staging name.
+pub(crate) fn publish_file(
+    staging: &Path,
+    header: &[u8],
+    data_len: u64,
+    dest: &Path,
+) -> Result<()> {
+    let f = OpenOptions::new()
+        .write(true)
+        .open(staging)
+        .map_err(|e| Error::io(format!("cannot open {}", staging.display()), e))?;
+    f.write_all_at(header, 0)
+        .map_err(|e| Error::io(format!("writing {}", staging.display()), e))?;
+    // Cut whatever follows the records first (a torn record's bytes), then pad the last
+    // page with zeros: the page checksums were computed over zeros there.
+    let end = header.len() as u64 + data_len;
+    f.set_len(end)
+        .and_then(|_| f.set_len(header.len() as u64 + data_len.div_ceil(4096) * 4096))
+        .map_err(|e| Error::io(format!("sizing {}", staging.display()), e))?;
+    f.sync_all()
+        .map_err(|e| Error::io(format!("syncing {}", staging.display()), e))?;
+    let dir = dest
+        .parent()
+        .ok_or_else(|| err!(Invalid, "segment path {} has no directory", dest.display()))?;
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Error::io(format!("cannot create {}", dir.display()), e))?;
+    match std::fs::hard_link(staging, dest) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            return Err(err!(Exists, "segment {} already exists", dest.display()));
         }
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| Error::io(format!("syncing {}", dir.display()), e))?;
-        std::fs::remove_file(staging)
-            .map_err(|e| Error::io(format!("removing {}", staging.display()), e))
+        Err(e) => return Err(Error::io(format!("publishing {}", dest.display()), e)),
     }
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io(format!("syncing {}", dir.display()), e))?;
+    std::fs::remove_file(staging)
+        .map_err(|e| Error::io(format!("removing {}", staging.display()), e))
 }
 
 impl LogDevice for InPlaceLog {
@@ -185,19 +187,7 @@ impl LogDevice for InPlaceLog {
         let file = match &g.cur {
             Some((seg, f)) if *seg == place.0 => f.clone(),
             _ => {
-                let path = (self.staging)(place.0)?;
-                if let Some(dir) = path.parent() {
-                    std::fs::create_dir_all(dir)
-                        .map_err(|e| Error::io(format!("cannot create {}", dir.display()), e))?;
-                }
-                let f = OpenOptions::new()
-                    .write(true)
-                    .create(true)
-                    .truncate(false)
-                    .custom_flags(libc::O_DIRECT)
-                    .open(&path)
-                    .map_err(|e| Error::io(format!("cannot open {}", path.display()), e))?;
-                let f = Arc::new(f);
+                let f = self.staging.open(self.epoch, place.0)?;
                 if let Some((_, old)) = g.cur.replace((place.0, f.clone())) {
                     g.dirty.push(old);
                 }
@@ -209,8 +199,8 @@ impl LogDevice for InPlaceLog {
         record::encode_into(out, self.id, seq, RecordKind::Ops, ops, data);
         let rec = &out[start..];
         g.buf.fill(rec, rec.len());
-        file.write_all_at(g.buf.as_slice(), self.header_reserve + place.1)
-            .map_err(|e| Error::io("writing a segment record", e))?;
+        file.write_at(g.buf.as_slice(), self.header_reserve + place.1)
+            .map_err(|e| e.context("writing a segment record"))?;
         g.next_seq += 1;
         g.stats.records += 1;
         g.stats.bytes += rec.len() as u64;
@@ -226,8 +216,8 @@ impl LogDevice for InPlaceLog {
             )
         };
         for f in files.iter().chain(cur.iter()) {
-            f.sync_data()
-                .map_err(|e| Error::io("syncing a segment record", e))?;
+            f.sync()
+                .map_err(|e| e.context("syncing a segment record"))?;
         }
         Ok(())
     }

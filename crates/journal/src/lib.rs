@@ -27,6 +27,7 @@ mod aligned;
 mod file;
 mod inplace;
 mod ring;
+mod staging;
 
 use shale_error::Result;
 use shale_format::record::Op;
@@ -35,6 +36,7 @@ pub use aligned::AlignedBuf;
 pub use file::{CrashFile, CrashMode, DirectFile, LogFile};
 pub use inplace::{InPlaceLog, StagedRecord};
 pub use ring::{Replayed, RingEnv, RingJournal, RingStats};
+pub use staging::{DirStaging, SimStaging, StagedFile, Staging};
 
 /// Counters of a log device.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

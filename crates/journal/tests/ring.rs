@@ -212,11 +212,13 @@ fn a_full_journal_waits_a_bounded_time_then_fails_and_recovers_when_released() {
 
 #[test]
 fn in_place_staging_scan_and_publish() {
+    use shale_journal::{DirStaging, StagedFile, Staging};
     let dir = tempfile::tempdir().unwrap();
-    let d = dir.path().to_path_buf();
-    let log = InPlaceLog::new(99, 1, 65536, move |seg| {
-        Ok(d.join(format!("open/{seg:016x}")))
-    });
+    let store: std::sync::Arc<dyn shale_store::ObjectStore> =
+        std::sync::Arc::new(shale_store::LocalStore::open(dir.path()).unwrap());
+    let prefix = "p/images/i/";
+    let staging = std::sync::Arc::new(DirStaging::new(store.clone(), prefix).unwrap());
+    let log = InPlaceLog::new(99, 1, 65536, staging.clone(), 3);
     let mut seg_data = Vec::new();
     for i in 0..3u32 {
         let at = seg_data.len() as u64;
@@ -231,24 +233,43 @@ fn in_place_staging_scan_and_publish() {
         seg_data.extend_from_slice(&out);
     }
     log.sync().unwrap();
-    let staging = dir.path().join("open/0000000000000005");
-    let recs = InPlaceLog::scan(&staging, 65536, Some((99, 1))).unwrap();
+    let f = StagedFile {
+        epoch: 3,
+        seq: 5,
+        adopted: false,
+    };
+    assert_eq!(staging.list().unwrap(), vec![f]);
+    let (file, len) = staging.read(&f).unwrap();
+    let recs = InPlaceLog::scan(file.as_ref(), len, 65536, Some((99, 1))).unwrap();
     assert_eq!(recs.len(), 3);
     assert_eq!(recs[2].off, 2 * (512 + 4096));
     assert!(
-        InPlaceLog::scan(&staging, 65536, Some((99, 2)))
+        InPlaceLog::scan(file.as_ref(), len, 65536, Some((99, 2)))
             .unwrap()
             .is_empty(),
         "wrong first record"
     );
     let header = vec![0xAB; 65536];
-    let dest = dir.path().join("seg/0000000000000005");
-    InPlaceLog::publish(&staging, &header, seg_data.len() as u64, &dest).unwrap();
-    let bytes = std::fs::read(&dest).unwrap();
+    staging.publish(&f, &header, seg_data.len() as u64).unwrap();
+    let (bytes, _) = store.get("p/images/i/seg/0000000000000005").unwrap();
     assert_eq!(&bytes[..65536], &header[..]);
     assert_eq!(&bytes[65536..65536 + seg_data.len()], &seg_data[..]);
     assert_eq!(bytes.len() % 4096, 0);
-    assert!(!staging.exists());
+    assert!(staging.list().unwrap().is_empty());
+    // A takeover adopts older writers' staging files.
+    let log = InPlaceLog::new(98, 1, 65536, staging.clone(), 3);
+    let mut out = Vec::new();
+    log.append(&[op(0, 8)], &data(7, 8), &mut out, (6, 0))
+        .unwrap();
+    staging.adopt(4).unwrap();
+    assert_eq!(
+        staging.list().unwrap(),
+        vec![StagedFile {
+            epoch: 3,
+            seq: 6,
+            adopted: true
+        }]
+    );
 }
 
 /// Suspected and confirmed: a superblock whose tail sat exactly at the end of the file was

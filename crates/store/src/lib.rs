@@ -38,8 +38,8 @@ macro_rules! invalid {
 pub mod conformance;
 pub mod fault;
 pub mod local;
-pub mod retry;
 pub mod memory;
+pub mod retry;
 #[cfg(feature = "s3")]
 pub mod s3;
 
