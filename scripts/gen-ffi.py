@@ -239,11 +239,25 @@ def sig(p, names=True, unused=False):
     return "(%s)%s" % (", ".join(parts), ret)
 
 
+# Count and length outputs of a stub that fails read as zero: bindings (python3-rbd) hand an
+# uninitialised array and its count to the matching cleanup even after an error.
+COUNT_OUTPUTS = ("*mut usize", "*mut c_int")
+
+
 def stub(entry, p, c_name):
     if p.ret is None:
         body = 'crate::guard::not_implemented::<()>("%s");' % c_name
     else:
         body = 'crate::guard::not_implemented("%s")' % c_name
+    counts = [n for n, t in p.params if t in COUNT_OUTPUTS] if p.ret is not None else []
+    if counts:
+        zero = "".join("    crate::guard::zero_out(%s);\n" % n for n in counts)
+        params = ", ".join("%s%s: %s" % ("" if n in counts else "_", n, t) for n, t in p.params)
+        ret = " -> " + p.ret
+        return ("#[no_mangle]\npub unsafe extern \"C\" fn %s(%s)%s {\n"
+                "    // SAFETY: a count output is NULL or writable (caller contract).\n"
+                "    unsafe {\n    %s    }\n    %s\n}\n") % (
+            entry, params, ret, zero.replace("\n    ", "\n        "), body)
     return "#[no_mangle]\npub unsafe extern \"C\" fn %s%s {\n    %s\n}\n" % (
         entry, sig(p, unused=True), body)
 

@@ -253,37 +253,41 @@ pub unsafe extern "C" fn shale_rbd_list2(
     images: *mut rbd_image_spec_t,
     max_images: *mut usize,
 ) -> c_int {
-    ffi("rbd_list2", -libc::EFAULT, || {
-        status((|| {
-            let io = lookup_ioctx(io)?;
-            if max_images.is_null() {
-                return Err(-libc::EINVAL);
-            }
-            let list = if io.namespace().is_empty() {
-                io.store
-                    .cluster
-                    .list_images(&io.pool)
-                    .map_err(|e| errno::of(&e))?
-            } else {
-                Vec::new()
-            };
-            // SAFETY: `max_images` is non-NULL, read/writable; `images` holds *max_images.
-            unsafe {
-                if (images.is_null() && !list.is_empty()) || *max_images < list.len() {
+    let call = || {
+        ffi("rbd_list2", -libc::EFAULT, || {
+            status((|| {
+                let io = lookup_ioctx(io)?;
+                if max_images.is_null() {
+                    return Err(-libc::EINVAL);
+                }
+                let list = if io.namespace().is_empty() {
+                    io.store
+                        .cluster
+                        .list_images(&io.pool)
+                        .map_err(|e| errno::of(&e))?
+                } else {
+                    Vec::new()
+                };
+                // SAFETY: `max_images` is non-NULL, read/writable; `images` holds *max_images.
+                unsafe {
+                    if (images.is_null() && !list.is_empty()) || *max_images < list.len() {
+                        *max_images = list.len();
+                        return Err(-libc::ERANGE);
+                    }
+                    for (i, e) in list.iter().enumerate() {
+                        images.add(i).write(rbd_image_spec_t {
+                            id: cstr::malloc_str(&e.id),
+                            name: cstr::malloc_str(&e.name),
+                        });
+                    }
                     *max_images = list.len();
-                    return Err(-libc::ERANGE);
                 }
-                for (i, e) in list.iter().enumerate() {
-                    images.add(i).write(rbd_image_spec_t {
-                        id: cstr::malloc_str(&e.id),
-                        name: cstr::malloc_str(&e.name),
-                    });
-                }
-                *max_images = list.len();
-            }
-            Ok(())
-        })())
-    })
+                Ok(())
+            })())
+        })
+    };
+    // SAFETY: `images` has room for `*max_images` entries (caller contract).
+    unsafe { crate::outlist::guarded(images, max_images, call) }
 }
 
 /// `void rbd_image_spec_cleanup(rbd_image_spec_t *image)`.

@@ -479,9 +479,15 @@ fn children(img: &RbdImage) -> Result<Vec<Child>, c_int> {
     };
     all.sort();
     all.dedup();
+    Ok(resolve(c, all))
+}
+
+/// (pool, name) pairs as sorted children with their ids; a child removed meanwhile is skipped.
+fn resolve(c: &shale_image::Cluster, mut all: Vec<(String, String)>) -> Vec<Child> {
+    all.sort();
+    all.dedup();
     let mut out = Vec::new();
     for (pool, name) in all {
-        // A child removed meanwhile is skipped.
         let Ok(id) = c.image_id(&pool, &name) else {
             continue;
         };
@@ -493,6 +499,44 @@ fn children(img: &RbdImage) -> Result<Vec<Child>, c_int> {
             id,
         });
     }
+    out
+}
+
+/// The children of the snapshot the handle shows (of every snapshot at the head), each
+/// followed by its own descendants (the clones of all its snapshots, recursively), as librbd's
+/// `list_descendants` orders them.
+fn descendants(img: &RbdImage) -> Result<Vec<Child>, c_int> {
+    let store = store_of(img)?;
+    let c = &store.cluster;
+    let mut out = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    fn walk(
+        c: &shale_image::Cluster,
+        level: Vec<Child>,
+        out: &mut Vec<Child>,
+        seen: &mut std::collections::BTreeSet<(String, String)>,
+    ) {
+        let level: Vec<Child> = level
+            .into_iter()
+            .filter(|k| seen.insert((k.pool.clone(), k.id.clone())))
+            .collect();
+        let next: Vec<Vec<Child>> = level
+            .iter()
+            .map(|k| {
+                // A child whose listing fails (removed meanwhile) has no descendants to show.
+                let all = c
+                    .children_by_snap(&k.pool, &k.name)
+                    .map(|m| m.into_values().flatten().collect())
+                    .unwrap_or_default();
+                resolve(c, all)
+            })
+            .collect();
+        out.extend(level);
+        for kids in next {
+            walk(c, kids, out, seen);
+        }
+    }
+    walk(c, children(img)?, &mut out, &mut seen);
     Ok(out)
 }
 
@@ -555,40 +599,44 @@ pub unsafe extern "C" fn shale_rbd_list_children2(
     children: *mut rbd_child_info_t,
     max_children: *mut c_int,
 ) -> c_int {
-    ffi("rbd_list_children2", -libc::EFAULT, || {
-        let r = (|| {
-            let img = lookup_image(image)?;
-            if max_children.is_null() {
-                return Err(-libc::EINVAL);
-            }
-            let kids = self::children(&img)?;
-            let need = c_int::try_from(kids.len() + 1).map_err(|_| -libc::EOVERFLOW)?;
-            // SAFETY: `max_children` non-NULL and read/writable; `children` has room for
-            // `*max_children` entries (caller contract).
-            unsafe {
-                if children.is_null() || *max_children < need {
-                    *max_children = need;
-                    return Err(-libc::ERANGE);
+    let call = || {
+        ffi("rbd_list_children2", -libc::EFAULT, || {
+            let r = (|| {
+                let img = lookup_image(image)?;
+                if max_children.is_null() {
+                    return Err(-libc::EINVAL);
                 }
-                for (i, k) in kids.iter().enumerate() {
-                    children.add(i).write(rbd_child_info_t {
-                        pool_name: cstr::malloc_str(&k.pool),
-                        image_name: cstr::malloc_str(&k.name),
-                        image_id: cstr::malloc_str(&k.id),
+                let kids = self::children(&img)?;
+                let need = c_int::try_from(kids.len() + 1).map_err(|_| -libc::EOVERFLOW)?;
+                // SAFETY: `max_children` non-NULL and read/writable; `children` has room for
+                // `*max_children` entries (caller contract).
+                unsafe {
+                    if children.is_null() || *max_children < need {
+                        *max_children = need;
+                        return Err(-libc::ERANGE);
+                    }
+                    for (i, k) in kids.iter().enumerate() {
+                        children.add(i).write(rbd_child_info_t {
+                            pool_name: cstr::malloc_str(&k.pool),
+                            image_name: cstr::malloc_str(&k.name),
+                            image_id: cstr::malloc_str(&k.id),
+                            trash: false,
+                        });
+                    }
+                    children.add(kids.len()).write(rbd_child_info_t {
+                        pool_name: std::ptr::null_mut(),
+                        image_name: std::ptr::null_mut(),
+                        image_id: std::ptr::null_mut(),
                         trash: false,
                     });
                 }
-                children.add(kids.len()).write(rbd_child_info_t {
-                    pool_name: std::ptr::null_mut(),
-                    image_name: std::ptr::null_mut(),
-                    image_id: std::ptr::null_mut(),
-                    trash: false,
-                });
-            }
-            Ok(need - 1)
-        })();
-        r.unwrap_or_else(|e| e)
-    })
+                Ok(need - 1)
+            })();
+            r.unwrap_or_else(|e| e)
+        })
+    };
+    // SAFETY: `children` has room for `*max_children` entries (caller contract).
+    unsafe { crate::outlist::guarded(children, max_children, call) }
 }
 
 /// `void rbd_list_child_cleanup(rbd_child_info_t *child)`.
@@ -643,34 +691,78 @@ pub unsafe extern "C" fn shale_rbd_list_children3(
     images: *mut rbd_linked_image_spec_t,
     max_images: *mut usize,
 ) -> c_int {
-    ffi("rbd_list_children3", -libc::EFAULT, || {
-        with_image(image, |img| {
-            if max_images.is_null() {
-                return Err(-libc::EINVAL);
-            }
-            let kids = children(img)?;
-            // SAFETY: `max_images` non-NULL and read/writable; `images` has room for
-            // `*max_images` entries (caller contract).
-            unsafe {
-                if (images.is_null() && !kids.is_empty()) || *max_images < kids.len() {
+    // SAFETY: forwarded caller contract.
+    unsafe { linked_list("rbd_list_children3", image, images, max_images, children) }
+}
+
+/// `int rbd_list_descendants(rbd_image_t image, rbd_linked_image_spec_t *images,
+/// size_t *max_images)`: the clones of the handle's snapshot (of every snapshot at the head)
+/// and, recursively, the clones of theirs; `-ERANGE` with `*max_images` = count.
+///
+/// # Safety
+/// C caller contract of librbd.h.
+#[no_mangle]
+pub unsafe extern "C" fn shale_rbd_list_descendants(
+    image: rbd_image_t,
+    images: *mut rbd_linked_image_spec_t,
+    max_images: *mut usize,
+) -> c_int {
+    // SAFETY: forwarded caller contract.
+    unsafe {
+        linked_list(
+            "rbd_list_descendants",
+            image,
+            images,
+            max_images,
+            descendants,
+        )
+    }
+}
+
+/// The body of `rbd_list_children3` / `rbd_list_descendants`: `list` of the image into the
+/// caller's array; on any error the array reads as empty (see [`crate::outlist`]).
+///
+/// # Safety
+/// `images` has room for `*max_images` entries; `max_images` NULL or valid.
+unsafe fn linked_list(
+    name: &'static str,
+    image: rbd_image_t,
+    images: *mut rbd_linked_image_spec_t,
+    max_images: *mut usize,
+    list: fn(&RbdImage) -> Result<Vec<Child>, c_int>,
+) -> c_int {
+    let call = || {
+        ffi(name, -libc::EFAULT, || {
+            with_image(image, |img| {
+                if max_images.is_null() {
+                    return Err(-libc::EINVAL);
+                }
+                let kids = list(img)?;
+                // SAFETY: `max_images` non-NULL and read/writable; `images` has room for
+                // `*max_images` entries (caller contract).
+                unsafe {
+                    if (images.is_null() && !kids.is_empty()) || *max_images < kids.len() {
+                        *max_images = kids.len();
+                        return Err(-libc::ERANGE);
+                    }
                     *max_images = kids.len();
-                    return Err(-libc::ERANGE);
+                    for (i, k) in kids.iter().enumerate() {
+                        images.add(i).write(rbd_linked_image_spec_t {
+                            pool_id: k.pool_id,
+                            pool_name: cstr::malloc_str(&k.pool),
+                            pool_namespace: cstr::malloc_str(""),
+                            image_id: cstr::malloc_str(&k.id),
+                            image_name: cstr::malloc_str(&k.name),
+                            trash: false,
+                        });
+                    }
                 }
-                *max_images = kids.len();
-                for (i, k) in kids.iter().enumerate() {
-                    images.add(i).write(rbd_linked_image_spec_t {
-                        pool_id: k.pool_id,
-                        pool_name: cstr::malloc_str(&k.pool),
-                        pool_namespace: cstr::malloc_str(""),
-                        image_id: cstr::malloc_str(&k.id),
-                        image_name: cstr::malloc_str(&k.name),
-                        trash: false,
-                    });
-                }
-            }
-            Ok(())
+                Ok(())
+            })
         })
-    })
+    };
+    // SAFETY: `images` has room for `*max_images` entries (caller contract).
+    unsafe { crate::outlist::guarded(images, max_images, call) }
 }
 
 /// `void rbd_linked_image_spec_cleanup(rbd_linked_image_spec_t *image)`.

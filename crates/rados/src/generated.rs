@@ -13,7 +13,7 @@
 
 use crate::types::*;
 use core::ffi::{c_char, c_int, c_uint, c_void};
-// ---- prototype checks of the 174 hand-written entry points ----
+// ---- prototype checks of the 189 hand-written entry points ----
 const _: unsafe extern "C" fn(rados_ioctx_t, *const c_char, c_int) -> c_int = crate::pools::rados_application_enable;
 const _: unsafe extern "C" fn(*mut c_char) = crate::mon::rados_buffer_free;
 const _: unsafe extern "C" fn(rados_t, *mut c_char, usize) -> c_int = crate::cluster::rados_cluster_fsid;
@@ -123,6 +123,7 @@ const _: unsafe extern "C" fn(rbd_image_t, *mut c_char, *mut usize, *mut c_char,
 const _: unsafe extern "C" fn(rbd_image_t, *mut rbd_child_info_t, *mut c_int) -> c_int = crate::clone::shale_rbd_list_children2;
 const _: unsafe extern "C" fn(rbd_image_t, *mut rbd_linked_image_spec_t, *mut usize) -> c_int = crate::clone::shale_rbd_list_children3;
 const _: unsafe extern "C" fn(*mut rbd_child_info_t, usize) = crate::clone::shale_rbd_list_children_cleanup;
+const _: unsafe extern "C" fn(rbd_image_t, *mut rbd_linked_image_spec_t, *mut usize) -> c_int = crate::clone::shale_rbd_list_descendants;
 const _: unsafe extern "C" fn(rbd_image_t, *mut c_int, *mut c_char, *mut usize, *mut c_char, *mut usize, *mut c_char, *mut usize, *mut c_char, *mut usize) -> isize = crate::locks::shale_rbd_list_lockers;
 const _: unsafe extern "C" fn(rbd_image_t, rbd_lock_mode_t) -> c_int = crate::locks::shale_rbd_lock_acquire;
 const _: unsafe extern "C" fn(rbd_image_t, rbd_lock_mode_t, *const c_char) -> c_int = crate::locks::shale_rbd_lock_break;
@@ -135,6 +136,20 @@ const _: unsafe extern "C" fn(rbd_image_t, *const c_char, *mut c_char, *mut usiz
 const _: unsafe extern "C" fn(rbd_image_t, *const c_char, u64, *mut c_char, *mut usize, *mut c_char, *mut usize) -> c_int = crate::metadata::shale_rbd_metadata_list;
 const _: unsafe extern "C" fn(rbd_image_t, *const c_char) -> c_int = crate::metadata::shale_rbd_metadata_remove;
 const _: unsafe extern "C" fn(rbd_image_t, *const c_char, *const c_char) -> c_int = crate::metadata::shale_rbd_metadata_set;
+const _: unsafe extern "C" fn(rbd_image_t, *mut rbd_mirror_image_global_status_t, usize) -> c_int = crate::mirror::shale_rbd_mirror_image_get_global_status;
+const _: unsafe extern "C" fn(rbd_image_t, *mut rbd_mirror_image_info_t, usize) -> c_int = crate::mirror::shale_rbd_mirror_image_get_info;
+const _: unsafe extern "C" fn(*mut rbd_mirror_image_info_t) = crate::mirror::shale_rbd_mirror_image_get_info_cleanup;
+const _: unsafe extern "C" fn(rbd_image_t, *mut c_char, *mut usize) -> c_int = crate::mirror::shale_rbd_mirror_image_get_instance_id;
+const _: unsafe extern "C" fn(rbd_image_t, *mut rbd_mirror_image_mode_t) -> c_int = crate::mirror::shale_rbd_mirror_image_get_mode;
+const _: unsafe extern "C" fn(*mut rbd_mirror_image_global_status_t) = crate::mirror::shale_rbd_mirror_image_global_status_cleanup;
+const _: unsafe extern "C" fn(rados_ioctx_t, *const c_char, usize, *mut *mut c_char, *mut rbd_mirror_image_global_status_t, *mut usize) -> c_int = crate::mirror::shale_rbd_mirror_image_global_status_list;
+const _: unsafe extern "C" fn(*mut *mut c_char, *mut rbd_mirror_image_global_status_t, usize) = crate::mirror::shale_rbd_mirror_image_global_status_list_cleanup;
+const _: unsafe extern "C" fn(rados_ioctx_t, *mut rbd_mirror_image_mode_t, *const c_char, usize, *mut *mut c_char, *mut rbd_mirror_image_mode_t, *mut rbd_mirror_image_info_t, *mut usize) -> c_int = crate::mirror::shale_rbd_mirror_image_info_list;
+const _: unsafe extern "C" fn(*mut *mut c_char, *mut rbd_mirror_image_info_t, usize) = crate::mirror::shale_rbd_mirror_image_info_list_cleanup;
+const _: unsafe extern "C" fn(rados_ioctx_t, *const c_char, usize, *mut *mut c_char, *mut *mut c_char, *mut usize) -> c_int = crate::mirror::shale_rbd_mirror_image_instance_id_list;
+const _: unsafe extern "C" fn(*mut *mut c_char, *mut *mut c_char, usize) = crate::mirror::shale_rbd_mirror_image_instance_id_list_cleanup;
+const _: unsafe extern "C" fn(rados_ioctx_t, *mut rbd_mirror_image_status_state_t, *mut c_int, *mut usize) -> c_int = crate::mirror::shale_rbd_mirror_image_status_summary;
+const _: unsafe extern "C" fn(rados_ioctx_t, *mut rbd_mirror_mode_t) -> c_int = crate::mirror::shale_rbd_mirror_mode_get;
 const _: unsafe extern "C" fn(rados_ioctx_t, *const c_char, *mut bool) -> c_int = crate::admin::shale_rbd_namespace_exists;
 const _: unsafe extern "C" fn(rados_ioctx_t, *const c_char, *mut rbd_image_t, *const c_char) -> c_int = crate::image::shale_rbd_open;
 const _: unsafe extern "C" fn(rados_ioctx_t, *const c_char, *mut rbd_image_t, *const c_char) -> c_int = crate::image::shale_rbd_open_by_id;
@@ -216,7 +231,7 @@ pub unsafe extern "C" fn shale_rados_ioctx_pool_stat_v14_2_0(io: rados_ioctx_t, 
 }
 
 
-// ---- 350 stubs ----
+// ---- 335 stubs ----
 
 #[no_mangle]
 pub unsafe extern "C" fn rados_aio_append(_io: rados_ioctx_t, _oid: *const c_char, _completion: rados_completion_t, _buf: *const c_char, _len: usize) -> c_int {
@@ -309,7 +324,11 @@ pub unsafe extern "C" fn rados_aio_is_safe_and_cb(_c: rados_completion_t) -> c_i
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn rados_aio_notify(_io: rados_ioctx_t, _o: *const c_char, _completion: rados_completion_t, _buf: *const c_char, _buf_len: c_int, _timeout_ms: u64, _reply_buffer: *mut *mut c_char, _reply_buffer_len: *mut usize) -> c_int {
+pub unsafe extern "C" fn rados_aio_notify(_io: rados_ioctx_t, _o: *const c_char, _completion: rados_completion_t, _buf: *const c_char, _buf_len: c_int, _timeout_ms: u64, _reply_buffer: *mut *mut c_char, reply_buffer_len: *mut usize) -> c_int {
+    // SAFETY: a count output is NULL or writable (caller contract).
+    unsafe {
+        crate::guard::zero_out(reply_buffer_len);
+    }
     crate::guard::not_implemented("rados_aio_notify")
 }
 
@@ -419,17 +438,30 @@ pub unsafe extern "C" fn rados_append(_io: rados_ioctx_t, _oid: *const c_char, _
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn rados_application_list(_io: rados_ioctx_t, _values: *mut c_char, _values_len: *mut usize) -> c_int {
+pub unsafe extern "C" fn rados_application_list(_io: rados_ioctx_t, _values: *mut c_char, values_len: *mut usize) -> c_int {
+    // SAFETY: a count output is NULL or writable (caller contract).
+    unsafe {
+        crate::guard::zero_out(values_len);
+    }
     crate::guard::not_implemented("rados_application_list")
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn rados_application_metadata_get(_io: rados_ioctx_t, _app_name: *const c_char, _key: *const c_char, _value: *mut c_char, _value_len: *mut usize) -> c_int {
+pub unsafe extern "C" fn rados_application_metadata_get(_io: rados_ioctx_t, _app_name: *const c_char, _key: *const c_char, _value: *mut c_char, value_len: *mut usize) -> c_int {
+    // SAFETY: a count output is NULL or writable (caller contract).
+    unsafe {
+        crate::guard::zero_out(value_len);
+    }
     crate::guard::not_implemented("rados_application_metadata_get")
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn rados_application_metadata_list(_io: rados_ioctx_t, _app_name: *const c_char, _keys: *mut c_char, _key_len: *mut usize, _values: *mut c_char, _vals_len: *mut usize) -> c_int {
+pub unsafe extern "C" fn rados_application_metadata_list(_io: rados_ioctx_t, _app_name: *const c_char, _keys: *mut c_char, key_len: *mut usize, _values: *mut c_char, vals_len: *mut usize) -> c_int {
+    // SAFETY: a count output is NULL or writable (caller contract).
+    unsafe {
+        crate::guard::zero_out(key_len);
+        crate::guard::zero_out(vals_len);
+    }
     crate::guard::not_implemented("rados_application_metadata_list")
 }
 
@@ -514,7 +546,12 @@ pub unsafe extern "C" fn rados_create_write_op() -> rados_write_op_t {
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn rados_decode_notify_response(_reply_buffer: *mut c_char, _reply_buffer_len: usize, _acks: *mut *mut notify_ack_t, _nr_acks: *mut usize, _timeouts: *mut *mut notify_timeout_t, _nr_timeouts: *mut usize) -> c_int {
+pub unsafe extern "C" fn rados_decode_notify_response(_reply_buffer: *mut c_char, _reply_buffer_len: usize, _acks: *mut *mut notify_ack_t, nr_acks: *mut usize, _timeouts: *mut *mut notify_timeout_t, nr_timeouts: *mut usize) -> c_int {
+    // SAFETY: a count output is NULL or writable (caller contract).
+    unsafe {
+        crate::guard::zero_out(nr_acks);
+        crate::guard::zero_out(nr_timeouts);
+    }
     crate::guard::not_implemented("rados_decode_notify_response")
 }
 
@@ -564,7 +601,11 @@ pub unsafe extern "C" fn rados_getxattrs_end(_iter: rados_xattrs_iter_t) {
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn rados_getxattrs_next(_iter: rados_xattrs_iter_t, _name: *mut *const c_char, _val: *mut *const c_char, _len: *mut usize) -> c_int {
+pub unsafe extern "C" fn rados_getxattrs_next(_iter: rados_xattrs_iter_t, _name: *mut *const c_char, _val: *mut *const c_char, len: *mut usize) -> c_int {
+    // SAFETY: a count output is NULL or writable (caller contract).
+    unsafe {
+        crate::guard::zero_out(len);
+    }
     crate::guard::not_implemented("rados_getxattrs_next")
 }
 
@@ -604,7 +645,11 @@ pub unsafe extern "C" fn rados_ioctx_pool_requires_alignment(_io: rados_ioctx_t)
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn rados_ioctx_pool_requires_alignment2(_io: rados_ioctx_t, _req: *mut c_int) -> c_int {
+pub unsafe extern "C" fn rados_ioctx_pool_requires_alignment2(_io: rados_ioctx_t, req: *mut c_int) -> c_int {
+    // SAFETY: a count output is NULL or writable (caller contract).
+    unsafe {
+        crate::guard::zero_out(req);
+    }
     crate::guard::not_implemented("rados_ioctx_pool_requires_alignment2")
 }
 
@@ -674,7 +719,15 @@ pub unsafe extern "C" fn rados_ioctx_snap_set_read(_io: rados_ioctx_t, _snap: ra
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn rados_list_lockers(_io: rados_ioctx_t, _o: *const c_char, _name: *const c_char, _exclusive: *mut c_int, _tag: *mut c_char, _tag_len: *mut usize, _clients: *mut c_char, _clients_len: *mut usize, _cookies: *mut c_char, _cookies_len: *mut usize, _addrs: *mut c_char, _addrs_len: *mut usize) -> isize {
+pub unsafe extern "C" fn rados_list_lockers(_io: rados_ioctx_t, _o: *const c_char, _name: *const c_char, exclusive: *mut c_int, _tag: *mut c_char, tag_len: *mut usize, _clients: *mut c_char, clients_len: *mut usize, _cookies: *mut c_char, cookies_len: *mut usize, _addrs: *mut c_char, addrs_len: *mut usize) -> isize {
+    // SAFETY: a count output is NULL or writable (caller contract).
+    unsafe {
+        crate::guard::zero_out(exclusive);
+        crate::guard::zero_out(tag_len);
+        crate::guard::zero_out(clients_len);
+        crate::guard::zero_out(cookies_len);
+        crate::guard::zero_out(addrs_len);
+    }
     crate::guard::not_implemented("rados_list_lockers")
 }
 
@@ -689,17 +742,32 @@ pub unsafe extern "C" fn rados_lock_shared(_io: rados_ioctx_t, _o: *const c_char
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn rados_mgr_command(_cluster: rados_t, _cmd: *mut *const c_char, _cmdlen: usize, _inbuf: *const c_char, _inbuflen: usize, _outbuf: *mut *mut c_char, _outbuflen: *mut usize, _outs: *mut *mut c_char, _outslen: *mut usize) -> c_int {
+pub unsafe extern "C" fn rados_mgr_command(_cluster: rados_t, _cmd: *mut *const c_char, _cmdlen: usize, _inbuf: *const c_char, _inbuflen: usize, _outbuf: *mut *mut c_char, outbuflen: *mut usize, _outs: *mut *mut c_char, outslen: *mut usize) -> c_int {
+    // SAFETY: a count output is NULL or writable (caller contract).
+    unsafe {
+        crate::guard::zero_out(outbuflen);
+        crate::guard::zero_out(outslen);
+    }
     crate::guard::not_implemented("rados_mgr_command")
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn rados_mgr_command_target(_cluster: rados_t, _name: *const c_char, _cmd: *mut *const c_char, _cmdlen: usize, _inbuf: *const c_char, _inbuflen: usize, _outbuf: *mut *mut c_char, _outbuflen: *mut usize, _outs: *mut *mut c_char, _outslen: *mut usize) -> c_int {
+pub unsafe extern "C" fn rados_mgr_command_target(_cluster: rados_t, _name: *const c_char, _cmd: *mut *const c_char, _cmdlen: usize, _inbuf: *const c_char, _inbuflen: usize, _outbuf: *mut *mut c_char, outbuflen: *mut usize, _outs: *mut *mut c_char, outslen: *mut usize) -> c_int {
+    // SAFETY: a count output is NULL or writable (caller contract).
+    unsafe {
+        crate::guard::zero_out(outbuflen);
+        crate::guard::zero_out(outslen);
+    }
     crate::guard::not_implemented("rados_mgr_command_target")
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn rados_mon_command_target(_cluster: rados_t, _name: *const c_char, _cmd: *mut *const c_char, _cmdlen: usize, _inbuf: *const c_char, _inbuflen: usize, _outbuf: *mut *mut c_char, _outbuflen: *mut usize, _outs: *mut *mut c_char, _outslen: *mut usize) -> c_int {
+pub unsafe extern "C" fn rados_mon_command_target(_cluster: rados_t, _name: *const c_char, _cmd: *mut *const c_char, _cmdlen: usize, _inbuf: *const c_char, _inbuflen: usize, _outbuf: *mut *mut c_char, outbuflen: *mut usize, _outs: *mut *mut c_char, outslen: *mut usize) -> c_int {
+    // SAFETY: a count output is NULL or writable (caller contract).
+    unsafe {
+        crate::guard::zero_out(outbuflen);
+        crate::guard::zero_out(outslen);
+    }
     crate::guard::not_implemented("rados_mon_command_target")
 }
 
@@ -734,7 +802,13 @@ pub unsafe extern "C" fn rados_nobjects_list_next(_ctx: rados_list_ctx_t, _entry
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn rados_nobjects_list_next2(_ctx: rados_list_ctx_t, _entry: *mut *const c_char, _key: *mut *const c_char, _nspace: *mut *const c_char, _entry_size: *mut usize, _key_size: *mut usize, _nspace_size: *mut usize) -> c_int {
+pub unsafe extern "C" fn rados_nobjects_list_next2(_ctx: rados_list_ctx_t, _entry: *mut *const c_char, _key: *mut *const c_char, _nspace: *mut *const c_char, entry_size: *mut usize, key_size: *mut usize, nspace_size: *mut usize) -> c_int {
+    // SAFETY: a count output is NULL or writable (caller contract).
+    unsafe {
+        crate::guard::zero_out(entry_size);
+        crate::guard::zero_out(key_size);
+        crate::guard::zero_out(nspace_size);
+    }
     crate::guard::not_implemented("rados_nobjects_list_next2")
 }
 
@@ -759,7 +833,11 @@ pub unsafe extern "C" fn rados_notify(_io: rados_ioctx_t, _o: *const c_char, _ve
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn rados_notify2(_io: rados_ioctx_t, _o: *const c_char, _buf: *const c_char, _buf_len: c_int, _timeout_ms: u64, _reply_buffer: *mut *mut c_char, _reply_buffer_len: *mut usize) -> c_int {
+pub unsafe extern "C" fn rados_notify2(_io: rados_ioctx_t, _o: *const c_char, _buf: *const c_char, _buf_len: c_int, _timeout_ms: u64, _reply_buffer: *mut *mut c_char, reply_buffer_len: *mut usize) -> c_int {
+    // SAFETY: a count output is NULL or writable (caller contract).
+    unsafe {
+        crate::guard::zero_out(reply_buffer_len);
+    }
     crate::guard::not_implemented("rados_notify2")
 }
 
@@ -839,12 +917,21 @@ pub unsafe extern "C" fn rados_omap_get_end(_iter: rados_omap_iter_t) {
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn rados_omap_get_next(_iter: rados_omap_iter_t, _key: *mut *mut c_char, _val: *mut *mut c_char, _len: *mut usize) -> c_int {
+pub unsafe extern "C" fn rados_omap_get_next(_iter: rados_omap_iter_t, _key: *mut *mut c_char, _val: *mut *mut c_char, len: *mut usize) -> c_int {
+    // SAFETY: a count output is NULL or writable (caller contract).
+    unsafe {
+        crate::guard::zero_out(len);
+    }
     crate::guard::not_implemented("rados_omap_get_next")
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn rados_omap_get_next2(_iter: rados_omap_iter_t, _key: *mut *mut c_char, _val: *mut *mut c_char, _key_len: *mut usize, _val_len: *mut usize) -> c_int {
+pub unsafe extern "C" fn rados_omap_get_next2(_iter: rados_omap_iter_t, _key: *mut *mut c_char, _val: *mut *mut c_char, key_len: *mut usize, val_len: *mut usize) -> c_int {
+    // SAFETY: a count output is NULL or writable (caller contract).
+    unsafe {
+        crate::guard::zero_out(key_len);
+        crate::guard::zero_out(val_len);
+    }
     crate::guard::not_implemented("rados_omap_get_next2")
 }
 
@@ -854,17 +941,31 @@ pub unsafe extern "C" fn rados_omap_iter_size(_iter: rados_omap_iter_t) -> c_uin
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn rados_osd_command(_cluster: rados_t, _osdid: c_int, _cmd: *mut *const c_char, _cmdlen: usize, _inbuf: *const c_char, _inbuflen: usize, _outbuf: *mut *mut c_char, _outbuflen: *mut usize, _outs: *mut *mut c_char, _outslen: *mut usize) -> c_int {
+pub unsafe extern "C" fn rados_osd_command(_cluster: rados_t, _osdid: c_int, _cmd: *mut *const c_char, _cmdlen: usize, _inbuf: *const c_char, _inbuflen: usize, _outbuf: *mut *mut c_char, outbuflen: *mut usize, _outs: *mut *mut c_char, outslen: *mut usize) -> c_int {
+    // SAFETY: a count output is NULL or writable (caller contract).
+    unsafe {
+        crate::guard::zero_out(outbuflen);
+        crate::guard::zero_out(outslen);
+    }
     crate::guard::not_implemented("rados_osd_command")
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn rados_pg_command(_cluster: rados_t, _pgstr: *const c_char, _cmd: *mut *const c_char, _cmdlen: usize, _inbuf: *const c_char, _inbuflen: usize, _outbuf: *mut *mut c_char, _outbuflen: *mut usize, _outs: *mut *mut c_char, _outslen: *mut usize) -> c_int {
+pub unsafe extern "C" fn rados_pg_command(_cluster: rados_t, _pgstr: *const c_char, _cmd: *mut *const c_char, _cmdlen: usize, _inbuf: *const c_char, _inbuflen: usize, _outbuf: *mut *mut c_char, outbuflen: *mut usize, _outs: *mut *mut c_char, outslen: *mut usize) -> c_int {
+    // SAFETY: a count output is NULL or writable (caller contract).
+    unsafe {
+        crate::guard::zero_out(outbuflen);
+        crate::guard::zero_out(outslen);
+    }
     crate::guard::not_implemented("rados_pg_command")
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn rados_ping_monitor(_cluster: rados_t, _mon_id: *const c_char, _outstr: *mut *mut c_char, _outstrlen: *mut usize) -> c_int {
+pub unsafe extern "C" fn rados_ping_monitor(_cluster: rados_t, _mon_id: *const c_char, _outstr: *mut *mut c_char, outstrlen: *mut usize) -> c_int {
+    // SAFETY: a count output is NULL or writable (caller contract).
+    unsafe {
+        crate::guard::zero_out(outstrlen);
+    }
     crate::guard::not_implemented("rados_ping_monitor")
 }
 
@@ -1354,7 +1455,11 @@ pub unsafe extern "C" fn shale_rbd_compare_and_write(_image: rbd_image_t, _ofs: 
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn shale_rbd_config_image_list(_image: rbd_image_t, _options: *mut rbd_config_option_t, _max_options: *mut c_int) -> c_int {
+pub unsafe extern "C" fn shale_rbd_config_image_list(_image: rbd_image_t, _options: *mut rbd_config_option_t, max_options: *mut c_int) -> c_int {
+    // SAFETY: a count output is NULL or writable (caller contract).
+    unsafe {
+        crate::guard::zero_out(max_options);
+    }
     crate::guard::not_implemented("rbd_config_image_list")
 }
 
@@ -1364,7 +1469,11 @@ pub unsafe extern "C" fn shale_rbd_config_image_list_cleanup(_options: *mut rbd_
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn shale_rbd_config_pool_list(_io_ctx: rados_ioctx_t, _options: *mut rbd_config_option_t, _max_options: *mut c_int) -> c_int {
+pub unsafe extern "C" fn shale_rbd_config_pool_list(_io_ctx: rados_ioctx_t, _options: *mut rbd_config_option_t, max_options: *mut c_int) -> c_int {
+    // SAFETY: a count output is NULL or writable (caller contract).
+    unsafe {
+        crate::guard::zero_out(max_options);
+    }
     crate::guard::not_implemented("rbd_config_pool_list")
 }
 
@@ -1419,7 +1528,11 @@ pub unsafe extern "C" fn shale_rbd_get_group(_image: rbd_image_t, _group_info: *
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn shale_rbd_get_migration_source_spec(_image: rbd_image_t, _source_spec: *mut c_char, _max_len: *mut usize) -> c_int {
+pub unsafe extern "C" fn shale_rbd_get_migration_source_spec(_image: rbd_image_t, _source_spec: *mut c_char, max_len: *mut usize) -> c_int {
+    // SAFETY: a count output is NULL or writable (caller contract).
+    unsafe {
+        crate::guard::zero_out(max_len);
+    }
     crate::guard::not_implemented("rbd_get_migration_source_spec")
 }
 
@@ -1434,7 +1547,11 @@ pub unsafe extern "C" fn shale_rbd_group_image_add(_group_p: rados_ioctx_t, _gro
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn shale_rbd_group_image_list(_group_p: rados_ioctx_t, _group_name: *const c_char, _images: *mut rbd_group_image_info_t, _group_image_info_size: usize, _num_entries: *mut usize) -> c_int {
+pub unsafe extern "C" fn shale_rbd_group_image_list(_group_p: rados_ioctx_t, _group_name: *const c_char, _images: *mut rbd_group_image_info_t, _group_image_info_size: usize, num_entries: *mut usize) -> c_int {
+    // SAFETY: a count output is NULL or writable (caller contract).
+    unsafe {
+        crate::guard::zero_out(num_entries);
+    }
     crate::guard::not_implemented("rbd_group_image_list")
 }
 
@@ -1459,7 +1576,11 @@ pub unsafe extern "C" fn shale_rbd_group_info_cleanup(_group_info: *mut rbd_grou
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn shale_rbd_group_list(_p: rados_ioctx_t, _names: *mut c_char, _size: *mut usize) -> c_int {
+pub unsafe extern "C" fn shale_rbd_group_list(_p: rados_ioctx_t, _names: *mut c_char, size: *mut usize) -> c_int {
+    // SAFETY: a count output is NULL or writable (caller contract).
+    unsafe {
+        crate::guard::zero_out(size);
+    }
     crate::guard::not_implemented("rbd_group_list")
 }
 
@@ -1484,7 +1605,11 @@ pub unsafe extern "C" fn shale_rbd_group_snap_create2(_group_p: rados_ioctx_t, _
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn shale_rbd_group_snap_list(_group_p: rados_ioctx_t, _group_name: *const c_char, _snaps: *mut rbd_group_snap_info_t, _group_snap_info_size: usize, _num_entries: *mut usize) -> c_int {
+pub unsafe extern "C" fn shale_rbd_group_snap_list(_group_p: rados_ioctx_t, _group_name: *const c_char, _snaps: *mut rbd_group_snap_info_t, _group_snap_info_size: usize, num_entries: *mut usize) -> c_int {
+    // SAFETY: a count output is NULL or writable (caller contract).
+    unsafe {
+        crate::guard::zero_out(num_entries);
+    }
     crate::guard::not_implemented("rbd_group_snap_list")
 }
 
@@ -1511,11 +1636,6 @@ pub unsafe extern "C" fn shale_rbd_group_snap_rollback(_group_p: rados_ioctx_t, 
 #[no_mangle]
 pub unsafe extern "C" fn shale_rbd_group_snap_rollback_with_progress(_group_p: rados_ioctx_t, _group_name: *const c_char, _snap_name: *const c_char, _cb: librbd_progress_fn_t, _cbdata: *mut c_void) -> c_int {
     crate::guard::not_implemented("rbd_group_snap_rollback_with_progress")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_list_descendants(_image: rbd_image_t, _images: *mut rbd_linked_image_spec_t, _max_images: *mut usize) -> c_int {
-    crate::guard::not_implemented("rbd_list_descendants")
 }
 
 #[no_mangle]
@@ -1599,68 +1719,8 @@ pub unsafe extern "C" fn shale_rbd_mirror_image_enable2(_image: rbd_image_t, _mo
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn shale_rbd_mirror_image_get_global_status(_image: rbd_image_t, _mirror_image_global_status: *mut rbd_mirror_image_global_status_t, _status_size: usize) -> c_int {
-    crate::guard::not_implemented("rbd_mirror_image_get_global_status")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_mirror_image_get_info(_image: rbd_image_t, _mirror_image_info: *mut rbd_mirror_image_info_t, _info_size: usize) -> c_int {
-    crate::guard::not_implemented("rbd_mirror_image_get_info")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_mirror_image_get_info_cleanup(_mirror_image_info: *mut rbd_mirror_image_info_t) {
-    crate::guard::not_implemented::<()>("rbd_mirror_image_get_info_cleanup");
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_mirror_image_get_instance_id(_image: rbd_image_t, _instance_id: *mut c_char, _id_max_length: *mut usize) -> c_int {
-    crate::guard::not_implemented("rbd_mirror_image_get_instance_id")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_mirror_image_get_mode(_image: rbd_image_t, _mode: *mut rbd_mirror_image_mode_t) -> c_int {
-    crate::guard::not_implemented("rbd_mirror_image_get_mode")
-}
-
-#[no_mangle]
 pub unsafe extern "C" fn shale_rbd_mirror_image_get_status(_image: rbd_image_t, _mirror_image_status: *mut rbd_mirror_image_status_t, _status_size: usize) -> c_int {
     crate::guard::not_implemented("rbd_mirror_image_get_status")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_mirror_image_global_status_cleanup(_mirror_image_global_status: *mut rbd_mirror_image_global_status_t) {
-    crate::guard::not_implemented::<()>("rbd_mirror_image_global_status_cleanup");
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_mirror_image_global_status_list(_io_ctx: rados_ioctx_t, _start_id: *const c_char, _max: usize, _image_ids: *mut *mut c_char, _images: *mut rbd_mirror_image_global_status_t, _len: *mut usize) -> c_int {
-    crate::guard::not_implemented("rbd_mirror_image_global_status_list")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_mirror_image_global_status_list_cleanup(_image_ids: *mut *mut c_char, _images: *mut rbd_mirror_image_global_status_t, _len: usize) {
-    crate::guard::not_implemented::<()>("rbd_mirror_image_global_status_list_cleanup");
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_mirror_image_info_list(_io_ctx: rados_ioctx_t, _mode_filter: *mut rbd_mirror_image_mode_t, _start_id: *const c_char, _max: usize, _image_ids: *mut *mut c_char, _mode_entries: *mut rbd_mirror_image_mode_t, _info_entries: *mut rbd_mirror_image_info_t, _num_entries: *mut usize) -> c_int {
-    crate::guard::not_implemented("rbd_mirror_image_info_list")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_mirror_image_info_list_cleanup(_image_ids: *mut *mut c_char, _info_entries: *mut rbd_mirror_image_info_t, _num_entries: usize) {
-    crate::guard::not_implemented::<()>("rbd_mirror_image_info_list_cleanup");
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_mirror_image_instance_id_list(_io_ctx: rados_ioctx_t, _start_id: *const c_char, _max: usize, _image_ids: *mut *mut c_char, _instance_ids: *mut *mut c_char, _len: *mut usize) -> c_int {
-    crate::guard::not_implemented("rbd_mirror_image_instance_id_list")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_mirror_image_instance_id_list_cleanup(_image_ids: *mut *mut c_char, _instance_ids: *mut *mut c_char, _len: usize) {
-    crate::guard::not_implemented::<()>("rbd_mirror_image_instance_id_list_cleanup");
 }
 
 #[no_mangle]
@@ -1674,23 +1734,17 @@ pub unsafe extern "C" fn shale_rbd_mirror_image_resync(_image: rbd_image_t) -> c
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn shale_rbd_mirror_image_status_list(_io_ctx: rados_ioctx_t, _start_id: *const c_char, _max: usize, _image_ids: *mut *mut c_char, _images: *mut rbd_mirror_image_status_t, _len: *mut usize) -> c_int {
+pub unsafe extern "C" fn shale_rbd_mirror_image_status_list(_io_ctx: rados_ioctx_t, _start_id: *const c_char, _max: usize, _image_ids: *mut *mut c_char, _images: *mut rbd_mirror_image_status_t, len: *mut usize) -> c_int {
+    // SAFETY: a count output is NULL or writable (caller contract).
+    unsafe {
+        crate::guard::zero_out(len);
+    }
     crate::guard::not_implemented("rbd_mirror_image_status_list")
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn shale_rbd_mirror_image_status_list_cleanup(_image_ids: *mut *mut c_char, _images: *mut rbd_mirror_image_status_t, _len: usize) {
     crate::guard::not_implemented::<()>("rbd_mirror_image_status_list_cleanup");
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_mirror_image_status_summary(_io_ctx: rados_ioctx_t, _states: *mut rbd_mirror_image_status_state_t, _counts: *mut c_int, _maxlen: *mut usize) -> c_int {
-    crate::guard::not_implemented("rbd_mirror_image_status_summary")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn shale_rbd_mirror_mode_get(_io_ctx: rados_ioctx_t, _mirror_mode: *mut rbd_mirror_mode_t) -> c_int {
-    crate::guard::not_implemented("rbd_mirror_mode_get")
 }
 
 #[no_mangle]
@@ -1704,7 +1758,11 @@ pub unsafe extern "C" fn shale_rbd_mirror_peer_add(_io_ctx: rados_ioctx_t, _uuid
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn shale_rbd_mirror_peer_bootstrap_create(_io_ctx: rados_ioctx_t, _token: *mut c_char, _max_len: *mut usize) -> c_int {
+pub unsafe extern "C" fn shale_rbd_mirror_peer_bootstrap_create(_io_ctx: rados_ioctx_t, _token: *mut c_char, max_len: *mut usize) -> c_int {
+    // SAFETY: a count output is NULL or writable (caller contract).
+    unsafe {
+        crate::guard::zero_out(max_len);
+    }
     crate::guard::not_implemented("rbd_mirror_peer_bootstrap_create")
 }
 
@@ -1714,12 +1772,22 @@ pub unsafe extern "C" fn shale_rbd_mirror_peer_bootstrap_import(_io_ctx: rados_i
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn shale_rbd_mirror_peer_get_attributes(_p: rados_ioctx_t, _uuid: *const c_char, _keys: *mut c_char, _max_key_len: *mut usize, _values: *mut c_char, _max_value_len: *mut usize, _key_value_count: *mut usize) -> c_int {
+pub unsafe extern "C" fn shale_rbd_mirror_peer_get_attributes(_p: rados_ioctx_t, _uuid: *const c_char, _keys: *mut c_char, max_key_len: *mut usize, _values: *mut c_char, max_value_len: *mut usize, key_value_count: *mut usize) -> c_int {
+    // SAFETY: a count output is NULL or writable (caller contract).
+    unsafe {
+        crate::guard::zero_out(max_key_len);
+        crate::guard::zero_out(max_value_len);
+        crate::guard::zero_out(key_value_count);
+    }
     crate::guard::not_implemented("rbd_mirror_peer_get_attributes")
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn shale_rbd_mirror_peer_list(_io_ctx: rados_ioctx_t, _peers: *mut rbd_mirror_peer_t, _max_peers: *mut c_int) -> c_int {
+pub unsafe extern "C" fn shale_rbd_mirror_peer_list(_io_ctx: rados_ioctx_t, _peers: *mut rbd_mirror_peer_t, max_peers: *mut c_int) -> c_int {
+    // SAFETY: a count output is NULL or writable (caller contract).
+    unsafe {
+        crate::guard::zero_out(max_peers);
+    }
     crate::guard::not_implemented("rbd_mirror_peer_list")
 }
 
@@ -1754,12 +1822,22 @@ pub unsafe extern "C" fn shale_rbd_mirror_peer_site_add(_io_ctx: rados_ioctx_t, 
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn shale_rbd_mirror_peer_site_get_attributes(_p: rados_ioctx_t, _uuid: *const c_char, _keys: *mut c_char, _max_key_len: *mut usize, _values: *mut c_char, _max_value_len: *mut usize, _key_value_count: *mut usize) -> c_int {
+pub unsafe extern "C" fn shale_rbd_mirror_peer_site_get_attributes(_p: rados_ioctx_t, _uuid: *const c_char, _keys: *mut c_char, max_key_len: *mut usize, _values: *mut c_char, max_value_len: *mut usize, key_value_count: *mut usize) -> c_int {
+    // SAFETY: a count output is NULL or writable (caller contract).
+    unsafe {
+        crate::guard::zero_out(max_key_len);
+        crate::guard::zero_out(max_value_len);
+        crate::guard::zero_out(key_value_count);
+    }
     crate::guard::not_implemented("rbd_mirror_peer_site_get_attributes")
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn shale_rbd_mirror_peer_site_list(_io_ctx: rados_ioctx_t, _peers: *mut rbd_mirror_peer_site_t, _max_peers: *mut c_int) -> c_int {
+pub unsafe extern "C" fn shale_rbd_mirror_peer_site_list(_io_ctx: rados_ioctx_t, _peers: *mut rbd_mirror_peer_site_t, max_peers: *mut c_int) -> c_int {
+    // SAFETY: a count output is NULL or writable (caller contract).
+    unsafe {
+        crate::guard::zero_out(max_peers);
+    }
     crate::guard::not_implemented("rbd_mirror_peer_site_list")
 }
 
@@ -1794,7 +1872,11 @@ pub unsafe extern "C" fn shale_rbd_mirror_peer_site_set_name(_io_ctx: rados_ioct
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn shale_rbd_mirror_site_name_get(_cluster: rados_t, _name: *mut c_char, _max_len: *mut usize) -> c_int {
+pub unsafe extern "C" fn shale_rbd_mirror_site_name_get(_cluster: rados_t, _name: *mut c_char, max_len: *mut usize) -> c_int {
+    // SAFETY: a count output is NULL or writable (caller contract).
+    unsafe {
+        crate::guard::zero_out(max_len);
+    }
     crate::guard::not_implemented("rbd_mirror_site_name_get")
 }
 
@@ -1804,7 +1886,11 @@ pub unsafe extern "C" fn shale_rbd_mirror_site_name_set(_cluster: rados_t, _name
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn shale_rbd_mirror_uuid_get(_io_ctx: rados_ioctx_t, _uuid: *mut c_char, _max_len: *mut usize) -> c_int {
+pub unsafe extern "C" fn shale_rbd_mirror_uuid_get(_io_ctx: rados_ioctx_t, _uuid: *mut c_char, max_len: *mut usize) -> c_int {
+    // SAFETY: a count output is NULL or writable (caller contract).
+    unsafe {
+        crate::guard::zero_out(max_len);
+    }
     crate::guard::not_implemented("rbd_mirror_uuid_get")
 }
 
@@ -1814,7 +1900,11 @@ pub unsafe extern "C" fn shale_rbd_namespace_create(_io: rados_ioctx_t, _namespa
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn shale_rbd_namespace_list(_io: rados_ioctx_t, _namespace_names: *mut c_char, _size: *mut usize) -> c_int {
+pub unsafe extern "C" fn shale_rbd_namespace_list(_io: rados_ioctx_t, _namespace_names: *mut c_char, size: *mut usize) -> c_int {
+    // SAFETY: a count output is NULL or writable (caller contract).
+    unsafe {
+        crate::guard::zero_out(size);
+    }
     crate::guard::not_implemented("rbd_namespace_list")
 }
 
@@ -1829,12 +1919,21 @@ pub unsafe extern "C" fn shale_rbd_pool_init(_io: rados_ioctx_t, _force: bool) -
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn shale_rbd_pool_metadata_get(_io_ctx: rados_ioctx_t, _key: *const c_char, _value: *mut c_char, _val_len: *mut usize) -> c_int {
+pub unsafe extern "C" fn shale_rbd_pool_metadata_get(_io_ctx: rados_ioctx_t, _key: *const c_char, _value: *mut c_char, val_len: *mut usize) -> c_int {
+    // SAFETY: a count output is NULL or writable (caller contract).
+    unsafe {
+        crate::guard::zero_out(val_len);
+    }
     crate::guard::not_implemented("rbd_pool_metadata_get")
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn shale_rbd_pool_metadata_list(_io_ctx: rados_ioctx_t, _start: *const c_char, _max: u64, _keys: *mut c_char, _key_len: *mut usize, _values: *mut c_char, _vals_len: *mut usize) -> c_int {
+pub unsafe extern "C" fn shale_rbd_pool_metadata_list(_io_ctx: rados_ioctx_t, _start: *const c_char, _max: u64, _keys: *mut c_char, key_len: *mut usize, _values: *mut c_char, vals_len: *mut usize) -> c_int {
+    // SAFETY: a count output is NULL or writable (caller contract).
+    unsafe {
+        crate::guard::zero_out(key_len);
+        crate::guard::zero_out(vals_len);
+    }
     crate::guard::not_implemented("rbd_pool_metadata_list")
 }
 
@@ -1919,7 +2018,11 @@ pub unsafe extern "C" fn shale_rbd_trash_get_cleanup(_info: *mut rbd_trash_image
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn shale_rbd_trash_list(_io: rados_ioctx_t, _trash_entries: *mut rbd_trash_image_info_t, _num_entries: *mut usize) -> c_int {
+pub unsafe extern "C" fn shale_rbd_trash_list(_io: rados_ioctx_t, _trash_entries: *mut rbd_trash_image_info_t, num_entries: *mut usize) -> c_int {
+    // SAFETY: a count output is NULL or writable (caller contract).
+    unsafe {
+        crate::guard::zero_out(num_entries);
+    }
     crate::guard::not_implemented("rbd_trash_list")
 }
 

@@ -87,3 +87,14 @@ fn log(args: std::fmt::Arguments<'_>) {
     // Never panic here (eprintln! would, on a closed stderr).
     let _ = writeln!(std::io::stderr(), "{args}");
 }
+
+/// Zero a count output of a stub (NULL is left alone).
+///
+/// # Safety
+/// `p` is NULL or writable.
+pub(crate) unsafe fn zero_out<T: Default>(p: *mut T) {
+    if !p.is_null() {
+        // SAFETY: non-NULL and writable (caller contract).
+        unsafe { p.write(T::default()) };
+    }
+}

@@ -664,36 +664,40 @@ pub unsafe extern "C" fn shale_rbd_watchers_list(
     watchers: *mut rbd_image_watcher_t,
     max_watchers: *mut usize,
 ) -> c_int {
-    ffi("rbd_watchers_list", -libc::EFAULT, || {
-        with_image(image, |img| {
-            if max_watchers.is_null() {
-                return Err(-libc::EINVAL);
-            }
-            let mine: Vec<Arc<RbdImage>> = globals()
-                .images
-                .all()
-                .into_iter()
-                .filter(|h| h.shared.key == img.shared.key)
-                .collect();
-            // SAFETY: non-NULL, readable and writable (caller contract).
-            unsafe {
-                if watchers.is_null() || *max_watchers < mine.len() {
+    let call = || {
+        ffi("rbd_watchers_list", -libc::EFAULT, || {
+            with_image(image, |img| {
+                if max_watchers.is_null() {
+                    return Err(-libc::EINVAL);
+                }
+                let mine: Vec<Arc<RbdImage>> = globals()
+                    .images
+                    .all()
+                    .into_iter()
+                    .filter(|h| h.shared.key == img.shared.key)
+                    .collect();
+                // SAFETY: non-NULL, readable and writable (caller contract).
+                unsafe {
+                    if watchers.is_null() || *max_watchers < mine.len() {
+                        *max_watchers = mine.len();
+                        return Err(-libc::ERANGE);
+                    }
+                    for (i, h) in mine.iter().enumerate() {
+                        let addr = format!("127.0.0.1:0/{}", std::process::id());
+                        watchers.add(i).write(rbd_image_watcher_t {
+                            addr: cstr::malloc_str(&addr),
+                            id: h.instance as i64,
+                            cookie: Arc::as_ptr(h) as u64,
+                        });
+                    }
                     *max_watchers = mine.len();
-                    return Err(-libc::ERANGE);
                 }
-                for (i, h) in mine.iter().enumerate() {
-                    let addr = format!("127.0.0.1:0/{}", std::process::id());
-                    watchers.add(i).write(rbd_image_watcher_t {
-                        addr: cstr::malloc_str(&addr),
-                        id: h.instance as i64,
-                        cookie: Arc::as_ptr(h) as u64,
-                    });
-                }
-                *max_watchers = mine.len();
-            }
-            Ok(())
+                Ok(())
+            })
         })
-    })
+    };
+    // SAFETY: `watchers` has room for `*max_watchers` entries (caller contract).
+    unsafe { crate::outlist::guarded(watchers, max_watchers, call) }
 }
 
 /// `void rbd_watchers_list_cleanup(rbd_image_watcher_t *watchers, size_t num_watchers)`.

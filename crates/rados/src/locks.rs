@@ -104,40 +104,44 @@ pub unsafe extern "C" fn shale_rbd_lock_get_owners(
     lock_owners: *mut *mut c_char,
     max_lock_owners: *mut usize,
 ) -> c_int {
-    ffi("rbd_lock_get_owners", -libc::EFAULT, || {
-        with_image(image, |img| {
-            if lock_mode.is_null() || max_lock_owners.is_null() {
-                return Err(-libc::EINVAL);
-            }
-            if !lock_owners.is_null() {
-                // As librbd, clear the array first: python3-rbd frees `*max` entries through
-                // rbd_lock_get_owners_cleanup whatever the result.
-                // SAFETY: the caller's array holds `*max_lock_owners` pointers.
-                unsafe { std::ptr::write_bytes(lock_owners, 0, *max_lock_owners) };
-            }
-            img.writable().map_err(|_| -libc::EINVAL)?;
-            let head = img.head();
-            need_feature(&head)?;
-            let owners = head.lock_owners().map_err(|e| errno::of(&e))?;
-            if owners.is_empty() {
-                return Err(-libc::ENOENT);
-            }
-            // SAFETY: non-NULL (checked), readable and writable (caller contract).
-            let max = unsafe { &mut *max_lock_owners };
-            if *max < owners.len() || lock_owners.is_null() {
+    let call = || {
+        ffi("rbd_lock_get_owners", -libc::EFAULT, || {
+            with_image(image, |img| {
+                if lock_mode.is_null() || max_lock_owners.is_null() {
+                    return Err(-libc::EINVAL);
+                }
+                if !lock_owners.is_null() {
+                    // As librbd, clear the array first: python3-rbd frees `*max` entries through
+                    // rbd_lock_get_owners_cleanup whatever the result.
+                    // SAFETY: the caller's array holds `*max_lock_owners` pointers.
+                    unsafe { std::ptr::write_bytes(lock_owners, 0, *max_lock_owners) };
+                }
+                img.writable().map_err(|_| -libc::EINVAL)?;
+                let head = img.head();
+                need_feature(&head)?;
+                let owners = head.lock_owners().map_err(|e| errno::of(&e))?;
+                if owners.is_empty() {
+                    return Err(-libc::ENOENT);
+                }
+                // SAFETY: non-NULL (checked), readable and writable (caller contract).
+                let max = unsafe { &mut *max_lock_owners };
+                if *max < owners.len() || lock_owners.is_null() {
+                    *max = owners.len();
+                    return Err(-libc::ERANGE);
+                }
+                for (i, o) in owners.iter().enumerate() {
+                    // SAFETY: `i < owners.len() <= *max`, the caller's array length.
+                    unsafe { *lock_owners.add(i) = cstr::malloc_str(o) };
+                }
                 *max = owners.len();
-                return Err(-libc::ERANGE);
-            }
-            for (i, o) in owners.iter().enumerate() {
-                // SAFETY: `i < owners.len() <= *max`, the caller's array length.
-                unsafe { *lock_owners.add(i) = cstr::malloc_str(o) };
-            }
-            *max = owners.len();
-            // SAFETY: non-NULL (checked), writable (caller contract).
-            unsafe { *lock_mode = LOCK_MODE_EXCLUSIVE };
-            Ok(())
+                // SAFETY: non-NULL (checked), writable (caller contract).
+                unsafe { *lock_mode = LOCK_MODE_EXCLUSIVE };
+                Ok(())
+            })
         })
-    })
+    };
+    // SAFETY: `lock_owners` has room for `*max_lock_owners` entries (caller contract).
+    unsafe { crate::outlist::guarded(lock_owners, max_lock_owners, call) }
 }
 
 /// `void rbd_lock_get_owners_cleanup(char **lock_owners, size_t lock_owner_count)`: free the

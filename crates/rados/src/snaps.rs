@@ -128,43 +128,47 @@ pub unsafe extern "C" fn shale_rbd_snap_list(
     snaps: *mut rbd_snap_info_t,
     max_snaps: *mut c_int,
 ) -> c_int {
-    ffi("rbd_snap_list", -libc::EFAULT, || {
-        let mut n = 0;
-        let r = with_image(image, |img| {
-            if max_snaps.is_null() {
-                return Err(-libc::EINVAL);
-            }
-            let list = snapshots(img)?;
-            let need = c_int::try_from(list.len() + 1).map_err(|_| -libc::EOVERFLOW)?;
-            // SAFETY: `max_snaps` is non-NULL, readable and writable; `snaps` has room for
-            // `*max_snaps` entries (caller contract).
-            unsafe {
-                if snaps.is_null() || *max_snaps < need {
-                    *max_snaps = need;
-                    return Err(-libc::ERANGE);
+    let call = || {
+        ffi("rbd_snap_list", -libc::EFAULT, || {
+            let mut n = 0;
+            let r = with_image(image, |img| {
+                if max_snaps.is_null() {
+                    return Err(-libc::EINVAL);
                 }
-                for (i, s) in list.iter().enumerate() {
-                    snaps.add(i).write(rbd_snap_info_t {
-                        id: s.id,
-                        size: s.size,
-                        name: cstr::malloc_str(&s.name),
+                let list = snapshots(img)?;
+                let need = c_int::try_from(list.len() + 1).map_err(|_| -libc::EOVERFLOW)?;
+                // SAFETY: `max_snaps` is non-NULL, readable and writable; `snaps` has room for
+                // `*max_snaps` entries (caller contract).
+                unsafe {
+                    if snaps.is_null() || *max_snaps < need {
+                        *max_snaps = need;
+                        return Err(-libc::ERANGE);
+                    }
+                    for (i, s) in list.iter().enumerate() {
+                        snaps.add(i).write(rbd_snap_info_t {
+                            id: s.id,
+                            size: s.size,
+                            name: cstr::malloc_str(&s.name),
+                        });
+                    }
+                    snaps.add(list.len()).write(rbd_snap_info_t {
+                        id: 0,
+                        size: 0,
+                        name: std::ptr::null(),
                     });
                 }
-                snaps.add(list.len()).write(rbd_snap_info_t {
-                    id: 0,
-                    size: 0,
-                    name: std::ptr::null(),
-                });
+                n = need - 1;
+                Ok(())
+            });
+            if r < 0 {
+                r
+            } else {
+                n
             }
-            n = need - 1;
-            Ok(())
-        });
-        if r < 0 {
-            r
-        } else {
-            n
-        }
-    })
+        })
+    };
+    // SAFETY: `snaps` has room for `*max_snaps` entries (caller contract).
+    unsafe { crate::outlist::guarded(snaps, max_snaps, call) }
 }
 
 /// `void rbd_snap_list_end(rbd_snap_info_t *snaps)`: frees the names up to the terminator.

@@ -243,6 +243,26 @@ with rados.Rados(conffile='$conf') as c, c.open_ioctx('rbd') as io:
         out=$(CEPH_CONF=$conf timeout 300 /usr/bin/python3 "$tests/lock_two_proc.py" 2>&1)
         count_py "[$kind] exclusive lock, two processes" "$out"
         printf '%s\n' "$out" | grep '^info' | sed "s/^/     [$kind] /"
+        # issue 9: no binding path crashes the client; diff_iterate2 as librbd; parity answers
+        new_store "$kind"; conf=$scratch/sw-$kind.conf
+        write_conf "$url" "$conf"
+        out=$(CEPH_CONF=$conf timeout 900 /usr/bin/python3 "$tests/binding_sweep.py" 2>&1)
+        count_py "[$kind] binding sweep" "$out"
+        new_store "$kind"; conf=$scratch/di-$kind.conf
+        write_conf "$url" "$conf"
+        out=$(CEPH_CONF=$conf timeout 300 /usr/bin/python3 "$tests/diff_iterate.py" 2>&1)
+        count_py "[$kind] diff_iterate2 vs librbd" "$out"
+        new_store "$kind"; conf=$scratch/di-$kind.conf
+        write_conf "$url" "$conf"
+        out=$(CEPH_CONF=$conf timeout 300 /usr/bin/python3 "$tests/dropin.py" 2>&1)
+        count_py "[$kind] drop-in parity" "$out"
+    fi
+    if [ "$kind" = local ]; then
+        out=$(timeout 600 "$tests/qemu_block_status.sh" "$scratch/qbs" 2>&1)
+        case $out in
+            skip*) skipped "QEMU block status (${out#skip })" ;;
+            *) count_py "[$kind] QEMU block status" "$out" ;;
+        esac
     fi
 }
 
