@@ -140,6 +140,9 @@ fn run(sh: &Shared) {
                     // Everything before it is applied first, so the map shows what a client
                     // wrote meanwhile.
                     commit(sh, &mut b, &mut scratch);
+                    // The runs still where GC read them (only this thread changes the map, so
+                    // they stay so while the records below are written).
+                    let mut runs: Vec<(u64, &[u8])> = Vec::new();
                     {
                         let g = lock(&sh.inner);
                         for it in &items {
@@ -151,17 +154,29 @@ fn run(sh: &Shared) {
                                     off: it.off + k as u32,
                                 };
                                 if m.target == Some(still) {
-                                    b.ops.push(Op {
-                                        lba: m.lba,
-                                        len: m.len as u32,
-                                        kind: EntryKind::Data,
-                                    });
                                     let at = (k * SECTOR) as usize;
-                                    b.data.extend_from_slice(
+                                    runs.push((
+                                        m.lba,
                                         &it.data[at..at + (m.len * SECTOR) as usize],
-                                    );
+                                    ));
                                 }
                             });
+                        }
+                    }
+                    // In records no bigger than the log device takes.
+                    for (lba, data) in runs {
+                        for (i, chunk) in data.chunks(b.max_record).enumerate() {
+                            if b.data.len() + chunk.len() > b.max_record
+                                || b.ops.len() >= MAX_RECORD_OPS
+                            {
+                                commit(sh, &mut b, &mut scratch);
+                            }
+                            b.ops.push(Op {
+                                lba: lba + (i * b.max_record) as u64 / SECTOR,
+                                len: (chunk.len() as u64 / SECTOR) as u32,
+                                kind: EntryKind::Data,
+                            });
+                            b.data.extend_from_slice(chunk);
                         }
                     }
                     b.done.push(p.done);

@@ -130,6 +130,10 @@ pub(crate) fn run(sh: &Arc<Shared>, threshold: f64) -> Result<GcReport> {
         &sh.prefix,
         &crate::upload::ckpt_key(&sh.prefix, sh.epoch, ckpt_seq + 1),
     )?;
+    // The head's map first: a checkpoint captured after this names only segments live now
+    // or newer ones (which lie past the bound below), so none of them is doomed.
+    let mut needed = HashSet::new();
+    segs_of(&lock(&sh.inner).map, &mut needed);
     // Snapshot and regular checkpoints still being stored were captured before the
     // relocation and may name victims: wait for them to land so the listing below sees them.
     {
@@ -148,24 +152,27 @@ pub(crate) fn run(sh: &Arc<Shared>, threshold: f64) -> Result<GcReport> {
             return Err(err!(Unavailable, "closing: garbage collection stopped"));
         }
     }
-    // Needed: the head's map, every kept checkpoint (each must read back: recovery may start
-    // from any of them), every snapshot's map. Nothing at or past the oldest kept checkpoint's
-    // first replayed segment is deleted: recovery from that checkpoint replays them.
-    let mut needed = HashSet::new();
-    segs_of(&lock(&sh.inner).map, &mut needed);
+    // Needed also: every kept checkpoint (each must read back: recovery may start from any
+    // of them), every snapshot's map. Nothing at or past the oldest kept checkpoint's first
+    // replayed segment is deleted: recovery from that checkpoint replays them. A checkpoint
+    // or snapshot deleted between the listing and the read (rotated away after a newer one
+    // was read back; a removed snapshot) needs nothing any more.
     let mut bound = ckpt_seq + 1;
+    let gone = |r: &Result<shale_extmap::ExtentMap>| matches!(r, Err(e) if e.kind() == shale_error::ErrorKind::NotFound);
     for (_, n, key) in crate::recovery::list_checkpoints(sh.store.as_ref(), &sh.prefix)? {
-        segs_of(
-            &crate::recovery::load_checkpoint_map(sh.store.as_ref(), &key)?,
-            &mut needed,
-        );
+        let m = crate::recovery::load_checkpoint_map(sh.store.as_ref(), &key);
+        if gone(&m) {
+            continue;
+        }
+        segs_of(&m?, &mut needed);
         bound = bound.min(n);
     }
     for o in sh.store.list(&shale_format::keys::snap_dir(&sh.prefix))? {
-        segs_of(
-            &crate::recovery::load_checkpoint_map(sh.store.as_ref(), &o.key)?,
-            &mut needed,
-        );
+        let m = crate::recovery::load_checkpoint_map(sh.store.as_ref(), &o.key);
+        if gone(&m) {
+            continue;
+        }
+        segs_of(&m?, &mut needed);
     }
     let sizes: HashMap<u64, u64> = stored.iter().copied().collect();
     let doomed: Vec<u64> = stored

@@ -188,6 +188,21 @@ impl Shared {
     /// covering pages; verify every page against the segment's checksums; copy.
     fn read_stored(&self, seq: u64, off_sectors: u32, dst: &mut [u8]) -> Result<()> {
         let h = self.index_cache.get(self, seq)?;
+        if self.epoch != 0 && h.epoch > self.epoch {
+            // A newer writer took the image over and stored its own segment under a number
+            // this view knew as a fenced writer's: its bytes are not what this view's map
+            // means (their checksums would still verify). A writer has lost the image; a
+            // reader's view is out of date (NotFound makes the image layer reload it).
+            let what = format!(
+                "segment {seq:016x} now holds data of a newer writer (epoch {} > {})",
+                h.epoch, self.epoch
+            );
+            return Err(if self.read_only {
+                err!(NotFound, "{what}; the view is out of date")
+            } else {
+                err!(Fenced, "{what}; this handle has lost the image")
+            });
+        }
         let start = off_sectors as u64 * SECTOR;
         let end = start + dst.len() as u64;
         if end > h.data_len {

@@ -92,7 +92,8 @@ fn worker(sh: Arc<Shared>, rx: Arc<Mutex<Receiver<Job>>>) {
                             extents: to_extents(extents.into_iter()),
                         };
                         if key.starts_with(&shale_format::keys::ckpt_dir(&sh.prefix)) {
-                            store_checkpoint(sh.uploads.as_ref(), &sh.prefix, &c)
+                            sh.check_lease("storing a checkpoint")
+                                .and_then(|_| store_checkpoint(sh.uploads.as_ref(), &sh.prefix, &c))
                         } else {
                             // A snapshot's checkpoint: its key is unique to the snapshot, so
                             // an existing object is never someone else's to replace.
@@ -311,7 +312,11 @@ fn write_checkpoint(sh: &Shared, seq: u64, mark: JournalMark, extents: &[(u64, u
         journal: mark,
         extents: to_extents(extents.iter().copied()),
     };
-    if let Err(e) = store_checkpoint(sh.uploads.as_ref(), &sh.prefix, &c) {
+    // A writer without a lease stores no checkpoint (and so rotates nothing away).
+    if let Err(e) = sh
+        .check_lease("storing a checkpoint")
+        .and_then(|_| store_checkpoint(sh.uploads.as_ref(), &sh.prefix, &c))
+    {
         // A missing checkpoint only makes the next open replay more segments.
         tracing::warn!("checkpoint after segment {seq:016x} of {:?}: {e}", sh);
         return;
@@ -351,7 +356,11 @@ pub(crate) fn store_checkpoint(
 ) -> Result<()> {
     let key = ckpt_key(prefix, c.epoch, c.next_seq);
     store.put(&key, Bytes::from(checkpoint::encode(c)), PutMode::Overwrite)?;
-    let (back, _) = store.get(&key)?;
+    let back = match store.get(&key) {
+        // Rotated away already by two newer checkpoints stored meanwhile: superseded.
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+        r => r?.0,
+    };
     let back = checkpoint::decode(&back).map_err(|e| e.context("reading a new checkpoint back"))?;
     if back.next_seq != c.next_seq || back.extents.len() != c.extents.len() {
         return Err(err!(
@@ -386,11 +395,18 @@ pub(crate) fn copy_checkpoint(
     prefix: &str,
     key: &str,
 ) -> Result<()> {
-    let (b, _) = store.get(key)?;
+    let b = match store.get(key) {
+        // Superseded: two newer checkpoints were stored meanwhile and rotated it away.
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+        r => r?.0,
+    };
     checkpoint::decode(&b).map_err(|e| e.context(key))?;
     let copy = shale_format::keys::ckpt_copy(key, 1);
     store.put(&copy, b, PutMode::Overwrite)?;
-    let (back, _) = store.get(&copy)?;
+    let back = match store.get(&copy) {
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+        r => r?.0,
+    };
     checkpoint::decode(&back).map_err(|e| e.context("reading a checkpoint copy back"))?;
     rotate_checkpoints(store, prefix, &copy)
 }

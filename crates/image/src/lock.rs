@@ -249,15 +249,28 @@ fn demote(
     res
 }
 
-/// The highest segment number stored for an image (0 for none).
+/// The highest segment number stored or covered by a checkpoint (0 for none).
 fn max_segment(c: &Cluster, pool: &str, id: &str) -> Result<u64> {
     let prefix = shale_format::keys::image_prefix(pool, id);
-    Ok(c.store
+    let segs = c
+        .store
         .list(&shale_format::keys::seg_dir(&prefix))?
         .iter()
         .filter_map(|o| shale_format::keys::parse_seg(&prefix, &o.key))
         .max()
-        .unwrap_or(0))
+        .unwrap_or(0);
+    // Checkpoints may lie past the newest stored segment (GC deletes dead segments at the
+    // end of the log): the fence must lie past what they cover too, or recovery would take
+    // them for a fenced writer's.
+    let ckpts = c
+        .store
+        .list(&shale_format::keys::ckpt_dir(&prefix))?
+        .iter()
+        .filter_map(|o| shale_format::keys::parse_ckpt(&prefix, &o.key))
+        .map(|(_, n)| n.saturating_sub(1))
+        .max()
+        .unwrap_or(0);
+    Ok(segs.max(ckpts))
 }
 
 /// Bump the header epoch and set the fence past every stored segment; take over what older

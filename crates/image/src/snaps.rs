@@ -113,6 +113,14 @@ impl Image {
             Ok(())
         });
         if let Err(e) = res {
+            // The update may have landed with its answer lost: then the snapshot exists. If
+            // the header cannot be read to tell, keep the checkpoint (at worst garbage that
+            // `shale check` lists) rather than risk a listed snapshot without one.
+            match self.reload_header() {
+                Ok(h) if h.snapshots.iter().any(|s| s.id == id && s.name == name) => return Ok(id),
+                Ok(_) => {}
+                Err(_) => return Err(e),
+            }
             // The checkpoint under our reserved id is ours alone: remove it.
             if let Err(d) = self.cluster.store.delete(&format!(
                 "{}{key}",

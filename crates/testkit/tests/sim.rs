@@ -3,31 +3,59 @@
 //! Environment:
 //! - `SHALE_SIM_SEED=<n>`       replay one scenario (its seed is printed with every violation);
 //! - `SHALE_SIM_REPEAT=<n>`     with SHALE_SIM_SEED: run it n times (thread interleavings vary);
-//! - `SHALE_SIM_SCENARIOS=<n>`  how many scenarios (default below);
+//! - `SHALE_SIM_SCENARIOS=<n>`  how many scenarios (default 10 000 in release, 2 000 in debug);
 //! - `SHALE_SIM_MASTER=<n>`     master seed (default: from the clock; printed);
-//! - `SHALE_SIM_WORKERS=<n>`    scenarios run at once (default 8: they mostly wait);
+//! - `SHALE_SIM_WORKERS=<n>`    scenarios run at once (default 16: they mostly wait);
 //! - `SHALE_SIM_HANG_SECS=<n>`  a wait longer than this is a hang (default 30);
 //! - `SHALE_SIM_VERBOSE=1`      print every step;
 //! - `SHALE_SIM_TAKEOVERS=0`    leave out takeovers (a second writer while the first runs on);
+//! - `SHALE_SIM_IMAGE_EVERY=<n>` one scenario in n drives the image layer (default 5; 0: none);
+//! - `SHALE_SIM_ACCEL=<n>`      run the engine's clock n times faster than real time (default:
+//!   each scenario's seed picks 1, 4, 10 or 25);
+//! - `SHALE_SIM_MUTATE=drop-newest-segment|corrupt-segment|ignore-journal-loss`  checker
+//!   self-test: damage the store at every crash (or check too strictly); violations must appear;
 //! - `SHALE_SIM_ALLOW_KNOWN=kind,kind`  violations of these kinds are reported but do not fail
 //!   (`prefix*` matches a family, e.g. `stale-writer*`).
+#![allow(clippy::disallowed_methods)] // tests and tools may use real time
 
 use std::time::Duration;
 
 use shale_testkit::sim::{run_many, scenario_seed, Options, Outcome, Summary};
 
-/// Scenarios per run when SHALE_SIM_SCENARIOS is not set: ≈ 1–2 minutes in a debug build on
-/// two cores; CI runs 10 000 in release (see docs/SIMULATOR.md).
-const DEFAULT_SCENARIOS: u64 = 600;
+/// Scenarios per run when SHALE_SIM_SCENARIOS is not set: 10 000 in a release build (≈ 3
+/// minutes on two cores), 2 000 in a debug build (≈ 2 minutes). See docs/SIMULATOR.md.
+const DEFAULT_SCENARIOS: u64 = if cfg!(debug_assertions) {
+    2_000
+} else {
+    10_000
+};
 
 fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
 }
 
-fn print_outcome(o: &Outcome, trace: bool) {
+/// The settings a replay needs besides the seed (they change what a seed means).
+fn replay_env(opts: &Options) -> String {
+    let mut e = String::new();
+    if opts.image_every != 5 {
+        e += &format!("SHALE_SIM_IMAGE_EVERY={} ", opts.image_every);
+    }
+    if !opts.takeovers {
+        e += "SHALE_SIM_TAKEOVERS=0 ";
+    }
+    if let Some(a) = opts.accel {
+        e += &format!("SHALE_SIM_ACCEL={a} ");
+    }
+    if let Some(m) = &opts.mutate {
+        e += &format!("SHALE_SIM_MUTATE={m} ");
+    }
+    e
+}
+
+fn print_outcome(o: &Outcome, trace: bool, env: &str) {
     for v in &o.violations {
         println!(
-            "VIOLATION {} in scenario seed {} at step {}: {}\n  replay: SHALE_SIM_SEED={} cargo test -p shale-testkit --release --test sim -- --nocapture\n  params: {}",
+            "VIOLATION {} in scenario seed {} at step {}: {}\n  replay: {env}SHALE_SIM_SEED={} cargo test -p shale-testkit --release --test sim -- --nocapture\n  params: {}",
             v.kind, v.seed, v.step, v.detail, v.seed, o.params
         );
     }
@@ -45,7 +73,12 @@ fn report(s: &Summary, master: Option<u64>) {
     if let Some(m) = master {
         println!("master seed          {m} (SHALE_SIM_MASTER={m} reruns this set)");
     }
-    println!("scenarios run        {}", f.scenarios);
+    println!(
+        "scenarios run        {} ({} engine-level, {} through the image layer)",
+        f.scenarios,
+        f.scenarios - f.image_scenarios,
+        f.image_scenarios
+    );
     println!(
         "wall time            {:.1} s ({:.1} ms per scenario; median {:?}, p99 {:?}, max {:?})",
         s.elapsed.as_secs_f64(),
@@ -61,8 +94,8 @@ fn report(s: &Summary, master: Option<u64>) {
     );
     println!("flushes              {}", f.flushes);
     println!(
-        "crashes injected     {} ({} with requests in flight, {} losing the journal)",
-        f.crashes, f.crashes_in_flight, f.journal_losses
+                "crashes injected     {} ({} with requests in flight, {} also a power loss of the journal device, {} losing the journal)",
+        f.crashes, f.crashes_in_flight, f.power_losses, f.journal_losses
     );
     println!("clean close+reopen   {}", f.closes);
     println!("takeovers            {}", f.takeovers);
@@ -72,6 +105,10 @@ fn report(s: &Summary, master: Option<u64>) {
         f.snapshots, f.snapshot_checks
     );
     println!("gc runs              {}", f.gc_runs);
+    println!(
+        "image layer          {} clones, {} flattens, {} rollbacks",
+        f.clones, f.flattens, f.rollbacks
+    );
     println!(
         "faults injected      {} store errors / lost acks ({} fault-profile changes, {} offline windows)",
         f.faults_injected, f.fault_changes, f.offline_windows
@@ -110,6 +147,9 @@ fn simulation() {
         hang: Duration::from_secs(env_u64("SHALE_SIM_HANG_SECS").unwrap_or(30)),
         verbose: env_u64("SHALE_SIM_VERBOSE").unwrap_or(0) != 0,
         takeovers: env_u64("SHALE_SIM_TAKEOVERS").unwrap_or(1) != 0,
+        image_every: env_u64("SHALE_SIM_IMAGE_EVERY").unwrap_or(5),
+        accel: env_u64("SHALE_SIM_ACCEL").map(|a| a as u32),
+        mutate: std::env::var("SHALE_SIM_MUTATE").ok(),
     };
     let (seeds, master) = match env_u64("SHALE_SIM_SEED") {
         Some(seed) => {
@@ -132,14 +172,15 @@ fn simulation() {
             )
         }
     };
-    let workers = env_u64("SHALE_SIM_WORKERS").unwrap_or(8) as usize;
+    let workers = env_u64("SHALE_SIM_WORKERS").unwrap_or(16) as usize;
     let replay = master.is_none();
+    let env = replay_env(&opts);
     let done = std::sync::atomic::AtomicU64::new(0);
     let total = seeds.len() as u64;
     let s = run_many(&seeds, workers, &opts, |o| {
         let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
         if !o.violations.is_empty() {
-            print_outcome(o, replay);
+            print_outcome(o, replay, &env);
         }
         if n % 1000 == 0 || (replay && n == total) {
             println!("  {n}/{total} scenarios done");

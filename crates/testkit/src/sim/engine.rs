@@ -26,7 +26,15 @@ type Step = std::result::Result<(), Abort>;
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Log {
     Memory,
-    Ring { size: u64 },
+    /// The ring journal in a real file (O_DIRECT); a crash is a process kill.
+    Ring {
+        size: u64,
+    },
+    /// The ring journal on a simulated file (shale_journal::CrashFile); a crash is a power
+    /// loss: unsynced journal writes are dropped, reordered or torn.
+    PowerLoss {
+        size: u64,
+    },
 }
 
 /// Everything a scenario's seed decides up front.
@@ -39,6 +47,8 @@ struct Params {
     qd: u64,
     /// 0: no faults; 1: light; 2: heavy.
     faults: u8,
+    /// How much faster than real time the engine's clock runs.
+    accel: u32,
     /// Largest aligned write, in sectors.
     max_sectors: u64,
 }
@@ -46,10 +56,13 @@ struct Params {
 impl Params {
     fn new(rng: &mut Rng) -> Params {
         let pick = |rng: &mut Rng, v: &[u64]| v[rng.below(v.len() as u64) as usize];
-        let log = if rng.below(2) == 0 {
-            Log::Memory
-        } else {
-            Log::Ring {
+        let log = match rng.below(3) {
+            0 => Log::Memory,
+            // The simulated file copies itself on every sync: keep it small.
+            1 => Log::PowerLoss {
+                size: pick(rng, &[(1 << 20) + (16 << 10), 2 << 20]),
+            },
+            _ => Log::Ring {
                 size: pick(
                     rng,
                     &[
@@ -61,7 +74,7 @@ impl Params {
                         16 << 20,
                     ],
                 ),
-            }
+            },
         };
         let cfg = EngineConfig {
             segment_size: pick(
@@ -103,6 +116,7 @@ impl Params {
                 _ => 2,
             },
             max_sectors: pick(rng, &[8, 32, 128, 128, 512]),
+            accel: pick(rng, &[1, 4, 10, 10, 25, 25]) as u32,
         }
     }
 
@@ -111,7 +125,7 @@ impl Params {
         format!(
             "log {:?}, durability {:?}, size {}, segment {} KiB, {} upload threads, checkpoint every {}, \
              max_pending {}, upload_attempts {}, full_wait {:?}, seal_after {:?}, auto-gc {} every {}, \
-             {} steps, qd {}, faults level {}",
+                          {} steps, qd {}, faults level {}, clock x{}",
             self.log,
             c.durability,
             self.size,
@@ -125,32 +139,33 @@ impl Params {
             c.gc_threshold,
             c.gc_every,
             self.steps,
-            self.qd,
-            self.faults
+                        self.qd,
+            self.faults,
+            self.accel
         )
     }
 }
 
 /// Completions, filled from engine threads.
 #[derive(Default)]
-struct Track {
-    results: HashMap<u64, std::result::Result<(), (ErrorKind, String)>>,
+pub(crate) struct Track {
+    pub(crate) results: HashMap<u64, std::result::Result<(), (ErrorKind, String)>>,
     /// The largest id of a content operation that completed successfully.
     max_ok: Option<u64>,
 }
 
 #[derive(Default)]
-struct Tracker {
+pub(crate) struct Tracker {
     m: Mutex<Track>,
     cv: Condvar,
 }
 
 impl Tracker {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Track> {
+    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, Track> {
         self.m.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn done(self: &Arc<Self>, id: u64, content: bool) -> shale_engine::Done {
+    pub(crate) fn done(self: &Arc<Self>, id: u64, content: bool) -> shale_engine::Done {
         let t = self.clone();
         Box::new(move |r: SResult<()>| {
             let mut g = t.lock();
@@ -165,7 +180,7 @@ impl Tracker {
     }
 
     /// Wait until every id has an answer; returns the ids still unanswered at the deadline.
-    fn wait(&self, ids: &[u64], timeout: Duration) -> Vec<u64> {
+    pub(crate) fn wait(&self, ids: &[u64], timeout: Duration) -> Vec<u64> {
         let deadline = Instant::now() + timeout;
         let mut g = self.lock();
         loop {
@@ -211,10 +226,15 @@ pub(crate) struct Sim {
     store: Arc<dyn ObjectStore>,
     dir: PathBuf,
     journal: Option<PathBuf>,
+    /// The simulated journal file (Log::PowerLoss).
+    cfile: Arc<shale_journal::CrashFile>,
     jgen: u32,
     vol: Option<Arc<Volume>>,
     epoch: u64,
     fence: Option<(u64, u64)>,
+    /// The current writer's exclusive-lock lease (still valid?); a takeover happens only once
+    /// the old writer's lease ran out, as with the image layer's lock.
+    lease: Arc<std::sync::atomic::AtomicBool>,
     /// The size the image header would record (the size every open uses).
     size: u64,
     tr: Arc<Tracker>,
@@ -235,6 +255,13 @@ pub(crate) struct Sim {
     bad: Vec<u64>,
     snaps: Vec<Snap>,
     snap_n: u64,
+    /// Snapshots taken with requests in flight: (key, size, position in the history); their
+    /// contents are known once everything before them has answered.
+    pending_snaps: Vec<(String, u64, u64)>,
+    /// A resize happened inside the current burst (live reads then skip it).
+    resized_in_burst: bool,
+    /// The smallest size a resize in the current burst shrank the image to.
+    shrunk_to: Option<u64>,
     bg: Option<mpsc::Receiver<SResult<GcReport>>>,
     offline: Option<std::thread::JoinHandle<()>>,
     /// Faults injected when the volume was opened; errors are expected only once this grew
@@ -250,20 +277,33 @@ pub(crate) struct Sim {
     /// An old writer ran GC (or could have) before it was fenced: what it deleted may be
     /// missing from here on.
     stale_gc: bool,
+    /// The last takeover's fence (computed as the image layer does: past the newest stored
+    /// segment) lay below the next_seq of a checkpoint already in the store.
+    fence_below: Option<String>,
     trace: Vec<String>,
     f: Figures,
     v: Vec<Violation>,
 }
 
+/// The newest segment number stored or covered by a checkpoint — what the image layer's
+/// `lock::fence` puts the fence past.
 fn max_segment(store: &dyn ObjectStore) -> u64 {
-    let dir = format!("{PREFIX}seg/");
-    store
-        .list(&dir)
+    let segs = store
+        .list(&shale_format::keys::seg_dir(PREFIX))
         .unwrap_or_default()
         .iter()
-        .filter_map(|o| u64::from_str_radix(o.key.strip_prefix(&dir)?, 16).ok())
+        .filter_map(|o| shale_format::keys::parse_seg(PREFIX, &o.key))
         .max()
-        .unwrap_or(0)
+        .unwrap_or(0);
+    let ckpts = store
+        .list(&shale_format::keys::ckpt_dir(PREFIX))
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|o| shale_format::keys::parse_ckpt(PREFIX, &o.key))
+        .map(|(_, n)| n.saturating_sub(1))
+        .max()
+        .unwrap_or(0);
+    segs.max(ckpts)
 }
 
 /// The epoch in a segment header (for reports only; see docs/FORMAT.md).
@@ -311,7 +351,14 @@ fn abandon(v: Arc<Volume>) {
 impl Sim {
     pub(crate) fn new(seed: u64, opts: Options) -> Sim {
         let mut rng = Rng::new(seed);
-        let p = Params::new(&mut rng);
+        let mut p = Params::new(&mut rng);
+        if let Some(a) = opts.accel {
+            p.accel = a;
+        }
+        p.cfg.clock = Arc::new(super::AcceleratedClock::new(p.accel, 1_800_000_000_000));
+        // A writer's bounded wait for room must not shrink with the clock: CPU work does not.
+        p.cfg.full_wait *= p.accel;
+        p.cfg.entropy = Arc::new(shale_clock::SeededEntropy::new(model::mix(seed, 0xe7)));
         let inner = Arc::new(MemoryStore::new());
         let fault = Arc::new(FaultStore::new(inner.clone(), model::mix(seed, 0xfa17)));
         let store: Arc<dyn ObjectStore> = fault.clone();
@@ -323,7 +370,7 @@ impl Sim {
         ));
         let journal = match p.log {
             Log::Memory => None,
-            Log::Ring { .. } => Some(dir.join("j0.jnl")),
+            Log::Ring { .. } | Log::PowerLoss { .. } => Some(dir.join("j0.jnl")),
         };
         let size = p.size;
         Sim {
@@ -335,10 +382,12 @@ impl Sim {
             store,
             dir,
             journal,
+            cfile: Arc::new(shale_journal::CrashFile::new()),
             jgen: 0,
             vol: None,
             epoch: 1,
             fence: None,
+            lease: Arc::new(std::sync::atomic::AtomicBool::new(true)),
             size,
             tr: Arc::default(),
             next_id: 1,
@@ -352,6 +401,9 @@ impl Sim {
             bad: Vec::new(),
             snaps: Vec::new(),
             snap_n: 1,
+            pending_snaps: Vec::new(),
+            resized_in_burst: false,
+            shrunk_to: None,
             bg: None,
             offline: None,
             inj0: 0,
@@ -361,6 +413,7 @@ impl Sim {
             zombie_writes: Vec::new(),
             stale_active: false,
             stale_gc: false,
+            fence_below: None,
             trace: Vec::new(),
             f: Figures::default(),
             v: Vec::new(),
@@ -413,19 +466,45 @@ impl Sim {
     }
 
     fn violation(&mut self, kind: &'static str, mut detail: String) {
-        let kind =
-            if self.f.takeovers > 0 {
-                detail.push_str(&format!(
-                " [after {} takeover(s): an old writer kept running with its uploads, checkpoints \
-                 and GC in flight{}{}]",
-                self.f.takeovers,
-                if self.stale_active { "; it is still running unfenced" } else { "" },
-                if self.stale_gc { "; it ran GC before it was fenced" } else { "" },
+        // After a takeover, missing objects and foreign data may come from the old writer.
+        let stale_related = matches!(
+            kind,
+            "not-a-prefix"
+                | "read-mismatch"
+                | "snapshot-mismatch"
+                | "open-failed"
+                | "read-error"
+                | "snapshot-read-error"
+        ) || (kind == "unexpected-error"
+            && ["not found", "NotFound", "Corruption", "Fenced"]
+                .iter()
+                .any(|p| detail.contains(p)));
+        let kind = if kind == "open-failed" && self.fence_below.is_some() {
+            detail.push_str(&format!(
+                " [{}]",
+                self.fence_below.clone().unwrap_or_default()
             ));
-                stale_kind(kind)
-            } else {
-                kind
-            };
+            "fence-below-checkpoint"
+        } else if self.f.takeovers > 0 && stale_related {
+            detail.push_str(&format!(
+                " [after {} takeover(s): an old writer kept running with its uploads, \
+                 checkpoints and GC in flight{}{}]",
+                self.f.takeovers,
+                if self.stale_active {
+                    "; it is still running unfenced"
+                } else {
+                    ""
+                },
+                if self.stale_gc {
+                    "; it ran GC before it was fenced"
+                } else {
+                    ""
+                },
+            ));
+            stale_kind(kind)
+        } else {
+            kind
+        };
         self.note(format!("VIOLATION {kind}: {detail}"));
         self.v.push(Violation {
             seed: self.seed,
@@ -453,9 +532,18 @@ impl Sim {
                 size,
                 owner: 0x5151_0000 + self.seed % 1000,
             },
+            (Some(_), Log::PowerLoss { size }) => LogConfig::RingOn {
+                file: shale_engine::LogFileRef(self.cfile.clone()),
+                size,
+                owner: 0x5151_0000 + self.seed % 1000,
+            },
             _ => LogConfig::Memory,
         };
         c.fence = self.fence;
+        let lease = self.lease.clone();
+        c.lease = Some(shale_engine::LeaseCheck(Arc::new(move || {
+            lease.load(std::sync::atomic::Ordering::SeqCst)
+        })));
         c
     }
 
@@ -545,7 +633,17 @@ impl Sim {
                     Ok(()) => e.status = Status::Ok,
                     Err((k, m)) => {
                         e.status = Status::Failed;
-                        errors.push((format!("op {} {:?}", e.id, e.op), *k, m.clone()));
+                        let end = match e.op {
+                            Op::Write { off, len, .. } | Op::Zero { off, len } => off + len,
+                            Op::Resize { .. } => 0,
+                        };
+                        // Queued before a shrink and past the new end: refused at commit, as
+                        // it must be.
+                        let refused =
+                            *k == ErrorKind::Invalid && self.shrunk_to.is_some_and(|s| end > s);
+                        if !refused {
+                            errors.push((format!("op {} {:?}", e.id, e.op), *k, m.clone()));
+                        }
                     }
                 }
             }
@@ -644,6 +742,9 @@ impl Sim {
         {
             e.status = Status::Failed;
         }
+        self.finish_pending_snaps();
+        self.resized_in_burst = false;
+        self.shrunk_to = None;
         self.flushes.clear();
         self.bad.clear();
         self.tr.lock().results.clear();
@@ -752,12 +853,25 @@ impl Sim {
         let missing = self.tr.wait(&ids, self.opts.hang);
         if !missing.is_empty() {
             let hang = self.opts.hang;
+            let what: Vec<String> = missing
+                .iter()
+                .take(8)
+                .map(|id| {
+                    if self.flushes.iter().any(|f| f.0 == *id) {
+                        format!("{id}: flush")
+                    } else if let Some(e) = self.entries.iter().find(|e| e.id == *id) {
+                        format!("{id}: {:?}", e.op)
+                    } else {
+                        format!("{id}: out-of-range request")
+                    }
+                })
+                .collect();
+            let stats = self.engine_stats();
             self.violation(
                 "hang",
                 format!(
-                    "{} submitted request(s) (ids {:?}) not completed within {hang:?}; faults now {:?}",
+                    "{} submitted request(s) not completed within {hang:?}: {what:?}; faults now {:?}; engine: {stats}",
                     missing.len(),
-                    &missing[..missing.len().min(8)],
                     self.fault.config()
                 ),
             );
@@ -765,8 +879,145 @@ impl Sim {
         }
         self.resolve()?;
         self.advance_cur();
+        self.finish_pending_snaps();
+        self.resized_in_burst = false;
+        self.shrunk_to = None;
         self.fold();
         Ok(())
+    }
+
+    /// Snapshots taken in flight hold every acknowledged request queued before them.
+    fn finish_pending_snaps(&mut self) {
+        for (key, size, pos) in std::mem::take(&mut self.pending_snaps) {
+            let mut data = model::model_at(&self.base, &self.entries, pos);
+            data.resize(size as usize, 0);
+            self.snaps.push(Snap { key, size, data });
+        }
+    }
+
+    /// A snapshot taken while requests are in flight.
+    fn snapshot_in_flight(&mut self) -> Step {
+        let key = format!("snap/{:016x}", self.snap_n);
+        self.snap_n += 1;
+        let pos = self.id();
+        let size = self.size;
+        let vol = self.vol();
+        let k2 = key.clone();
+        match self.timed("snapshot in flight", move || vol.snapshot(&k2))? {
+            Ok(_) => {
+                self.note(format!("snapshot {key} with requests in flight"));
+                self.pending_snaps.push((key, size, pos));
+                self.f.snapshots += 1;
+                Ok(())
+            }
+            Err(e) => {
+                let _ = self.inner.delete(&format!("{PREFIX}{key}"));
+                let (k, m) = (e.kind(), e.to_string());
+                self.judge("snapshot in flight", k, &m)
+            }
+        }
+    }
+
+    /// A resize while requests are in flight (only while the store behaves: a failed resize
+    /// leaves the size uncertain).
+    fn resize_in_flight(&mut self) -> Step {
+        if self.faults_configured() || self.is_tainted() {
+            return Ok(());
+        }
+        let old = self.size;
+        let new = if self.rng.below(2) == 0 {
+            old + 512 * (1 + self.rng.below(64))
+        } else {
+            (old / 2 + self.rng.below(old / 2 + 1)).max(4096)
+        };
+        let id = self.id();
+        let vol = self.vol();
+        match self.timed("resize in flight", move || vol.resize(new))? {
+            Ok(()) => {
+                self.note(format!("resize {old} -> {new} with requests in flight"));
+                self.entries.push(Entry {
+                    id,
+                    op: Op::Resize { size: new },
+                    status: Status::Ok,
+                });
+                self.size = new;
+                self.resized_in_burst = true;
+                if new < old {
+                    self.shrunk_to = Some(self.shrunk_to.map_or(new, |s| s.min(new)));
+                    // Everything queued before the trim is in the store when resize returns.
+                    self.floor_s = self.floor_s.max(id + 1);
+                    self.floor_j = self.floor_j.max(id + 1);
+                }
+                self.f.resizes += 1;
+                Ok(())
+            }
+            Err(e) => {
+                let (k, m) = (e.kind(), e.to_string());
+                self.judge("resize in flight", k, &m)?;
+                Err(Abort)
+            }
+        }
+    }
+
+    /// Read a range no request in flight touches: it must read as acknowledged, now.
+    fn read_in_flight(&mut self) -> Step {
+        if self.resized_in_burst
+            || self.entries[self.applied..]
+                .iter()
+                .any(|e| matches!(e.op, Op::Resize { .. }))
+        {
+            return Ok(());
+        }
+        let size = (self.size as usize).min(self.cur.len()) as u64;
+        if size == 0 {
+            return Ok(());
+        }
+        let len = 1 + self.rng.below((64 << 10).min(size));
+        let off = self.rng.below(size - len + 1);
+        let busy = self.entries[self.applied..].iter().any(|e| match e.op {
+            Op::Write { off: o, len: l, .. } | Op::Zero { off: o, len: l } => {
+                // Partial sectors are rewritten whole: widen to sectors.
+                let (a, z) = (o / 512 * 512, (o + l).div_ceil(512) * 512);
+                a < off + len && off < z
+            }
+            Op::Resize { .. } => true,
+        });
+        if busy {
+            return Ok(());
+        }
+        let vol = self.vol();
+        let r = self.timed("read in flight", move || {
+            let mut b = vec![0u8; len as usize];
+            vol.read(off, &mut b).map(|n| {
+                b.truncate(n);
+                b
+            })
+        })?;
+        self.f.checks += 1;
+        match r {
+            Ok(b) => {
+                let want = &self.cur[off as usize..(off + len) as usize];
+                if b != want {
+                    let at = off as usize + model::first_diff(want, &b).unwrap_or(0);
+                    let mut full = self.cur.clone();
+                    full[off as usize..off as usize + b.len()].copy_from_slice(&b);
+                    let why = model::explain(&self.base, &self.entries, u64::MAX, &full, at);
+                    self.violation(
+                        "read-mismatch",
+                        format!(
+                            "a read of {off}+{len} (no request in flight touches it) differs from \
+                             everything acknowledged: {why}"
+                        ),
+                    );
+                    return Err(Abort);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                let (k, m) = (e.kind(), e.to_string());
+                self.judge("read in flight", k, &m)
+            }
+        }
     }
 
     /// A burst of up to `qd` requests in flight: writes, zeroes, flushes, waits.
@@ -782,6 +1033,9 @@ impl Sim {
                 }
                 8..=10 => self.drain()?,
                 11 => self.submit_bad(&vol),
+                12 => self.snapshot_in_flight()?,
+                13 if !crash_in_flight => self.resize_in_flight()?,
+                14 | 15 => self.read_in_flight()?,
                 _ => {
                     self.submit_op(&vol);
                     w += 1;
@@ -887,6 +1141,25 @@ impl Sim {
         }
         self.note("read check ok".into());
         Ok(())
+    }
+
+    /// The engine's counters, for reports (the call itself may block if the engine is stuck).
+    fn engine_stats(&self) -> String {
+        let Some(v) = self.vol.clone() else {
+            return "closed".into();
+        };
+        let (tx, rx) = mpsc::channel();
+        let _ = std::thread::Builder::new()
+            .name("sim-stats".into())
+            .spawn(move || {
+                let s = v.stats();
+                let _ = tx.send(format!(
+                "pending segments {}, segments written {}, checkpoints {}, room waits {}, log {:?}",
+                s.pending_segments, s.segments_written, s.checkpoints_written, s.room_waits, s.log
+            ));
+            });
+        rx.recv_timeout(Duration::from_secs(2))
+            .unwrap_or_else(|_| "stats() blocked too (a lock is held)".into())
     }
 
     /// The image's objects, for reports: checkpoints, segments (with their epochs), snapshots.
@@ -1168,15 +1441,33 @@ impl Sim {
         self.timed("crash", move || vol.crash())?;
         self.f.crashes += 1;
         self.settle()?;
+        if let Log::PowerLoss { .. } = self.p.log {
+            // The machine lost power too: unsynced journal writes may be gone, reordered or
+            // torn (what a flush synced survives).
+            let mode = shale_journal::CrashMode {
+                keep_per_mille: [0, 500, 900, 1000][self.rng.below(4) as usize],
+                reorder: self.rng.below(2) == 0,
+                tear: self.rng.below(2) == 0,
+            };
+            let mut r = Rng::new(self.rng.next_u64());
+            let unsynced = self.cfile.unsynced();
+            self.cfile.crash(mode, || r.next_u64());
+            self.f.power_losses += 1;
+            self.note(format!(
+                "power loss: {unsynced} unsynced journal writes, {mode:?}"
+            ));
+        }
         if lose_journal {
             if let Some(j) = &self.journal {
                 let _ = std::fs::remove_file(j);
             }
+            self.cfile = Arc::new(shale_journal::CrashFile::new());
             self.f.journal_losses += 1;
         }
         if self.rng.below(3) == 0 {
             self.clear_faults();
         }
+        self.mutate();
         self.note(format!(
             "crash{}; floors journal {} store {}",
             if lose_journal { " + journal lost" } else { "" },
@@ -1184,13 +1475,48 @@ impl Sim {
             self.floor_s
         ));
         self.reopen("reopen after crash")?;
-        let lower = if lose_journal || self.journal.is_none() {
+        let lower = if (lose_journal && self.opts.mutate.as_deref() != Some("ignore-journal-loss"))
+            || self.journal.is_none()
+        {
             self.floor_s
         } else {
             self.floor_j.max(self.floor_s)
         };
         self.check_recovered(lower, "after crash")?;
         self.check_some_snapshots("after crash")
+    }
+
+    /// Checker self-test: damage the store as a buggy engine might (see `Options::mutate`).
+    fn mutate(&mut self) {
+        let Some(m) = self.opts.mutate.clone() else {
+            return;
+        };
+        let dir = format!("{PREFIX}seg/");
+        let segs = self.inner.list(&dir).unwrap_or_default();
+        let Some(newest) = segs.last() else {
+            return;
+        };
+        match m.as_str() {
+            "drop-newest-segment" => {
+                let _ = self.inner.delete(&newest.key);
+                self.note(format!("MUTATION: deleted {}", newest.key));
+            }
+            "corrupt-segment" => {
+                let o = &segs[self.rng.below(segs.len() as u64) as usize];
+                if let Ok((b, _)) = self.inner.get(&o.key) {
+                    let mut v = b.to_vec();
+                    let at = v.len() - 1 - self.rng.below((v.len() / 2) as u64) as usize;
+                    v[at] ^= 0x5a;
+                    let _ = self.inner.put(
+                        &o.key,
+                        bytes::Bytes::from(v),
+                        shale_store::PutMode::Overwrite,
+                    );
+                    self.note(format!("MUTATION: flipped byte {at} of {}", o.key));
+                }
+            }
+            _ => {}
+        }
     }
 
     fn check_some_snapshots(&mut self, what: &str) -> Step {
@@ -1250,7 +1576,10 @@ impl Sim {
     fn set_faults(&mut self) {
         let heavy = self.p.faults >= 2;
         let scale = if heavy { 2.0 } else { 1.0 };
-        let rate = |rng: &mut Rng, max: f64| (1 + rng.below(100)) as f64 / 100.0 * max * scale;
+        // At most one request in two fails or loses its answer: a store that never answers is
+        // an outage (the offline windows), and retrying through it is not a hang.
+        let rate =
+            |rng: &mut Rng, max: f64| ((1 + rng.below(100)) as f64 / 100.0 * max * scale).min(0.5);
         let mut c = FaultConfig::default();
         let what = self.rng.below(7);
         match what {
@@ -1536,7 +1865,32 @@ impl Sim {
     fn takeover(&mut self) -> Step {
         self.join_bg()?;
         self.drain()?;
+        // The old writer's lease has run out (only then may another host take over), but the
+        // old writer has not noticed yet; the new owner then fences past every stored segment.
+        self.lease.store(false, std::sync::atomic::Ordering::SeqCst);
+        self.lease = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        // The old writer stops deleting a margin before its lease runs out (the image layer's
+        // lock does): a delete that passed the check just before has landed by now.
+        std::thread::sleep(Duration::from_millis(50));
         let start = max_segment(self.inner.as_ref()) + 1;
+        let above: Vec<String> = self
+            .inner
+            .list(&format!("{PREFIX}ckpt/"))
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|o| {
+                let name = o.key.rsplit('/').next()?.to_string();
+                let n = u64::from_str_radix(name.split('-').nth(1)?, 16).ok()?;
+                (n > start).then_some(name)
+            })
+            .collect();
+        self.fence_below = (!above.is_empty()).then(|| {
+            format!(
+                "the takeover's fence start {start} (newest stored segment + 1, as the image \
+                 layer's lock::fence computes it) lies below checkpoint(s) {above:?} that were in \
+                 the store at fence time"
+            )
+        });
         let zvol = self.vol.take().expect("volume is open");
         let mut z = Zombie {
             vol: zvol,
@@ -1547,6 +1901,8 @@ impl Sim {
         self.epoch += 1;
         self.fence = Some((self.epoch, start));
         let old_journal = self.journal.clone();
+        // The new owner runs on another host: its own journal.
+        self.cfile = Arc::new(shale_journal::CrashFile::new());
         if self.journal.is_some() {
             self.jgen += 1;
             self.journal = Some(self.dir.join(format!("j{}.jnl", self.jgen)));
@@ -1685,10 +2041,23 @@ impl Sim {
         if let Ok(b) = got {
             if b != z.model {
                 let at = model::first_diff(&z.model, &b);
+                // Whose bytes are they? The new owner's history, or the old writer's own?
+                let whose = at
+                    .map(|a| {
+                        model::explain(&self.base, &self.entries, u64::MAX, &b, a)
+                            + &self.zombie_data_at(&b, a).unwrap_or_default()
+                            + &format!(
+                                "; its own model has {:02x?}",
+                                &z.model[a..(a + 8).min(z.model.len())]
+                            )
+                    })
+                    .unwrap_or_default();
                 self.violation(
                     "stale-writer-read",
                     format!(
-                        "the writer that lost the image read data that is neither its own nor an error, first at byte {at:?}"
+                        "the writer that lost the image read data that is neither its own nor an \
+                         error, first at byte {at:?} ({whose}); store: {}",
+                        self.store_state()
                     ),
                 );
                 return Err(Abort);

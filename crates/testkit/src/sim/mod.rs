@@ -5,12 +5,16 @@
 //! A *scenario* is a function of one u64 seed: the engine configuration (log device, segment
 //! size, checkpoint interval, upload threads, GC thresholds, durability), the image size, and a
 //! sequence of steps — bursts of up to 64 concurrent writes / write-zeroes / flushes submitted
-//! with completions, crashes (with requests in flight, with or without the loss of the ring
-//! journal), clean close + reopen, resizes, snapshots created, removed and read back, GC (in the
-//! foreground and concurrently with the workload), store faults switched on and off (error
-//! rates, lost PUT acknowledgements, latency, offline windows) and takeovers by a new writer
-//! while the old one keeps running. All of it runs on `shale_store::MemoryStore` behind
-//! `shale_store::FaultStore`.
+//! with completions, crashes (with requests in flight; a process kill, a power loss of the
+//! journal device that drops, reorders or tears unsynced journal writes, or the loss of the
+//! whole journal), clean close + reopen, resizes and snapshots (also with requests in flight),
+//! snapshots removed and read back, GC (in the foreground and concurrently with the workload),
+//! store faults switched on and off (error rates, lost PUT acknowledgements, latency, offline
+//! windows) and takeovers by a new writer (new epoch and fence, the old lease run out) while
+//! the old one keeps running. All of it runs on `shale_store::MemoryStore` behind
+//! `shale_store::FaultStore`, with the engine's clock sped up (see [`AcceleratedClock`]) and its
+//! randomness seeded. One scenario in five drives the image layer instead (`image.rs`:
+//! snapshots, protection, clones, flatten, rollback, resize, exclusive lock, read cache).
 //!
 //! Checks (a failure is a [`Violation`], reported with the scenario seed):
 //! - after every crash and reopen the image equals the model after some prefix p of the
@@ -31,11 +35,44 @@
 //! interleave differently; `SHALE_SIM_REPEAT` replays a seed many times.
 
 mod engine;
+mod image;
 pub mod model;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+/// The engine's clock in a scenario: real time sped up `accel` times (every timestamp,
+/// deadline and deliberate sleep of the engine: retry backoffs, seal timers, lease expiry,
+/// bounded waits), so slow paths are reached in a fraction of the real time.
+#[derive(Debug)]
+pub struct AcceleratedClock {
+    start: Instant,
+    unix0_ms: u64,
+    accel: u32,
+}
+
+impl AcceleratedClock {
+    pub fn new(accel: u32, unix0_ms: u64) -> Self {
+        AcceleratedClock {
+            start: Instant::now(),
+            unix0_ms,
+            accel: accel.max(1),
+        }
+    }
+}
+
+impl shale_clock::Clock for AcceleratedClock {
+    fn now(&self) -> Instant {
+        self.start + self.start.elapsed() * self.accel
+    }
+    fn unix_ms(&self) -> u64 {
+        self.unix0_ms + (self.start.elapsed() * self.accel).as_millis() as u64
+    }
+    fn sleep(&self, d: Duration) {
+        std::thread::sleep(d / self.accel);
+    }
+}
 
 /// A broken promise, with what is needed to replay it.
 #[derive(Debug, Clone)]
@@ -57,6 +94,7 @@ pub struct Figures {
     pub flushes: u64,
     pub crashes: u64,
     pub crashes_in_flight: u64,
+    pub power_losses: u64,
     pub journal_losses: u64,
     pub closes: u64,
     pub takeovers: u64,
@@ -75,6 +113,11 @@ pub struct Figures {
     pub ops_lost: u64,
     /// Scenarios ended early because the model became uncertain (not a violation).
     pub uncertain: u64,
+    /// Scenarios of the image-layer family, and what they did.
+    pub image_scenarios: u64,
+    pub clones: u64,
+    pub flattens: u64,
+    pub rollbacks: u64,
 }
 
 impl Figures {
@@ -89,6 +132,7 @@ impl Figures {
             flushes,
             crashes,
             crashes_in_flight,
+            power_losses,
             journal_losses,
             closes,
             takeovers,
@@ -105,7 +149,11 @@ impl Figures {
             open_retries,
             errors_tolerated,
             ops_lost,
-            uncertain
+            uncertain,
+            image_scenarios,
+            clones,
+            flattens,
+            rollbacks
         );
     }
 }
@@ -119,6 +167,14 @@ pub struct Options {
     pub verbose: bool,
     /// Include takeovers by a new writer while the old one keeps running.
     pub takeovers: bool,
+    /// One scenario in this many drives the image layer instead of the engine (0: never).
+    pub image_every: u64,
+    /// Force the engine clock's speed-up (None: each scenario's seed picks it).
+    pub accel: Option<u32>,
+    /// Checker self-test: break the store behind the engine's back at every crash, as a buggy
+    /// engine would, to show that the checks notice (`drop-newest-segment`,
+    /// `corrupt-segment`, `ignore-journal-loss`). Never set in normal runs.
+    pub mutate: Option<String>,
 }
 
 impl Default for Options {
@@ -127,6 +183,9 @@ impl Default for Options {
             hang: Duration::from_secs(30),
             verbose: false,
             takeovers: true,
+            image_every: 5,
+            accel: None,
+            mutate: None,
         }
     }
 }
@@ -153,7 +212,33 @@ pub fn scenario_seed(master: u64, i: u64) -> u64 {
 pub fn run_scenario(seed: u64, opts: &Options) -> Outcome {
     let t0 = Instant::now();
     let o = opts.clone();
-    match std::panic::catch_unwind(move || engine::Sim::new(seed, o).run()) {
+    let image = o.image_every > 0 && model::mix(seed, 0x1a6e) % o.image_every == 0;
+    match std::panic::catch_unwind(move || {
+        if image {
+            match image::ImgSim::new(seed, o) {
+                Ok(s) => s.run(),
+                Err(e) => Outcome {
+                    seed,
+                    figures: Figures {
+                        scenarios: 1,
+                        image_scenarios: 1,
+                        ..Default::default()
+                    },
+                    violations: vec![Violation {
+                        seed,
+                        kind: "image/setup-failed",
+                        step: 0,
+                        detail: e,
+                    }],
+                    elapsed: Duration::ZERO,
+                    params: String::new(),
+                    trace: Vec::new(),
+                },
+            }
+        } else {
+            engine::Sim::new(seed, o).run()
+        }
+    }) {
         Ok(out) => out,
         Err(p) => {
             let msg = p
