@@ -182,7 +182,7 @@ fn simulation() {
         if !o.violations.is_empty() {
             print_outcome(o, replay, &env);
         }
-        if n % 1000 == 0 || (replay && n == total) {
+        if n.is_multiple_of(1000) || (replay && n == total) {
             println!("  {n}/{total} scenarios done");
         }
     });

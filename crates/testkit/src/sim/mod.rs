@@ -212,7 +212,7 @@ pub fn scenario_seed(master: u64, i: u64) -> u64 {
 pub fn run_scenario(seed: u64, opts: &Options) -> Outcome {
     let t0 = Instant::now();
     let o = opts.clone();
-    let image = o.image_every > 0 && model::mix(seed, 0x1a6e) % o.image_every == 0;
+    let image = o.image_every > 0 && model::mix(seed, 0x1a6e).is_multiple_of(o.image_every);
     match std::panic::catch_unwind(move || {
         if image {
             match image::ImgSim::new(seed, o) {

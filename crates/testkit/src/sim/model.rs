@@ -157,10 +157,11 @@ pub fn explain(base: &[u8], entries: &[Entry], p: u64, image: &[u8], at: usize) 
     if got.iter().any(|&b| b != 0) {
         for e in entries {
             if let Op::Write { off, len, seed } = e.op {
-                if (off..off + len).contains(&(w0 as u64)) && (w0 + got.len()) as u64 <= off + len {
-                    if data(seed, w0 as u64, got.len() as u64) == got {
-                        from = Some(e.clone());
-                    }
+                if (off..off + len).contains(&(w0 as u64))
+                    && (w0 + got.len()) as u64 <= off + len
+                    && data(seed, w0 as u64, got.len() as u64) == got
+                {
+                    from = Some(e.clone());
                 }
             }
         }
