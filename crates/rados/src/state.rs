@@ -209,6 +209,10 @@ pub(crate) struct Globals {
     pub(crate) options: Table<ImageOptions>,
     stores: Mutex<HashMap<String, Arc<Store>>>,
     open: Mutex<HashMap<ImageKey, OpenEntry>>,
+    /// Images whose last handle is closing (flushing to the store) right now: a reopen of the
+    /// same image waits for it; every other open and close goes on.
+    closing: Mutex<std::collections::HashSet<ImageKey>>,
+    closed: std::sync::Condvar,
     workers: OnceLock<Option<WorkerPool>>,
     next_instance: AtomicU64,
 }
@@ -249,6 +253,8 @@ impl Globals {
             options: Table::new(),
             stores: Mutex::new(HashMap::new()),
             open: Mutex::new(HashMap::new()),
+            closing: Mutex::new(std::collections::HashSet::new()),
+            closed: std::sync::Condvar::new(),
             workers: OnceLock::new(),
             next_instance: AtomicU64::new(u64::from(pid) << 20),
         }
@@ -297,7 +303,19 @@ impl Globals {
         read_only: bool,
     ) -> shale_image::Result<Arc<SharedImage>> {
         let key: ImageKey = (store.url.clone(), pool.to_string(), id.to_string());
-        let mut open = lock(&self.open);
+        // A close of this image still flushing: open what it leaves behind, not beside it.
+        // (Checked under the open lock, which a closer holds while it marks itself closing.)
+        let mut open = loop {
+            let open = lock(&self.open);
+            let c = lock(&self.closing);
+            if !c.contains(&key) {
+                drop(c);
+                break open;
+            }
+            drop(open);
+            let c = self.closed.wait(c).unwrap_or_else(|p| p.into_inner());
+            drop(c);
+        };
         if let Some(e) = open.get_mut(&key) {
             if !read_only && !e.writable {
                 let img = store.cluster.open_image_by_id(pool, id, false)?;
@@ -352,12 +370,15 @@ impl Globals {
             return Ok(());
         }
         open.remove(&shared.key);
-        // Normally nothing is left in flight here: rbd_close waited for the image's requests
-        // before taking this lock (a wait under it would stall every open and close of the
-        // process, e.g. from other completion callbacks, while it lasts).
+        // The close (a final flush to the store, bounded by close_wait) runs outside the
+        // process-wide lock: only a reopen of this same image waits for it.
+        lock(&self.closing).insert(shared.key.clone());
+        drop(open);
+        // Normally nothing is left in flight here: rbd_close waited for the image's requests.
         shared.wait_before(shared.barrier());
-        // Closed under the lock: a concurrent reopen waits for the final flush.
         let r = shared.image().close();
+        lock(&self.closing).remove(&shared.key);
+        self.closed.notify_all();
         if let Err(e) = &r {
             tracing::warn!(pool = %shared.key.1, image = %shared.key.2, error = %e, "closing the image failed");
         }

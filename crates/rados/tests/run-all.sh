@@ -133,7 +133,10 @@ run_store_tests() { # $1 = local|s3
             local store_dir=${url#file://} seg out rc
             $q qemu-img create -f raw rbd:rbd/trunc 8M >/dev/null
             $q qemu-io -f raw -c 'write -P 0x33 0 8M' rbd:rbd/trunc >/dev/null
-            seg=$(ls "$store_dir"/rbd/images/*/seg/* 2>/dev/null | head -1)
+            local tid
+            tid=$(SHALE_STORE="$url" "$shale" info rbd/trunc --format json 2>/dev/null \
+                | /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])' 2>/dev/null)
+            seg=$(ls "$store_dir/rbd/images/$tid/seg/"* 2>/dev/null | head -1)
             if [ -n "$seg" ]; then
                 truncate -s 100000 "$seg"
                 out=$(timeout 120 env SHALE_STORE="$url" qemu-io -f raw -c 'write -P 0x11 3000100 1000' rbd:rbd/trunc 2>&1); rc=$?
