@@ -211,7 +211,17 @@ impl Image {
         snap: Option<&str>,
         read_only: bool,
     ) -> Result<Image> {
-        if snap.is_none() && read_only && crate::lock::needs_recovery(c, pool, id)? == Some(true) {
+        // Only with the exclusive lock can a reader tell a dead writer from a live one (a live
+        // writer of an image without it has its journal here too: leave that one alone).
+        let locked_image = || {
+            c.load_header(pool, id)
+                .map(|(h, _)| h.features & crate::lock::EXCLUSIVE_LOCK != 0)
+        };
+        if snap.is_none()
+            && read_only
+            && crate::lock::needs_recovery(c, pool, id)? == Some(true)
+            && locked_image()?
+        {
             // A writer stopped uncleanly and left acknowledged writes in its journal or
             // staging here: a read-only view of the store alone would silently miss them.
             // Recover them first, as any writable open would (taking the lock).
