@@ -170,17 +170,17 @@ with rados.Rados(conffile='$conf') as c, c.open_ioctx('rbd') as io:
             CEPH_CONF=$conf SHALE_STORE=$url qemu-img create -f raw rbd:rbd/fioimg 64M >/dev/null
         fi
         local fio_common="--ioengine=rbd --clientname=admin --pool=rbd --rbdname=fioimg --bs=4k --size=64M"
-        refute "[$kind] fio rbd: randwrite QD32 64 MiB, verify=crc32c" "verify: bad" env CEPH_CONF=$conf \
+        refute "[$kind] fio rbd: randwrite QD32 64 MiB, verify=crc32c" "verify: bad" env -C "$scratch" CEPH_CONF=$conf \
             fio --name=vw $fio_common --rw=randwrite --iodepth=32 --verify=crc32c --do_verify=1 \
             --verify_fatal=1 --randrepeat=0 --output-format=normal
-        refute "[$kind] fio rbd: randrw mix QD16 with verify" "verify: bad" env CEPH_CONF=$conf \
+        refute "[$kind] fio rbd: randrw mix QD16 with verify" "verify: bad" env -C "$scratch" CEPH_CONF=$conf \
             fio --name=mix $fio_common --rw=randrw --rwmixread=50 --iodepth=16 --io_size=16M \
             --verify=crc32c --verify_fatal=1
         # cross-client: qemu-io writes a pattern, fio and the shale CLI read it back
         if command -v qemu-io >/dev/null; then
             check "[$kind] cross: qemu-io writes 0x3c over 8 MiB" "wrote 8388608/8388608" env CEPH_CONF=$conf \
                 qemu-io -f raw -c 'write -P 0x3c 0 8M' rbd:rbd/fioimg
-            check "[$kind] cross: fio reads it back (verify_pattern)" "fio-" env CEPH_CONF=$conf \
+            check "[$kind] cross: fio reads it back (verify_pattern)" "fio-" env -C "$scratch" CEPH_CONF=$conf \
                 fio --name=rd --ioengine=rbd --clientname=admin --pool=rbd --rbdname=fioimg --rw=read \
                 --bs=64k --size=8M --verify=pattern --verify_pattern=0x3c --verify_only=1 --verify_fatal=1
             if [ -x "$shale" ]; then
