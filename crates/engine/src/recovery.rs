@@ -124,7 +124,13 @@ pub(crate) fn apply_segment(map: &mut ExtentMap, seq: u64, h: &segment::Header) 
         };
         check_extent(e.lba, e.len as u64, t, &format!("segment {seq:016x}"))?;
     }
-    for e in &h.entries {
+    apply_entries(map, seq, &h.entries);
+    Ok(())
+}
+
+/// Apply the entries of segment `seq` to a map, in order (checked by the caller).
+fn apply_entries(map: &mut ExtentMap, seq: u64, entries: &[segment::Entry]) {
+    for e in entries {
         match e.kind {
             EntryKind::Data => map.insert(
                 e.lba,
@@ -138,7 +144,6 @@ pub(crate) fn apply_segment(map: &mut ExtentMap, seq: u64, h: &segment::Header) 
             EntryKind::Trim => map.remove(e.lba, e.len as u64),
         }
     }
-    Ok(())
 }
 
 /// Run `f` again while the store answers `Unavailable`, a few times with backoff.
@@ -457,20 +462,7 @@ pub(crate) fn finish_staged(
                     }
                     r => r?,
                 }
-                for e in &entries {
-                    match e.kind {
-                        EntryKind::Data => rec.map.insert(
-                            e.lba,
-                            e.len as u64,
-                            Target::Data {
-                                seg: seq,
-                                off: e.off,
-                            },
-                        ),
-                        EntryKind::Zero => rec.map.insert(e.lba, e.len as u64, Target::Zero),
-                        EntryKind::Trim => rec.map.remove(e.lba, e.len as u64),
-                    }
-                }
+                apply_entries(&mut rec.map, seq, &entries);
                 tracing::info!(
                     "recovered segment {seq:016x} from its staging file ({} records)",
                     recs.len()
