@@ -16,6 +16,51 @@ use crate::{LogDevice, LogStats};
 const SB_MAGIC: &[u8; 8] = b"SHALEJSB";
 const SB_LEN: u64 = 4096;
 const SECTOR: u64 = 512;
+/// Most lives a superblock remembers (each open of a journal that still holds records starts
+/// one; older ones are forgotten once the tail has passed them).
+const MAX_LIVES: usize = 128;
+
+/// The id records of life `life` carry: life 0 uses the journal id itself (so version-1
+/// superblocks, which have one life, read as before), later lives a mix of both.
+fn record_id(id: u64, life: u64) -> u64 {
+    if life == 0 {
+        id
+    } else {
+        id ^ life.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(17) ^ 0x5A5A_0000_0000_0001
+    }
+}
+
+/// The lives of a journal: (first record number, life number), in order. Each open starts a
+/// new life whose records carry their own id, so a record an earlier life left beyond the
+/// point where replay stopped (its writes were lost or reordered by a power loss) never
+/// verifies where the new life's record was expected.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Lives(Vec<(u64, u64)>);
+
+impl Lives {
+    /// The id of the records numbered `seq`.
+    fn rec_id(&self, id: u64, seq: u64) -> u64 {
+        let life = self
+            .0
+            .iter()
+            .rev()
+            .find(|&&(first, _)| first <= seq)
+            .or(self.0.first())
+            .map_or(0, |&(_, l)| l);
+        record_id(id, life)
+    }
+
+    /// Forget the lives whose records all precede `tail_seq`.
+    fn prune(&mut self, tail_seq: u64) {
+        while self.0.len() > 1 && self.0[1].0 <= tail_seq {
+            self.0.remove(0);
+        }
+    }
+
+    fn last_life(&self) -> u64 {
+        self.0.last().map_or(0, |&(_, l)| l)
+    }
+}
 
 /// A record found by replay.
 #[derive(Debug, Clone)]
@@ -33,6 +78,10 @@ struct St {
     live: VecDeque<(u64, u64, u64)>,
     /// The tail remembered in the superblock: (offset, seq).
     persisted: (u64, u64),
+    /// The lives whose records may still be replayed; the last is this one.
+    lives: Lives,
+    /// The id this life's records carry.
+    rec_id: u64,
     base: JournalMark,
     buf: AlignedBuf,
     stats: LogStats,
@@ -52,7 +101,7 @@ pub struct RingJournal {
     space: Condvar,
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 struct Superblock {
     id: u64,
     owner: u64,
@@ -60,13 +109,14 @@ struct Superblock {
     base: JournalMark,
     tail_off: u64,
     tail_seq: u64,
+    lives: Lives,
 }
 
 fn encode_sb(sb: &Superblock) -> Vec<u8> {
     let mut b = Vec::with_capacity(SB_LEN as usize);
     b.extend_from_slice(SB_MAGIC);
-    b.extend_from_slice(&1u32.to_le_bytes());
-    b.extend_from_slice(&0u32.to_le_bytes());
+    b.extend_from_slice(&2u32.to_le_bytes());
+    b.extend_from_slice(&(sb.lives.0.len() as u32).to_le_bytes());
     for v in [
         sb.id,
         sb.owner,
@@ -78,6 +128,10 @@ fn encode_sb(sb: &Superblock) -> Vec<u8> {
     ] {
         b.extend_from_slice(&v.to_le_bytes());
     }
+    for &(first, life) in &sb.lives.0 {
+        b.extend_from_slice(&first.to_le_bytes());
+        b.extend_from_slice(&life.to_le_bytes());
+    }
     let crc = crc32c::crc32c(&b);
     b.extend_from_slice(&crc.to_le_bytes());
     b.resize(SB_LEN as usize, 0);
@@ -85,18 +139,44 @@ fn encode_sb(sb: &Superblock) -> Vec<u8> {
 }
 
 fn decode_sb(b: &[u8]) -> Option<Superblock> {
-    if b.len() < 76 || &b[..8] != SB_MAGIC || b[8..12] != 1u32.to_le_bytes() {
+    if b.len() < 76 || &b[..8] != SB_MAGIC {
         return None;
     }
-    let crc = u32::from_le_bytes([b[72], b[73], b[74], b[75]]);
-    if crc32c::crc32c(&b[..72]) != crc {
-        return None;
-    }
-    let w = |i: usize| {
+    let u32_at = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+    let u64_at = |i: usize| {
         let mut a = [0u8; 8];
-        a.copy_from_slice(&b[16 + i * 8..24 + i * 8]);
+        a.copy_from_slice(&b[i..i + 8]);
         u64::from_le_bytes(a)
     };
+    let (version, n) = (u32_at(8), u32_at(12) as usize);
+    let end = match version {
+        1 => 72,
+        2 if (1..=MAX_LIVES).contains(&n) => 72 + 16 * n,
+        _ => return None,
+    };
+    if b.len() < end + 4 || crc32c::crc32c(&b[..end]) != u32_at(end) {
+        return None;
+    }
+    let w = |i: usize| u64_at(16 + i * 8);
+    let tail_seq = w(6);
+    let lives = if version == 1 {
+        // One life, numbered 0: its records carry the journal id.
+        Lives(vec![(tail_seq, 0)])
+    } else {
+        Lives(
+            (0..n)
+                .map(|i| (u64_at(72 + 16 * i), u64_at(80 + 16 * i)))
+                .collect(),
+        )
+    };
+    // Lives are in increasing order of first record and life number.
+    if lives
+        .0
+        .windows(2)
+        .any(|p| p[0].0 > p[1].0 || p[0].1 >= p[1].1)
+    {
+        return None;
+    }
     Some(Superblock {
         id: w(0),
         owner: w(1),
@@ -106,7 +186,8 @@ fn decode_sb(b: &[u8]) -> Option<Superblock> {
             jseq: w(4),
         },
         tail_off: w(5),
-        tail_seq: w(6),
+        tail_seq,
+        lives,
     })
 }
 
@@ -171,7 +252,7 @@ impl RingJournal {
                 path.display()
             ));
         }
-        let usable = sb.filter(|sb| {
+        let usable = sb.as_ref().filter(|sb| {
             sb.owner == owner
                 && sb.size == size
                 && (store == sb.base || store.journal_id == sb.id)
@@ -181,11 +262,16 @@ impl RingJournal {
                 && sb.tail_off <= size
         });
         let mut replayed = Vec::new();
-        let mut repersist = false;
-        let (id, base, head, next_seq, persisted, live) = match usable {
+        let (id, base, head, next_seq, mut lives, live) = match usable {
             Some(sb) => {
-                let (recs, head, mut next) =
-                    scan(file.as_ref(), size, sb.id, sb.tail_off, sb.tail_seq)?;
+                let (recs, head, mut next) = scan(
+                    file.as_ref(),
+                    size,
+                    sb.id,
+                    &sb.lives,
+                    sb.tail_off,
+                    sb.tail_seq,
+                )?;
                 let mut live = VecDeque::new();
                 for (seq, off, bytes) in recs {
                     live.push_back((seq, off, bytes.len() as u64));
@@ -204,9 +290,8 @@ impl RingJournal {
                     // Everything left here is in the store; start the ring at the head.
                     next = store.jseq + 1;
                     live.clear();
-                    repersist = true;
                 }
-                (sb.id, sb.base, head, next, (sb.tail_off, sb.tail_seq), live)
+                (sb.id, sb.base, head, next, sb.lives.clone(), live)
             }
             None => {
                 if sb.is_some() {
@@ -215,11 +300,43 @@ impl RingJournal {
                         path.display()
                     );
                 }
-                (fresh_id | 1, store, SB_LEN, 1, (SB_LEN, 1), VecDeque::new())
+                (
+                    fresh_id | 1,
+                    store,
+                    SB_LEN,
+                    1,
+                    Lives::default(),
+                    VecDeque::new(),
+                )
             }
         };
+        // Every open starts a new life: records written from here on carry an id no record
+        // an earlier life left in the file has, so one of those (written after the point
+        // where replay stopped, and kept by a power loss that dropped its predecessor) can
+        // never be taken for a record of this life.
+        let life = if lives.0.is_empty() {
+            0
+        } else {
+            lives.last_life() + 1
+        };
+        lives.0.push((next_seq, life));
+        let tail = live
+            .front()
+            .map(|&(s, o, _)| (o, s))
+            .unwrap_or((head, next_seq));
+        lives.prune(tail.1);
+        if lives.0.len() > MAX_LIVES {
+            return Err(err!(
+                Unavailable,
+                "journal {} has been reopened {} times since the store last took its records; \
+                 open the image where the store is reachable so that they are written back",
+                path.display(),
+                lives.0.len() - 1
+            ));
+        }
         file.set_len(size)
             .map_err(|e| e.context(format!("cannot size journal {}", path.display())))?;
+        let rec_id = record_id(id, life);
         let j = RingJournal {
             file,
             path: path.to_path_buf(),
@@ -232,7 +349,9 @@ impl RingJournal {
                 head,
                 next_seq,
                 live,
-                persisted,
+                persisted: tail,
+                lives,
+                rec_id,
                 base,
                 buf: AlignedBuf::with_capacity(1 << 20),
                 stats: LogStats {
@@ -243,13 +362,9 @@ impl RingJournal {
             space: Condvar::new(),
         };
         {
+            // The new life is durable before any of its records is written.
             let mut g = j.lock();
-            if usable.is_none() {
-                j.persist(&mut g, (SB_LEN, 1))?;
-            } else if repersist {
-                let tail = (g.head, g.next_seq);
-                j.persist(&mut g, tail)?;
-            }
+            j.persist(&mut g, tail)?;
             j.refresh_used(&mut g);
         }
         Ok((j, replayed))
@@ -294,6 +409,7 @@ impl RingJournal {
     }
 
     fn persist(&self, g: &mut St, tail: (u64, u64)) -> Result<()> {
+        g.lives.prune(tail.1);
         let sb = Superblock {
             id: self.id,
             owner: self.owner,
@@ -301,6 +417,7 @@ impl RingJournal {
             base: g.base,
             tail_off: tail.0,
             tail_seq: tail.1,
+            lives: g.lives.clone(),
         };
         g.buf.fill(&encode_sb(&sb), SB_LEN as usize);
         self.file
@@ -337,6 +454,7 @@ fn scan(
     f: &dyn LogFile,
     size: u64,
     id: u64,
+    lives: &Lives,
     mut off: u64,
     mut seq: u64,
 ) -> Result<(Vec<(u64, u64, Vec<u8>)>, u64, u64)> {
@@ -355,7 +473,7 @@ fn scan(
         if f.read_at(&mut hdr[..n], off).is_err() {
             break;
         }
-        let Some(h) = record::decode_header(&hdr[..n], id, seq) else {
+        let Some(h) = record::decode_header(&hdr[..n], lives.rec_id(id, seq), seq) else {
             break;
         };
         let total = h.total_len();
@@ -438,7 +556,7 @@ impl LogDevice for RingJournal {
             // Mark the wrap so that replay jumps to the start.
             let seq = g.next_seq;
             let mut w = Vec::with_capacity(SECTOR as usize);
-            record::encode_into(&mut w, self.id, seq, RecordKind::Wrap, &[], &[]);
+            record::encode_into(&mut w, g.rec_id, seq, RecordKind::Wrap, &[], &[]);
             let head = g.head;
             g.buf.fill(&w, w.len());
             self.file
@@ -450,7 +568,7 @@ impl LogDevice for RingJournal {
         g.head = at;
         let seq = g.next_seq;
         let start = out.len();
-        record::encode_into(out, self.id, seq, RecordKind::Ops, ops, data);
+        record::encode_into(out, g.rec_id, seq, RecordKind::Ops, ops, data);
         let rec = &out[start..];
         g.buf.fill(rec, rec.len());
         let head = g.head;

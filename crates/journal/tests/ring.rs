@@ -282,7 +282,8 @@ fn a_tail_at_the_very_end_of_the_file_is_kept() {
     let id = j.id();
     drop(j);
     // Forge the state: a superblock whose tail is the end of the file and a record at the
-    // start (where replay continues).
+    // start (where replay continues). Written as version 1 (one life, records carry the
+    // journal id): files of earlier releases stay readable.
     let mut sb = vec![0u8; 4096];
     std::fs::File::open(&path)
         .unwrap()
@@ -291,6 +292,8 @@ fn a_tail_at_the_very_end_of_the_file_is_kept() {
     let size = SIZE / 4096 * 4096;
     sb[16 + 5 * 8..16 + 6 * 8].copy_from_slice(&size.to_le_bytes()); // tail_off
     sb[16 + 6 * 8..16 + 7 * 8].copy_from_slice(&5u64.to_le_bytes()); // tail_seq
+    sb[8..12].copy_from_slice(&1u32.to_le_bytes()); // version 1
+    sb[12..16].copy_from_slice(&0u32.to_le_bytes());
     let crc = crc32c::crc32c(&sb[..72]);
     sb[72..76].copy_from_slice(&crc.to_le_bytes());
     let mut rec = Vec::new();
@@ -371,4 +374,65 @@ fn numbering_continues_past_what_the_store_holds() {
     let (_j, rep) = open(&path, mark);
     assert_eq!(rep.len(), 1, "the new record must be replayed");
     assert_eq!(rep[0].seq, s);
+}
+
+/// Found by the simulator (seed 13801463995275948137): a power loss drops record n but keeps
+/// n+1 (unsynced writes reach the device in any order). Replay stops before n; the next life
+/// writes its own n where the old one was — same size, so its n+1 starts where the old n+1
+/// lies. If a second power loss keeps the new n but drops the new n+1, replay must stop after
+/// n: the old n+1 (an acknowledged write the first recovery already dropped) must not come
+/// back. Every open starts a new life whose records carry their own id.
+#[test]
+fn a_record_an_earlier_life_left_behind_never_comes_back() {
+    use shale_journal::{CrashFile, CrashMode, LogFile};
+    use std::sync::Arc;
+    let file = Arc::new(CrashFile::new());
+    let dynf: Arc<dyn LogFile> = file.clone();
+    let path = std::path::Path::new("crash-journal");
+    let open = |mark| RingJournal::open_file(dynf.clone(), path, SIZE, 7, mark, env(200)).unwrap();
+    // Keep or drop each unsynced write, in order.
+    let crash = |keep: &[bool]| {
+        let mut it = keep.to_vec().into_iter();
+        let mode = CrashMode {
+            keep_per_mille: 500,
+            reorder: false,
+            tear: false,
+        };
+        file.crash(
+            mode,
+            move || if it.next().unwrap_or(true) { 0 } else { 999 },
+        );
+    };
+    let mut out = Vec::new();
+    let (j, _) = open(JournalMark::default());
+    let s1 = j
+        .append(&[op(0, 8)], &data(1, 8), &mut out, (0, 0))
+        .unwrap();
+    j.sync().unwrap();
+    let s2 = j
+        .append(&[op(8, 8)], &data(2, 8), &mut out, (0, 0))
+        .unwrap();
+    let s3 = j
+        .append(&[op(16, 8)], &data(3, 8), &mut out, (0, 0))
+        .unwrap();
+    assert_eq!((s2, s3), (s1 + 1, s1 + 2));
+    drop(j);
+    crash(&[false, true]); // record s2 lost, s3 kept
+    let (j, rep) = open(JournalMark::default());
+    assert_eq!(rep.iter().map(|r| r.seq).collect::<Vec<_>>(), [s1]);
+    // The next life: its s2 where the old one was, then its s3.
+    let n2 = j
+        .append(&[op(24, 8)], &data(4, 8), &mut out, (0, 0))
+        .unwrap();
+    let n3 = j
+        .append(&[op(32, 8)], &data(5, 8), &mut out, (0, 0))
+        .unwrap();
+    assert_eq!((n2, n3), (s2, s3));
+    drop(j);
+    crash(&[true, false]); // the new s2 kept, the new s3 lost
+    let (_j, rep) = open(JournalMark::default());
+    let seqs: Vec<u64> = rep.iter().map(|r| r.seq).collect();
+    assert_eq!(seqs, [s1, s2], "replay after the second power loss");
+    let h = record::decode_header_any(&rep[1].bytes).unwrap();
+    assert_eq!(h.ops[0].lba, 24, "record {s2} is the second life's");
 }
