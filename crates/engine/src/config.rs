@@ -1,7 +1,6 @@
 //! Engine tuning knobs and the choice of log device (the image layer fills them from Shale's
 //! settings).
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 /// When a flush returns.
@@ -18,21 +17,16 @@ pub enum Durability {
 pub enum LogConfig {
     /// Nowhere: a flush seals and stores the open segment.
     Memory,
-    /// A ring journal file of `size` bytes; `owner` identifies the image (a stable hash).
+    /// A ring journal of `size` bytes in the file `place` names (a real file, or a simulated
+    /// one for crash tests); `owner` identifies the image (a stable hash).
     Ring {
-        path: PathBuf,
+        place: LogPlaceRef,
         size: u64,
         owner: u64,
     },
     /// Records go straight into the open segment's staging file (on a local-directory store:
     /// next to the segments; the device sees each byte once).
     InPlace(StagingRef),
-    /// A ring journal on a file handed in (a simulated one, for crash tests).
-    RingOn {
-        file: LogFileRef,
-        size: u64,
-        owner: u64,
-    },
 }
 
 /// The staging area of an in-place log, handed to the engine; equal when the same one.
@@ -46,16 +40,27 @@ impl PartialEq for StagingRef {
 }
 impl Eq for StagingRef {}
 
-/// A log file handed to the engine; equal when it is the same file.
+/// Where the engine's ring journal lives, handed to it; equal when it names the same file.
 #[derive(Debug, Clone)]
-pub struct LogFileRef(pub std::sync::Arc<dyn shale_journal::LogFile>);
+pub struct LogPlaceRef(pub std::sync::Arc<dyn shale_journal::LogPlace>);
 
-impl PartialEq for LogFileRef {
+impl PartialEq for LogPlaceRef {
     fn eq(&self, other: &Self) -> bool {
-        std::sync::Arc::ptr_eq(&self.0, &other.0)
+        std::sync::Arc::ptr_eq(&self.0, &other.0) || self.0.name() == other.0.name()
     }
 }
-impl Eq for LogFileRef {}
+impl Eq for LogPlaceRef {}
+
+impl LogPlaceRef {
+    /// A real journal file at `path`.
+    pub fn file(path: impl Into<std::path::PathBuf>) -> Self {
+        LogPlaceRef(std::sync::Arc::new(shale_journal::DirectPlace(path.into())))
+    }
+    /// One file handed in (e.g. a simulated [`shale_journal::CrashFile`]).
+    pub fn fixed(file: std::sync::Arc<dyn shale_journal::LogFile>) -> Self {
+        LogPlaceRef(std::sync::Arc::new(shale_journal::FixedPlace(file)))
+    }
+}
 
 /// Whether this writer may still act as the image's owner (its exclusive-lock lease has time
 /// left). A writer that may not never deletes anything.

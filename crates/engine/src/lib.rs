@@ -33,7 +33,7 @@ mod upload;
 mod volume;
 
 pub use check::{check, repair, CheckReport, Problem, RepairReport};
-pub use config::{Durability, EngineConfig, LeaseCheck, LogConfig, LogFileRef, StagingRef};
+pub use config::{Durability, EngineConfig, LeaseCheck, LogConfig, LogPlaceRef, StagingRef};
 pub use gc::GcReport;
 pub use shale_journal::LogStats;
 pub use volume::{destroy, Done, Parent, Stats, Volume};

@@ -308,28 +308,21 @@ impl Volume {
             (_, true) | (LogConfig::Memory, _) => {
                 (Arc::new(shale_journal::MemoryLog::default()), Vec::new())
             }
-            (LogConfig::Ring { .. } | LogConfig::RingOn { .. }, false) => {
+            (LogConfig::Ring { place, size, owner }, false) => {
                 let env = shale_journal::RingEnv {
                     full_wait: cfg.full_wait,
                     clock: cfg.clock.clone(),
                     fresh_id: cfg.entropy.next_u64() | 1,
                 };
-                let (j, recs) = match &cfg.log {
-                    LogConfig::RingOn { file, size, owner } => {
-                        shale_journal::RingJournal::open_file(
-                            file.0.clone(),
-                            std::path::Path::new("(handed-in journal)"),
-                            *size,
-                            *owner,
-                            rec.mark,
-                            env,
-                        )?
-                    }
-                    LogConfig::Ring { path, size, owner } => {
-                        shale_journal::RingJournal::open(path, *size, *owner, rec.mark, env)?
-                    }
-                    _ => unreachable!("matched above"),
-                };
+                let name = place.0.name();
+                let (j, recs) = shale_journal::RingJournal::open_file(
+                    place.0.open()?,
+                    std::path::Path::new(&name),
+                    *size,
+                    *owner,
+                    rec.mark,
+                    env,
+                )?;
                 if rec.mark.journal_id == j.id() {
                     j.release(rec.mark.jseq);
                 }
@@ -791,9 +784,11 @@ impl Volume {
             Ok(()) => {
                 // Everything is in the store: the journal holds nothing more, and its absence
                 // tells the next opener that this writer stopped cleanly.
-                if let LogConfig::Ring { path, .. } = &self.sh.cfg.log {
+                if let LogConfig::Ring { place, .. } = &self.sh.cfg.log {
                     if !self.sh.read_only {
-                        let _ = std::fs::remove_file(path);
+                        if let Err(e) = place.0.remove() {
+                            tracing::warn!("{e}");
+                        }
                     }
                 }
                 Ok(())

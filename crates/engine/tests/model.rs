@@ -156,7 +156,7 @@ proptest! {
     #[test]
     fn memory_store_ring_journal_matches_model(ops in proptest::collection::vec(op_with_crash(), 1..40)) {
         let dir = tempfile::tempdir().unwrap();
-        let log = LogConfig::Ring { path: dir.path().join("j"), size: 2 << 20, owner: 1 };
+        let log = LogConfig::Ring { place: shale_engine::LogPlaceRef::file(dir.path().join("j")), size: 2 << 20, owner: 1 };
         run_with(Arc::new(MemoryStore::new()), ops, EngineConfig { log, ..cfg() });
     }
 }

@@ -36,7 +36,7 @@ fn cfg(dir: &std::path::Path, journal: u64) -> EngineConfig {
         max_pending: 64,
         full_wait: Duration::from_millis(800),
         log: LogConfig::Ring {
-            path: dir.join("j"),
+            place: shale_engine::LogPlaceRef::file(dir.join("j")),
             size: journal,
             owner: 3,
         },

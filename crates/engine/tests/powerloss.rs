@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use shale_engine::{EngineConfig, LogConfig, LogFileRef, StagingRef, Volume};
+use shale_engine::{EngineConfig, LogConfig, LogPlaceRef, StagingRef, Volume};
 use shale_journal::{CrashFile, CrashMode, SimStaging};
 use shale_store::{FaultStore, MemoryStore, ObjectStore};
 
@@ -60,8 +60,8 @@ fn run(seed: u64, in_place: bool) -> Result<(), String> {
         checkpoint_interval: 1 + rng.below(4),
         upload_threads: 1 + rng.below(3) as usize,
         upload_attempts: 100,
-        log: LogConfig::RingOn {
-            file: LogFileRef(file.clone()),
+        log: LogConfig::Ring {
+            place: LogPlaceRef::fixed(file.clone()),
             size: 2 << 20,
             owner: 5,
         },

@@ -339,7 +339,7 @@ impl Settings {
                 None => LogConfig::Memory,
             },
             Some((path, owner)) => LogConfig::Ring {
-                path,
+                place: shale_engine::LogPlaceRef::file(path),
                 size: self.cache_size,
                 owner,
             },

@@ -25,6 +25,56 @@ pub trait LogFile: Send + Sync + std::fmt::Debug {
     fn sync(&self) -> Result<()>;
 }
 
+/// Where a ring journal lives: opened when a writer starts, removed when it stops cleanly (the
+/// absence tells the next opener that nothing is left to replay). Built by the layer above and
+/// handed to the engine, which never names a path itself.
+pub trait LogPlace: Send + Sync + std::fmt::Debug {
+    /// Open (or create) the file.
+    fn open(&self) -> Result<std::sync::Arc<dyn LogFile>>;
+    /// The writer stopped cleanly and the store holds everything: drop the file.
+    fn remove(&self) -> Result<()>;
+    /// A name for messages.
+    fn name(&self) -> String;
+}
+
+/// A journal file in a directory (opened with [`DirectFile`]).
+#[derive(Debug, Clone)]
+pub struct DirectPlace(pub std::path::PathBuf);
+
+impl LogPlace for DirectPlace {
+    fn open(&self) -> Result<std::sync::Arc<dyn LogFile>> {
+        Ok(std::sync::Arc::new(DirectFile::open(&self.0)?))
+    }
+    fn remove(&self) -> Result<()> {
+        match std::fs::remove_file(&self.0) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(Error::io(format!("cannot remove {}", self.0.display()), e))
+            }
+            _ => Ok(()),
+        }
+    }
+    fn name(&self) -> String {
+        self.0.display().to_string()
+    }
+}
+
+/// One file handed in (a simulated one, for crash tests); removing it is a no-op, so a test
+/// can keep using it across clean stops.
+#[derive(Debug, Clone)]
+pub struct FixedPlace(pub std::sync::Arc<dyn LogFile>);
+
+impl LogPlace for FixedPlace {
+    fn open(&self) -> Result<std::sync::Arc<dyn LogFile>> {
+        Ok(self.0.clone())
+    }
+    fn remove(&self) -> Result<()> {
+        Ok(())
+    }
+    fn name(&self) -> String {
+        format!("(handed-in journal {:p})", std::sync::Arc::as_ptr(&self.0))
+    }
+}
+
 /// A real file: writes with O_DIRECT, reads through the page cache.
 #[derive(Debug)]
 pub struct DirectFile {

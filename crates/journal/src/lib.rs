@@ -33,7 +33,7 @@ use shale_error::Result;
 use shale_format::record::Op;
 
 pub use aligned::AlignedBuf;
-pub use file::{CrashFile, CrashMode, DirectFile, LogFile};
+pub use file::{CrashFile, CrashMode, DirectFile, DirectPlace, FixedPlace, LogFile, LogPlace};
 pub use inplace::{InPlaceLog, StagedRecord};
 pub use ring::{Replayed, RingEnv, RingJournal, RingStats};
 pub use staging::{DirStaging, SimStaging, StagedFile, Staging};

@@ -528,12 +528,12 @@ impl Sim {
         let mut c = self.p.cfg.clone();
         c.log = match (&self.journal, self.p.log) {
             (Some(path), Log::Ring { size }) => LogConfig::Ring {
-                path: path.clone(),
+                place: shale_engine::LogPlaceRef::file(path.clone()),
                 size,
                 owner: 0x5151_0000 + self.seed % 1000,
             },
-            (Some(_), Log::PowerLoss { size }) => LogConfig::RingOn {
-                file: shale_engine::LogFileRef(self.cfile.clone()),
+            (Some(_), Log::PowerLoss { size }) => LogConfig::Ring {
+                place: shale_engine::LogPlaceRef::fixed(self.cfile.clone()),
                 size,
                 owner: 0x5151_0000 + self.seed % 1000,
             },
