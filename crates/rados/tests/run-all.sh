@@ -266,6 +266,13 @@ with rados.Rados(conffile='$conf') as c, c.open_ioctx('rbd') as io:
             skip*) skipped "QEMU block status (${out#skip })" ;;
             *) count_py "[$kind] QEMU block status" "$out" ;;
         esac
+        # live migration of a running guest between two QEMU processes (~40 s)
+        out=$(timeout 600 "$tests/live_migration.sh" "$shale" "$scratch/migrate" 2>&1); rc=$?
+        case $out in
+            skip:*) skipped "live migration (${out#skip: })" ;;
+            *) if [ $rc -eq 0 ]; then ok "[$kind] live migration of a running guest (QEMU 7.2, migrate tcp:)"
+               else bad "[$kind] live migration of a running guest" "$out"; fi ;;
+        esac
     fi
 }
 
