@@ -339,3 +339,109 @@ pub unsafe extern "C" fn rados_cluster_stat(
         })())
     })
 }
+
+/// Read `argc` C strings from `argv`; `-EINVAL` for a negative count, a NULL array or entry,
+/// or an argument that is not UTF-8.
+///
+/// # Safety
+/// `argv` is NULL or holds `argc` entries, each NULL or a C string that outlives `'a`.
+unsafe fn read_argv<'a>(argc: c_int, argv: *const *const c_char) -> Result<Vec<&'a str>, c_int> {
+    let n = usize::try_from(argc).map_err(|_| -libc::EINVAL)?;
+    if n > 0 && argv.is_null() {
+        return Err(-libc::EINVAL);
+    }
+    (0..n)
+        // SAFETY: `argv` holds `argc` entries, each NULL (refused) or a C string.
+        .map(|i| unsafe { cstr::arg(*argv.add(i)) })
+        .collect()
+}
+
+/// `int rados_conf_parse_argv(rados_t cluster, int argc, const char **argv)`: applies the
+/// options of `argv[1..]` (librados skips `argv[0]`, the program name). See
+/// [`crate::conf::argv`] for what is taken; a bad argument is `-EINVAL` and changes nothing.
+///
+/// # Safety
+/// C caller contract of librados.h: `argv` holds `argc` C strings.
+#[no_mangle]
+pub unsafe extern "C" fn rados_conf_parse_argv(
+    cluster: rados_t,
+    argc: c_int,
+    argv: *mut *const c_char,
+) -> c_int {
+    ffi("rados_conf_parse_argv", -libc::EFAULT, || {
+        status((|| {
+            let c = lookup(cluster)?;
+            // SAFETY: forwarded caller contract.
+            let args = unsafe { read_argv(argc, argv) }?;
+            let mut conf = c.conf();
+            conf.parse_args(args.get(1..).unwrap_or(&[])).map(drop)
+        })())
+    })
+}
+
+/// `int rados_conf_parse_argv_remainder(rados_t cluster, int argc, const char **argv,
+/// const char **remargv)`: applies the options of all of `argv` (`argv[0]` included, as
+/// librados does) and fills `remargv[0..argc]` with the arguments that remain, in order (the
+/// caller's own pointers), then NULLs up to `argc` entries; never more. On error `remargv` is
+/// left untouched, as librados leaves it; a NULL `remargv` is `-EINVAL`.
+///
+/// # Safety
+/// C caller contract of librados.h: `argv` holds `argc` C strings and `remargv` has room for
+/// `argc` pointers.
+#[no_mangle]
+pub unsafe extern "C" fn rados_conf_parse_argv_remainder(
+    cluster: rados_t,
+    argc: c_int,
+    argv: *mut *const c_char,
+    remargv: *mut *const c_char,
+) -> c_int {
+    ffi("rados_conf_parse_argv_remainder", -libc::EFAULT, || {
+        status((|| {
+            let c = lookup(cluster)?;
+            // SAFETY: forwarded caller contract.
+            let args = unsafe { read_argv(argc, argv) }?;
+            if remargv.is_null() && !args.is_empty() {
+                return Err(-libc::EINVAL);
+            }
+            let rest = c.conf().parse_args(&args)?;
+            for slot in 0..args.len() {
+                let p = match rest.get(slot) {
+                    // SAFETY: `i < argc`: an entry of the caller's array.
+                    Some(&i) => unsafe { *argv.add(i) },
+                    None => std::ptr::null(),
+                };
+                // SAFETY: `slot < argc` and `remargv` has room for `argc` pointers.
+                unsafe { remargv.add(slot).write(p) };
+            }
+            Ok(())
+        })())
+    })
+}
+
+/// `int rados_conf_parse_env(rados_t cluster, const char *var)`: applies the options in the
+/// environment variable `var` (NULL: `CEPH_ARGS`), split at blanks (no quoting, as in
+/// librados); words that are not options are ignored; an unset variable is fine. A bad option
+/// is `-EINVAL` and changes nothing (librados prints the error and returns 0).
+///
+/// # Safety
+/// C caller contract of librados.h.
+#[no_mangle]
+pub unsafe extern "C" fn rados_conf_parse_env(cluster: rados_t, var: *const c_char) -> c_int {
+    ffi("rados_conf_parse_env", -libc::EFAULT, || {
+        status((|| {
+            let c = lookup(cluster)?;
+            // SAFETY: `var` is NULL or a C string (caller contract).
+            let var = unsafe { cstr::opt_arg(var) }?.unwrap_or("CEPH_ARGS");
+            if var.is_empty() || var.contains('=') {
+                return Err(-libc::EINVAL);
+            }
+            let Some(text) = std::env::var_os(var) else {
+                return Ok(());
+            };
+            let text = text.to_string_lossy();
+            let args: Vec<&str> = text.split_whitespace().collect();
+            let mut conf = c.conf();
+            conf.parse_args(&args).map(drop)
+        })())
+    })
+}

@@ -13,12 +13,15 @@
 
 use crate::types::*;
 use core::ffi::{c_char, c_int, c_uint, c_void};
-// ---- prototype checks of the 189 hand-written entry points ----
+// ---- prototype checks of the 192 hand-written entry points ----
 const _: unsafe extern "C" fn(rados_ioctx_t, *const c_char, c_int) -> c_int = crate::pools::rados_application_enable;
 const _: unsafe extern "C" fn(*mut c_char) = crate::mon::rados_buffer_free;
 const _: unsafe extern "C" fn(rados_t, *mut c_char, usize) -> c_int = crate::cluster::rados_cluster_fsid;
 const _: unsafe extern "C" fn(rados_t, *mut rados_cluster_stat_t) -> c_int = crate::cluster::rados_cluster_stat;
 const _: unsafe extern "C" fn(rados_t, *const c_char, *mut c_char, usize) -> c_int = crate::cluster::rados_conf_get;
+const _: unsafe extern "C" fn(rados_t, c_int, *mut *const c_char) -> c_int = crate::cluster::rados_conf_parse_argv;
+const _: unsafe extern "C" fn(rados_t, c_int, *mut *const c_char, *mut *const c_char) -> c_int = crate::cluster::rados_conf_parse_argv_remainder;
+const _: unsafe extern "C" fn(rados_t, *const c_char) -> c_int = crate::cluster::rados_conf_parse_env;
 const _: unsafe extern "C" fn(rados_t, *const c_char) -> c_int = crate::cluster::rados_conf_read_file;
 const _: unsafe extern "C" fn(rados_t, *const c_char, *const c_char) -> c_int = crate::cluster::rados_conf_set;
 const _: unsafe extern "C" fn(rados_t) -> c_int = crate::cluster::rados_connect;
@@ -231,7 +234,7 @@ pub unsafe extern "C" fn shale_rados_ioctx_pool_stat_v14_2_0(io: rados_ioctx_t, 
 }
 
 
-// ---- 335 stubs ----
+// ---- 332 stubs ----
 
 #[no_mangle]
 pub unsafe extern "C" fn rados_aio_append(_io: rados_ioctx_t, _oid: *const c_char, _completion: rados_completion_t, _buf: *const c_char, _len: usize) -> c_int {
@@ -513,21 +516,6 @@ pub unsafe extern "C" fn rados_checksum(_io: rados_ioctx_t, _oid: *const c_char,
 #[no_mangle]
 pub unsafe extern "C" fn rados_cmpext(_io: rados_ioctx_t, _o: *const c_char, _cmp_buf: *const c_char, _cmp_len: usize, _off: u64) -> c_int {
     crate::guard::not_implemented("rados_cmpext")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn rados_conf_parse_argv(_cluster: rados_t, _argc: c_int, _argv: *mut *const c_char) -> c_int {
-    crate::guard::not_implemented("rados_conf_parse_argv")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn rados_conf_parse_argv_remainder(_cluster: rados_t, _argc: c_int, _argv: *mut *const c_char, _remargv: *mut *const c_char) -> c_int {
-    crate::guard::not_implemented("rados_conf_parse_argv_remainder")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn rados_conf_parse_env(_cluster: rados_t, _var: *const c_char) -> c_int {
-    crate::guard::not_implemented("rados_conf_parse_env")
 }
 
 #[no_mangle]

@@ -12,6 +12,7 @@
 //! `shale_*` names are accepted; others are `-ENOENT`, as librados does. Values read back
 //! have the metavariables `$cluster $type $id $name $host $pid` expanded, as in Ceph.
 
+pub(crate) mod argv;
 pub(crate) mod file;
 pub(crate) mod options;
 
@@ -100,6 +101,27 @@ impl Conf {
             .or_default()
             .insert(Level::Override, value.to_string());
         Ok(())
+    }
+
+    /// Apply the options of a command line (see [`argv`]) and return the indices of the
+    /// arguments that remain. A bad argument is `-EINVAL` with librados's message on stderr,
+    /// and changes nothing.
+    pub(crate) fn parse_args(&mut self, args: &[&str]) -> Result<Vec<usize>, c_int> {
+        let parsed = argv::parse(args).map_err(|msg| {
+            // librados prints these too: the caller has no other way to learn which argument.
+            eprintln!("{msg}");
+            -libc::EINVAL
+        })?;
+        for (name, _) in &parsed.settings {
+            let key = options::normalize(name);
+            if !options::is_known(&key) {
+                return Err(-libc::EINVAL); // unreachable: argv only yields known names
+            }
+        }
+        for (name, value) in parsed.settings {
+            self.set(&name, &value)?;
+        }
+        Ok(parsed.remaining)
     }
 
     /// `rados_conf_get`: the value with metavariables expanded, or `-ENOENT`.
