@@ -28,6 +28,10 @@ pub trait Clock: Send + Sync + std::fmt::Debug {
 /// A source of random numbers.
 pub trait Entropy: Send + Sync + std::fmt::Debug {
     fn next_u64(&self) -> u64;
+    /// A number below `n` (0 when `n` is 0).
+    fn below(&self, n: u64) -> u64 {
+        self.next_u64() % n.max(1)
+    }
 }
 
 /// The machine's clock.
@@ -120,6 +124,11 @@ impl Entropy for SeededEntropy {
         *s = s.wrapping_add(0x9e37_79b9_7f4a_7c15);
         splitmix(*s)
     }
+}
+
+/// SplitMix64's output function: a well-mixed 64-bit value of `z` (e.g. to derive seeds).
+pub fn mix64(z: u64) -> u64 {
+    splitmix(z.wrapping_add(0x9e37_79b9_7f4a_7c15))
 }
 
 fn splitmix(mut z: u64) -> u64 {

@@ -14,21 +14,19 @@ use shale_store::{FaultStore, MemoryStore, ObjectStore};
 
 const SIZE: u64 = 1 << 20;
 
-fn mix(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
+use shale_clock::{mix64 as mix, Entropy, SeededEntropy};
 
-struct Rng(u64);
+/// The tests' random source: the library's seeded one (reproducible from the printed seed).
+struct Rng(SeededEntropy);
 impl Rng {
+    fn new(seed: u64) -> Self {
+        Rng(SeededEntropy::new(seed))
+    }
     fn next(&mut self) -> u64 {
-        self.0 = mix(self.0);
-        self.0
+        self.0.next_u64()
     }
     fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
+        self.0.below(n)
     }
 }
 
@@ -46,7 +44,7 @@ fn apply(m: &mut [u8], op: Op) {
 }
 
 fn run(seed: u64, in_place: bool) -> Result<(), String> {
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let fault = Arc::new(FaultStore::new(Arc::new(MemoryStore::new()), seed));
     let lost = rng.below(3) as f64 * 0.1;
     fault.update(|f| f.lost_ack_rate = lost);
