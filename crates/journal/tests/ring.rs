@@ -392,7 +392,7 @@ fn a_record_an_earlier_life_left_behind_never_comes_back() {
     let open = |mark| RingJournal::open_file(dynf.clone(), path, SIZE, 7, mark, env(200)).unwrap();
     // Keep or drop each unsynced write, in order.
     let crash = |keep: &[bool]| {
-        let mut it = keep.to_vec().into_iter();
+        let mut it = keep.iter().copied();
         let mode = CrashMode {
             keep_per_mille: 500,
             reorder: false,
