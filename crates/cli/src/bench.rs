@@ -117,7 +117,49 @@ fn xorshift(s: &mut u64) -> u64 {
     *s
 }
 
+/// What a bench run measured.
+pub struct Outcome {
+    pub io_size: u64,
+    pub ops: u64,
+    pub secs: f64,
+    pub ops_per_sec: f64,
+    pub bytes_per_sec: f64,
+    /// Bytes this process wrote to the storage below, and per client byte.
+    pub device_write_bytes: u64,
+    pub device_bytes_per_client_byte: f64,
+    /// The engine's counters (image runs only).
+    pub image_stats: Option<serde_json::Value>,
+}
+
 pub fn run(c: &Cluster, sp: &ImageSpec, a: &BenchArgs, json_out: bool) -> Result<()> {
+    let o = measure(c, sp, a)?;
+    let (secs, ops_total, iops, amp) =
+        (o.secs, o.ops, o.ops_per_sec, o.device_bytes_per_client_byte);
+    if json_out {
+        crate::out(format!(
+            "{}",
+            json!({"target": a.target_file.clone().unwrap_or(sp.to_string()), "io_type": format!("{:?}", a.io_type).to_lowercase(),
+                   "io_pattern": format!("{:?}", a.io_pattern).to_lowercase(), "io_size": o.io_size, "io_threads": a.io_threads,
+                   "ops": ops_total, "elapsed_s": secs, "ops_per_sec": iops, "bytes_per_sec": o.bytes_per_sec,
+                   "device_write_bytes": o.device_write_bytes, "device_bytes_per_client_byte": amp,
+                   "image_stats": o.image_stats.unwrap_or(serde_json::Value::Null)})
+        ));
+    } else {
+        crate::out(format!(
+            "elapsed: {secs:.2} s  ops: {ops_total}  ops/sec: {iops:.0}  bytes/sec: {}/s{}",
+            format_size(o.bytes_per_sec as u64),
+            if amp > 0.0 {
+                format!("  device bytes per client byte: {amp:.2}")
+            } else {
+                String::new()
+            }
+        ));
+    }
+    Ok(())
+}
+
+/// Run the load `a` describes on `sp` (or on `a.target_file`) and measure it.
+pub fn measure(c: &Cluster, sp: &ImageSpec, a: &BenchArgs) -> Result<Outcome> {
     let io_size = parse_size(&a.io_size, 1)?;
     let total = parse_size(&a.io_total, 1)?;
     if io_size == 0 || io_size > 64 << 20 {
@@ -210,26 +252,17 @@ pub fn run(c: &Cluster, sp: &ImageSpec, a: &BenchArgs, json_out: bool) -> Result
         device as f64 / bytes.max(1) as f64
     };
     let (iops, bps) = (ops_total as f64 / secs, bytes as f64 / secs);
-    if json_out {
-        crate::out(format!(
-            "{}",
-            json!({"target": a.target_file.clone().unwrap_or(sp.to_string()), "io_type": format!("{:?}", a.io_type).to_lowercase(),
-                   "io_pattern": format!("{:?}", a.io_pattern).to_lowercase(), "io_size": io_size, "io_threads": a.io_threads,
-                   "ops": ops_total, "elapsed_s": secs, "ops_per_sec": iops, "bytes_per_sec": bps,
-                   "device_write_bytes": device, "device_bytes_per_client_byte": amp,
-                   "image_stats": if a.target_file.is_none() { stats_json(&img.stats()) } else { json!(null) }})
-        ));
-    } else {
-        crate::out(format!(
-            "elapsed: {secs:.2} s  ops: {ops_total}  ops/sec: {iops:.0}  bytes/sec: {}/s{}",
-            format_size(bps as u64),
-            if amp > 0.0 {
-                format!("  device bytes per client byte: {amp:.2}")
-            } else {
-                String::new()
-            }
-        ));
-    }
+    let image_stats = a.target_file.is_none().then(|| stats_json(&img.stats()));
     drop(target);
-    img.close()
+    img.close()?;
+    Ok(Outcome {
+        io_size,
+        ops: ops_total,
+        secs,
+        ops_per_sec: iops,
+        bytes_per_sec: bps,
+        device_write_bytes: device,
+        device_bytes_per_client_byte: amp,
+        image_stats,
+    })
 }

@@ -58,7 +58,15 @@ fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> Result<usize> {
     Ok(n)
 }
 
-pub fn import(c: &Cluster, path: &str, sp: &ImageSpec) -> Result<CopyStats> {
+/// Import `path` (`-`: stdin) as the new image `sp`, created with `order` and `features`
+/// (None: the defaults).
+pub fn import(
+    c: &Cluster,
+    path: &str,
+    sp: &ImageSpec,
+    order: u8,
+    features: Option<u64>,
+) -> Result<CopyStats> {
     let (mut src, size): (Box<dyn Read>, Option<u64>) = if path == "-" {
         (Box::new(std::io::stdin().lock()), None)
     } else {
@@ -69,7 +77,7 @@ pub fn import(c: &Cluster, path: &str, sp: &ImageSpec) -> Result<CopyStats> {
             .len();
         (Box::new(f), Some(len))
     };
-    c.create_image(&sp.pool, &sp.image, size.unwrap_or(0), 22)?;
+    c.create_image_with(&sp.pool, &sp.image, size.unwrap_or(0), order, features)?;
     let res = (|| {
         let img = c.open_image(&sp.pool, &sp.image, false)?;
         let bar = progress::bar("Importing image", size.unwrap_or(0));

@@ -3,6 +3,9 @@
 //! Every command takes `--store URL` (else the configured or embedded default store) and
 //! `--format plain|json`. Errors print one line saying what went wrong and what to do, and the
 //! process exits nonzero.
+//!
+//! Invoked as `rbd` (argv[0]'s file name; see `shale install-rbd-link`), or as `shale rbd …`,
+//! the binary speaks Ceph's `rbd` syntax and output instead: see the `rbd` module.
 #![forbid(unsafe_code)]
 #![allow(clippy::disallowed_methods)] // a front end / tool / device layer: real time is fine here
 macro_rules! outln {
@@ -12,6 +15,7 @@ macro_rules! outln {
 mod bench;
 mod copy;
 mod progress;
+pub mod rbd;
 mod snap;
 
 use std::ffi::OsString;
@@ -148,10 +152,26 @@ enum Cmd {
     Repair { spec: String },
     /// Run a Ceph client (qemu-img, fio, python3 ...) on Shale's librbd/librados:
     /// `shale run -- qemu-img info rbd:rbd/vm1`
+    /// Also puts an `rbd` (this binary in Ceph's rbd syntax) first on the command's PATH.
     Run {
         /// The command and its arguments
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
         cmd: Vec<OsString>,
+    },
+    /// Run a command in Ceph's `rbd` syntax: `shale rbd ls -l rbd` (the same as running this
+    /// binary under the name `rbd`)
+    Rbd {
+        /// rbd's arguments
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
+    /// Make a symlink DIR/rbd to this binary, so that `rbd …` runs Shale in Ceph's rbd syntax
+    /// (DIR defaults to ~/.local/bin). An existing DIR/rbd that is not such a link is left alone
+    InstallRbdLink {
+        dir: Option<std::path::PathBuf>,
+        /// Replace an existing DIR/rbd (for example Ceph's own)
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -196,8 +216,16 @@ enum PoolCmd {
     Stats { name: String },
 }
 
-/// Run with the given arguments (including argv[0]); returns the exit code.
+/// Run with the given arguments (including argv[0]); returns the exit code. Under the name
+/// `rbd`, the arguments are Ceph's rbd syntax.
 pub fn main(args: Vec<OsString>) -> i32 {
+    let invoked_as = args
+        .first()
+        .and_then(|a| std::path::Path::new(a).file_name())
+        .map(|n| n.to_string_lossy().into_owned());
+    if invoked_as.as_deref() == Some("rbd") {
+        return rbd::main(args, None);
+    }
     let cli = match Cli::try_parse_from(args) {
         Ok(c) => c,
         Err(e) => {
@@ -240,6 +268,23 @@ pub(crate) fn print_json(v: serde_json::Value) {
 fn run(cli: Cli) -> Result<()> {
     if let Cmd::Run { cmd } = &cli.cmd {
         return run_client(cli.store.as_deref(), cmd);
+    }
+    if let Cmd::Rbd { args } = &cli.cmd {
+        let mut a = vec![OsString::from("rbd")];
+        a.extend(args.iter().cloned());
+        let code = rbd::main(a, cli.store.as_deref());
+        std::process::exit(code);
+    }
+    if let Cmd::InstallRbdLink { dir, force } = &cli.cmd {
+        let dir = match dir {
+            Some(d) => d.clone(),
+            None => std::env::var_os("HOME")
+                .map(|h| std::path::PathBuf::from(h).join(".local/bin"))
+                .ok_or_else(|| err!(Invalid, "HOME is not set; give the directory"))?,
+        };
+        let link = install_rbd_link(&dir, *force)?;
+        outln!("{} -> {}", link.display(), current_exe()?.display());
+        return Ok(());
     }
     if let Cmd::Config = cli.cmd {
         let mut s = Settings::load()?;
@@ -429,7 +474,7 @@ fn run(cli: Cli) -> Result<()> {
                     })?,
             };
             let sp = spec(&name)?;
-            let st = copy::import(&c, path, &sp)?;
+            let st = copy::import(&c, path, &sp, 22, None)?;
             if cli.format == Format::Json {
                 print_json(
                     json!({"image": sp.to_string(), "size": st.size, "written": st.written, "skipped_zero": st.skipped}),
@@ -471,7 +516,7 @@ fn run(cli: Cli) -> Result<()> {
             path,
             from_snap,
         } => {
-            let n = snap::export_diff(&c, &dp, spec, from_snap.as_deref(), path)?;
+            let n = snap::export_diff(&c, &dp, spec, from_snap.as_deref(), false, path)?;
             if cli.format == Format::Json {
                 print_json(json!({"exported_bytes": n}));
             }
@@ -622,7 +667,7 @@ fn run(cli: Cli) -> Result<()> {
                 }
             }
         }
-        Cmd::Config | Cmd::Run { .. } => {}
+        Cmd::Config | Cmd::Run { .. } | Cmd::Rbd { .. } | Cmd::InstallRbdLink { .. } => {}
     }
     Ok(())
 }
@@ -717,6 +762,15 @@ fn run_client(store: Option<&str>, cmd: &[OsString]) -> Result<()> {
         .ok_or_else(|| err!(Invalid, "shale run: no command given"))?;
     let mut c = std::process::Command::new(prog);
     c.args(args).env("LD_LIBRARY_PATH", path);
+    // `rbd` on the command's PATH is this binary (Ceph's rbd cannot load Shale's librbd).
+    let bin = Settings::default_cache_dir().join("bin");
+    install_rbd_link(&bin, true)?;
+    let mut search = OsString::from(bin.as_os_str());
+    if let Some(old) = std::env::var_os("PATH") {
+        search.push(":");
+        search.push(old);
+    }
+    c.env("PATH", search);
     if let Some(url) = store {
         c.env("SHALE_STORE", url);
     }
@@ -728,6 +782,45 @@ fn run_client(store: Option<&str>, cmd: &[OsString]) -> Result<()> {
         format!("cannot run {}", prog.to_string_lossy()),
         e,
     ))
+}
+
+fn current_exe() -> Result<std::path::PathBuf> {
+    std::env::current_exe()
+        .and_then(|p| p.canonicalize())
+        .map_err(|e| shale_error::Error::io("cannot find this executable", e))
+}
+
+/// Make `dir/rbd` a symlink to this executable (creating `dir`), atomically (a temporary link
+/// renamed over it). Refuses to replace anything else there unless `force`. Returns the link.
+pub fn install_rbd_link(dir: &std::path::Path, force: bool) -> Result<std::path::PathBuf> {
+    let exe = current_exe()?;
+    let link = dir.join("rbd");
+    match std::fs::symlink_metadata(&link) {
+        Ok(_) if std::fs::read_link(&link).ok().as_deref() == Some(exe.as_path()) => {
+            return Ok(link)
+        }
+        Ok(_) if !force => {
+            return Err(err!(
+                Exists,
+                "{} already exists and is not a link to {}; remove it, pass --force, or choose \
+                 another directory",
+                link.display(),
+                exe.display()
+            ))
+        }
+        _ => {}
+    }
+    std::fs::create_dir_all(dir)
+        .map_err(|e| shale_error::Error::io(format!("cannot create {}", dir.display()), e))?;
+    let tmp = dir.join(format!(".rbd.tmp.{}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(&exe, &tmp)
+        .map_err(|e| shale_error::Error::io(format!("cannot create {}", tmp.display()), e))?;
+    std::fs::rename(&tmp, &link).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        shale_error::Error::io(format!("cannot create {}", link.display()), e)
+    })?;
+    Ok(link)
 }
 
 /// Some clients (fio) refuse to run without a ceph.conf. When none is set or found on the usual

@@ -221,6 +221,67 @@ pub fn children(c: &Cluster, dp: &str, spec: &str, json_out: bool) -> Result<()>
     Ok(())
 }
 
+/// One row of `du`: an image's head (`snap` None) or one of its snapshots.
+pub struct DuRow {
+    pub image: String,
+    pub image_id: String,
+    /// Snapshot name and id.
+    pub snap: Option<(String, u64)>,
+    pub provisioned: u64,
+    /// What changed since the previous snapshot, as fast-diff counts it.
+    pub used: u64,
+}
+
+/// The `du` rows of `images` (pool, name), snapshots first, in creation order, then the head.
+pub fn du_rows(c: &Cluster, images: &[(String, String)]) -> Result<Vec<DuRow>> {
+    let mut rows = Vec::new();
+    for (pool, name) in images {
+        let img = c.open_image(pool, name, true)?;
+        let mut prev: Option<String> = None;
+        for s in img.snap_list()? {
+            let view = c.open_image_at(pool, name, &s.name)?;
+            let used: u64 = view
+                .diff(prev.as_deref(), 0, s.size, false, false)?
+                .iter()
+                .filter(|r| r.2)
+                .map(|r| r.1)
+                .sum();
+            rows.push(DuRow {
+                image: name.clone(),
+                image_id: img.id().to_string(),
+                snap: Some((s.name.clone(), s.id)),
+                provisioned: s.size,
+                used,
+            });
+            prev = Some(s.name);
+        }
+        let used: u64 = img
+            .diff(prev.as_deref(), 0, img.size(), false, false)?
+            .iter()
+            .filter(|r| r.2)
+            .map(|r| r.1)
+            .sum();
+        rows.push(DuRow {
+            image: name.clone(),
+            image_id: img.id().to_string(),
+            snap: None,
+            provisioned: img.size(),
+            used,
+        });
+    }
+    Ok(rows)
+}
+
+/// Total provisioned (heads only) and used bytes of `rows`.
+pub fn du_totals(rows: &[DuRow]) -> (u64, u64) {
+    rows.iter().fold((0, 0), |a, r| {
+        (
+            a.0 + if r.snap.is_some() { 0 } else { r.provisioned },
+            a.1 + r.used,
+        )
+    })
+}
+
 /// `du`: provisioned and used bytes per snapshot and head (used = what changed since the
 /// previous snapshot, as fast-diff counts it).
 pub fn du(c: &Cluster, dp: &str, spec: Option<&str>, json_out: bool) -> Result<()> {
@@ -236,29 +297,13 @@ pub fn du(c: &Cluster, dp: &str, spec: Option<&str>, json_out: bool) -> Result<(
             .map(|e| (dp.to_string(), e.name))
             .collect(),
     };
-    let mut rows = Vec::new();
-    for (pool, name) in images {
-        let img = c.open_image(&pool, &name, true)?;
-        let mut prev: Option<String> = None;
-        for s in img.snap_list()? {
-            let view = c.open_image_at(&pool, &name, &s.name)?;
-            let used: u64 = view
-                .diff(prev.as_deref(), 0, s.size, false, false)?
-                .iter()
-                .filter(|r| r.2)
-                .map(|r| r.1)
-                .sum();
-            rows.push((format!("{name}@{}", s.name), s.size, used));
-            prev = Some(s.name);
-        }
-        let used: u64 = img
-            .diff(prev.as_deref(), 0, img.size(), false, false)?
-            .iter()
-            .filter(|r| r.2)
-            .map(|r| r.1)
-            .sum();
-        rows.push((name.clone(), img.size(), used));
-    }
+    let rows: Vec<(String, u64, u64)> = du_rows(c, &images)?
+        .into_iter()
+        .map(|r| match r.snap {
+            Some((s, _)) => (format!("{}@{s}", r.image), r.provisioned, r.used),
+            None => (r.image, r.provisioned, r.used),
+        })
+        .collect();
     let (tp, tu) = rows.iter().fold((0, 0), |a, r| {
         (a.0 + if r.0.contains('@') { 0 } else { r.1 }, a.1 + r.2)
     });
@@ -299,8 +344,7 @@ pub fn diff(
     json_out: bool,
 ) -> Result<()> {
     let sp = ImageSpec::parse(spec, dp)?;
-    let img = open_spec(c, &sp, false)?;
-    let ranges = img.diff(from, 0, img.size(), from.is_none(), whole_object)?;
+    let ranges = diff_ranges(c, &sp, from, whole_object)?;
     if json_out {
         crate::print_json(json!(ranges
             .iter()
@@ -318,18 +362,31 @@ pub fn diff(
     Ok(())
 }
 
+/// The changed extents (offset, length, has data) of `sp` (head or snapshot) since `from`
+/// (or since creation, when only extents with data are listed).
+pub fn diff_ranges(
+    c: &Cluster,
+    sp: &ImageSpec,
+    from: Option<&str>,
+    whole_object: bool,
+) -> Result<Vec<(u64, u64, bool)>> {
+    let img = open_spec(c, sp, false)?;
+    img.diff(from, 0, img.size(), from.is_none(), whole_object)
+}
+
 /// `export-diff`: the changes since `from` (or everything) as an "rbd diff v1" stream.
 pub fn export_diff(
     c: &Cluster,
     dp: &str,
     spec: &str,
     from: Option<&str>,
+    whole_object: bool,
     path: &str,
 ) -> Result<u64> {
     let sp = ImageSpec::parse(spec, dp)?;
     let img = open_spec(c, &sp, false)?;
     let size = img.size();
-    let ranges = img.diff(from, 0, size, from.is_none(), false)?;
+    let ranges = img.diff(from, 0, size, from.is_none(), whole_object)?;
     let total: u64 = ranges.iter().map(|r| r.1).sum();
     let out: Box<dyn Write> = if path == "-" {
         Box::new(std::io::stdout().lock())

@@ -1,0 +1,567 @@
+//! Image commands in rbd syntax: create, ls, info, rm, rename, resize, export, import, status,
+//! bench.
+
+use shale_image::features;
+use shale_image::size::{format_size, parse_size};
+use shale_image::ImageSpec;
+
+use super::output::{ctime, Align, Table, J};
+use super::{BenchOpts, CreateOpts, Ctx, Ctx0, Fail, SnapArg, R};
+use crate::progress;
+
+/// Order and feature mask (None: defaults) from `--order/--object-size/--image-feature/...`,
+/// all checked before anything is created.
+pub(super) fn create_opts(o: &CreateOpts) -> R<(u8, Option<u64>)> {
+    if let Some(f) = o.image_format {
+        if f != 2 {
+            return Err(Fail::usage(format!(
+                "image format {f} is not supported; Shale images are format 2"
+            )));
+        }
+    }
+    if o.data_pool.is_some() {
+        return Err(Fail {
+            line: "--data-pool is not supported: Shale keeps an image's data in its own pool"
+                .into(),
+            detail: None,
+            code: 95,
+        });
+    }
+    let mut order = o.order;
+    if let Some(os) = &o.object_size {
+        let b = parse_size(os, 1)
+            .map_err(|_| Fail::bad_arg("the argument for option '--object-size' is invalid"))?;
+        if !b.is_power_of_two() || !(4096..=(32 << 20)).contains(&b) {
+            return Err(Fail::usage(
+                "object size must be a power of two between 4K and 32M",
+            ));
+        }
+        let from_size = b.trailing_zeros() as u8;
+        if order.is_some_and(|x| x != from_size) {
+            return Err(Fail::usage("--order and --object-size disagree"));
+        }
+        order = Some(from_size);
+    }
+    let order = order.unwrap_or(22);
+    if !(12..=25).contains(&order) {
+        return Err(Fail::usage("order must be in the range [12, 25]"));
+    }
+    let obj = 1u64 << order;
+    let unit = match &o.stripe_unit {
+        Some(u) => parse_size(u, 1)
+            .map_err(|_| Fail::bad_arg("the argument for option '--stripe-unit' is invalid"))?,
+        None => obj,
+    };
+    let count = o.stripe_count.unwrap_or(1);
+    if unit == 0 || obj % unit != 0 {
+        return Err(Fail::usage(
+            "stripe unit is not a factor of the object size",
+        ));
+    }
+    if count == 0 {
+        return Err(Fail::usage("stripe count must be at least 1"));
+    }
+    if unit != obj || count != 1 {
+        eprintln!(
+            "rbd: warning: Shale does not stripe (its data layout is its own log); \
+             --stripe-unit {unit} --stripe-count {count} are accepted and have no effect"
+        );
+    }
+    let feats = if o.image_feature.is_empty() {
+        None
+    } else {
+        let mut mask = 0u64;
+        for name in o.image_feature.iter().map(|n| n.trim()) {
+            let bit = match name.parse::<u64>() {
+                Ok(n) => n,
+                Err(_) => features::NAMES
+                    .iter()
+                    .find(|(n, _)| *n == name)
+                    .map(|(_, b)| *b)
+                    .ok_or_else(|| {
+                        Fail::bad_arg(format!(
+                            "the argument ('{name}') for option '--image-feature' is invalid"
+                        ))
+                    })?,
+            };
+            mask |= bit;
+        }
+        let unsupported = mask
+            & !(features::LAYERING
+                | features::EXCLUSIVE_LOCK
+                | features::OBJECT_MAP
+                | features::FAST_DIFF
+                | features::DEEP_FLATTEN);
+        if unsupported != 0 {
+            return Err(Fail {
+                line: format!(
+                    "image feature(s) {} not supported by Shale",
+                    features::names(unsupported).join(", ")
+                ),
+                detail: None,
+                code: 95,
+            });
+        }
+        Some(mask)
+    };
+    Ok((order, feats))
+}
+
+/// Feature names in the order the rbd command prints them: by bit value.
+fn features_by_bit(f: u64) -> Vec<&'static str> {
+    let mut v: Vec<(&str, u64)> = features::NAMES
+        .iter()
+        .copied()
+        .filter(|(_, b)| f & b != 0)
+        .collect();
+    v.sort_by_key(|(_, b)| *b);
+    v.into_iter().map(|(n, _)| n).collect()
+}
+
+pub(super) fn create(x: &Ctx0, spec: Option<&str>, size: Option<String>, o: &CreateOpts) -> R<()> {
+    let sp = x.resolve(spec, SnapArg::Forbidden)?;
+    let Some(size) = size else {
+        return Err(Fail::usage("must specify --size <M/G/T>"));
+    };
+    let bytes = parse_size(&size, 1 << 20)
+        .map_err(|_| Fail::bad_arg("the argument for option '--size' is invalid"))?;
+    let (order, feats) = create_opts(o)?;
+    x.c.create_image_with(&sp.pool, &sp.image, bytes, order, feats)
+        .ctx("create error")?;
+    Ok(())
+}
+
+pub(super) fn ls(x: &Ctx0, pool_spec: Option<&str>, long: bool) -> R<()> {
+    let pool = x.pool_or_default(pool_spec);
+    x.check_pool(&pool)?;
+    let imgs = x.c.list_images(&pool).ctx("listing images failed")?;
+    if !long {
+        if x.json {
+            x.emit(&J::strs(imgs.iter().map(|i| i.name.clone())));
+        } else {
+            for i in imgs {
+                outln!("{}", i.name);
+            }
+        }
+        return Ok(());
+    }
+    let mut rows = Vec::new();
+    let mut table = Table::new(&[
+        ("NAME", Align::Left),
+        ("SIZE", Align::Right),
+        ("PARENT", Align::Left),
+        ("FMT", Align::Right),
+        ("PROT", Align::Left),
+        ("LOCK", Align::Left),
+    ]);
+    for e in &imgs {
+        let img = match x.c.open_image_by_id(&pool, &e.id, true) {
+            Ok(i) => i,
+            Err(err) => {
+                // As rbd: report the image that cannot be opened and go on with the others.
+                let f = Fail::op(format_args!("error opening {}", e.name), err);
+                eprintln!("rbd: {}", f.line);
+                continue;
+            }
+        };
+        let parent = img.parent();
+        let parent_j = parent.as_ref().map(|p| {
+            J::O(vec![
+                ("pool", J::s(&p.pool)),
+                ("pool_namespace", J::s("")),
+                ("image", J::s(&p.image_name)),
+                ("snapshot", J::s(&p.snap_name)),
+            ])
+        });
+        let parent_txt = parent
+            .as_ref()
+            .map(|p| format!("{}/{}@{}", p.pool, p.image_name, p.snap_name))
+            .unwrap_or_default();
+        let lockers = img.advisory_lockers().unwrap_or_default();
+        let lock = lockers.first().map(|l| l.exclusive);
+        let mut o = vec![
+            ("image", J::s(&e.name)),
+            ("id", J::s(&e.id)),
+            ("size", J::U(img.size())),
+        ];
+        if let Some(p) = &parent_j {
+            o.push(("parent", p.clone()));
+        }
+        o.push(("format", J::U(2)));
+        if let Some(excl) = lock {
+            o.push(("lock_type", J::s(if excl { "exclusive" } else { "shared" })));
+        }
+        rows.push(J::O(o));
+        table.row(vec![
+            e.name.clone(),
+            format_size(img.size()),
+            parent_txt.clone(),
+            "2".into(),
+            String::new(),
+            match lock {
+                Some(true) => "excl".into(),
+                Some(false) => "shr".into(),
+                None => String::new(),
+            },
+        ]);
+        for s in img.snap_list().unwrap_or_default() {
+            let mut o = vec![
+                ("image", J::s(&e.name)),
+                ("id", J::s(&e.id)),
+                ("snapshot", J::s(&s.name)),
+                ("snapshot_id", J::U(s.id)),
+                ("size", J::U(s.size)),
+            ];
+            if let Some(p) = &parent_j {
+                o.push(("parent", p.clone()));
+            }
+            o.push(("format", J::U(2)));
+            o.push(("protected", J::tf(s.protected)));
+            rows.push(J::O(o));
+            table.row(vec![
+                format!("{}@{}", e.name, s.name),
+                format_size(s.size),
+                parent_txt.clone(),
+                "2".into(),
+                if s.protected {
+                    "yes".into()
+                } else {
+                    String::new()
+                },
+                String::new(),
+            ]);
+        }
+    }
+    if x.json {
+        x.emit(&J::A(rows));
+    } else if !rows.is_empty() {
+        outln!("{}", table.render());
+    }
+    Ok(())
+}
+
+pub(super) fn info(x: &Ctx0, spec: Option<&str>) -> R<()> {
+    let sp = x.resolve(spec, SnapArg::Optional)?;
+    let img = x.open(&sp, false)?;
+    let i = img.info();
+    let snaps =
+        x.c.open_image(&sp.pool, &sp.image, true)
+            .and_then(|h| h.snap_list())
+            .ctx("error listing snapshots")?;
+    let this_snap = sp
+        .snap
+        .as_ref()
+        .and_then(|n| snaps.iter().find(|s| &s.name == n));
+    let created = ctime(this_snap.map(|s| s.created).unwrap_or(i.created));
+    let feats = features_by_bit(i.features);
+    let parent = img.parent();
+    if x.json {
+        let mut o = vec![
+            ("name", J::s(&i.name)),
+            ("id", J::s(&i.id)),
+            ("size", J::U(i.size)),
+            ("objects", J::U(i.num_objs)),
+            ("order", J::U(i.order.into())),
+            ("object_size", J::U(i.object_size)),
+            ("snapshot_count", J::U(snaps.len() as u64)),
+            ("block_name_prefix", J::s(&i.block_name_prefix)),
+            ("format", J::U(2)),
+            ("features", J::strs(feats.iter().copied())),
+            ("op_features", J::A(vec![])),
+            ("flags", J::A(vec![])),
+            ("create_timestamp", J::s(&created)),
+            ("access_timestamp", J::s(&created)),
+            ("modify_timestamp", J::s(&created)),
+        ];
+        if let Some(s) = this_snap {
+            o.push(("protected", J::tf(s.protected)));
+        }
+        if let Some(p) = &parent {
+            o.push((
+                "parent",
+                J::O(vec![
+                    ("pool", J::s(&p.pool)),
+                    ("pool_namespace", J::s("")),
+                    ("image", J::s(&p.image_name)),
+                    ("id", J::s(&p.image_id)),
+                    ("snapshot", J::s(&p.snap_name)),
+                    ("trash", J::Bool(false)),
+                    ("overlap", J::U(p.overlap)),
+                ]),
+            ));
+        }
+        x.emit(&J::O(o));
+        return Ok(());
+    }
+    outln!("rbd image '{}':", i.name);
+    outln!("\tsize {} in {} objects", format_size(i.size), i.num_objs);
+    outln!(
+        "\torder {} ({} objects)",
+        i.order,
+        format_size(i.object_size)
+    );
+    outln!("\tsnapshot_count: {}", snaps.len());
+    outln!("\tid: {}", i.id);
+    outln!("\tblock_name_prefix: {}", i.block_name_prefix);
+    outln!("\tformat: 2");
+    outln!("\tfeatures: {}", feats.join(", "));
+    outln!("\top_features: ");
+    outln!("\tflags: ");
+    outln!("\tcreate_timestamp: {created}");
+    outln!("\taccess_timestamp: {created}");
+    outln!("\tmodify_timestamp: {created}");
+    if let Some(s) = this_snap {
+        outln!(
+            "\tprotected: {}",
+            if s.protected { "True" } else { "False" }
+        );
+    }
+    if let Some(p) = &parent {
+        outln!("\tparent: {}/{}@{}", p.pool, p.image_name, p.snap_name);
+        outln!("\toverlap: {}", format_size(p.overlap));
+    }
+    Ok(())
+}
+
+pub(super) fn rm(x: &Ctx0, spec: Option<&str>) -> R<()> {
+    let sp = x.resolve(spec, SnapArg::Forbidden)?;
+    x.check_pool(&sp.pool)?;
+    // rbd's own wording for the common refusal, before anything is touched.
+    if let Ok(img) = x.c.open_image(&sp.pool, &sp.image, true) {
+        if !img.snap_list().unwrap_or_default().is_empty() {
+            return Err(Fail {
+                line: "image has snapshots - these must be deleted with 'rbd snap purge' \
+                       before the image can be removed."
+                    .into(),
+                detail: None,
+                code: 39,
+            });
+        }
+    }
+    let bar = progress::count_bar("Removing image", 0);
+    x.c.remove_image(&sp.pool, &sp.image, |done, total| {
+        bar.set_length(total);
+        bar.set_position(done);
+    })
+    .ctx("delete error")?;
+    bar.finish_and_clear();
+    Ok(())
+}
+
+pub(super) fn rename(
+    x: &Ctx0,
+    src: Option<&str>,
+    dst: Option<&str>,
+    dest_pool: Option<&str>,
+    dest: Option<&str>,
+) -> R<()> {
+    let a = x.resolve(src, SnapArg::Forbidden)?;
+    let b = match (dst, dest) {
+        (Some(d), _) | (None, Some(d)) => ImageSpec::parse(d, dest_pool.unwrap_or(&a.pool))
+            .map_err(|e| Fail::usage(e.to_string()))?,
+        (None, None) => return Err(Fail::usage("destination image name was not specified")),
+    };
+    if b.snap.is_some() {
+        return Err(Fail::usage(
+            "snapname specified for a command that doesn't use it",
+        ));
+    }
+    if b.pool != a.pool {
+        return Err(Fail::usage("mv/rename across pools not supported"));
+    }
+    x.check_pool(&a.pool)?;
+    x.c.rename_image(&a.pool, &a.image, &b.image)
+        .ctx("rename error")
+}
+
+pub(super) fn resize(
+    x: &Ctx0,
+    spec: Option<&str>,
+    size: Option<&str>,
+    allow_shrink: bool,
+) -> R<()> {
+    let sp = x.resolve(spec, SnapArg::Forbidden)?;
+    let Some(size) = size else {
+        return Err(Fail::usage("must specify --size <M/G/T>"));
+    };
+    let bytes = parse_size(size, 1 << 20)
+        .map_err(|_| Fail::bad_arg("the argument for option '--size' is invalid"))?;
+    let img = x.open(&sp, true)?;
+    if bytes < img.size() && !allow_shrink {
+        return Err(Fail::usage(
+            "shrinking an image is only allowed with the --allow-shrink flag",
+        ));
+    }
+    let bar = progress::bar("Resizing image", 1);
+    img.resize(bytes, allow_shrink).ctx("resize error")?;
+    img.close().ctx("resize error")?;
+    bar.finish_and_clear();
+    Ok(())
+}
+
+pub(super) fn export(
+    x: &Ctx0,
+    spec: Option<&str>,
+    path: Option<&str>,
+    export_format: Option<u8>,
+) -> R<()> {
+    if export_format.is_some_and(|f| f != 1) {
+        return Err(Fail {
+            line: "--export-format 2 is not supported; use the default (raw) format".into(),
+            detail: None,
+            code: 95,
+        });
+    }
+    let sp = x.resolve(spec, SnapArg::Optional)?;
+    let path = path.map(str::to_string).unwrap_or_else(|| sp.image.clone());
+    // Report a missing image as rbd does, before touching the destination.
+    drop(x.open(&sp, false)?);
+    crate::copy::export(&x.c, &sp, &path).ctx("export error")?;
+    Ok(())
+}
+
+pub(super) fn import(
+    x: &Ctx0,
+    path: Option<&str>,
+    spec: Option<&str>,
+    dest_pool: Option<&str>,
+    dest: Option<&str>,
+    export_format: Option<u8>,
+    o: &CreateOpts,
+) -> R<()> {
+    if export_format.is_some_and(|f| f != 1) {
+        return Err(Fail {
+            line: "--export-format 2 is not supported; import raw images".into(),
+            detail: None,
+            code: 95,
+        });
+    }
+    let Some(path) = path else {
+        return Err(Fail::usage("path was not specified"));
+    };
+    let name = spec
+        .or(dest)
+        .or(x.image.as_deref())
+        .map(str::to_string)
+        .or_else(|| {
+            (path != "-")
+                .then(|| std::path::Path::new(path).file_name())
+                .flatten()
+                .map(|n| n.to_string_lossy().into_owned())
+        })
+        .ok_or_else(|| Fail::usage("destination image name was not specified"))?;
+    let sp = x.resolve_with(Some(&name), dest_pool, None, SnapArg::Forbidden)?;
+    let (order, feats) = create_opts(o)?;
+    x.check_pool(&sp.pool)?;
+    crate::copy::import(&x.c, path, &sp, order, feats).ctx("import failed")?;
+    Ok(())
+}
+
+pub(super) fn status(x: &Ctx0, spec: Option<&str>) -> R<()> {
+    let sp = x.resolve(spec, SnapArg::Forbidden)?;
+    let img = x.open(&sp, false)?;
+    // Shale has no watches; the one client that holds the exclusive lock stands for them.
+    let owners = img.lock_owners().ctx("show status failed")?;
+    let client_num = |o: &str| {
+        o.strip_prefix("client.")
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    if x.json {
+        x.emit(&J::O(vec![(
+            "watchers",
+            J::A(
+                owners
+                    .iter()
+                    .map(|o| {
+                        J::O(vec![
+                            ("address", J::s(o)),
+                            ("client", J::U(client_num(o))),
+                            ("cookie", J::U(0)),
+                        ])
+                    })
+                    .collect(),
+            ),
+        )]));
+    } else if owners.is_empty() {
+        outln!("Watchers: none");
+    } else {
+        outln!("Watchers:");
+        for o in owners {
+            outln!("\twatcher={o} client.{} cookie=0", client_num(&o));
+        }
+    }
+    Ok(())
+}
+
+pub(super) fn bench(x: &Ctx0, b: &BenchOpts) -> R<()> {
+    use crate::bench::{BenchArgs, IoType, Pattern};
+    let sp = x.resolve(b.spec.as_deref(), SnapArg::Forbidden)?;
+    let io_type = match b.io_type.as_deref() {
+        Some("read") => IoType::Read,
+        Some("write") => IoType::Write,
+        Some("readwrite") | Some("rw") => IoType::Readwrite,
+        Some(_) => {
+            return Err(Fail::bad_arg(
+                "the argument for option '--io-type' is invalid",
+            ))
+        }
+        None => return Err(Fail::usage("must specify bench type (--io-type)")),
+    };
+    let (io_pattern, word) = match b.io_pattern.as_str() {
+        "seq" | "full-seq" => (Pattern::Seq, "sequential"),
+        "rand" => (Pattern::Rand, "random"),
+        _ => {
+            return Err(Fail::bad_arg(
+                "the argument for option '--io-pattern' is invalid",
+            ))
+        }
+    };
+    for (opt, v) in [("--io-size", &b.io_size), ("--io-total", &b.io_total)] {
+        if parse_size(v, 1).is_err() {
+            return Err(Fail::bad_arg(format!(
+                "the argument for option '{opt}' is invalid"
+            )));
+        }
+    }
+    let args = BenchArgs {
+        spec: sp.to_string(),
+        io_type,
+        io_size: b.io_size.clone(),
+        io_threads: b.io_threads,
+        io_total: b.io_total.clone(),
+        io_pattern,
+        rw_mix_read: b.rw_mix_read,
+        target_file: None,
+    };
+    x.check_pool(&sp.pool)?;
+    let kind = match io_type {
+        IoType::Read => "read",
+        IoType::Write => "write",
+        IoType::Readwrite => "readwrite",
+    };
+    let io_size = parse_size(&b.io_size, 1).unwrap_or(0);
+    let total = parse_size(&b.io_total, 1).unwrap_or(0);
+    let mut head = format!(
+        "bench  type {kind} io_size {io_size} io_threads {} bytes {total} pattern {word}",
+        b.io_threads
+    );
+    if io_type == IoType::Readwrite {
+        head.push_str(&format!(
+            " read:write={}:{}",
+            b.rw_mix_read,
+            100u8.saturating_sub(b.rw_mix_read)
+        ));
+    }
+    let o = crate::bench::measure(&x.c, &sp, &args).ctx("bench failed")?;
+    outln!("{head}");
+    outln!("  SEC       OPS   OPS/SEC   BYTES/SEC");
+    outln!(
+        "elapsed: {}   ops: {}   ops/sec: {:.2}   bytes/sec: {}/s",
+        o.secs as u64,
+        o.ops,
+        o.ops_per_sec,
+        format_size(o.bytes_per_sec as u64)
+    );
+    Ok(())
+}

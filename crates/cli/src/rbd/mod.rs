@@ -1,0 +1,714 @@
+//! The `shale` binary invoked as `rbd` (a symlink named `rbd`, `shale install-rbd-link`, or
+//! `shale run -- CMD` which puts one on CMD's PATH): Ceph's `rbd` command line for the commands
+//! Shale has, so that scripts and operators written for Ceph keep working.
+//!
+//! ```text
+//!  argv (rbd syntax) ──clap──> RbdCli ──resolve()──> ImageSpec ──> Cluster / Image calls
+//!                                                                   (shared with `shale`:
+//!                                                                    copy, snap, bench)
+//!  output: rbd's JSON keys in rbd's order (output::J), TextTable tables, rbd's progress lines,
+//!  errors as `rbd: <what> error: (errno) strerror` with the errno as exit status.
+//! ```
+//!
+//! The store comes from Shale's settings (`SHALE_STORE`, the settings file) and from
+//! `shale_*` keys in the ceph.conf that `-c/--conf` or `$CEPH_CONF` names.
+
+mod images;
+pub mod output;
+mod snaps;
+
+use std::ffi::OsString;
+use std::fmt::Display;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use shale_error::Error;
+use shale_image::{Cluster, Image, ImageSpec, Settings};
+
+use output::{json_text, strerror, J};
+
+/// A failed command: the line rbd prints, Shale's detail, and the exit status.
+pub(crate) struct Fail {
+    line: String,
+    detail: Option<String>,
+    code: i32,
+}
+
+impl Fail {
+    /// Bad usage, as rbd reports it (`rbd: image name was not specified`, EINVAL).
+    pub(crate) fn usage(msg: impl Into<String>) -> Fail {
+        Fail {
+            line: msg.into(),
+            detail: None,
+            code: 22,
+        }
+    }
+
+    /// A bad option value, which rbd's option parser rejects with status 1.
+    pub(crate) fn bad_arg(msg: impl Into<String>) -> Fail {
+        Fail {
+            line: msg.into(),
+            detail: None,
+            code: 1,
+        }
+    }
+
+    /// An operation that failed: `<ctx>: (errno) strerror`, exit status errno.
+    pub(crate) fn op(ctx: impl Display, e: Error) -> Fail {
+        let n = e.kind().errno();
+        Fail {
+            line: format!("{ctx}: ({n}) {}", strerror(n)),
+            detail: Some(e.to_string()),
+            code: n,
+        }
+    }
+}
+
+pub(crate) type R<T> = std::result::Result<T, Fail>;
+
+/// Attach rbd's wording of what failed to a Shale error.
+pub(crate) trait Ctx<T> {
+    fn ctx(self, what: impl Display) -> R<T>;
+}
+
+impl<T> Ctx<T> for shale_error::Result<T> {
+    fn ctx(self, what: impl Display) -> R<T> {
+        self.map_err(|e| Fail::op(what, e))
+    }
+}
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "rbd",
+    about = "Ceph's rbd command line, served by Shale",
+    disable_version_flag = true
+)]
+pub(crate) struct RbdCli {
+    /// Pool name
+    #[arg(short = 'p', long, global = true)]
+    pool: Option<String>,
+    /// Namespace name (Shale has none; only the empty namespace is accepted)
+    #[arg(long, global = true)]
+    namespace: Option<String>,
+    /// Image name
+    #[arg(long, global = true)]
+    image: Option<String>,
+    /// Snapshot name
+    #[arg(long, global = true)]
+    snap: Option<String>,
+    /// Client id (accepted; Shale has no cephx)
+    #[arg(long = "id", visible_alias = "user", global = true)]
+    id: Option<String>,
+    /// Client name (accepted)
+    #[arg(short = 'n', long = "name", global = true)]
+    name: Option<String>,
+    /// ceph.conf to read `shale_*` settings from (default: $CEPH_CONF, /etc/ceph/ceph.conf)
+    #[arg(short = 'c', long = "conf", global = true)]
+    conf: Option<String>,
+    /// Cluster name (accepted)
+    #[arg(long, global = true)]
+    cluster: Option<String>,
+    /// Monitor addresses (accepted; Shale has no monitors)
+    #[arg(short = 'm', long = "mon-host", global = true)]
+    mon_host: Option<String>,
+    /// Keyring (accepted)
+    #[arg(short = 'k', long, global = true)]
+    keyring: Option<String>,
+    /// Output format
+    #[arg(long, value_enum, global = true)]
+    format: Option<Fmt>,
+    /// Indent JSON output
+    #[arg(long, global = true)]
+    pretty_format: bool,
+    /// Do not print progress
+    #[arg(long, global = true)]
+    no_progress: bool,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Fmt {
+    Plain,
+    Json,
+}
+
+/// Options shared by the commands that create an image.
+#[derive(Args, Debug, Default)]
+pub(crate) struct CreateOpts {
+    /// Image format (only 2)
+    #[arg(long)]
+    image_format: Option<u8>,
+    /// Image features (layering, exclusive-lock, object-map, fast-diff, deep-flatten)
+    #[arg(long = "image-feature", value_delimiter = ',')]
+    image_feature: Vec<String>,
+    /// Object size as a power of two
+    #[arg(long)]
+    order: Option<u8>,
+    /// Object size in B/K/M
+    #[arg(long)]
+    object_size: Option<String>,
+    /// Stripe unit in B/K/M (validated; Shale does not stripe)
+    #[arg(long)]
+    stripe_unit: Option<String>,
+    /// Stripe count (validated; Shale does not stripe)
+    #[arg(long)]
+    stripe_count: Option<u64>,
+    /// Data pool (not supported)
+    #[arg(long)]
+    data_pool: Option<String>,
+    /// Shared image (accepted)
+    #[arg(long)]
+    image_shared: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Create an empty image
+    Create {
+        spec: Option<String>,
+        /// Image size (in M/G/T) [default unit: M]
+        #[arg(short = 's', long, allow_hyphen_values = true)]
+        size: Option<String>,
+        #[command(flatten)]
+        opts: CreateOpts,
+    },
+    /// List rbd images
+    #[command(visible_alias = "list")]
+    Ls {
+        pool_spec: Option<String>,
+        /// Long listing format
+        #[arg(short = 'l', long)]
+        long: bool,
+        /// Accepted (Shale has no trash)
+        #[arg(short = 'a', long)]
+        all: bool,
+    },
+    /// Show information about an image or snapshot
+    Info { spec: Option<String> },
+    /// Delete an image
+    #[command(visible_alias = "remove")]
+    Rm { spec: Option<String> },
+    /// Rename an image within its pool
+    #[command(visible_alias = "mv")]
+    Rename {
+        src: Option<String>,
+        dst: Option<String>,
+        #[arg(long)]
+        dest_pool: Option<String>,
+        #[arg(long)]
+        dest: Option<String>,
+    },
+    /// Resize (expand or shrink) an image
+    Resize {
+        spec: Option<String>,
+        #[arg(short = 's', long, allow_hyphen_values = true)]
+        size: Option<String>,
+        /// Permit shrinking
+        #[arg(long)]
+        allow_shrink: bool,
+    },
+    /// Snapshot commands
+    Snap {
+        #[command(subcommand)]
+        cmd: SnapCmd,
+    },
+    /// Clone a snapshot into a copy-on-write child image
+    Clone {
+        parent: Option<String>,
+        child: Option<String>,
+        #[arg(long)]
+        dest_pool: Option<String>,
+        #[arg(long)]
+        dest: Option<String>,
+        #[command(flatten)]
+        opts: CreateOpts,
+    },
+    /// Fill a clone with its parent's data and detach it
+    Flatten { spec: Option<String> },
+    /// Display the children of an image or of one of its snapshots
+    Children {
+        spec: Option<String>,
+        /// Accepted (Shale has no trash)
+        #[arg(short = 'a', long)]
+        all: bool,
+    },
+    /// Show disk usage of images and snapshots
+    #[command(visible_alias = "disk-usage")]
+    Du { spec: Option<String> },
+    /// Print the extents that differ since a snapshot, or since creation
+    Diff {
+        spec: Option<String>,
+        #[arg(long)]
+        from_snap: Option<String>,
+        #[arg(long)]
+        whole_object: bool,
+    },
+    /// Export an image or snapshot to a file (`-` for stdout)
+    Export {
+        spec: Option<String>,
+        path: Option<String>,
+        /// Only format 1 (raw) is supported
+        #[arg(long)]
+        export_format: Option<u8>,
+    },
+    /// Import an image from a raw file (`-` for stdin)
+    Import {
+        path: Option<String>,
+        spec: Option<String>,
+        #[arg(long)]
+        dest_pool: Option<String>,
+        #[arg(long)]
+        dest: Option<String>,
+        /// Only format 1 (raw) is supported
+        #[arg(long)]
+        export_format: Option<u8>,
+        #[command(flatten)]
+        opts: CreateOpts,
+    },
+    /// Export the changes since --from-snap (or all data) as an "rbd diff v1" stream
+    ExportDiff {
+        spec: Option<String>,
+        path: Option<String>,
+        #[arg(long)]
+        from_snap: Option<String>,
+        #[arg(long)]
+        whole_object: bool,
+    },
+    /// Apply an "rbd diff v1" stream to an image
+    ImportDiff {
+        path: Option<String>,
+        spec: Option<String>,
+    },
+    /// Advisory lock commands
+    Lock {
+        #[command(subcommand)]
+        cmd: LockCmd,
+    },
+    /// Show the status of an image
+    Status { spec: Option<String> },
+    /// Simple benchmark
+    Bench(BenchOpts),
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct BenchOpts {
+    spec: Option<String>,
+    /// read, write, or readwrite (rw)
+    #[arg(long)]
+    io_type: Option<String>,
+    #[arg(long, default_value = "4K")]
+    io_size: String,
+    #[arg(long, default_value_t = 16)]
+    io_threads: usize,
+    #[arg(long, default_value = "1G")]
+    io_total: String,
+    /// rand, seq, or full-seq
+    #[arg(long, default_value = "seq")]
+    io_pattern: String,
+    #[arg(long, default_value_t = 50)]
+    rw_mix_read: u8,
+}
+
+#[derive(Subcommand, Debug)]
+enum SnapCmd {
+    /// Create a snapshot
+    #[command(visible_alias = "add")]
+    Create { spec: Option<String> },
+    /// Dump the list of snapshots
+    #[command(visible_alias = "list")]
+    Ls {
+        spec: Option<String>,
+        /// Accepted (Shale has only user snapshots)
+        #[arg(short = 'a', long)]
+        all: bool,
+    },
+    /// Delete a snapshot
+    #[command(visible_alias = "remove")]
+    Rm {
+        spec: Option<String>,
+        /// Accepted
+        #[arg(long)]
+        force: bool,
+    },
+    /// Roll the image back to a snapshot
+    #[command(visible_alias = "revert")]
+    Rollback { spec: Option<String> },
+    /// Prevent a snapshot from being deleted
+    Protect { spec: Option<String> },
+    /// Allow a snapshot to be deleted
+    Unprotect { spec: Option<String> },
+    /// Delete all unprotected snapshots
+    Purge { spec: Option<String> },
+    /// Rename a snapshot
+    Rename {
+        src: Option<String>,
+        dst: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum LockCmd {
+    /// Show locks held on an image
+    #[command(visible_alias = "list")]
+    Ls { spec: Option<String> },
+    /// Take a lock on an image
+    Add {
+        spec: Option<String>,
+        lock_id: Option<String>,
+        /// Shared lock with this tag
+        #[arg(long)]
+        shared: Option<String>,
+    },
+    /// Release a lock on an image
+    #[command(visible_alias = "remove")]
+    Rm {
+        spec: Option<String>,
+        lock_id: Option<String>,
+        locker: Option<String>,
+    },
+}
+
+/// Whether a command takes a snapshot.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SnapArg {
+    Forbidden,
+    Optional,
+    Required,
+}
+
+/// What every command gets: the cluster, the global options, and output helpers.
+pub(crate) struct Ctx0 {
+    pub c: Cluster,
+    pub pool: Option<String>,
+    pub image: Option<String>,
+    pub snap: Option<String>,
+    pub json: bool,
+    pub pretty: bool,
+    pub default_pool: String,
+}
+
+impl Ctx0 {
+    /// The pool a command works in: the spec's, else `-p`, else the default (`rbd`).
+    pub fn pool_or_default(&self, explicit: Option<&str>) -> String {
+        explicit
+            .or(self.pool.as_deref())
+            .unwrap_or(&self.default_pool)
+            .to_string()
+    }
+
+    /// An image spec from a positional `[pool/]image[@snap]`, completed by `-p`, `--image`
+    /// and `--snap`, checked against what the command takes.
+    pub fn resolve(&self, pos: Option<&str>, snap: SnapArg) -> R<ImageSpec> {
+        self.resolve_with(pos, None, self.image.as_deref(), snap)
+    }
+
+    pub fn resolve_with(
+        &self,
+        pos: Option<&str>,
+        pool_opt: Option<&str>,
+        image_opt: Option<&str>,
+        snap: SnapArg,
+    ) -> R<ImageSpec> {
+        let pool = self.pool_or_default(pool_opt);
+        let mut sp = match pos {
+            Some(p) => ImageSpec::parse(p, &pool).map_err(|e| Fail::usage(e.to_string()))?,
+            None => {
+                let Some(img) = image_opt else {
+                    return Err(Fail::usage("image name was not specified"));
+                };
+                ImageSpec::parse(img, &pool).map_err(|e| Fail::usage(e.to_string()))?
+            }
+        };
+        if sp.snap.is_none() {
+            sp.snap = self.snap.clone();
+        }
+        match (snap, &sp.snap) {
+            (SnapArg::Required, None) => Err(Fail::usage("snapshot name was not specified")),
+            (SnapArg::Forbidden, Some(_)) => Err(Fail::usage(
+                "snapname specified for a command that doesn't use it",
+            )),
+            _ => Ok(sp),
+        }
+    }
+
+    /// Open `sp` (at its snapshot, if any), reporting failures as rbd does.
+    pub fn open(&self, sp: &ImageSpec, writable: bool) -> R<Image> {
+        self.check_pool(&sp.pool)?;
+        crate::snap::open_spec(&self.c, sp, writable)
+            .ctx(format_args!("error opening image {}", sp.image))
+    }
+
+    pub fn check_pool(&self, pool: &str) -> R<()> {
+        self.c
+            .pool_id(pool)
+            .map(|_| ())
+            .ctx(format_args!("error opening pool '{pool}'"))
+    }
+
+    /// Print `v` in the chosen JSON style.
+    pub fn emit(&self, v: &J) {
+        crate::out(json_text(v, self.pretty));
+    }
+}
+
+/// Entry point for `rbd ARGS…` (`args[0]` is the program name). `store` overrides the
+/// configured store (`shale --store URL rbd …`). Returns the exit status.
+pub fn main(args: Vec<OsString>, store: Option<&str>) -> i32 {
+    let cli = match RbdCli::try_parse_from(args) {
+        Ok(c) => c,
+        Err(e) => {
+            use clap::error::ErrorKind as K;
+            if matches!(e.kind(), K::DisplayHelp | K::DisplayVersion) {
+                let _ = e.print();
+                return 0;
+            }
+            if e.kind() == K::DisplayHelpOnMissingArgumentOrSubcommand {
+                let _ = e.print();
+                return 1;
+            }
+            let text = e.to_string();
+            let first = text
+                .lines()
+                .next()
+                .unwrap_or("bad arguments")
+                .trim_start_matches("error: ");
+            eprintln!("rbd: {first}");
+            eprintln!("(see `rbd help` and `rbd help <command>`)");
+            return 1;
+        }
+    };
+    crate::progress::set_style(if cli.no_progress {
+        crate::progress::Style::Quiet
+    } else {
+        crate::progress::Style::Rbd
+    });
+    match run(cli, store) {
+        Ok(()) => 0,
+        Err(f) => {
+            if let Some(d) = &f.detail {
+                eprintln!("shale: {d}");
+            }
+            eprintln!("rbd: {}", f.line);
+            f.code
+        }
+    }
+}
+
+/// Shale settings, then `shale_*` keys of the ceph.conf in force, then `store`.
+fn connect(conf: Option<&str>, store: Option<&str>) -> R<Cluster> {
+    let mut s = Settings::load().map_err(|e| Fail::op("error loading settings", e))?;
+    let path = match conf {
+        Some(p) => Some(std::path::PathBuf::from(p)),
+        None => std::env::var_os("CEPH_CONF")
+            .map(std::path::PathBuf::from)
+            .or_else(|| {
+                let p = std::path::PathBuf::from("/etc/ceph/ceph.conf");
+                p.exists().then_some(p)
+            }),
+    };
+    if let Some(p) = path {
+        match std::fs::read_to_string(&p) {
+            Ok(text) => {
+                for (k, v) in shale_keys(&text) {
+                    s.set(&k, &v).map_err(|e| {
+                        Fail::op(format_args!("bad setting shale_{k} in {}", p.display()), e)
+                    })?;
+                }
+            }
+            Err(e) if conf.is_some() => {
+                return Err(Fail {
+                    line: format!("cannot read config file {}: {e}", p.display()),
+                    detail: None,
+                    code: 1,
+                })
+            }
+            Err(_) => {}
+        }
+    }
+    if let Some(url) = store {
+        s.set("store", url)
+            .map_err(|e| Fail::op("bad --store", e))?;
+    }
+    Cluster::connect(s).map_err(|e| Fail::op("error connecting to the store", e))
+}
+
+/// The `shale_<name> = value` settings of a ceph.conf's `[global]` and `[client…]` sections,
+/// as (name, value); ceph.conf spells keys with spaces, dashes or underscores alike.
+fn shale_keys(text: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut applies = true;
+    for line in text.lines() {
+        let l = line.trim();
+        if l.is_empty() || l.starts_with('#') || l.starts_with(';') {
+            continue;
+        }
+        if let Some(sec) = l.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
+            let sec = sec.trim();
+            applies = sec == "global" || sec == "client" || sec.starts_with("client.");
+            continue;
+        }
+        let Some((k, v)) = l.split_once('=') else {
+            continue;
+        };
+        let key: String = k
+            .trim()
+            .chars()
+            .map(|c| if c == ' ' || c == '-' { '_' } else { c })
+            .collect::<String>()
+            .to_ascii_lowercase();
+        if let Some(name) = key.strip_prefix("shale_") {
+            if applies {
+                let v = v.trim().trim_matches('"').to_string();
+                out.push((name.to_string(), v));
+            }
+        }
+    }
+    out
+}
+
+fn run(cli: RbdCli, store: Option<&str>) -> R<()> {
+    if let Some(ns) = cli.namespace.as_deref() {
+        if !ns.is_empty() {
+            return Err(Fail {
+                line: format!("namespace '{ns}': Shale pools have no namespaces"),
+                detail: None,
+                code: 95,
+            });
+        }
+    }
+    let c = connect(cli.conf.as_deref(), store)?;
+    let default_pool = c.settings().default_pool.clone();
+    let x = Ctx0 {
+        c,
+        pool: cli.pool.clone(),
+        image: cli.image.clone(),
+        snap: cli.snap.clone(),
+        json: cli.format == Some(Fmt::Json),
+        pretty: cli.pretty_format,
+        default_pool,
+    };
+    match cli.cmd {
+        Cmd::Create { spec, size, opts } => images::create(&x, spec.as_deref(), size, &opts),
+        Cmd::Ls {
+            pool_spec, long, ..
+        } => images::ls(&x, pool_spec.as_deref(), long),
+        Cmd::Info { spec } => images::info(&x, spec.as_deref()),
+        Cmd::Rm { spec } => images::rm(&x, spec.as_deref()),
+        Cmd::Rename {
+            src,
+            dst,
+            dest_pool,
+            dest,
+        } => images::rename(
+            &x,
+            src.as_deref(),
+            dst.as_deref(),
+            dest_pool.as_deref(),
+            dest.as_deref(),
+        ),
+        Cmd::Resize {
+            spec,
+            size,
+            allow_shrink,
+        } => images::resize(&x, spec.as_deref(), size.as_deref(), allow_shrink),
+        Cmd::Export {
+            spec,
+            path,
+            export_format,
+        } => images::export(&x, spec.as_deref(), path.as_deref(), export_format),
+        Cmd::Import {
+            path,
+            spec,
+            dest_pool,
+            dest,
+            export_format,
+            opts,
+        } => images::import(
+            &x,
+            path.as_deref(),
+            spec.as_deref(),
+            dest_pool.as_deref(),
+            dest.as_deref(),
+            export_format,
+            &opts,
+        ),
+        Cmd::Status { spec } => images::status(&x, spec.as_deref()),
+        Cmd::Bench(b) => images::bench(&x, &b),
+        Cmd::Snap { cmd } => match cmd {
+            SnapCmd::Create { spec } => snaps::create(&x, spec.as_deref()),
+            SnapCmd::Ls { spec, .. } => snaps::ls(&x, spec.as_deref()),
+            SnapCmd::Rm { spec, .. } => snaps::rm(&x, spec.as_deref()),
+            SnapCmd::Rollback { spec } => snaps::rollback(&x, spec.as_deref()),
+            SnapCmd::Protect { spec } => snaps::protect(&x, spec.as_deref(), true),
+            SnapCmd::Unprotect { spec } => snaps::protect(&x, spec.as_deref(), false),
+            SnapCmd::Purge { spec } => snaps::purge(&x, spec.as_deref()),
+            SnapCmd::Rename { src, dst } => snaps::rename(&x, src.as_deref(), dst.as_deref()),
+        },
+        Cmd::Clone {
+            parent,
+            child,
+            dest_pool,
+            dest,
+            opts,
+        } => snaps::clone(
+            &x,
+            parent.as_deref(),
+            child.as_deref(),
+            dest_pool.as_deref(),
+            dest.as_deref(),
+            &opts,
+        ),
+        Cmd::Flatten { spec } => snaps::flatten(&x, spec.as_deref()),
+        Cmd::Children { spec, .. } => snaps::children(&x, spec.as_deref()),
+        Cmd::Du { spec } => snaps::du(&x, spec.as_deref()),
+        Cmd::Diff {
+            spec,
+            from_snap,
+            whole_object,
+        } => snaps::diff(&x, spec.as_deref(), from_snap.as_deref(), whole_object),
+        Cmd::ExportDiff {
+            spec,
+            path,
+            from_snap,
+            whole_object,
+        } => snaps::export_diff(
+            &x,
+            spec.as_deref(),
+            path.as_deref(),
+            from_snap.as_deref(),
+            whole_object,
+        ),
+        Cmd::ImportDiff { path, spec } => snaps::import_diff(&x, path.as_deref(), spec.as_deref()),
+        Cmd::Lock { cmd } => match cmd {
+            LockCmd::Ls { spec } => snaps::lock_ls(&x, spec.as_deref()),
+            LockCmd::Add {
+                spec,
+                lock_id,
+                shared,
+            } => snaps::lock_add(&x, spec.as_deref(), lock_id.as_deref(), shared.as_deref()),
+            LockCmd::Rm {
+                spec,
+                lock_id,
+                locker,
+            } => snaps::lock_rm(&x, spec.as_deref(), lock_id.as_deref(), locker.as_deref()),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ceph_conf_shale_keys() {
+        let t = "[global]\nfsid = x\nshale store = file:///a\n[osd]\nshale_store = no\n\
+                 [client.admin]\nshale-segment-size = 8M\n";
+        assert_eq!(
+            shale_keys(t),
+            vec![
+                ("store".to_string(), "file:///a".to_string()),
+                ("segment_size".to_string(), "8M".to_string())
+            ]
+        );
+    }
+}
