@@ -99,6 +99,7 @@ fn report(s: &Summary, master: Option<u64>) {
     );
     println!("clean close+reopen   {}", f.closes);
     println!("takeovers            {}", f.takeovers);
+    println!("lock handoffs        {}", f.handoffs);
     println!("resizes              {}", f.resizes);
     println!(
         "snapshots            {} taken, {} read back",

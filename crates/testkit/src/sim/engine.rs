@@ -1667,7 +1667,9 @@ impl Sim {
                 let lose = self.journal.is_some() && self.rng.below(4) == 0;
                 self.crash(lose)
             }
-            45..=48 => self.close_reopen(),
+            45..=46 => self.close_reopen(),
+            47..=48 if self.opts.takeovers => self.handoff(),
+            47..=48 => self.close_reopen(),
             49..=55 => self.read_check(),
             56..=59 => self.sync_flush(false),
             60..=62 => self.sync_flush(true),
@@ -1858,6 +1860,50 @@ impl Sim {
         self.f.gc_runs += 1;
         self.note(format!("background gc({th}) started"));
         self.batch(false)
+    }
+
+    /// A cooperative handoff of the exclusive lock on this host (to a second handle of this
+    /// process, or another process here): the owner stores everything and closes; the next
+    /// writer takes the lock — new epoch, fence past every stored segment, as the image layer's
+    /// lock does — and opens the same journal file (a new life of it).
+    fn handoff(&mut self) -> Step {
+        self.join_bg()?;
+        self.drain()?;
+        let vol = self.vol.take().expect("volume is open");
+        let v2 = vol.clone();
+        let r = self.timed("handoff: the owner closes", move || v2.close())?;
+        drop(vol);
+        self.settle()?;
+        let lower = match &r {
+            Ok(()) => {
+                self.floor_j = self.next_id;
+                self.floor_s = self.next_id;
+                self.next_id
+            }
+            Err(e) => {
+                // The owner could not store everything (faults): what it acknowledged is in
+                // the journal the next writer on this host replays.
+                let (k, m) = (e.kind(), e.to_string());
+                self.judge("handoff close", k, &m)?;
+                if self.journal.is_none() {
+                    self.floor_s
+                } else {
+                    self.floor_j.max(self.floor_s)
+                }
+            }
+        };
+        self.epoch += 1;
+        let start = max_segment(self.inner.as_ref()) + 1;
+        self.fence = Some((self.epoch, start));
+        self.f.handoffs += 1;
+        self.note(format!(
+            "handoff ({:?}): epoch {} fence at segment {start}, same journal",
+            r.as_ref().map_err(|e| e.to_string()),
+            self.epoch
+        ));
+        self.reopen("open by the next owner")?;
+        self.check_recovered(lower, "after handoff")?;
+        self.check_some_snapshots("after handoff")
     }
 
     /// Another host takes the image over (new epoch, fence past every stored segment) while

@@ -98,6 +98,8 @@ pub struct Figures {
     pub journal_losses: u64,
     pub closes: u64,
     pub takeovers: u64,
+    /// Cooperative lock handoffs on one host (same journal file, new epoch).
+    pub handoffs: u64,
     pub zombie_ops: u64,
     pub resizes: u64,
     pub snapshots: u64,
@@ -136,6 +138,7 @@ impl Figures {
             journal_losses,
             closes,
             takeovers,
+            handoffs,
             zombie_ops,
             resizes,
             snapshots,
