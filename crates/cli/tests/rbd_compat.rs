@@ -70,9 +70,16 @@ impl Env {
         serde_json::from_str(&out).unwrap_or_else(|e| panic!("rbd {args:?}: {e}: {out}"))
     }
 
-    /// The scenario regen.sh builds on Ceph, built on Shale.
+    /// The scenario regen.sh builds on Ceph (in pool fxp), built on Shale.
     fn scenario(&self) {
-        self.ok(&["create", "rbd/fx-a", "--size", "64M"]);
+        let o = Command::new(env!("CARGO_BIN_EXE_shale"))
+            .args(["--store", &format!("file://{}", self.store.display())])
+            .args(["pool", "create", "fxp"])
+            .env_remove("SHALE_CONF")
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        self.ok(&["create", "fxp/fx-a", "--size", "64M"]);
         self.ok(&[
             "bench",
             "--io-type",
@@ -81,20 +88,20 @@ impl Env {
             "64K",
             "--io-total",
             "4M",
-            "rbd/fx-a",
+            "fxp/fx-a",
         ]);
-        self.ok(&["snap", "create", "rbd/fx-a@s1"]);
-        self.ok(&["snap", "protect", "rbd/fx-a@s1"]);
-        self.ok(&["clone", "rbd/fx-a@s1", "rbd/fx-clone"]);
+        self.ok(&["snap", "create", "fxp/fx-a@s1"]);
+        self.ok(&["snap", "protect", "fxp/fx-a@s1"]);
+        self.ok(&["clone", "fxp/fx-a@s1", "fxp/fx-clone"]);
         self.ok(&[
             "create",
-            "rbd/fx-b",
+            "fxp/fx-b",
             "--size",
             "1G",
             "--image-feature",
             "layering",
         ]);
-        self.ok(&["lock", "add", "rbd/fx-b", "mylock"]);
+        self.ok(&["lock", "add", "fxp/fx-b", "mylock"]);
     }
 }
 
@@ -176,18 +183,18 @@ fn json_output_has_rbds_keys_and_types() {
     e.scenario();
     // Both sides must be non-trivial for the comparison to mean something.
     let cases: &[(&str, &[&str])] = &[
-        ("ls", &["ls", "-p", "rbd"]),
-        ("ls_l", &["ls", "-l", "rbd"]),
-        ("info", &["info", "rbd/fx-a"]),
-        ("info_clone", &["info", "rbd/fx-clone"]),
-        ("info_snap", &["info", "rbd/fx-a@s1"]),
-        ("snap_ls", &["snap", "ls", "rbd/fx-a"]),
-        ("children", &["children", "rbd/fx-a@s1"]),
-        ("du", &["du", "rbd/fx-a"]),
-        ("du_pool", &["du", "-p", "rbd"]),
-        ("diff", &["diff", "rbd/fx-a"]),
-        ("lock_ls", &["lock", "ls", "rbd/fx-b"]),
-        ("status", &["status", "rbd/fx-a"]),
+        ("ls", &["ls", "-p", "fxp"]),
+        ("ls_l", &["ls", "-l", "fxp"]),
+        ("info", &["info", "fxp/fx-a"]),
+        ("info_clone", &["info", "fxp/fx-clone"]),
+        ("info_snap", &["info", "fxp/fx-a@s1"]),
+        ("snap_ls", &["snap", "ls", "fxp/fx-a"]),
+        ("children", &["children", "fxp/fx-a@s1"]),
+        ("du", &["du", "fxp/fx-a"]),
+        ("du_pool", &["du", "-p", "fxp"]),
+        ("diff", &["diff", "fxp/fx-a"]),
+        ("lock_ls", &["lock", "ls", "fxp/fx-b"]),
+        ("status", &["status", "fxp/fx-a"]),
     ];
     for (name, args) in cases {
         let ours = e.json(args);
@@ -198,66 +205,97 @@ fn json_output_has_rbds_keys_and_types() {
         assert_same_shape(name, &ours, &theirs);
     }
     // The same options in other places and spellings.
-    let v = e.json(&["info", "--image", "fx-a", "--snap", "s1", "-p", "rbd"]);
+    let v = e.json(&["info", "--image", "fx-a", "--snap", "s1", "-p", "fxp"]);
     assert_same_shape("info --image --snap", &v, &fixture("info_snap"));
     assert_eq!(v["protected"], "true");
-    let v = e.json(&["--pool", "rbd", "list", "--long"]);
+    let v = e.json(&["--pool", "fxp", "list", "--long"]);
     assert_same_shape("list --long", &v, &fixture("ls_l"));
     // Values that must agree with what was done.
-    let info = e.json(&["info", "rbd/fx-clone"]);
+    let info = e.json(&["info", "fxp/fx-clone"]);
     assert_eq!(info["parent"]["image"], "fx-a");
     assert_eq!(info["parent"]["snapshot"], "s1");
     assert_eq!(info["size"], 64 << 20);
-    let b = e.json(&["info", "rbd/fx-b"]);
+    let b = e.json(&["info", "fxp/fx-b"]);
     assert_eq!(b["features"], serde_json::json!(["layering"]));
     assert_eq!(b["size"], 1u64 << 30);
     // --pretty-format indents by four spaces, as rbd; without it, one line.
-    let pretty = e.ok(&["ls", "--format", "json", "--pretty-format"]);
+    let pretty = e.ok(&["ls", "-p", "fxp", "--format", "json", "--pretty-format"]);
     assert!(pretty.starts_with("[\n    \"fx-a\""), "{pretty}");
     assert_eq!(
-        e.ok(&["ls", "--format=json"]),
+        e.ok(&["ls", "--format=json", "--pool=fxp"]),
         "[\"fx-a\",\"fx-b\",\"fx-clone\"]\n"
     );
 }
 
+fn fixture_text(name: &str) -> String {
+    std::fs::read_to_string(fixture_dir().join(format!("{name}.txt"))).unwrap()
+}
+
 #[test]
-fn plain_output_is_rbds_tables() {
+fn plain_output_is_rbds_text() {
     let e = env();
     e.scenario();
-    let ls = e.ok(&["ls", "-l"]);
-    let head = ls.lines().next().unwrap();
+    // Ceph's ids and times differ from ours; map them (from the JSON fixtures of the same run),
+    // then the text must be byte for byte what rbd printed.
+    let theirs = |n: &str| fixture(n);
+    let ours = |args: &[&str]| e.json(args);
+    let mut map: Vec<(String, String)> = Vec::new();
+    for (fx, args) in [
+        ("info", &["info", "fxp/fx-a"][..]),
+        ("info_clone", &["info", "fxp/fx-clone"]),
+    ] {
+        let (t, o) = (theirs(fx), ours(args));
+        for k in ["id", "create_timestamp"] {
+            map.push((
+                t[k].as_str().unwrap().to_string(),
+                o[k].as_str().unwrap().to_string(),
+            ));
+        }
+    }
+    let (ts, os) = (theirs("snap_ls"), ours(&["snap", "ls", "fxp/fx-a"]));
+    map.push((
+        ts[0]["timestamp"].as_str().unwrap().to_string(),
+        os[0]["timestamp"].as_str().unwrap().to_string(),
+    ));
+    map.push((format!("{:>6}", ts[0]["id"]), format!("{:>6}", os[0]["id"])));
+    let expect = |name: &str| {
+        let mut t = fixture_text(name);
+        for (a, b) in &map {
+            t = t.replace(a, b);
+        }
+        t
+    };
+    for (name, args) in [
+        ("ls_l", &["ls", "-l", "fxp"][..]),
+        ("info", &["info", "fxp/fx-a"]),
+        ("info_clone", &["info", "fxp/fx-clone"]),
+        ("snap_ls", &["snap", "ls", "fxp/fx-a"]),
+        ("children", &["children", "fxp/fx-a@s1"]),
+        ("status", &["status", "fxp/fx-a"]),
+    ] {
+        assert_eq!(e.ok(args), expect(name), "rbd {args:?}");
+    }
+    // Tables whose numbers differ (Ceph counts whole objects as used; lockers' names): the
+    // same headers and layout.
+    let du = e.ok(&["du", "fxp/fx-a"]);
+    let first = |t: &str| {
+        t.lines()
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    assert_eq!(first(&du), first(&fixture_text("du")));
+    assert_eq!(du.lines().count(), fixture_text("du").lines().count());
+    let locks = e.ok(&["lock", "ls", "fxp/fx-b"]);
     assert_eq!(
-        head.split_whitespace().collect::<Vec<_>>(),
-        ["NAME", "SIZE", "PARENT", "FMT", "PROT", "LOCK"]
+        locks.lines().take(1).collect::<Vec<_>>(),
+        fixture_text("lock_ls").lines().take(1).collect::<Vec<_>>()
     );
-    assert!(
-        ls.lines()
-            .any(|l| l.starts_with("fx-clone") && l.contains("rbd/fx-a@s1")),
-        "{ls}"
-    );
-    assert!(
-        ls.lines()
-            .any(|l| l.starts_with("fx-b") && l.ends_with("excl")),
-        "{ls}"
-    );
-    let snaps = e.ok(&["snap", "ls", "fx-a"]);
-    assert!(
-        snaps.starts_with("SNAPID  NAME  SIZE    PROTECTED  TIMESTAMP"),
-        "{snaps}"
-    );
-    let du = e.ok(&["du", "fx-a"]);
-    assert!(du.starts_with("NAME     PROVISIONED  USED"), "{du}");
-    assert!(du.contains("<TOTAL>"), "{du}");
-    let info = e.ok(&["info", "fx-clone"]);
-    assert!(info.starts_with("rbd image 'fx-clone':\n\tsize 64 MiB in 16 objects\n"));
-    assert!(info
-        .contains("\tfeatures: layering, exclusive-lock, object-map, fast-diff, deep-flatten\n"));
-    assert!(
-        info.contains("\tparent: rbd/fx-a@s1\n\toverlap: 64 MiB\n"),
-        "{info}"
-    );
-    assert_eq!(e.ok(&["children", "fx-a@s1"]), "rbd/fx-clone\n");
-    assert_eq!(e.ok(&["status", "fx-a"]), "Watchers: none\n");
+    assert_eq!(first(locks.lines().nth(1).unwrap()), "Locker ID Address");
+    let diff = e.ok(&["diff", "fxp/fx-a"]);
+    assert_eq!(first(&diff), first(&fixture_text("diff")));
 }
 
 /// One recorded rbd error: its arguments, exit status and last stderr line.
@@ -321,8 +359,8 @@ fn errors_match_rbds_messages_and_exit_codes_and_change_nothing() {
         let stderr = String::from_utf8_lossy(&o.stderr);
         let last = stderr.lines().last().unwrap_or("");
         let code = o.status.code().unwrap_or(-1);
-        // Argument-parser messages are worded by clap, not boost: same status, own words.
-        let parser_error = r.exit == 1;
+        // An unknown command is reported by clap, in its words: same status.
+        let parser_error = r.args[0] == "bogus";
         if code != r.exit || (!parser_error && last != r.last) {
             problems.push(format!(
                 "rbd {}: exit {code} (rbd: {}), last line {last:?} (rbd: {:?})",
@@ -330,9 +368,6 @@ fn errors_match_rbds_messages_and_exit_codes_and_change_nothing() {
                 r.exit,
                 r.last
             ));
-        }
-        if !parser_error {
-            assert!(last.starts_with("rbd: "), "{stderr}");
         }
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
@@ -351,11 +386,6 @@ fn errors_match_rbds_messages_and_exit_codes_and_change_nothing() {
             95,
         ),
         (
-            &["create", "fx-n", "--size", "1M", "--image-feature", "bogus"],
-            1,
-        ),
-        (&["create", "fx-n", "--size", "1M", "--order", "30"], 22),
-        (
             &["create", "fx-n", "--size", "1M", "--object-size", "3M"],
             22,
         ),
@@ -367,16 +397,8 @@ fn errors_match_rbds_messages_and_exit_codes_and_change_nothing() {
             &["create", "fx-n", "--size", "1M", "--stripe-unit", "3K"],
             22,
         ),
-        (&["create", "--size", "1M"], 22),
-        (&["info", "nopool/fx-a"], 2),
-        (&["rm", "fx-a"], 39),
-        (&["snap", "purge", "fx-a"], 16),
-        (&["rename", "fx-a", "other/fx-z"], 22),
-        (&["snap", "ls", "fx-a@s1"], 22),
-        (&["bench", "fx-a", "--io-type", "sideways"], 1),
-        (&["bench", "fx-a"], 22),
         (&["ls", "--format", "xml"], 1),
-        (&["info", "fx-a", "--namespace", "ns1"], 95),
+        (&["info", "fxp/fx-a", "--namespace", "ns1"], 95),
     ] {
         let o = e.run(args);
         let stderr = String::from_utf8_lossy(&o.stderr);

@@ -44,7 +44,9 @@ pub(super) fn create_opts(o: &CreateOpts) -> R<(u8, Option<u64>)> {
     }
     let order = order.unwrap_or(22);
     if !(12..=25).contains(&order) {
-        return Err(Fail::usage("order must be in the range [12, 25]"));
+        return Err(Fail::bad_arg(
+            "the argument for option '--order' is invalid",
+        ));
     }
     let obj = 1u64 << order;
     let unit = match &o.stripe_unit {
@@ -53,7 +55,7 @@ pub(super) fn create_opts(o: &CreateOpts) -> R<(u8, Option<u64>)> {
         None => obj,
     };
     let count = o.stripe_count.unwrap_or(1);
-    if unit == 0 || obj % unit != 0 {
+    if unit == 0 || !obj.is_multiple_of(unit) {
         return Err(Fail::usage(
             "stripe unit is not a factor of the object size",
         ));
@@ -79,9 +81,7 @@ pub(super) fn create_opts(o: &CreateOpts) -> R<(u8, Option<u64>)> {
                     .find(|(n, _)| *n == name)
                     .map(|(_, b)| *b)
                     .ok_or_else(|| {
-                        Fail::bad_arg(format!(
-                            "the argument ('{name}') for option '--image-feature' is invalid"
-                        ))
+                        Fail::bad_arg("the argument for option '--image-feature' is invalid")
                     })?,
             };
             mask |= bit;
@@ -363,11 +363,14 @@ pub(super) fn rename(
     };
     if b.snap.is_some() {
         return Err(Fail::usage(
-            "snapname specified for a command that doesn't use it",
+            "snapshot name specified for a command that doesn't use it",
         ));
     }
     if b.pool != a.pool {
-        return Err(Fail::usage("mv/rename across pools not supported"));
+        return Err(Fail::usage(format!(
+            "mv/rename across pools not supported\nsource pool: {} dest pool: {}",
+            a.pool, b.pool
+        )));
     }
     x.check_pool(&a.pool)?;
     x.c.rename_image(&a.pool, &a.image, &b.image)
@@ -506,7 +509,7 @@ pub(super) fn bench(x: &Ctx0, b: &BenchOpts) -> R<()> {
                 "the argument for option '--io-type' is invalid",
             ))
         }
-        None => return Err(Fail::usage("must specify bench type (--io-type)")),
+        None => return Err(Fail::usage("--io-type must be specified.")),
     };
     let (io_pattern, word) = match b.io_pattern.as_str() {
         "seq" | "full-seq" => (Pattern::Seq, "sequential"),

@@ -425,7 +425,7 @@ impl Ctx0 {
         match (snap, &sp.snap) {
             (SnapArg::Required, None) => Err(Fail::usage("snapshot name was not specified")),
             (SnapArg::Forbidden, Some(_)) => Err(Fail::usage(
-                "snapname specified for a command that doesn't use it",
+                "snapshot name specified for a command that doesn't use it",
             )),
             _ => Ok(sp),
         }

@@ -145,30 +145,29 @@ pub(super) fn purge(x: &Ctx0, spec: Option<&str>) -> R<()> {
     let sp = x.resolve(spec, SnapArg::Forbidden)?;
     let img = x.open(&sp, true)?;
     let snaps = img.snap_list().ctx("removing snaps failed")?;
-    let protected: Vec<&str> = snaps
-        .iter()
-        .filter(|s| s.protected)
-        .map(|s| s.name.as_str())
-        .collect();
-    if !protected.is_empty() {
-        // rbd refuses up front and removes nothing.
-        return Err(Fail {
-            line: format!(
-                "error removing snapshot(s) '{}', which are protected - these must be \
-                 unprotected with `rbd snap unprotect`.",
-                protected.join(", ")
-            ),
-            detail: None,
-            code: 16,
-        });
-    }
     let bar = progress::count_bar("Removing all snapshots", snaps.len() as u64);
+    let mut protected = Vec::new();
     for s in &snaps {
-        img.snap_remove(&s.name).ctx("removing snaps failed")?;
-        bar.inc(1);
+        if s.protected {
+            protected.push(s.name.as_str());
+        } else {
+            img.snap_remove(&s.name).ctx("removing snaps failed")?;
+            bar.inc(1);
+        }
     }
     img.close().ctx("removing snaps failed")?;
-    bar.finish_and_clear();
+    if protected.is_empty() {
+        bar.finish_and_clear();
+    } else {
+        // As rbd 16.2: the others are removed, the progress line ends in "failed.", the
+        // message goes to stdout and the exit status is 0.
+        drop(bar);
+        outln!(
+            "rbd: error removing snapshot(s) '{}', which are protected - these must be \
+             unprotected with `rbd snap unprotect`.",
+            protected.join(", ")
+        );
+    }
     Ok(())
 }
 
