@@ -275,24 +275,55 @@ pub unsafe extern "C" fn rados_wait_for_latest_osdmap(cluster: rados_t) -> c_int
     })
 }
 
-/// Capacity of the filesystem behind a `file://` store (total, available bytes); other stores
-/// report 1 PiB free (an object store has no fixed size).
-pub(crate) fn capacity(store: &Store) -> (u64, u64) {
-    const PIB: u64 = 1 << 50;
-    let Some(path) = store.url.strip_prefix("file://") else {
-        return (PIB, PIB);
-    };
-    let Ok(cpath) = std::ffi::CString::new(path) else {
-        return (PIB, PIB);
-    };
+/// Usage of the filesystem behind a `file://` store, from `statvfs`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FsUsage {
+    pub(crate) total: u64,
+    /// Bytes in use (blocks minus free blocks, as `df` counts them).
+    pub(crate) used: u64,
+    /// Bytes available to this user.
+    pub(crate) avail: u64,
+}
+
+impl FsUsage {
+    /// The fraction in use, as `df`'s Use%: used / (used + available).
+    pub(crate) fn fill_ratio(&self) -> f64 {
+        let all = self.used.saturating_add(self.avail);
+        if all == 0 {
+            0.0
+        } else {
+            self.used as f64 / all as f64
+        }
+    }
+}
+
+/// [`FsUsage`] of a `file://` store; None for other stores (an object store has no fixed
+/// size) or when `statvfs` fails.
+pub(crate) fn fs_usage(store: &Store) -> Option<FsUsage> {
+    let path = store.url.strip_prefix("file://")?;
+    let cpath = std::ffi::CString::new(path).ok()?;
     // SAFETY: an all-zero statvfs is a valid value to be overwritten.
     let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
     // SAFETY: `cpath` is a C string and `st` a writable statvfs.
     if unsafe { libc::statvfs(cpath.as_ptr(), &mut st) } != 0 {
-        return (PIB, PIB);
+        return None;
     }
     let frsize = st.f_frsize as u64;
-    (st.f_blocks as u64 * frsize, st.f_bavail as u64 * frsize)
+    let blocks = st.f_blocks as u64;
+    Some(FsUsage {
+        total: blocks.saturating_mul(frsize),
+        used: blocks
+            .saturating_sub(st.f_bfree as u64)
+            .saturating_mul(frsize),
+        avail: (st.f_bavail as u64).saturating_mul(frsize),
+    })
+}
+
+/// Capacity of the filesystem behind a `file://` store (total, available bytes); other stores
+/// report 1 PiB free (an object store has no fixed size).
+pub(crate) fn capacity(store: &Store) -> (u64, u64) {
+    const PIB: u64 = 1 << 50;
+    fs_usage(store).map_or((PIB, PIB), |u| (u.total, u.avail))
 }
 
 /// Usage of every pool of a store: (name, id, stats).

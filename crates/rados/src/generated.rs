@@ -13,7 +13,7 @@
 
 use crate::types::*;
 use core::ffi::{c_char, c_int, c_uint, c_void};
-// ---- prototype checks of the 192 hand-written entry points ----
+// ---- prototype checks of the 195 hand-written entry points ----
 const _: unsafe extern "C" fn(rados_ioctx_t, *const c_char, c_int) -> c_int = crate::pools::rados_application_enable;
 const _: unsafe extern "C" fn(*mut c_char) = crate::mon::rados_buffer_free;
 const _: unsafe extern "C" fn(rados_t, *mut c_char, usize) -> c_int = crate::cluster::rados_cluster_fsid;
@@ -36,7 +36,10 @@ const _: unsafe extern "C" fn(rados_ioctx_t) -> i64 = crate::pools::rados_ioctx_
 const _: unsafe extern "C" fn(rados_ioctx_t, *mut c_char, c_uint) -> c_int = crate::pools::rados_ioctx_get_namespace;
 const _: unsafe extern "C" fn(rados_ioctx_t, *mut c_char, c_uint) -> c_int = crate::pools::rados_ioctx_get_pool_name;
 const _: unsafe extern "C" fn(rados_ioctx_t, *const c_char) = crate::pools::rados_ioctx_set_namespace;
+const _: unsafe extern "C" fn(rados_t, *mut *const c_char, usize, *const c_char, usize, *mut *mut c_char, *mut usize, *mut *mut c_char, *mut usize) -> c_int = crate::mon::rados_mgr_command;
+const _: unsafe extern "C" fn(rados_t, *const c_char, *mut *const c_char, usize, *const c_char, usize, *mut *mut c_char, *mut usize, *mut *mut c_char, *mut usize) -> c_int = crate::mon::rados_mgr_command_target;
 const _: unsafe extern "C" fn(rados_t, *mut *const c_char, usize, *const c_char, usize, *mut *mut c_char, *mut usize, *mut *mut c_char, *mut usize) -> c_int = crate::mon::rados_mon_command;
+const _: unsafe extern "C" fn(rados_t, *const c_char, *mut *const c_char, usize, *const c_char, usize, *mut *mut c_char, *mut usize, *mut *mut c_char, *mut usize) -> c_int = crate::mon::rados_mon_command_target;
 const _: unsafe extern "C" fn(rados_t, *const c_char) -> c_int = crate::pools::rados_pool_create;
 const _: unsafe extern "C" fn(rados_t, *const c_char, u64, u8) -> c_int = crate::pools::rados_pool_create_with_all;
 const _: unsafe extern "C" fn(rados_t, *const c_char, u64) -> c_int = crate::pools::rados_pool_create_with_auid;
@@ -234,7 +237,7 @@ pub unsafe extern "C" fn shale_rados_ioctx_pool_stat_v14_2_0(io: rados_ioctx_t, 
 }
 
 
-// ---- 332 stubs ----
+// ---- 329 stubs ----
 
 #[no_mangle]
 pub unsafe extern "C" fn rados_aio_append(_io: rados_ioctx_t, _oid: *const c_char, _completion: rados_completion_t, _buf: *const c_char, _len: usize) -> c_int {
@@ -727,36 +730,6 @@ pub unsafe extern "C" fn rados_lock_exclusive(_io: rados_ioctx_t, _oid: *const c
 #[no_mangle]
 pub unsafe extern "C" fn rados_lock_shared(_io: rados_ioctx_t, _o: *const c_char, _name: *const c_char, _cookie: *const c_char, _tag: *const c_char, _desc: *const c_char, _duration: *mut timeval, _flags: u8) -> c_int {
     crate::guard::not_implemented("rados_lock_shared")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn rados_mgr_command(_cluster: rados_t, _cmd: *mut *const c_char, _cmdlen: usize, _inbuf: *const c_char, _inbuflen: usize, _outbuf: *mut *mut c_char, outbuflen: *mut usize, _outs: *mut *mut c_char, outslen: *mut usize) -> c_int {
-    // SAFETY: a count output is NULL or writable (caller contract).
-    unsafe {
-        crate::guard::zero_out(outbuflen);
-        crate::guard::zero_out(outslen);
-    }
-    crate::guard::not_implemented("rados_mgr_command")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn rados_mgr_command_target(_cluster: rados_t, _name: *const c_char, _cmd: *mut *const c_char, _cmdlen: usize, _inbuf: *const c_char, _inbuflen: usize, _outbuf: *mut *mut c_char, outbuflen: *mut usize, _outs: *mut *mut c_char, outslen: *mut usize) -> c_int {
-    // SAFETY: a count output is NULL or writable (caller contract).
-    unsafe {
-        crate::guard::zero_out(outbuflen);
-        crate::guard::zero_out(outslen);
-    }
-    crate::guard::not_implemented("rados_mgr_command_target")
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn rados_mon_command_target(_cluster: rados_t, _name: *const c_char, _cmd: *mut *const c_char, _cmdlen: usize, _inbuf: *const c_char, _inbuflen: usize, _outbuf: *mut *mut c_char, outbuflen: *mut usize, _outs: *mut *mut c_char, outslen: *mut usize) -> c_int {
-    // SAFETY: a count output is NULL or writable (caller contract).
-    unsafe {
-        crate::guard::zero_out(outbuflen);
-        crate::guard::zero_out(outslen);
-    }
-    crate::guard::not_implemented("rados_mon_command_target")
 }
 
 #[no_mangle]

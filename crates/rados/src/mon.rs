@@ -1,29 +1,46 @@
-//! `rados_mon_command`: the monitor commands clients ask a Shale store.
+//! `rados_mon_command` & co.: the monitor commands clients (the `ceph` CLI, cinder, proxmox)
+//! send, answered from the Shale store the handle is connected to.
 //!
-//! Only `{"prefix": "df", "format": "json"}` is answered, with Ceph's `ceph df -f json` shape
-//! (cinder's RBD driver reads `stats.total_bytes` and per pool `stats.max_avail` and
-//! `stats.bytes_used`). Anything else is `-EINVAL` with outs "command not known", as Ceph says
-//! for an unknown prefix. Output buffers come from `malloc` and are freed by `rados_buffer_free`.
+//! ```text
+//!   rados_mon_command(_target) / rados_mgr_command(_target)
+//!        |  cmd strings concatenated into one JSON command
+//!        v
+//!   commands::run ── get_command_descriptions → descriptions.rs (what the CLI validates)
+//!        |           fsid, status, health, df, versions, mon dump, osd dump,
+//!        |           osd pool ls/get/application enable|get
+//!        v
+//!   facts.rs (pools, usage, health from the store) → JSON (Ceph's keys) or text.rs (plain)
+//! ```
+//!
+//! Unknown prefixes are `-EINVAL` with outs "command not known", as Ceph's monitor says.
+//! Output buffers come from `malloc` and are freed by `rados_buffer_free`; outputs a failing
+//! call does not fill read as empty (NULL, length 0).
 
-use crate::cluster::{capacity, connected, pool_usage};
+mod commands;
+mod descriptions;
+mod facts;
+mod text;
+
+use crate::cluster::connected;
+use crate::cstr;
 use crate::guard::ffi;
 use crate::types::rados_t;
 use core::ffi::{c_char, c_int, CStr};
-use serde_json::{json, Value};
+use std::sync::OnceLock;
 
-/// `malloc` a copy of `s` (NUL-terminated) and store it and its length (without the NUL).
+/// When this process first answered a command: the "since" of Shale's in-process daemons.
+pub(crate) fn started_secs() -> u64 {
+    static STARTED: OnceLock<u64> = OnceLock::new();
+    *STARTED.get_or_init(commands::now_secs)
+}
+
+/// `malloc` a copy of `s` (NUL-terminated) and store it and its length (without the NUL);
+/// an empty `s` is stored as NULL, length 0.
 ///
 /// # Safety
 /// `out` and `outlen` are NULL or writable.
 unsafe fn give(s: &[u8], out: *mut *mut c_char, outlen: *mut usize) {
-    if !outlen.is_null() {
-        // SAFETY: non-NULL and writable (caller contract).
-        unsafe { outlen.write(s.len()) };
-    }
-    if out.is_null() {
-        return;
-    }
-    let p = if s.is_empty() {
+    let p = if s.is_empty() || out.is_null() {
         std::ptr::null_mut()
     } else {
         // SAFETY: plain allocation; checked for NULL below.
@@ -37,77 +54,80 @@ unsafe fn give(s: &[u8], out: *mut *mut c_char, outlen: *mut usize) {
         }
         p
     };
-    // SAFETY: non-NULL and writable (caller contract).
-    unsafe { out.write(p) };
+    if !outlen.is_null() {
+        let n = if p.is_null() { 0 } else { s.len() };
+        // SAFETY: non-NULL and writable (caller contract).
+        unsafe { outlen.write(n) };
+    }
+    if !out.is_null() {
+        // SAFETY: non-NULL and writable (caller contract).
+        unsafe { out.write(p) };
+    }
 }
 
-fn df(cluster: rados_t) -> Result<Value, c_int> {
-    let store = connected(cluster)?;
-    let (total, avail) = capacity(&store);
-    let usage = pool_usage(&store)?;
-    let used: u64 = usage.iter().map(|p| p.2.bytes).sum();
-    let ratio = |x: u64| {
-        if total == 0 {
-            0.0
+/// Which daemon a command was addressed to.
+enum Target<'a> {
+    Any,
+    Named(&'a str),
+}
+
+/// The body shared by the four entry points.
+///
+/// # Safety
+/// C caller contract of librados.h: `cmd` holds `cmdlen` C strings; `name` is NULL or a C
+/// string; the out pointers are NULL or writable.
+#[allow(clippy::too_many_arguments)]
+unsafe fn command(
+    cluster: rados_t,
+    name: *const c_char,
+    named: bool,
+    cmd: *mut *const c_char,
+    cmdlen: usize,
+    outbuf: *mut *mut c_char,
+    outbuflen: *mut usize,
+    outs: *mut *mut c_char,
+    outslen: *mut usize,
+) -> c_int {
+    let result = (|| {
+        connected(cluster).map_err(|e| (e, String::new()))?;
+        let target = if named {
+            // SAFETY: `name` is NULL or a C string (caller contract); NULL is refused.
+            Target::Named(unsafe { cstr::arg(name) }.map_err(|e| (e, String::new()))?)
         } else {
-            x as f64 / total as f64
+            Target::Any
+        };
+        if let Target::Named(n) = target {
+            if n != facts::MON_NAME {
+                return Err((-libc::ENOENT, "mon dne".to_string()));
+            }
         }
-    };
-    let pools: Vec<Value> = usage
-        .iter()
-        .map(|(name, id, st)| {
-            let pct = if st.bytes + avail == 0 {
-                0.0
-            } else {
-                st.bytes as f64 / (st.bytes + avail) as f64
-            };
-            json!({
-                "name": name,
-                "id": id,
-                "stats": {
-                    "stored": st.bytes,
-                    "objects": st.objects,
-                    "kb_used": st.bytes.div_ceil(1024),
-                    "bytes_used": st.bytes,
-                    "percent_used": pct,
-                    "max_avail": avail,
-                }
-            })
+        if cmd.is_null() && cmdlen > 0 {
+            return Err((-libc::EINVAL, String::new()));
+        }
+        let mut text = String::new();
+        for i in 0..cmdlen {
+            // SAFETY: `cmd` holds `cmdlen` entries (caller contract).
+            let p = unsafe { *cmd.add(i) };
+            if p.is_null() {
+                return Err((-libc::EINVAL, String::new()));
+            }
+            // SAFETY: each entry is a C string (caller contract).
+            text.push_str(&unsafe { CStr::from_ptr(p) }.to_string_lossy());
+        }
+        commands::run(&text, || {
+            connected(cluster).map(|store| facts::Facts::gather(&store))
         })
-        .collect();
-    let totals = json!({
-        "total_bytes": total,
-        "total_avail_bytes": avail,
-        "total_used_bytes": used,
-        "total_used_raw_bytes": used,
-        "total_used_raw_ratio": ratio(used),
-    });
-    let mut stats = totals.clone();
-    if let Some(m) = stats.as_object_mut() {
-        m.insert("num_osds".into(), json!(1));
-        m.insert("num_per_pool_osds".into(), json!(1));
-        m.insert("num_per_pool_omap_osds".into(), json!(1));
+    })();
+    let (rc, out, status) = match result {
+        Ok(r) => (0, r.out, r.status),
+        Err((rc, s)) => (rc, Vec::new(), s),
+    };
+    // SAFETY: the out pointers are NULL or writable (caller contract).
+    unsafe {
+        give(&out, outbuf, outbuflen);
+        give(status.as_bytes(), outs, outslen);
     }
-    Ok(json!({ "stats": stats, "stats_by_class": { "ssd": totals }, "pools": pools }))
-}
-
-/// Run one command (the concatenation of the `cmd` strings); Ok(outbuf) or Err((errno, outs)).
-fn run(cluster: rados_t, cmd: &str) -> Result<String, (c_int, String)> {
-    let v: Value = serde_json::from_str(cmd)
-        .map_err(|e| (-libc::EINVAL, format!("command is not valid JSON: {e}")))?;
-    let prefix = v.get("prefix").and_then(Value::as_str).unwrap_or("");
-    match prefix {
-        "df" => {
-            let out = df(cluster).map_err(|e| (e, String::new()))?;
-            let text = if v.get("format").and_then(Value::as_str) == Some("json-pretty") {
-                serde_json::to_string_pretty(&out)
-            } else {
-                serde_json::to_string(&out)
-            };
-            text.map_err(|e| (-libc::EINVAL, e.to_string()))
-        }
-        _ => Err((-libc::EINVAL, "command not known".to_string())),
-    }
+    rc
 }
 
 /// `int rados_mon_command(rados_t cluster, const char **cmd, size_t cmdlen, const char *inbuf,
@@ -129,32 +149,112 @@ pub unsafe extern "C" fn rados_mon_command(
     outslen: *mut usize,
 ) -> c_int {
     ffi("rados_mon_command", -libc::EFAULT, || {
-        if let Err(e) = connected(cluster) {
-            return e;
-        }
-        if cmd.is_null() && cmdlen > 0 {
-            return -libc::EINVAL;
-        }
-        let mut text = String::new();
-        for i in 0..cmdlen {
-            // SAFETY: `cmd` holds `cmdlen` entries (caller contract).
-            let p = unsafe { *cmd.add(i) };
-            if p.is_null() {
-                return -libc::EINVAL;
-            }
-            // SAFETY: each entry is a C string (caller contract).
-            text.push_str(&unsafe { CStr::from_ptr(p) }.to_string_lossy());
-        }
-        let (rc, out, status) = match run(cluster, &text) {
-            Ok(out) => (0, out, String::new()),
-            Err((rc, s)) => (rc, String::new(), s),
-        };
-        // SAFETY: the out pointers are NULL or writable (caller contract).
+        // SAFETY: forwarded caller contract.
         unsafe {
-            give(out.as_bytes(), outbuf, outbuflen);
-            give(status.as_bytes(), outs, outslen);
+            command(
+                cluster,
+                std::ptr::null(),
+                false,
+                cmd,
+                cmdlen,
+                outbuf,
+                outbuflen,
+                outs,
+                outslen,
+            )
         }
-        rc
+    })
+}
+
+/// `int rados_mon_command_target(rados_t cluster, const char *name, ...)`: as
+/// [`rados_mon_command`], sent to the monitor `name`; Shale's one monitor is `shale`, others
+/// are `-ENOENT` "mon dne" as in Ceph.
+///
+/// # Safety
+/// As for [`rados_mon_command`]; `name` is a C string.
+#[no_mangle]
+pub unsafe extern "C" fn rados_mon_command_target(
+    cluster: rados_t,
+    name: *const c_char,
+    cmd: *mut *const c_char,
+    cmdlen: usize,
+    _inbuf: *const c_char,
+    _inbuflen: usize,
+    outbuf: *mut *mut c_char,
+    outbuflen: *mut usize,
+    outs: *mut *mut c_char,
+    outslen: *mut usize,
+) -> c_int {
+    ffi("rados_mon_command_target", -libc::EFAULT, || {
+        // SAFETY: forwarded caller contract.
+        unsafe {
+            command(
+                cluster, name, true, cmd, cmdlen, outbuf, outbuflen, outs, outslen,
+            )
+        }
+    })
+}
+
+/// `int rados_mgr_command(rados_t cluster, const char **cmd, ...)`: Shale's manager is the
+/// same in-process daemon as its monitor and answers the same commands.
+///
+/// # Safety
+/// As for [`rados_mon_command`].
+#[no_mangle]
+pub unsafe extern "C" fn rados_mgr_command(
+    cluster: rados_t,
+    cmd: *mut *const c_char,
+    cmdlen: usize,
+    _inbuf: *const c_char,
+    _inbuflen: usize,
+    outbuf: *mut *mut c_char,
+    outbuflen: *mut usize,
+    outs: *mut *mut c_char,
+    outslen: *mut usize,
+) -> c_int {
+    ffi("rados_mgr_command", -libc::EFAULT, || {
+        // SAFETY: forwarded caller contract.
+        unsafe {
+            command(
+                cluster,
+                std::ptr::null(),
+                false,
+                cmd,
+                cmdlen,
+                outbuf,
+                outbuflen,
+                outs,
+                outslen,
+            )
+        }
+    })
+}
+
+/// `int rados_mgr_command_target(rados_t cluster, const char *name, ...)`: the manager
+/// `shale`; other names are `-ENOENT`.
+///
+/// # Safety
+/// As for [`rados_mon_command_target`].
+#[no_mangle]
+pub unsafe extern "C" fn rados_mgr_command_target(
+    cluster: rados_t,
+    name: *const c_char,
+    cmd: *mut *const c_char,
+    cmdlen: usize,
+    _inbuf: *const c_char,
+    _inbuflen: usize,
+    outbuf: *mut *mut c_char,
+    outbuflen: *mut usize,
+    outs: *mut *mut c_char,
+    outslen: *mut usize,
+) -> c_int {
+    ffi("rados_mgr_command_target", -libc::EFAULT, || {
+        // SAFETY: forwarded caller contract.
+        unsafe {
+            command(
+                cluster, name, true, cmd, cmdlen, outbuf, outbuflen, outs, outslen,
+            )
+        }
     })
 }
 
