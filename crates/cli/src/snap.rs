@@ -297,16 +297,15 @@ pub fn du(c: &Cluster, dp: &str, spec: Option<&str>, json_out: bool) -> Result<(
             .map(|e| (dp.to_string(), e.name))
             .collect(),
     };
-    let rows: Vec<(String, u64, u64)> = du_rows(c, &images)?
+    let du = du_rows(c, &images)?;
+    let (tp, tu) = du_totals(&du);
+    let rows: Vec<(String, u64, u64)> = du
         .into_iter()
         .map(|r| match r.snap {
             Some((s, _)) => (format!("{}@{s}", r.image), r.provisioned, r.used),
             None => (r.image, r.provisioned, r.used),
         })
         .collect();
-    let (tp, tu) = rows.iter().fold((0, 0), |a, r| {
-        (a.0 + if r.0.contains('@') { 0 } else { r.1 }, a.1 + r.2)
-    });
     if json_out {
         crate::print_json(json!({
             "images": rows.iter().map(|r| json!({"name": r.0, "provisioned_size": r.1, "used_size": r.2})).collect::<Vec<_>>(),

@@ -122,8 +122,11 @@ pub(crate) struct RbdCli {
     /// Do not print progress
     #[arg(long, global = true)]
     no_progress: bool,
+    /// Print the version (in `rbd -v`'s form, naming the Ceph release whose syntax this follows)
+    #[arg(short = 'v', long = "version")]
+    version: bool,
     #[command(subcommand)]
-    cmd: Cmd,
+    cmd: Option<Cmd>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -567,6 +570,16 @@ fn shale_keys(text: &str) -> Vec<(String, String)> {
 }
 
 fn run(cli: RbdCli, store: Option<&str>) -> R<()> {
+    let Some(cmd) = cli.cmd else {
+        if cli.version {
+            outln!(
+                "ceph version 16.2.15-compatible (shale {}) pacific (stable)",
+                env!("CARGO_PKG_VERSION")
+            );
+            return Ok(());
+        }
+        return Err(Fail::bad_arg("no command given; see `rbd help`"));
+    };
     if let Some(ns) = cli.namespace.as_deref() {
         if !ns.is_empty() {
             return Err(Fail {
@@ -587,7 +600,7 @@ fn run(cli: RbdCli, store: Option<&str>) -> R<()> {
         pretty: cli.pretty_format,
         default_pool,
     };
-    match cli.cmd {
+    match cmd {
         Cmd::Create { spec, size, opts } => images::create(&x, spec.as_deref(), size, &opts),
         Cmd::Ls {
             pool_spec, long, ..
