@@ -318,7 +318,11 @@ fn recorded_errors() -> Vec<Recorded> {
         } else if let Some(code) = line.strip_prefix("  exit ") {
             out.last_mut().unwrap().exit = code.parse().unwrap();
         } else if let Some(msg) = line.strip_prefix("  ") {
-            out.last_mut().unwrap().last = msg.to_string();
+            // rbd's own last line; librbd's log lines may come after it (another stream).
+            let r = out.last_mut().unwrap();
+            if !msg.starts_with("<ts>") || r.last.is_empty() {
+                r.last = msg.to_string();
+            }
         }
     }
     out

@@ -20,12 +20,10 @@ pub(super) fn create_opts(o: &CreateOpts) -> R<(u8, Option<u64>)> {
         }
     }
     if o.data_pool.is_some() {
-        return Err(Fail {
-            line: "--data-pool is not supported: Shale keeps an image's data in its own pool"
-                .into(),
-            detail: None,
-            code: 95,
-        });
+        return Err(Fail::new(
+            "--data-pool is not supported: Shale keeps an image's data in its own pool",
+            95,
+        ));
     }
     let mut order = o.order;
     if let Some(os) = &o.object_size {
@@ -93,14 +91,13 @@ pub(super) fn create_opts(o: &CreateOpts) -> R<(u8, Option<u64>)> {
                 | features::FAST_DIFF
                 | features::DEEP_FLATTEN);
         if unsupported != 0 {
-            return Err(Fail {
-                line: format!(
+            return Err(Fail::new(
+                format!(
                     "image feature(s) {} not supported by Shale",
                     features::names(unsupported).join(", ")
                 ),
-                detail: None,
-                code: 95,
-            });
+                95,
+            ));
         }
         Some(mask)
     };
@@ -133,7 +130,14 @@ pub(super) fn create(x: &Ctx0, spec: Option<&str>, size: Option<String>, o: &Cre
 
 pub(super) fn ls(x: &Ctx0, pool_spec: Option<&str>, long: bool) -> R<()> {
     let pool = x.pool_or_default(pool_spec);
-    x.check_pool(&pool)?;
+    if let Err(e) = x.c.pool_id(&pool) {
+        let n = e.kind().errno();
+        let first = format!(
+            "rbd: error opening pool '{pool}': ({n}) {}",
+            super::output::strerror(n)
+        );
+        return Err(Fail::op("listing images failed", e).after(first));
+    }
     let imgs = x.c.list_images(&pool).ctx("listing images failed")?;
     if !long {
         if x.json {
@@ -160,7 +164,9 @@ pub(super) fn ls(x: &Ctx0, pool_spec: Option<&str>, long: bool) -> R<()> {
             Err(err) => {
                 // As rbd: report the image that cannot be opened and go on with the others.
                 let f = Fail::op(format_args!("error opening {}", e.name), err);
-                eprintln!("rbd: {}", f.line);
+                for l in &f.lines {
+                    eprintln!("{l}");
+                }
                 continue;
             }
         };
@@ -329,13 +335,11 @@ pub(super) fn rm(x: &Ctx0, spec: Option<&str>) -> R<()> {
     // rbd's own wording for the common refusal, before anything is touched.
     if let Ok(img) = x.c.open_image(&sp.pool, &sp.image, true) {
         if !img.snap_list().unwrap_or_default().is_empty() {
-            return Err(Fail {
-                line: "image has snapshots - these must be deleted with 'rbd snap purge' \
-                       before the image can be removed."
-                    .into(),
-                detail: None,
-                code: 39,
-            });
+            return Err(Fail::new(
+                "image has snapshots - these must be deleted with 'rbd snap purge' \
+                       before the image can be removed.",
+                39,
+            ));
         }
     }
     let bar = progress::count_bar("Removing image", 0);
@@ -389,12 +393,14 @@ pub(super) fn resize(
     };
     let bytes = parse_size(size, 1 << 20)
         .map_err(|_| Fail::bad_arg("the argument for option '--size' is invalid"))?;
-    let img = x.open(&sp, true)?;
-    if bytes < img.size() && !allow_shrink {
-        return Err(Fail::usage(
-            "shrinking an image is only allowed with the --allow-shrink flag",
-        ));
-    }
+    let img = x.open_checked(&sp, |ro| {
+        if bytes < ro.size() && !allow_shrink {
+            return Err(Fail::usage(
+                "shrinking an image is only allowed with the --allow-shrink flag",
+            ));
+        }
+        Ok(())
+    })?;
     let bar = progress::bar("Resizing image", 1);
     img.resize(bytes, allow_shrink).ctx("resize error")?;
     img.close().ctx("resize error")?;
@@ -409,11 +415,10 @@ pub(super) fn export(
     export_format: Option<u8>,
 ) -> R<()> {
     if export_format.is_some_and(|f| f != 1) {
-        return Err(Fail {
-            line: "--export-format 2 is not supported; use the default (raw) format".into(),
-            detail: None,
-            code: 95,
-        });
+        return Err(Fail::new(
+            "--export-format 2 is not supported; use the default (raw) format",
+            95,
+        ));
     }
     let sp = x.resolve(spec, SnapArg::Optional)?;
     let path = path.map(str::to_string).unwrap_or_else(|| sp.image.clone());
@@ -433,11 +438,10 @@ pub(super) fn import(
     o: &CreateOpts,
 ) -> R<()> {
     if export_format.is_some_and(|f| f != 1) {
-        return Err(Fail {
-            line: "--export-format 2 is not supported; import raw images".into(),
-            detail: None,
-            code: 95,
-        });
+        return Err(Fail::new(
+            "--export-format 2 is not supported; import raw images",
+            95,
+        ));
     }
     let Some(path) = path else {
         return Err(Fail::usage("path was not specified"));
@@ -456,6 +460,12 @@ pub(super) fn import(
     let sp = x.resolve_with(Some(&name), dest_pool, None, SnapArg::Forbidden)?;
     let (order, feats) = create_opts(o)?;
     x.check_pool(&sp.pool)?;
+    if path != "-" {
+        if let Err(e) = std::fs::File::open(path) {
+            return Err(Fail::op("import failed", shale_error::Error::io(path, e))
+                .after(format!("rbd: error opening {path}")));
+        }
+    }
     crate::copy::import(&x.c, path, &sp, order, feats).ctx("import failed")?;
     Ok(())
 }

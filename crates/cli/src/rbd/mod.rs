@@ -26,40 +26,54 @@ use shale_image::{Cluster, Image, ImageSpec, Settings};
 
 use output::{json_text, strerror, J};
 
-/// A failed command: the line rbd prints, Shale's detail, and the exit status.
+/// A failed command: the lines rbd prints (on stderr), Shale's detail, and the exit status.
 pub(crate) struct Fail {
-    line: String,
+    lines: Vec<String>,
     detail: Option<String>,
     code: i32,
 }
 
 impl Fail {
+    /// `rbd: <msg>`, exit status `code`.
+    pub(crate) fn new(msg: impl Into<String>, code: i32) -> Fail {
+        Fail {
+            lines: vec![format!("rbd: {}", msg.into())],
+            detail: None,
+            code,
+        }
+    }
+
     /// Bad usage, as rbd reports it (`rbd: image name was not specified`, EINVAL).
     pub(crate) fn usage(msg: impl Into<String>) -> Fail {
-        Fail {
-            line: msg.into(),
-            detail: None,
-            code: 22,
-        }
+        Fail::new(msg, 22)
     }
 
     /// A bad option value, which rbd's option parser rejects with status 1.
     pub(crate) fn bad_arg(msg: impl Into<String>) -> Fail {
-        Fail {
-            line: msg.into(),
-            detail: None,
-            code: 1,
-        }
+        Fail::new(msg, 1)
     }
 
-    /// An operation that failed: `<ctx>: (errno) strerror`, exit status errno.
+    /// An operation that failed: `rbd: <ctx>: (errno) strerror`, exit status errno.
     pub(crate) fn op(ctx: impl Display, e: Error) -> Fail {
+        let mut f = Fail::op_bare(ctx, e);
+        f.lines[0].insert_str(0, "rbd: ");
+        f
+    }
+
+    /// As `op`, without the `rbd: ` prefix (some of rbd's messages have none).
+    pub(crate) fn op_bare(ctx: impl Display, e: Error) -> Fail {
         let n = e.kind().errno();
         Fail {
-            line: format!("{ctx}: ({n}) {}", strerror(n)),
+            lines: vec![format!("{ctx}: ({n}) {}", strerror(n))],
             detail: Some(e.to_string()),
             code: n,
         }
+    }
+
+    /// Print `line` (as is) before the others.
+    pub(crate) fn after(mut self, line: impl Into<String>) -> Fail {
+        self.lines.insert(0, line.into());
+        self
     }
 }
 
@@ -437,8 +451,33 @@ impl Ctx0 {
     /// Open `sp` (at its snapshot, if any), reporting failures as rbd does.
     pub fn open(&self, sp: &ImageSpec, writable: bool) -> R<Image> {
         self.check_pool(&sp.pool)?;
-        crate::snap::open_spec(&self.c, sp, writable)
-            .ctx(format_args!("error opening image {}", sp.image))
+        let opening = format!("error opening image {}", sp.image);
+        match &sp.snap {
+            None => self
+                .c
+                .open_image(&sp.pool, &sp.image, !writable)
+                .ctx(opening),
+            Some(s) => {
+                self.c.image_id(&sp.pool, &sp.image).ctx(opening)?;
+                self.c
+                    .open_image_at(&sp.pool, &sp.image, s)
+                    .map_err(|e| Fail::op_bare("error setting snapshot context", e))
+            }
+        }
+    }
+
+    /// Open the head of `sp` for writing once `check` has passed on a read-only handle, so
+    /// that a refused request opens nothing for writing (which is not free of effects: it
+    /// takes the exclusive lock and checkpoints on close).
+    pub fn open_checked(&self, sp: &ImageSpec, check: impl FnOnce(&Image) -> R<()>) -> R<Image> {
+        let head = ImageSpec {
+            snap: None,
+            ..sp.clone()
+        };
+        let ro = self.open(&head, false)?;
+        check(&ro)?;
+        drop(ro);
+        self.open(&head, true)
     }
 
     pub fn check_pool(&self, pool: &str) -> R<()> {
@@ -491,7 +530,9 @@ pub fn main(args: Vec<OsString>, store: Option<&str>) -> i32 {
             if let Some(d) = &f.detail {
                 eprintln!("shale: {d}");
             }
-            eprintln!("rbd: {}", f.line);
+            for l in &f.lines {
+                eprintln!("{l}");
+            }
             f.code
         }
     }
@@ -519,11 +560,10 @@ fn connect(conf: Option<&str>, store: Option<&str>) -> R<Cluster> {
                 }
             }
             Err(e) if conf.is_some() => {
-                return Err(Fail {
-                    line: format!("cannot read config file {}: {e}", p.display()),
-                    detail: None,
-                    code: 1,
-                })
+                return Err(Fail::new(
+                    format!("cannot read config file {}: {e}", p.display()),
+                    1,
+                ))
             }
             Err(_) => {}
         }
@@ -582,11 +622,10 @@ fn run(cli: RbdCli, store: Option<&str>) -> R<()> {
     };
     if let Some(ns) = cli.namespace.as_deref() {
         if !ns.is_empty() {
-            return Err(Fail {
-                line: format!("namespace '{ns}': Shale pools have no namespaces"),
-                detail: None,
-                code: 95,
-            });
+            return Err(Fail::new(
+                format!("namespace '{ns}': Shale pools have no namespaces"),
+                95,
+            ));
         }
     }
     let c = connect(cli.conf.as_deref(), store)?;

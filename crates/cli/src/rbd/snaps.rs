@@ -1,8 +1,9 @@
 //! Snapshot, clone, diff and lock commands in rbd syntax: `snap …`, clone, flatten, children,
 //! du, diff, export-diff, import-diff, `lock …`.
 
+use shale_error::{err, Error};
 use shale_image::size::format_size;
-use shale_image::ImageSpec;
+use shale_image::{Image, ImageSpec, SnapInfo};
 
 use super::output::{ctime, Align, Table, J};
 use super::{CreateOpts, Ctx, Ctx0, Fail, SnapArg, R};
@@ -12,19 +13,36 @@ fn snap_name(sp: &ImageSpec) -> &str {
     sp.snap.as_deref().unwrap_or_default()
 }
 
+/// The snapshot `name` of `img`, or rbd's `<ctx>: (2) No such file or directory`.
+fn find_snap(img: &Image, name: &str, ctx: &str) -> R<SnapInfo> {
+    img.snap_list()
+        .ctx(ctx)?
+        .into_iter()
+        .find(|s| s.name == name)
+        .ok_or_else(|| {
+            Fail::op(
+                ctx,
+                err!(NotFound, "snapshot {}@{name} does not exist", img.name()),
+            )
+        })
+}
+
 pub(super) fn create(x: &Ctx0, spec: Option<&str>) -> R<()> {
     let sp = x.resolve(spec, SnapArg::Required)?;
-    let img = x.open(
-        &ImageSpec {
-            snap: None,
-            ..sp.clone()
-        },
-        true,
-    )?;
+    let name = snap_name(&sp);
+    const CTX: &str = "failed to create snapshot";
+    let img = x.open_checked(&sp, |ro| {
+        if find_snap(ro, name, CTX).is_ok() {
+            return Err(Fail::op(
+                CTX,
+                err!(Exists, "snapshot {}@{name} already exists", sp.image),
+            ));
+        }
+        Ok(())
+    })?;
     let bar = progress::bar("Creating snap", 1);
-    img.snap_create(snap_name(&sp))
-        .ctx("failed to create snapshot")?;
-    img.close().ctx("failed to create snapshot")?;
+    img.snap_create(name).ctx(CTX)?;
+    img.close().ctx(CTX)?;
     bar.finish_and_clear();
     Ok(())
 }
@@ -76,69 +94,70 @@ pub(super) fn ls(x: &Ctx0, spec: Option<&str>) -> R<()> {
 
 pub(super) fn rm(x: &Ctx0, spec: Option<&str>) -> R<()> {
     let sp = x.resolve(spec, SnapArg::Required)?;
-    let img = x.open(
-        &ImageSpec {
-            snap: None,
-            ..sp.clone()
-        },
-        true,
-    )?;
     let name = snap_name(&sp);
-    let protected = img
-        .snap_list()
-        .ctx("failed to remove snapshot")?
-        .iter()
-        .any(|s| s.name == name && s.protected);
+    const CTX: &str = "failed to remove snapshot";
+    let img = x.open_checked(&sp, |ro| {
+        if find_snap(ro, name, CTX)?.protected {
+            return Err(Fail::new(
+                format!("snapshot '{name}' is protected from removal."),
+                16,
+            ));
+        }
+        Ok(())
+    })?;
     let bar = progress::bar("Removing snap", 1);
-    if protected {
-        drop(bar);
-        return Err(Fail {
-            line: format!("snapshot '{name}' is protected from removal."),
-            detail: None,
-            code: 16,
-        });
-    }
-    img.snap_remove(name).ctx("failed to remove snapshot")?;
+    img.snap_remove(name).ctx(CTX)?;
+    img.close().ctx(CTX)?;
     bar.finish_and_clear();
     Ok(())
 }
 
 pub(super) fn rollback(x: &Ctx0, spec: Option<&str>) -> R<()> {
     let sp = x.resolve(spec, SnapArg::Required)?;
-    let img = x.open(
-        &ImageSpec {
-            snap: None,
-            ..sp.clone()
-        },
-        true,
-    )?;
+    const CTX: &str = "rollback failed";
+    let img = x.open_checked(&sp, |ro| find_snap(ro, snap_name(&sp), CTX).map(|_| ()))?;
     let bar = progress::bar("Rolling back to snapshot", 0);
     img.snap_rollback(snap_name(&sp), |d, t| {
         bar.set_length(t);
         bar.set_position(d);
     })
-    .ctx("rollback failed")?;
-    img.close().ctx("rollback failed")?;
+    .ctx(CTX)?;
+    img.close().ctx(CTX)?;
     bar.finish_and_clear();
     Ok(())
 }
 
 pub(super) fn protect(x: &Ctx0, spec: Option<&str>, on: bool) -> R<()> {
     let sp = x.resolve(spec, SnapArg::Required)?;
-    let img = x.open(
-        &ImageSpec {
-            snap: None,
-            ..sp.clone()
-        },
-        true,
-    )?;
-    if on {
-        img.snap_protect(snap_name(&sp))
-            .ctx("protecting snap failed")
+    let name = snap_name(&sp);
+    let ctx = if on {
+        "protecting snap failed"
     } else {
-        img.snap_unprotect(snap_name(&sp))
-            .ctx("unprotecting snap failed")
+        "unprotecting snap failed"
+    };
+    let img = x.open_checked(&sp, |ro| {
+        // rbd checks the state first and words these two cases itself.
+        let s = find_snap(ro, name, ctx)?;
+        match (on, s.protected) {
+            (true, true) => Err(Fail::new("snap is already protected", 16)),
+            (false, false) => Err(Fail::new("snap is already unprotected", 22)),
+            (false, true) if !s.children.is_empty() => Err(Fail::op(
+                ctx,
+                err!(
+                    Busy,
+                    "snapshot {name} has {} clone(s); flatten or remove them first",
+                    s.children.len()
+                ),
+            )),
+            _ => Ok(()),
+        }
+    })?;
+    if on {
+        img.snap_protect(name).ctx(ctx)?;
+    } else {
+        img.snap_unprotect(name).ctx(ctx)?;
     }
+    img.close().ctx(ctx)
 }
 
 pub(super) fn purge(x: &Ctx0, spec: Option<&str>) -> R<()> {
@@ -182,18 +201,19 @@ pub(super) fn rename(x: &Ctx0, src: Option<&str>, dst: Option<&str>) -> R<()> {
     }
     if (&a.pool, &a.image) != (&b.pool, &b.image) {
         return Err(Fail::usage(
-            "source and destination image names must be the same",
+            "source and destination image name must be the same",
         ));
     }
-    let img = x.open(
-        &ImageSpec {
-            snap: None,
-            ..a.clone()
-        },
-        true,
-    )?;
-    img.snap_rename(snap_name(&a), snap_name(&b))
-        .ctx("renaming snap failed")
+    const CTX: &str = "renaming snap failed";
+    let img = x.open_checked(&a, |ro| {
+        find_snap(ro, snap_name(&a), CTX)?;
+        if find_snap(ro, snap_name(&b), CTX).is_ok() {
+            return Err(Fail::op(CTX, err!(Exists, "snapshot {b} already exists")));
+        }
+        Ok(())
+    })?;
+    img.snap_rename(snap_name(&a), snap_name(&b)).ctx(CTX)?;
+    img.close().ctx(CTX)
 }
 
 pub(super) fn clone(
@@ -220,7 +240,7 @@ pub(super) fn clone(
         eprintln!("rbd: warning: a Shale clone has its parent's features; --image-feature ignored");
     }
     let explicit_order = (o.order.is_some() || o.object_size.is_some()).then_some(order);
-    drop(x.open(&p, false)?);
+    x.check_pool(&p.pool)?;
     x.check_pool(&ch.pool)?;
     x.c.clone_image(
         &p.pool,
@@ -236,8 +256,14 @@ pub(super) fn clone(
 
 pub(super) fn flatten(x: &Ctx0, spec: Option<&str>) -> R<()> {
     let sp = x.resolve(spec, SnapArg::Forbidden)?;
-    let img = x.open(&sp, true)?;
     let bar = progress::bar("Image flatten", 0);
+    let img = x.open_checked(&sp, |ro| match ro.parent() {
+        Some(_) => Ok(()),
+        None => Err(Fail::op(
+            "flatten error",
+            err!(Invalid, "image {} has no parent", sp.image),
+        )),
+    })?;
     img.flatten(|d, t| {
         bar.set_length(t);
         bar.set_position(d);
@@ -266,6 +292,16 @@ pub(super) fn children(x: &Ctx0, spec: Option<&str>) -> R<()> {
             .map(|s| s.name)
             .collect(),
     };
+    if let Some(s) = &sp.snap {
+        if !img
+            .snap_list()
+            .ctx("listing children failed")?
+            .iter()
+            .any(|x| &x.name == s)
+        {
+            return Err(Fail::new("snapshot does not exist.", 2));
+        }
+    }
     let mut kids = Vec::new();
     for s in snaps {
         kids.extend(
@@ -299,7 +335,18 @@ pub(super) fn du(x: &Ctx0, spec: Option<&str>) -> R<()> {
     let (images, only_snap, whole_pool) = match spec.or(x.image.as_deref()) {
         Some(_) => {
             let sp = x.resolve(spec, SnapArg::Optional)?;
-            drop(x.open(&sp, false)?);
+            x.check_pool(&sp.pool)?;
+            let img = x.c.open_image(&sp.pool, &sp.image, true).map_err(|e| {
+                Fail::op("du failed", e)
+                    .after(format!("specified image {} is not found.", sp.image))
+            })?;
+            if let Some(s) = &sp.snap {
+                let snaps = img.snap_list().ctx("du failed")?;
+                if !snaps.iter().any(|x| &x.name == s) {
+                    return Err(Fail::new("du failed: (2) No such file or directory", 2)
+                        .after("specified snapshot is not found."));
+                }
+            }
             (vec![(sp.pool.clone(), sp.image.clone())], sp.snap, false)
         }
         None => {
@@ -427,6 +474,19 @@ pub(super) fn import_diff(x: &Ctx0, path: Option<&str>, spec: Option<&str>) -> R
     };
     let sp = x.resolve(spec, SnapArg::Forbidden)?;
     drop(x.open(&sp, false)?);
+    if path != "-" {
+        use std::io::Read;
+        let mut banner = [0u8; 12];
+        let mut f = std::fs::File::open(path).map_err(|e| {
+            Fail::op("import-diff failed", Error::io(path, e))
+                .after(format!("rbd: error opening {path}"))
+        })?;
+        let n = f.read(&mut banner).unwrap_or(0);
+        if banner[..n] != shale_format::rbd_diff::HEADER[..] {
+            return Err(Fail::new("import-diff failed: (74) Bad message", 74)
+                .after("rbd: failed to decode diff banner"));
+        }
+    }
     crate::snap::import_diff(&x.c, &x.default_pool, path, &sp.to_string())
         .ctx("import-diff failed")?;
     Ok(())
@@ -493,12 +553,9 @@ pub(super) fn lock_add(
     img.advisory_lock(id, shared).map_err(|e| {
         use shale_error::ErrorKind as K;
         if matches!(e.kind(), K::Busy | K::Exists) {
-            let code = e.kind().errno();
-            Fail {
-                line: "lock is already held by someone else".into(),
-                detail: Some(e.to_string()),
-                code,
-            }
+            let mut f = Fail::new("lock is already held by someone else", e.kind().errno());
+            f.detail = Some(e.to_string());
+            f
         } else {
             Fail::op("locking failed", e)
         }
