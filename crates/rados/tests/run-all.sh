@@ -296,6 +296,12 @@ case $out in
     skipped:*) skipped "Ceph interop (${out#skipped: })" ;;
     *) count_py "Ceph interop" "$out" ;;
 esac
+# the ceph CLI (ceph-common) on Shale's librados; compared live with ceph-mini when it runs
+out=$(timeout 600 /usr/bin/python3 "$tests/ceph_cli.py" "$shale" "$scratch/ceph-cli" 2>&1)
+case $out in
+    skip*) skipped "ceph CLI (${out#skip })" ;;
+    *) count_py "ceph CLI" "$out"; printf '%s\n' "$out" | grep '^skip' | sed 's/^/     /' ;;
+esac
 if [ -n "${SHALE_TEST_S3:-}" ] && [ -n "${AWS_ACCESS_KEY_ID:-}" ]; then
     run_store_tests s3
 else

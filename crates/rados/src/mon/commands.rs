@@ -961,7 +961,7 @@ mod tests {
     #[test]
     fn errors_as_cephs_monitor() {
         let f = || Ok(facts());
-        let err = |cmd: &str| run(cmd, f).err().expect("fails");
+        let err = |cmd: &str| run(cmd, f).expect_err("fails");
         // Each measured on Ceph 16.2.15 (tests/fixtures/ceph/unknown_command.json and record.py).
         assert_eq!(
             err(r#"{"prefix": "no such command"}"#),

@@ -18,10 +18,10 @@ pub(crate) fn plain(v: &Value) -> String {
 pub(crate) fn bytes(n: u64) -> String {
     const UNITS: [&str; 7] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
     let mut i = 0;
-    while i + 1 < UNITS.len() && n >> (10 * (i + 1)) > 0 && n >= 1024u64 << (10 * i) {
+    while i + 1 < UNITS.len() && n >> (10 * (i + 1)) > 0 {
         i += 1;
     }
-    if i == 0 || n % (1u64 << (10 * i)) == 0 {
+    if i == 0 || n.is_multiple_of(1u64 << (10 * i)) {
         return format!("{} {}", n >> (10 * i), UNITS[i]);
     }
     let x = n as f64 / (1u64 << (10 * i)) as f64;
