@@ -127,6 +127,9 @@ pub struct LockCtl {
     /// Serialises takeovers: concurrent first writes take the lock once (and a reader's view
     /// refresh never replaces a writer's volume).
     pub(crate) acquiring: Mutex<()>,
+    /// How many times this handle has taken the lock: a front end that hands ownership to one
+    /// of several users of this handle tells a current grant from an earlier one by it.
+    generation: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for LockCtl {
@@ -147,6 +150,7 @@ impl LockCtl {
             st: Mutex::new(State::default()),
             lease_until: Arc::new(std::sync::atomic::AtomicU64::new(0)),
             acquiring: Mutex::new(()),
+            generation: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -464,6 +468,7 @@ fn acquire(ctl: &LockCtl, img: &Image, explicit: bool) -> Result<()> {
             st.owner = true;
             st.explicit = explicit;
             st.stop = Some(stop.clone());
+            ctl.generation.fetch_add(1, Ordering::SeqCst);
         }
         if let Err(e) = spawn_renewal(
             c.clone(),
@@ -575,10 +580,81 @@ impl Image {
             .lock()
             .unwrap_or_else(|p| p.into_inner());
         if self.lock.is_owner() {
-            self.lock.state().explicit = true;
-            return Ok(());
+            return self.mark_explicit(true);
         }
         acquire(&self.lock, self, true)
+    }
+
+    /// Take the exclusive lock as a write does (cooperatively: asking a current owner to hand
+    /// it over). `Busy` when another client holds it explicitly.
+    pub fn lock_take(&self) -> Result<()> {
+        if self.read_only {
+            return Err(err!(ReadOnly, "image is open read-only"));
+        }
+        self.lock.ensure(self)
+    }
+
+    /// While this client holds the lock: whether it refuses to hand it over (`explicit`, as
+    /// after `rbd_lock_acquire`) or hands it over on request. Recorded in the lock object,
+    /// which is what other clients read.
+    pub fn lock_set_explicit(&self, explicit: bool) -> Result<()> {
+        let _one = self
+            .lock
+            .acquiring
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if !self.lock.is_owner() {
+            return Err(err!(
+                Invalid,
+                "this handle does not hold the exclusive lock"
+            ));
+        }
+        self.mark_explicit(explicit)
+    }
+
+    /// Set the explicit flag of the lock this handle holds (caller holds `acquiring`).
+    fn mark_explicit(&self, explicit: bool) -> Result<()> {
+        let key = lock_key(&self.pool, &self.id);
+        let store = self.cluster.store.as_ref();
+        for _ in 0..8 {
+            let (rec, ver) = get_json::<LockRecord>(store, &key, Kind::Lock)?;
+            if rec.owner != self.lock.me {
+                return Err(err!(
+                    Busy,
+                    "the exclusive lock is now held by {}",
+                    rec.owner
+                ));
+            }
+            if rec.explicit == explicit {
+                break;
+            }
+            let new = LockRecord { explicit, ..rec };
+            match put_json(store, &key, Kind::Lock, &new, PutMode::Update(ver)) {
+                Ok(_) => break,
+                // The renewal thread rewrote it meanwhile: read it again.
+                Err(e) if e.kind() == ErrorKind::Busy => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        self.lock.state().explicit = explicit;
+        Ok(())
+    }
+
+    /// Whether another client holds the exclusive lock now: `Some(explicit)` (taken with
+    /// `rbd_lock_acquire`, so it refuses to hand it over) or None (unlocked, released, stale,
+    /// or held by this handle).
+    pub fn lock_held_elsewhere(&self) -> Result<Option<bool>> {
+        match get_json::<LockRecord>(
+            self.cluster.store.as_ref(),
+            &lock_key(&self.pool, &self.id),
+            Kind::Lock,
+        ) {
+            Ok((rec, _)) if rec.released() || rec.stale(self.cluster.now_ms()) => Ok(None),
+            Ok((rec, _)) if rec.owner == self.lock.me => Ok(None),
+            Ok((rec, _)) => Ok(Some(rec.explicit)),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// Release the exclusive lock (stores everything first).
@@ -594,6 +670,12 @@ impl Image {
 
     pub fn is_lock_owner(&self) -> bool {
         self.lock.is_owner()
+    }
+
+    /// Counts the times this handle took the exclusive lock (see [`Image::is_lock_owner`]):
+    /// unchanged as long as it has held the lock without interruption.
+    pub fn lock_generation(&self) -> u64 {
+        self.lock.generation.load(Ordering::SeqCst)
     }
 
     /// This handle's name as an exclusive-lock owner (what `lock_owners` lists).

@@ -293,6 +293,14 @@ fn async_flush(
         barrier,
         Box::new(move || {
             spawn(Box::new(move || {
+                // As a synchronous flush: a writable head handle takes the lock first.
+                if img.writable().is_ok() {
+                    if let Err(e) = img.claim_for_io() {
+                        img.shared.end(seq);
+                        comp.finish(e as isize, notify.then_some(&img.events));
+                        return;
+                    }
+                }
                 let image = img.image();
                 image.submit_flush(Box::new(move |r| {
                     if let Err(e) = &r {
@@ -321,7 +329,8 @@ fn async_write(
     let image = img.image();
     let total: u64 = iov.iter().map(|v| v.1 as u64).sum();
     let n = match (img.writable(), crate::io::clip(image.size(), off, total)) {
-        (Ok(()), Ok(n)) if n > 0 => n as usize,
+        (Ok(()), Ok(n)) if n > 0 && img.claim_for_io().is_ok() => n as usize,
+        // Refusals complete the request on the pool (Op::run finds them again).
         _ => return Err(Op::Write { off, iov }),
     };
     let mut data = Vec::with_capacity(n);

@@ -420,7 +420,9 @@ fn flatten(image: rbd_image_t, cb: librbd_progress_fn_t, arg: *mut c_void) -> c_
     with_image(image, |img| {
         img.writable()?;
         let head = img.head_rw()?;
-        head.flatten(progress(cb, arg)).map_err(|e| errno::of(&e))
+        head.flatten(progress(cb, arg)).map_err(|e| errno::of(&e))?;
+        img.adopt_after_op();
+        Ok(())
     })
 }
 

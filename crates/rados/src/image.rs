@@ -18,7 +18,12 @@ use crate::types::{
 };
 use core::ffi::{c_char, c_int, c_void};
 use shale_image::{Error, ErrorKind};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How often a handle set to a snapshot checks that another process did not remove it.
+const SNAP_CHECK: Duration = Duration::from_secs(1);
 
 /// One `rbd_image_t`.
 pub(crate) struct RbdImage {
@@ -26,10 +31,18 @@ pub(crate) struct RbdImage {
     pub(crate) pool_id: i64,
     pub(crate) read_only: bool,
     pub(crate) events: Events,
-    instance: u64,
+    /// Unique among this process's handles (also its watcher id).
+    pub(crate) instance: u64,
+    /// It called `rbd_lock_acquire`: librbd's manual lock policy from then on (see
+    /// [`crate::owner`]).
+    pub(crate) manual: AtomicBool,
     /// The snapshot this handle shows (`rbd_snap_set`, or opened with a snapshot name): a
     /// read-only view of its own. None: the head, shared with every handle of the image.
     snap: Mutex<Option<Arc<shale_image::Image>>>,
+    /// The snapshot it shows was removed (reads are `-ENOENT`, as librbd's).
+    snap_gone: AtomicBool,
+    /// When the snapshot's existence was last checked in the store.
+    snap_checked: Mutex<Option<Instant>>,
 }
 
 impl RbdImage {
@@ -73,6 +86,37 @@ impl RbdImage {
         lock(&self.snap).clone()
     }
 
+    /// Before reading through a snapshot view: `-ENOENT` once the snapshot was removed (and
+    /// stays so even if one of the same name is created again), as librbd. A removal through
+    /// this process marks the view at once ([`mark_snap_removed`]); one by another process is
+    /// noticed within [`SNAP_CHECK`].
+    pub(crate) fn check_snap(&self) -> Result<(), c_int> {
+        let Some(view) = self.snap_view() else {
+            return Ok(());
+        };
+        if self.snap_gone.load(Ordering::SeqCst) {
+            return Err(-libc::ENOENT);
+        }
+        let Some(id) = view.snapshot().map(|s| s.id) else {
+            return Ok(());
+        };
+        {
+            let mut t = lock(&self.snap_checked);
+            if t.is_some_and(|t| t.elapsed() < SNAP_CHECK) {
+                return Ok(());
+            }
+            *t = Some(Instant::now());
+        }
+        match self.head().snap_list() {
+            Ok(list) if !list.iter().any(|s| s.id == id) => {
+                self.snap_gone.store(true, Ordering::SeqCst);
+                Err(-libc::ENOENT)
+            }
+            // A store hiccup does not fail a read of data that is still there.
+            _ => Ok(()),
+        }
+    }
+
     /// Close the snapshot view, if any (the handle is closing).
     fn drop_snap(&self) {
         if let Some(old) = lock(&self.snap).take() {
@@ -80,13 +124,19 @@ impl RbdImage {
         }
     }
 
-    /// Show snapshot `view` (None: the head again). The previous view is closed.
+    /// Show snapshot `view` (None: the head again). The previous view is closed. A handle
+    /// set to a snapshot owns no exclusive lock (librbd releases it).
     pub(crate) fn set_snap(&self, view: Option<shale_image::Image>) -> Result<(), c_int> {
         if view.is_none() && !self.read_only {
             globals()
                 .make_writable(&self.shared)
                 .map_err(|e| errno::of(&e))?;
         }
+        if view.is_some() {
+            self.give_up_lock();
+        }
+        self.snap_gone.store(false, Ordering::SeqCst);
+        *lock(&self.snap_checked) = None;
         let old = std::mem::replace(&mut *lock(&self.snap), view.map(Arc::new));
         if let Some(old) = old {
             // A read-only view has nothing to flush; an error here changes nothing.
@@ -185,7 +235,10 @@ unsafe fn open(
             read_only,
             events: Events::default(),
             instance: g.instance_id(),
+            manual: AtomicBool::new(false),
             snap: Mutex::new(view),
+            snap_gone: AtomicBool::new(false),
+            snap_checked: Mutex::new(None),
         }));
         // SAFETY: `out` is non-NULL and writable (caller contract).
         unsafe { out.write(h) };
@@ -273,6 +326,7 @@ pub unsafe extern "C" fn shale_rbd_close(image: rbd_image_t) -> c_int {
             return -libc::EINVAL;
         };
         img.shared.wait_before(img.shared.barrier());
+        img.give_up_lock();
         img.drop_snap();
         match globals().release_image(&img.shared) {
             Ok(()) => 0,
@@ -433,9 +487,10 @@ pub unsafe extern "C" fn shale_rbd_get_data_pool_id(image: rbd_image_t) -> i64 {
     })
 }
 
-/// `int rbd_is_exclusive_lock_owner(rbd_image_t image, int *is_owner)`: whether this process
-/// holds the image's exclusive lock now (taken by the first write or `rbd_lock_acquire`, lost
-/// when handed over, released or broken); always 0 without the exclusive-lock feature.
+/// `int rbd_is_exclusive_lock_owner(rbd_image_t image, int *is_owner)`: whether this handle
+/// owns the image's exclusive lock now (taken by its last write or `rbd_lock_acquire`, lost
+/// when handed to another handle or client, released or broken; see [`crate::owner`]); always
+/// 0 without the exclusive-lock feature, on a read-only handle and on one set to a snapshot.
 ///
 /// # Safety
 /// C caller contract of librbd.h.
@@ -447,7 +502,7 @@ pub unsafe extern "C" fn shale_rbd_is_exclusive_lock_owner(
     ffi("rbd_is_exclusive_lock_owner", -libc::EFAULT, || {
         // SAFETY: NULL-checked by `put`.
         with_image(image, |img| unsafe {
-            put(is_owner, c_int::from(img.head().is_lock_owner()))
+            put(is_owner, c_int::from(img.is_lock_owner()))
         })
     })
 }
@@ -609,7 +664,9 @@ pub unsafe extern "C" fn shale_rbd_resize(image: rbd_image_t, size: u64) -> c_in
     ffi("rbd_resize", -libc::EFAULT, || {
         with_image(image, |img| {
             img.writable()?;
-            img.image().resize(size, true).map_err(|e| errno::of(&e))
+            img.image().resize(size, true).map_err(|e| errno::of(&e))?;
+            img.adopt_after_op();
+            Ok(())
         })
     })
 }
@@ -633,6 +690,7 @@ pub unsafe extern "C" fn shale_rbd_resize2(
             img.image()
                 .resize(size, allow_shrink)
                 .map_err(|e| errno::of(&e))?;
+            img.adopt_after_op();
             if let Some(cb) = cb {
                 // SAFETY: the caller's progress callback with its own argument.
                 unsafe { cb(size, size, cbdata) };
@@ -722,4 +780,19 @@ pub unsafe extern "C" fn shale_rbd_watchers_list_cleanup(
             }
         }
     })
+}
+
+/// Snapshot `snap_id` of the image behind `shared` was removed through this process: every
+/// handle showing it reads `-ENOENT` from now on.
+pub(crate) fn mark_snap_removed(shared: &Arc<SharedImage>, snap_id: u64) {
+    for h in globals().images.all() {
+        if h.shared.key != shared.key {
+            continue;
+        }
+        if let Some(v) = h.snap_view() {
+            if v.snapshot().is_some_and(|s| s.id == snap_id) {
+                h.snap_gone.store(true, Ordering::SeqCst);
+            }
+        }
+    }
 }

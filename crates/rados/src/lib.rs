@@ -37,6 +37,7 @@ mod mirror;
 mod mon;
 mod options;
 mod outlist;
+mod owner;
 mod pools;
 mod snaps;
 mod state;

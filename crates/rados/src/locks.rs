@@ -17,6 +17,7 @@
 //! | lock_break on a read-only handle | `-EROFS` |
 //! | lock_* without the exclusive-lock feature | `-EINVAL` |
 //! | lock_release when not the owner | `-EINVAL` |
+//! | lock_acquire while another handle or client holds it explicitly | `-EROFS` |
 //! | lock_get_owners when unlocked | `-ENOENT`; short array: `-ERANGE`, `*max` = count |
 //! | lock_break, unlocked / owner differs | `-ENOENT` / `-EBUSY` |
 //! | lock_exclusive / lock_shared, same client+cookie held | `-EEXIST` |
@@ -54,7 +55,8 @@ fn need_feature(head: &shale_image::Image) -> Result<(), c_int> {
 }
 
 /// `int rbd_lock_acquire(rbd_image_t image, rbd_lock_mode_t lock_mode)`: take the exclusive
-/// lock explicitly (it is not handed over on request until released).
+/// lock explicitly (it is not handed over on request until released); the handle follows
+/// librbd's manual policy from then on (see [`crate::owner`]).
 ///
 /// # Safety
 /// Any value is accepted.
@@ -70,7 +72,7 @@ pub unsafe extern "C" fn shale_rbd_lock_acquire(
             }
             let head = head_for_lock(img, -libc::EINVAL)?;
             need_feature(&head)?;
-            head.lock_acquire().map_err(|e| errno::of(&e))
+            img.acquire_explicit(&head)
         })
     })
 }
@@ -86,7 +88,7 @@ pub unsafe extern "C" fn shale_rbd_lock_release(image: rbd_image_t) -> c_int {
         with_image(image, |img| {
             let head = head_for_lock(img, -libc::EINVAL)?;
             need_feature(&head)?;
-            head.lock_release().map_err(|e| errno::of(&e))
+            img.release_explicit(&head)
         })
     })
 }

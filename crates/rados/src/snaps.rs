@@ -73,7 +73,10 @@ fn create(image: rbd_image_t, name: *const c_char, flags: u32) -> c_int {
         }
         let head = img.head_rw()?;
         match head.snap_create(name) {
-            Ok(_) => Ok(()),
+            Ok(_) => {
+                img.adopt_after_op();
+                Ok(())
+            }
             Err(e) if e.kind() == ErrorKind::NoSpace => {
                 crate::guard::log_error(&e);
                 Err(-libc::EDQUOT)
@@ -257,10 +260,12 @@ fn remove(
         if flags & REMOVE_FLATTEN != 0 {
             flatten_children(img, name, &mut cb)?;
         }
-        if flags & REMOVE_UNPROTECT != 0 && by_name(img, name)?.protected {
+        let snap = by_name(img, name)?;
+        if flags & REMOVE_UNPROTECT != 0 && snap.protected {
             head.snap_unprotect(name).map_err(|e| errno::of(&e))?;
         }
         head.snap_remove(name).map_err(|e| errno::of(&e))?;
+        crate::image::mark_snap_removed(&img.shared, snap.id);
         cb(1, 1);
         Ok(())
     })
@@ -309,7 +314,9 @@ pub unsafe extern "C" fn shale_rbd_snap_remove_by_id(image: rbd_image_t, snap_id
         with_image(image, |img| {
             let s = by_id(img, snap_id)?;
             let head = img.head_rw()?;
-            head.snap_remove(&s.name).map_err(|e| errno::of(&e))
+            head.snap_remove(&s.name).map_err(|e| errno::of(&e))?;
+            crate::image::mark_snap_removed(&img.shared, s.id);
+            Ok(())
         })
     })
 }
@@ -345,8 +352,11 @@ fn rollback(
         img.writable()?;
         by_name(img, name)?;
         let head = img.head_rw()?;
+        img.check_rollback(&head)?;
         head.snap_rollback(name, progress(cb, arg))
-            .map_err(|e| errno::of(&e))
+            .map_err(|e| crate::owner::lock_errno(&e))?;
+        img.adopt_after_op();
+        Ok(())
     })
 }
 
@@ -460,6 +470,7 @@ pub unsafe extern "C" fn shale_rbd_snap_set_limit(image: rbd_image_t, limit: u64
     ffi("rbd_snap_set_limit", -libc::EFAULT, || {
         with_image(image, |img| {
             let head = img.head_rw()?;
+            img.check_not_held_explicitly(&head)?;
             head.snap_set_limit((limit != u64::MAX).then_some(limit))
                 .map_err(|e| errno::of(&e))
         })

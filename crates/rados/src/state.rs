@@ -16,6 +16,9 @@
 //!   same image shares one [`SharedImage`]. A read-only engine is replaced by a writable one when
 //!   a writable handle opens; the image is closed (flushed) when its last handle closes, under
 //!   the registry lock, so a reopen never races with the final flush.
+//! * Exclusive-lock ownership is per handle: the engine holds the store-level lock for the
+//!   process, and [`SharedImage::holder`] names the one handle that owns it (see
+//!   [`crate::owner`]).
 //! * Fork: threads do not survive `fork`, and locks held by them would stay locked, so a child
 //!   (detected by a changed pid) starts with fresh, empty state; the parent's state is leaked on
 //!   purpose (it is never freed, which makes the `&'static` references sound).
@@ -78,6 +81,9 @@ pub(crate) struct SharedImage {
     image: RwLock<Arc<Image>>,
     inflight: Mutex<Inflight>,
     idle: Condvar,
+    /// Which of this process's handles owns the exclusive lock the engine holds (see
+    /// [`crate::owner`]).
+    pub(crate) holder: Mutex<Option<crate::owner::Holder>>,
 }
 
 /// Requests in flight on an image, numbered in submission order.
@@ -113,6 +119,7 @@ impl SharedImage {
             image: RwLock::new(Arc::new(image)),
             inflight: Mutex::new(Inflight::default()),
             idle: Condvar::new(),
+            holder: Mutex::new(None),
         }
     }
 
