@@ -102,6 +102,8 @@ impl Env {
             "layering",
         ]);
         self.ok(&["lock", "add", "fxp/fx-b", "mylock"]);
+        self.ok(&["image-meta", "set", "fxp/fx-b", "k1", "v1"]);
+        self.ok(&["image-meta", "set", "fxp/fx-b", "k2", "v 2"]);
     }
 }
 
@@ -195,6 +197,8 @@ fn json_output_has_rbds_keys_and_types() {
         ("diff", &["diff", "fxp/fx-a"]),
         ("lock_ls", &["lock", "ls", "fxp/fx-b"]),
         ("status", &["status", "fxp/fx-a"]),
+        ("pool_stats", &["pool", "stats", "fxp"]),
+        ("image_meta_ls", &["image-meta", "list", "fxp/fx-b"]),
     ];
     for (name, args) in cases {
         let ours = e.json(args);
@@ -272,6 +276,8 @@ fn plain_output_is_rbds_text() {
         ("snap_ls", &["snap", "ls", "fxp/fx-a"]),
         ("children", &["children", "fxp/fx-a@s1"]),
         ("status", &["status", "fxp/fx-a"]),
+        ("pool_stats", &["pool", "stats", "fxp"]),
+        ("image_meta_ls", &["image-meta", "ls", "fxp/fx-b"]),
     ] {
         assert_eq!(e.ok(args), expect(name), "rbd {args:?}");
     }
@@ -632,4 +638,81 @@ fn install_rbd_link_shale_rbd_and_shale_run() {
         Path::new(lines[1]),
         Path::new(shale).canonicalize().unwrap()
     );
+}
+
+#[test]
+fn metadata_features_limits_copy_pool_and_unsupported_commands() {
+    let e = env();
+    e.ok(&["pool", "init", "rbd"]);
+    e.ok(&["create", "src", "--size", "12M"]);
+    e.ok(&[
+        "bench",
+        "src",
+        "--io-type",
+        "write",
+        "--io-size",
+        "64K",
+        "--io-total",
+        "2M",
+        "--io-pattern",
+        "rand",
+    ]);
+    // image-meta
+    assert_eq!(
+        e.ok(&["image-meta", "list", "src"]),
+        "There are 0 metadata on this image.\n"
+    );
+    assert_eq!(e.ok(&["image-meta", "list", "src", "--format", "json"]), "");
+    e.ok(&["image-meta", "set", "src", "conf_rbd_cache", "false"]);
+    assert_eq!(
+        e.ok(&["image-meta", "get", "src", "conf_rbd_cache"]),
+        "false\n"
+    );
+    e.ok(&["image-meta", "rm", "src", "conf_rbd_cache"]);
+    assert_eq!(
+        e.run(&["image-meta", "get", "src", "conf_rbd_cache"])
+            .status
+            .code(),
+        Some(2)
+    );
+    // feature disable / enable, with librbd's dependency rules
+    e.ok(&["feature", "disable", "src", "fast-diff"]);
+    let f = e.json(&["info", "src"]);
+    assert_eq!(
+        f["features"],
+        serde_json::json!(["layering", "exclusive-lock", "object-map", "deep-flatten"])
+    );
+    assert_eq!(
+        e.run(&["feature", "disable", "src", "fast-diff"])
+            .status
+            .code(),
+        Some(22)
+    );
+    e.ok(&["feature", "enable", "src", "fast-diff"]);
+    // snap limit
+    e.ok(&["snap", "limit", "set", "src", "--limit", "1"]);
+    e.ok(&["snap", "create", "src@a"]);
+    assert_ne!(e.run(&["snap", "create", "src@b"]).status.code(), Some(0));
+    e.ok(&["snap", "limit", "clear", "src"]);
+    e.ok(&["snap", "create", "src@b"]);
+    // cp of the head and of a snapshot
+    e.ok(&["cp", "src", "dst"]);
+    e.ok(&["copy", "src@a", "dsta"]);
+    let whole = |img: &str| e.run(&["export", "--no-progress", img, "-"]).stdout;
+    assert_eq!(whole("dst"), whole("src"));
+    assert_eq!(whole("dsta"), whole("src@a"));
+    assert_eq!(e.run(&["cp", "src", "dst"]).status.code(), Some(17));
+    // pool stats
+    let s = e.json(&["pool", "stats"]);
+    assert_eq!(s["images"]["count"], 3);
+    assert_eq!(s["images"]["snap_count"], 2);
+    // rbd commands Shale does not have: a clear answer, no store needed.
+    let o = e.run(&["map", "rbd/src"]);
+    assert_eq!(o.status.code(), Some(95));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("qemu-nbd"));
+    let o = e.run(&["trash", "ls"]);
+    assert_eq!(o.status.code(), Some(95));
+    let o = e.run(&["frobnicate"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).starts_with("rbd: unknown command 'frobnicate'"));
 }

@@ -13,6 +13,7 @@
 //! The store comes from Shale's settings (`SHALE_STORE`, the settings file) and from
 //! `shale_*` keys in the ceph.conf that `-c/--conf` or `$CEPH_CONF` names.
 
+mod extra;
 mod images;
 pub mod output;
 mod snaps;
@@ -122,11 +123,19 @@ pub(crate) struct RbdCli {
     #[arg(long, global = true)]
     cluster: Option<String>,
     /// Monitor addresses (accepted; Shale has no monitors)
-    #[arg(short = 'm', long = "mon-host", global = true)]
+    #[arg(
+        short = 'm',
+        long = "mon_host",
+        visible_alias = "mon-host",
+        global = true
+    )]
     mon_host: Option<String>,
     /// Keyring (accepted)
     #[arg(short = 'k', long, global = true)]
     keyring: Option<String>,
+    /// Secret key file (accepted)
+    #[arg(short = 'K', long, global = true)]
+    keyfile: Option<String>,
     /// Output format
     #[arg(long, value_enum, global = true)]
     format: Option<Fmt>,
@@ -305,6 +314,97 @@ enum Cmd {
     Status { spec: Option<String> },
     /// Simple benchmark
     Bench(BenchOpts),
+    /// Pool commands
+    Pool {
+        #[command(subcommand)]
+        cmd: PoolCmd,
+    },
+    /// Image metadata commands
+    ImageMeta {
+        #[command(subcommand)]
+        cmd: MetaCmd,
+    },
+    /// Enable or disable image features
+    Feature {
+        #[command(subcommand)]
+        cmd: FeatureCmd,
+    },
+    /// Copy an image (or snapshot) to a new image
+    #[command(visible_alias = "copy")]
+    Cp {
+        src: Option<String>,
+        dst: Option<String>,
+        #[arg(long)]
+        dest_pool: Option<String>,
+        #[arg(long)]
+        dest: Option<String>,
+    },
+    /// Any other command of Ceph's rbd (answered with why Shale does not provide it)
+    #[command(external_subcommand)]
+    Other(Vec<String>),
+}
+
+#[derive(Subcommand, Debug)]
+enum PoolCmd {
+    /// Initialize a pool for use by RBD (nothing to do on Shale; the pool must exist)
+    Init {
+        pool: Option<String>,
+        /// Accepted
+        #[arg(long)]
+        force: bool,
+    },
+    /// Display pool statistics
+    Stats { pool: Option<String> },
+}
+
+#[derive(Subcommand, Debug)]
+enum MetaCmd {
+    /// List image metadata keys with values
+    #[command(visible_alias = "ls")]
+    List { spec: Option<String> },
+    /// Get the value of a key
+    Get {
+        spec: Option<String>,
+        key: Option<String>,
+    },
+    /// Set a key to a value
+    Set {
+        spec: Option<String>,
+        key: Option<String>,
+        value: Option<String>,
+    },
+    /// Remove a key
+    #[command(visible_alias = "rm")]
+    Remove {
+        spec: Option<String>,
+        key: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum FeatureCmd {
+    /// Enable features (exclusive-lock, object-map, fast-diff)
+    Enable {
+        spec: Option<String>,
+        features: Vec<String>,
+    },
+    /// Disable features (exclusive-lock, object-map, fast-diff, deep-flatten)
+    Disable {
+        spec: Option<String>,
+        features: Vec<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum LimitCmd {
+    /// Limit the number of snapshots
+    Set {
+        spec: Option<String>,
+        #[arg(long)]
+        limit: Option<u64>,
+    },
+    /// Remove the snapshot limit
+    Clear { spec: Option<String> },
 }
 
 #[derive(Args, Debug)]
@@ -360,6 +460,11 @@ enum SnapCmd {
     Rename {
         src: Option<String>,
         dst: Option<String>,
+    },
+    /// Snapshot limit commands
+    Limit {
+        #[command(subcommand)]
+        cmd: LimitCmd,
     },
 }
 
@@ -628,6 +733,9 @@ fn run(cli: RbdCli, store: Option<&str>) -> R<()> {
             ));
         }
     }
+    if let Cmd::Other(args) = &cmd {
+        return Err(extra::unsupported(args));
+    }
     let c = connect(cli.conf.as_deref(), store)?;
     let default_pool = c.settings().default_pool.clone();
     let x = Ctx0 {
@@ -695,6 +803,12 @@ fn run(cli: RbdCli, store: Option<&str>) -> R<()> {
             SnapCmd::Unprotect { spec } => snaps::protect(&x, spec.as_deref(), false),
             SnapCmd::Purge { spec } => snaps::purge(&x, spec.as_deref()),
             SnapCmd::Rename { src, dst } => snaps::rename(&x, src.as_deref(), dst.as_deref()),
+            SnapCmd::Limit { cmd } => match cmd {
+                LimitCmd::Set { spec, limit } => {
+                    extra::snap_limit(&x, spec.as_deref(), limit.map(Some))
+                }
+                LimitCmd::Clear { spec } => extra::snap_limit(&x, spec.as_deref(), Some(None)),
+            },
         },
         Cmd::Clone {
             parent,
@@ -731,6 +845,54 @@ fn run(cli: RbdCli, store: Option<&str>) -> R<()> {
             whole_object,
         ),
         Cmd::ImportDiff { path, spec } => snaps::import_diff(&x, path.as_deref(), spec.as_deref()),
+        Cmd::Pool { cmd } => match cmd {
+            PoolCmd::Init { pool, .. } => extra::pool_init(&x, pool.as_deref()),
+            PoolCmd::Stats { pool } => extra::pool_stats(&x, pool.as_deref()),
+        },
+        Cmd::ImageMeta { cmd } => {
+            use extra::Meta;
+            let need = |v: &Option<String>, what: &str| -> R<String> {
+                v.clone()
+                    .ok_or_else(|| Fail::usage(format!("{what} was not specified")))
+            };
+            match cmd {
+                MetaCmd::List { spec } => extra::image_meta(&x, spec.as_deref(), Meta::List),
+                MetaCmd::Get { spec, key } => {
+                    let k = need(&key, "metadata key")?;
+                    extra::image_meta(&x, spec.as_deref(), Meta::Get(&k))
+                }
+                MetaCmd::Set { spec, key, value } => {
+                    let k = need(&key, "metadata key")?;
+                    let v = need(&value, "metadata value")?;
+                    extra::image_meta(&x, spec.as_deref(), Meta::Set(&k, &v))
+                }
+                MetaCmd::Remove { spec, key } => {
+                    let k = need(&key, "metadata key")?;
+                    extra::image_meta(&x, spec.as_deref(), Meta::Remove(&k))
+                }
+            }
+        }
+        Cmd::Feature { cmd } => match cmd {
+            FeatureCmd::Enable { spec, features } => {
+                extra::feature(&x, spec.as_deref(), &features, true)
+            }
+            FeatureCmd::Disable { spec, features } => {
+                extra::feature(&x, spec.as_deref(), &features, false)
+            }
+        },
+        Cmd::Cp {
+            src,
+            dst,
+            dest_pool,
+            dest,
+        } => extra::copy(
+            &x,
+            src.as_deref(),
+            dst.as_deref(),
+            dest_pool.as_deref(),
+            dest.as_deref(),
+        ),
+        Cmd::Other(args) => Err(extra::unsupported(&args)),
         Cmd::Lock { cmd } => match cmd {
             LockCmd::Ls { spec } => snaps::lock_ls(&x, spec.as_deref()),
             LockCmd::Add {
