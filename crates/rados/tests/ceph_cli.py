@@ -225,6 +225,33 @@ def main():
     check("unknown command: -EINVAL 'command not known'",
           shale_unknown == [-22, "", "command not known"], out + err)
 
+    # ---- health reports a store that goes away under a connected client
+    gone_dir = os.path.join(scratch, "gone")
+    gone = ("import json, os, rados, sys\n"
+            "d = sys.argv[1]\n"
+            "with rados.Rados(conffile='') as c:\n"
+            "    before = c.mon_command(json.dumps({'prefix': 'health'}), b'')\n"
+            "    os.rename(d, d + '.moved')\n"
+            "    h = c.mon_command(json.dumps({'prefix': 'health', 'format': 'json'}), b'')\n"
+            "    df = c.mon_command(json.dumps({'prefix': 'df'}), b'')\n"
+            "    fsid = c.mon_command(json.dumps({'prefix': 'fsid'}), b'')\n"
+            "    os.rename(d + '.moved', d)\n"
+            "    after = c.mon_command(json.dumps({'prefix': 'health'}), b'')\n"
+            "    print(json.dumps([before[1].decode(), json.loads(h[1]), df[0], df[2],\n"
+            "                      fsid[0], after[1].decode()]))\n")
+    genv = dict(env, SHALE_STORE="file://" + gone_dir)
+    run([shale, "pool", "create", "x"], env=genv)
+    rc, out, err = run([shale, "run", "--", "/usr/bin/python3", "-c", gone, gone_dir], env=genv)
+    try:
+        before, h, df_rc, df_outs, fsid_rc, after = json.loads(out)
+        check("health: HEALTH_ERR STORE_UNREACHABLE while the store is gone, OK again after",
+              before == "HEALTH_OK\n" and h["status"] == "HEALTH_ERR"
+              and "STORE_UNREACHABLE" in h["checks"] and after == "HEALTH_OK\n", out + err)
+        check("df fails with the store's error while it is gone; fsid still answers",
+              df_rc < 0 and "unreachable" in df_outs and fsid_rc == 0, out + err)
+    except ValueError as e:
+        bad("health with the store gone", "%r\n%s%s" % (e, out, err))
+
     # ---- live comparison with real Ceph 16.2 (ceph-mini)
     real = dict(os.environ, CEPH_CONF=MINI_CONF)
     for k in ("LD_LIBRARY_PATH", "SHALE_STORE", "CEPH_ARGS"):

@@ -76,6 +76,13 @@ pub(crate) fn run(
         return Err(einval("command not known"));
     }
     let facts = facts().map_err(|e| (e, String::new()))?;
+    // Commands about pools fail while the store cannot list them; the others still answer
+    // (health and status then report the problem).
+    if let Some(e) = &facts.error {
+        if prefix == "df" || prefix.starts_with("osd ") {
+            return Err(e.clone());
+        }
+    }
     let a = Args(args);
     let detail = a.str("detail") == Some("detail");
     let (value, plain, status) = match prefix {
@@ -757,6 +764,7 @@ mod tests {
             total: 17_179_869_184,
             avail: 16_871_469_056,
             up: true,
+            error: None,
             checks: Vec::new(),
         }
     }
@@ -930,6 +938,10 @@ mod tests {
         let mut f = facts();
         f.up = false;
         f.pools.clear();
+        f.error = Some((
+            -libc::EIO,
+            "store file:///srv/shale is unreachable: gone".into(),
+        ));
         f.checks.push(Check {
             code: "STORE_UNREACHABLE",
             severity: "HEALTH_ERR",
@@ -954,8 +966,15 @@ mod tests {
         let text = String::from_utf8(text.out).expect("utf-8");
         assert!(text.starts_with("HEALTH_ERR store file:///srv/shale is unreachable\n"));
         assert!(text.contains("[ERR] STORE_UNREACHABLE: "));
-        let s = json_of(json!({"prefix": "status"}), f);
+        let s = json_of(json!({"prefix": "status"}), f.clone());
         assert_eq!(s["osdmap"]["num_up_osds"], 0);
+        assert_eq!(
+            run(r#"{"prefix": "df"}"#, || Ok(f.clone())).expect_err("fails"),
+            (
+                -libc::EIO,
+                "store file:///srv/shale is unreachable: gone".into()
+            )
+        );
     }
 
     #[test]

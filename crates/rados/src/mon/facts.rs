@@ -12,6 +12,7 @@
 
 use crate::cluster::fs_usage;
 use crate::state::Store;
+use core::ffi::c_int;
 
 /// The name of Shale's one monitor (and manager).
 pub(crate) const MON_NAME: &str = "shale";
@@ -52,6 +53,8 @@ pub(crate) struct Facts {
     pub(crate) avail: u64,
     /// Whether the store answered.
     pub(crate) up: bool,
+    /// Why it did not: (negative errno, message) for the commands that need its pools.
+    pub(crate) error: Option<(c_int, String)>,
     pub(crate) checks: Vec<Check>,
 }
 
@@ -63,7 +66,7 @@ impl Facts {
         };
         let usage = fs_usage(store);
         let mut checks = Vec::new();
-        if let Some(e) = &error {
+        if let Some((_, e)) = &error {
             checks.push(Check {
                 code: "STORE_UNREACHABLE",
                 severity: "HEALTH_ERR",
@@ -101,6 +104,7 @@ impl Facts {
             total,
             avail,
             up: error.is_none(),
+            error: error.map(|(rc, e)| (rc, format!("store {} is unreachable: {e}", store.url))),
             checks,
         }
     }
@@ -131,11 +135,22 @@ impl Facts {
 
 const PIB: u64 = 1 << 50;
 
-fn read_pools(store: &Store) -> Result<Vec<Pool>, String> {
+/// The pools, after checking that the store still holds the marker object `rados_connect`
+/// found or wrote (a local store whose directory was removed lists as empty, not as an error).
+fn read_pools(store: &Store) -> Result<Vec<Pool>, (c_int, String)> {
     let c = &store.cluster;
+    let fail = |e: shale_image::Error| (crate::errno::of(&e), e.to_string());
+    match c.store().get(".shale") {
+        Ok(_) => {}
+        Err(e) if e.kind() == shale_image::ErrorKind::NotFound => {
+            let why = "its marker object .shale is gone (store removed or moved?)";
+            return Err((-libc::EIO, why.into()));
+        }
+        Err(e) => return Err(fail(e)),
+    }
     let mut out = Vec::new();
-    for (name, id) in c.pool_list().map_err(|e| e.to_string())? {
-        let st = c.pool_stats(&name).map_err(|e| e.to_string())?;
+    for (name, id) in c.pool_list().map_err(fail)? {
+        let st = c.pool_stats(&name).map_err(fail)?;
         out.push(Pool {
             name,
             id,
