@@ -716,3 +716,39 @@ fn metadata_features_limits_copy_pool_and_unsupported_commands() {
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).starts_with("rbd: unknown command 'frobnicate'"));
 }
+
+#[test]
+fn status_shows_an_open_writer_as_rbd_shows_a_watcher() {
+    let e = env();
+    e.ok(&["create", "w", "--size", "256M"]);
+    let mut bench = e
+        .cmd(&[
+            "bench",
+            "w",
+            "--io-type",
+            "write",
+            "--io-size",
+            "4K",
+            "--io-threads",
+            "1",
+            "--io-total",
+            "100G",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut seen = None;
+    for _ in 0..100 {
+        let v = e.json(&["status", "w"]);
+        if !v["watchers"].as_array().unwrap().is_empty() {
+            seen = Some(v);
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let _ = bench.kill();
+    let _ = bench.wait();
+    let v = seen.expect("the writer never showed up in rbd status");
+    assert_same_shape("status_watched", &v, &fixture("status_watched"));
+}

@@ -130,12 +130,6 @@ pub(super) fn image_meta(x: &Ctx0, spec: Option<&str>, op: Meta) -> R<()> {
     Ok(())
 }
 
-/// JSON object keys are `&'static str` in `J`; metadata keys are few and the process is
-/// short-lived, so leaking them is the simple way to keep one JSON type.
-fn leak_key(k: &str) -> &'static str {
-    Box::leak(k.to_string().into_boxed_str())
-}
-
 pub(super) fn feature(x: &Ctx0, spec: Option<&str>, names: &[String], enable: bool) -> R<()> {
     let sp = x.resolve(spec, SnapArg::Forbidden)?;
     if names.is_empty() {

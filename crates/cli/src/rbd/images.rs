@@ -473,12 +473,16 @@ pub(super) fn import(
 pub(super) fn status(x: &Ctx0, spec: Option<&str>) -> R<()> {
     let sp = x.resolve(spec, SnapArg::Forbidden)?;
     let img = x.open(&sp, false)?;
-    // Shale has no watches; the one client that holds the exclusive lock stands for them.
+    // Shale has no watches: the client holding the exclusive lock (an open writer) stands
+    // for them. Its owner name `client.<hex id> <hex epoch>` gives the numbers rbd shows.
     let owners = img.lock_owners().ctx("show status failed")?;
-    let client_num = |o: &str| {
-        o.strip_prefix("client.")
-            .and_then(|n| n.parse::<u64>().ok())
-            .unwrap_or(0)
+    let watcher = |o: &str| {
+        let mut parts = o.split_whitespace();
+        let hex = |t: Option<&str>| {
+            t.and_then(|t| u64::from_str_radix(t.trim_start_matches("client."), 16).ok())
+                .unwrap_or(0)
+        };
+        (o.to_string(), hex(parts.next()), hex(parts.next()))
     };
     if x.json {
         x.emit(&J::O(vec![(
@@ -487,10 +491,11 @@ pub(super) fn status(x: &Ctx0, spec: Option<&str>) -> R<()> {
                 owners
                     .iter()
                     .map(|o| {
+                        let (address, client, cookie) = watcher(o);
                         J::O(vec![
-                            ("address", J::s(o)),
-                            ("client", J::U(client_num(o))),
-                            ("cookie", J::U(0)),
+                            ("address", J::s(address)),
+                            ("client", J::U(client)),
+                            ("cookie", J::U(cookie)),
                         ])
                     })
                     .collect(),
@@ -501,7 +506,8 @@ pub(super) fn status(x: &Ctx0, spec: Option<&str>) -> R<()> {
     } else {
         outln!("Watchers:");
         for o in owners {
-            outln!("\twatcher={o} client.{} cookie=0", client_num(&o));
+            let (address, client, cookie) = watcher(&o);
+            outln!("\twatcher={address} client.{client} cookie={cookie}");
         }
     }
     Ok(())

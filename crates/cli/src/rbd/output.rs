@@ -15,6 +15,8 @@ pub enum J {
     S(String),
     A(Vec<J>),
     O(Vec<(&'static str, J)>),
+    /// An object whose keys are data (image metadata).
+    M(Vec<(String, J)>),
 }
 
 impl J {
@@ -48,6 +50,13 @@ impl Serialize for J {
                 q.end()
             }
             J::O(kv) => {
+                let mut m = s.serialize_map(Some(kv.len()))?;
+                for (k, v) in kv {
+                    m.serialize_entry(k, v)?;
+                }
+                m.end()
+            }
+            J::M(kv) => {
                 let mut m = s.serialize_map(Some(kv.len()))?;
                 for (k, v) in kv {
                     m.serialize_entry(k, v)?;
