@@ -97,9 +97,7 @@ pub(super) fn image_meta(x: &Ctx0, spec: Option<&str>, op: Meta) -> R<()> {
             if x.json {
                 // rbd prints nothing at all for an image without metadata.
                 if !m.is_empty() {
-                    x.emit(&J::O(
-                        m.iter().map(|(k, v)| (leak_key(k), J::s(v))).collect(),
-                    ));
+                    x.emit(&J::M(m.iter().map(|(k, v)| (k.clone(), J::s(v))).collect()));
                 }
                 return Ok(());
             }
