@@ -2,9 +2,9 @@
 //! send, answered from the Shale store the handle is connected to.
 //!
 //! ```text
-//!   rados_mon_command(_target) / rados_mgr_command(_target)
-//!        |  cmd strings concatenated into one JSON command
-//!        v
+//!   rados_mon_command(_target)            rados_mgr_command(_target)
+//!        |  cmd strings concatenated         |  no modules: "No handler found"
+//!        v  into one JSON command            v  (commands::run_mgr)
 //!   commands::run ── get_command_descriptions → descriptions.rs (what the CLI validates)
 //!        |           fsid, status, health, df, versions, mon dump, osd dump,
 //!        |           osd pool ls/get/application enable|get
@@ -65,10 +65,11 @@ unsafe fn give(s: &[u8], out: *mut *mut c_char, outlen: *mut usize) {
     }
 }
 
-/// Which daemon a command was addressed to.
-enum Target<'a> {
-    Any,
-    Named(&'a str),
+/// Which daemon a command is for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Daemon {
+    Mon,
+    Mgr,
 }
 
 /// The body shared by the four entry points.
@@ -79,6 +80,7 @@ enum Target<'a> {
 #[allow(clippy::too_many_arguments)]
 unsafe fn command(
     cluster: rados_t,
+    daemon: Daemon,
     name: *const c_char,
     named: bool,
     cmd: *mut *const c_char,
@@ -90,14 +92,11 @@ unsafe fn command(
 ) -> c_int {
     let result = (|| {
         connected(cluster).map_err(|e| (e, String::new()))?;
-        let target = if named {
+        if named {
             // SAFETY: `name` is NULL or a C string (caller contract); NULL is refused.
-            Target::Named(unsafe { cstr::arg(name) }.map_err(|e| (e, String::new()))?)
-        } else {
-            Target::Any
-        };
-        if let Target::Named(n) = target {
-            if n != facts::MON_NAME {
+            let n = unsafe { cstr::arg(name) }.map_err(|e| (e, String::new()))?;
+            // The monitor by name or rank; any name reaches the one manager, as in Ceph.
+            if daemon == Daemon::Mon && n != facts::MON_NAME && n != "0" {
                 return Err((-libc::ENOENT, "mon dne".to_string()));
             }
         }
@@ -113,6 +112,9 @@ unsafe fn command(
             }
             // SAFETY: each entry is a C string (caller contract).
             text.push_str(&unsafe { CStr::from_ptr(p) }.to_string_lossy());
+        }
+        if daemon == Daemon::Mgr {
+            return commands::run_mgr(&text);
         }
         commands::run(&text, || {
             connected(cluster).map(|store| facts::Facts::gather(&store))
@@ -153,6 +155,7 @@ pub unsafe extern "C" fn rados_mon_command(
         unsafe {
             command(
                 cluster,
+                Daemon::Mon,
                 std::ptr::null(),
                 false,
                 cmd,
@@ -167,8 +170,8 @@ pub unsafe extern "C" fn rados_mon_command(
 }
 
 /// `int rados_mon_command_target(rados_t cluster, const char *name, ...)`: as
-/// [`rados_mon_command`], sent to the monitor `name`; Shale's one monitor is `shale`, others
-/// are `-ENOENT` "mon dne" as in Ceph.
+/// [`rados_mon_command`], sent to the monitor `name`; Shale's one monitor is `shale` (rank
+/// `0`), others are `-ENOENT` "mon dne" as in Ceph.
 ///
 /// # Safety
 /// As for [`rados_mon_command`]; `name` is a C string.
@@ -189,14 +192,24 @@ pub unsafe extern "C" fn rados_mon_command_target(
         // SAFETY: forwarded caller contract.
         unsafe {
             command(
-                cluster, name, true, cmd, cmdlen, outbuf, outbuflen, outs, outslen,
+                cluster,
+                Daemon::Mon,
+                name,
+                true,
+                cmd,
+                cmdlen,
+                outbuf,
+                outbuflen,
+                outs,
+                outslen,
             )
         }
     })
 }
 
-/// `int rados_mgr_command(rados_t cluster, const char **cmd, ...)`: Shale's manager is the
-/// same in-process daemon as its monitor and answers the same commands.
+/// `int rados_mgr_command(rados_t cluster, const char **cmd, ...)`: Shale's manager has no
+/// modules: it describes no commands and answers every one `-EINVAL` "No handler found for
+/// '<prefix>'", as Ceph's manager does for a command it does not know.
 ///
 /// # Safety
 /// As for [`rados_mon_command`].
@@ -217,6 +230,7 @@ pub unsafe extern "C" fn rados_mgr_command(
         unsafe {
             command(
                 cluster,
+                Daemon::Mgr,
                 std::ptr::null(),
                 false,
                 cmd,
@@ -230,8 +244,8 @@ pub unsafe extern "C" fn rados_mgr_command(
     })
 }
 
-/// `int rados_mgr_command_target(rados_t cluster, const char *name, ...)`: the manager
-/// `shale`; other names are `-ENOENT`.
+/// `int rados_mgr_command_target(rados_t cluster, const char *name, ...)`: as
+/// [`rados_mgr_command`] (any name reaches the one manager, as in Ceph).
 ///
 /// # Safety
 /// As for [`rados_mon_command_target`].
@@ -252,7 +266,16 @@ pub unsafe extern "C" fn rados_mgr_command_target(
         // SAFETY: forwarded caller contract.
         unsafe {
             command(
-                cluster, name, true, cmd, cmdlen, outbuf, outbuflen, outs, outslen,
+                cluster,
+                Daemon::Mgr,
+                name,
+                true,
+                cmd,
+                cmdlen,
+                outbuf,
+                outbuflen,
+                outs,
+                outslen,
             )
         }
     })

@@ -219,11 +219,18 @@ def main():
     probe = ("import json, rados\n"
              "with rados.Rados(conffile='') as c:\n"
              "    r = c.mon_command(json.dumps({'prefix': 'no such command'}), b'')\n"
-             "    print(json.dumps([r[0], r[1].decode(), r[2]]))\n")
+             "    m = c.mgr_command(json.dumps({'prefix': 'nosuch'}), b'')\n"
+             "    print(json.dumps([r[0], r[1].decode(), r[2], m[0], m[1].decode(), m[2]]))\n")
     rc, out, err = run([shale, "run", "--", "/usr/bin/python3", "-c", probe], env=env)
     shale_unknown = json.loads(out) if rc == 0 and out else None
-    check("unknown command: -EINVAL 'command not known'",
-          shale_unknown == [-22, "", "command not known"], out + err)
+    check("unknown command: -EINVAL 'command not known' (mgr: 'No handler found')",
+          shale_unknown == [-22, "", "command not known", -22, "", "No handler found for 'nosuch'"],
+          out + err)
+    rc, out, err = ceph("tell", "mon.shale", "health")
+    check("ceph tell mon.shale health (mon_command_target)", rc == 0 and out == "HEALTH_OK\n",
+          out + err)
+    rc, out, err = ceph("tell", "mon.nope", "health")
+    check("ceph tell mon.nope health: no such monitor", rc == 2, out + err)
 
     # ---- health reports a store that goes away under a connected client
     gone_dir = os.path.join(scratch, "gone")
