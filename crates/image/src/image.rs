@@ -47,6 +47,12 @@ pub(crate) struct ImageHeader {
     /// Exclusive-lock owners whose lock was broken: they may never write again.
     #[serde(default)]
     pub blocklist: Vec<String>,
+    /// Striping asked for at creation (0: librbd's default, one object at a time). Reported
+    /// back as librbd does; the data layout does not depend on it.
+    #[serde(default)]
+    pub stripe_unit: u64,
+    #[serde(default)]
+    pub stripe_count: u64,
 }
 
 /// A snapshot in an image header.
@@ -109,6 +115,8 @@ impl ImageHeader {
             fence: None,
             lockers: Vec::new(),
             blocklist: Vec::new(),
+            stripe_unit: 0,
+            stripe_count: 0,
         }
     }
 }
@@ -373,6 +381,46 @@ impl Image {
         self.read_only
     }
 
+    /// librbd's stripe unit: what creation asked for, else the object size.
+    pub fn stripe_unit(&self) -> u64 {
+        let h = &self.hdr().0;
+        if h.stripe_unit == 0 {
+            1 << h.order
+        } else {
+            h.stripe_unit
+        }
+    }
+
+    /// librbd's stripe count: what creation asked for, else 1.
+    pub fn stripe_count(&self) -> u64 {
+        self.hdr().0.stripe_count.max(1)
+    }
+
+    /// Record, right after creation, what librbd accepts there beyond Shale's own layout:
+    /// the striping parameters (reported back; data stays laid out as always) and feature bits
+    /// that change no behaviour here (striping, journaling: every Shale image is journaled
+    /// locally, and there is no rbd-mirror journal).
+    pub fn set_creation_extras(
+        &self,
+        stripe_unit: u64,
+        stripe_count: u64,
+        add_features: u64,
+    ) -> Result<()> {
+        use crate::features::{JOURNALING, STRIPINGV2};
+        if add_features & !(JOURNALING | STRIPINGV2) != 0 {
+            return Err(err!(
+                Invalid,
+                "features {add_features:#x} cannot be added after creation"
+            ));
+        }
+        self.update_header(|h| {
+            h.stripe_unit = stripe_unit;
+            h.stripe_count = stripe_count;
+            h.features |= add_features;
+            Ok(())
+        })
+    }
+
     pub fn info(&self) -> ImageInfo {
         let h = self.hdr().0.clone();
         let object_size = 1u64 << h.order;
@@ -578,8 +626,8 @@ impl Image {
     }
 
     /// Enable or disable features with librbd's rules: layering, striping, deep-flatten (on),
-    /// data-pool cannot change after creation; object-map needs exclusive-lock, fast-diff needs
-    /// object-map (and the reverse when disabling); journaling is not supported.
+    /// data-pool cannot change after creation; object-map and journaling need exclusive-lock,
+    /// fast-diff needs object-map (and the reverse when disabling).
     pub fn update_features(&self, mask: u64, enable: bool) -> Result<()> {
         use crate::features::{
             DATA_POOL, DEEP_FLATTEN as DEEP, EXCLUSIVE_LOCK as EXCL, FAST_DIFF as FDIFF,
@@ -591,12 +639,6 @@ impl Image {
         }
         if mask & (LAYERING | STRIPING | DATA_POOL) != 0 || (enable && mask & DEEP != 0) {
             return Err(err!(Invalid, "layering, striping, data-pool and enabling deep-flatten can only be chosen at creation"));
-        }
-        if enable && mask & JOURNAL != 0 {
-            return Err(err!(
-                Unsupported,
-                "the journaling feature is not supported (Shale journals every image locally)"
-            ));
         }
         self.update_header(|h| {
             let mut f = if enable {
@@ -611,7 +653,18 @@ impl Image {
                 if f & FDIFF != 0 && f & OMAP == 0 {
                     return Err(err!(Invalid, "fast-diff requires object-map"));
                 }
+                // Journaling is accepted as librbd does (it needs exclusive-lock); the bit
+                // changes nothing here: every Shale image is journaled locally already.
+                if f & JOURNAL != 0 && f & EXCL == 0 {
+                    return Err(err!(Invalid, "journaling requires exclusive-lock"));
+                }
             } else {
+                if f & JOURNAL != 0 && mask & EXCL != 0 {
+                    return Err(err!(
+                        Invalid,
+                        "cannot disable exclusive-lock while journaling is enabled"
+                    ));
+                }
                 if f & OMAP != 0 && mask & EXCL != 0 {
                     return Err(err!(
                         Invalid,

@@ -449,7 +449,7 @@ pub unsafe extern "C" fn shale_rbd_get_op_features(image: rbd_image_t, out: *mut
 #[no_mangle]
 pub unsafe extern "C" fn shale_rbd_get_stripe_unit(image: rbd_image_t, out: *mut u64) -> c_int {
     ffi("rbd_get_stripe_unit", -libc::EFAULT, || {
-        get_u64(image, out, |img| img.image().info().object_size)
+        get_u64(image, out, |img| img.image().stripe_unit())
     })
 }
 
@@ -460,7 +460,7 @@ pub unsafe extern "C" fn shale_rbd_get_stripe_unit(image: rbd_image_t, out: *mut
 #[no_mangle]
 pub unsafe extern "C" fn shale_rbd_get_stripe_count(image: rbd_image_t, out: *mut u64) -> c_int {
     ffi("rbd_get_stripe_count", -libc::EFAULT, || {
-        get_u64(image, out, |_img| 1)
+        get_u64(image, out, |img| img.image().stripe_count())
     })
 }
 

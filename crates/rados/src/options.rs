@@ -14,6 +14,8 @@ use std::sync::{Arc, Mutex};
 
 pub(crate) const OPT_FEATURES: c_int = 1;
 pub(crate) const OPT_ORDER: c_int = 2;
+pub(crate) const OPT_STRIPE_UNIT: c_int = 3;
+pub(crate) const OPT_STRIPE_COUNT: c_int = 4;
 const OPT_LAST: c_int = 13;
 const STRING_OPTS: [c_int; 2] = [7, 10];
 

@@ -392,6 +392,11 @@ impl Globals {
         r
     }
 
+    /// The image as this process has it open, if it does.
+    pub(crate) fn open_shared(&self, key: &ImageKey) -> Option<Arc<SharedImage>> {
+        lock(&self.open).get(key).map(|e| e.shared.clone())
+    }
+
     /// How many handles of this process have the image open.
     pub(crate) fn open_handles(&self, key: &ImageKey) -> usize {
         lock(&self.open).get(key).map_or(0, |e| e.handles)

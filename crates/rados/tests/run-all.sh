@@ -252,6 +252,11 @@ with rados.Rados(conffile='$conf') as c, c.open_ioctx('rbd') as io:
         out=$(CEPH_CONF=$conf timeout 600 /usr/bin/python3 "$tests/lock_handles.py" 2>&1)
         count_py "[$kind] exclusive lock per handle" "$out"
         printf '%s\n' "$out" | grep '^info' | sed "s/^/     [$kind] /"
+        # creation/removal answers as librbd's: features, striping, journaling, ENOTEMPTY
+        new_store "$kind"; conf=$scratch/cp-$kind.conf
+        write_conf "$url" "$conf"
+        out=$(CEPH_CONF=$conf timeout 300 /usr/bin/python3 "$tests/create_parity.py" 2>&1)
+        count_py "[$kind] create parity" "$out"
         # issue 9: no binding path crashes the client; diff_iterate2 as librbd; parity answers
         new_store "$kind"; conf=$scratch/sw-$kind.conf
         write_conf "$url" "$conf"
