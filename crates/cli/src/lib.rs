@@ -150,16 +150,17 @@ enum Cmd {
     /// Rebuild an image's map from its surviving segments and checkpoints (after a lost or
     /// damaged checkpoint); deletes nothing. Run `shale check` first
     Repair { spec: String },
-    /// Run a Ceph client (qemu-img, fio, python3 ...) on Shale's librbd/librados:
+    /// Run a Ceph client (qemu-img, fio, python3 ...) on Shale's librbd/librados, with an
+    /// `rbd` (this binary, in Ceph's rbd syntax) first on its PATH:
     /// `shale run -- qemu-img info rbd:rbd/vm1`
-    /// Also puts an `rbd` (this binary in Ceph's rbd syntax) first on the command's PATH.
     Run {
         /// The command and its arguments
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
         cmd: Vec<OsString>,
     },
     /// Run a command in Ceph's `rbd` syntax: `shale rbd ls -l rbd` (the same as running this
-    /// binary under the name `rbd`)
+    /// binary under the name `rbd`; `shale rbd help` for its commands)
+    #[command(disable_help_flag = true)]
     Rbd {
         /// rbd's arguments
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -226,6 +227,25 @@ pub fn main(args: Vec<OsString>) -> i32 {
     if invoked_as.as_deref() == Some("rbd") {
         return rbd::main(args, None);
     }
+    // `shale [--store URL] rbd ARGS`: everything after `rbd` is rbd's, even options that
+    // `shale` also has (`--format`).
+    let mut store = None;
+    let mut i = 1;
+    while let Some(a) = args.get(i).and_then(|a| a.to_str()) {
+        if a == "--store" {
+            store = args.get(i + 1).and_then(|v| v.to_str()).map(str::to_string);
+            i += 2;
+        } else if let Some(v) = a.strip_prefix("--store=") {
+            store = Some(v.to_string());
+            i += 1;
+        } else if a == "rbd" {
+            let mut rest = vec![OsString::from("rbd")];
+            rest.extend(args[i + 1..].iter().cloned());
+            return rbd::main(rest, store.as_deref());
+        } else {
+            break;
+        }
+    }
     let cli = match Cli::try_parse_from(args) {
         Ok(c) => c,
         Err(e) => {
@@ -268,12 +288,6 @@ pub(crate) fn print_json(v: serde_json::Value) {
 fn run(cli: Cli) -> Result<()> {
     if let Cmd::Run { cmd } = &cli.cmd {
         return run_client(cli.store.as_deref(), cmd);
-    }
-    if let Cmd::Rbd { args } = &cli.cmd {
-        let mut a = vec![OsString::from("rbd")];
-        a.extend(args.iter().cloned());
-        let code = rbd::main(a, cli.store.as_deref());
-        std::process::exit(code);
     }
     if let Cmd::InstallRbdLink { dir, force } = &cli.cmd {
         let dir = match dir {
@@ -667,6 +681,7 @@ fn run(cli: Cli) -> Result<()> {
                 }
             }
         }
+        // `rbd` is dispatched by `main` before parsing; the variant documents it in --help.
         Cmd::Config | Cmd::Run { .. } | Cmd::Rbd { .. } | Cmd::InstallRbdLink { .. } => {}
     }
     Ok(())

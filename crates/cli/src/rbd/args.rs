@@ -102,6 +102,7 @@ pub(crate) struct CreateOpts {
 pub(crate) enum Cmd {
     /// Create an empty image
     Create {
+        /// Image spec: [pool/]image[@snap]
         spec: Option<String>,
         /// Image size (in M/G/T) [default unit: M]
         #[arg(short = 's', long, allow_hyphen_values = true)]
@@ -121,14 +122,22 @@ pub(crate) enum Cmd {
         all: bool,
     },
     /// Show information about an image or snapshot
-    Info { spec: Option<String> },
+    Info {
+        /// Image spec: [pool/]image[@snap]
+        spec: Option<String>,
+    },
     /// Delete an image
     #[command(visible_alias = "remove")]
-    Rm { spec: Option<String> },
+    Rm {
+        /// Image spec: [pool/]image[@snap]
+        spec: Option<String>,
+    },
     /// Rename an image within its pool
     #[command(visible_alias = "mv")]
     Rename {
+        /// Source spec: [pool/]image[@snap]
         src: Option<String>,
+        /// Destination spec: [pool/]image[@snap]
         dst: Option<String>,
         #[arg(long)]
         dest_pool: Option<String>,
@@ -137,6 +146,7 @@ pub(crate) enum Cmd {
     },
     /// Resize (expand or shrink) an image
     Resize {
+        /// Image spec: [pool/]image[@snap]
         spec: Option<String>,
         #[arg(short = 's', long, allow_hyphen_values = true)]
         size: Option<String>,
@@ -161,9 +171,13 @@ pub(crate) enum Cmd {
         opts: CreateOpts,
     },
     /// Fill a clone with its parent's data and detach it
-    Flatten { spec: Option<String> },
+    Flatten {
+        /// Image spec: [pool/]image[@snap]
+        spec: Option<String>,
+    },
     /// Display the children of an image or of one of its snapshots
     Children {
+        /// Image spec: [pool/]image[@snap]
         spec: Option<String>,
         /// Accepted (Shale has no trash)
         #[arg(short = 'a', long)]
@@ -171,9 +185,16 @@ pub(crate) enum Cmd {
     },
     /// Show disk usage of images and snapshots
     #[command(visible_alias = "disk-usage")]
-    Du { spec: Option<String> },
+    Du {
+        /// Image spec: [pool/]image[@snap]
+        spec: Option<String>,
+        /// Accepted (Shale's usage is always exact)
+        #[arg(long)]
+        exact: bool,
+    },
     /// Print the extents that differ since a snapshot, or since creation
     Diff {
+        /// Image spec: [pool/]image[@snap]
         spec: Option<String>,
         #[arg(long)]
         from_snap: Option<String>,
@@ -182,7 +203,9 @@ pub(crate) enum Cmd {
     },
     /// Export an image or snapshot to a file (`-` for stdout)
     Export {
+        /// Image spec: [pool/]image[@snap]
         spec: Option<String>,
+        /// File, or - for stdin/stdout
         path: Option<String>,
         /// Only format 1 (raw) is supported
         #[arg(long)]
@@ -190,7 +213,9 @@ pub(crate) enum Cmd {
     },
     /// Import an image from a raw file (`-` for stdin)
     Import {
+        /// File, or - for stdin/stdout
         path: Option<String>,
+        /// Image spec: [pool/]image[@snap]
         spec: Option<String>,
         #[arg(long)]
         dest_pool: Option<String>,
@@ -204,7 +229,9 @@ pub(crate) enum Cmd {
     },
     /// Export the changes since --from-snap (or all data) as an "rbd diff v1" stream
     ExportDiff {
+        /// Image spec: [pool/]image[@snap]
         spec: Option<String>,
+        /// File, or - for stdin/stdout
         path: Option<String>,
         #[arg(long)]
         from_snap: Option<String>,
@@ -213,7 +240,9 @@ pub(crate) enum Cmd {
     },
     /// Apply an "rbd diff v1" stream to an image
     ImportDiff {
+        /// File, or - for stdin/stdout
         path: Option<String>,
+        /// Image spec: [pool/]image[@snap]
         spec: Option<String>,
     },
     /// Advisory lock commands
@@ -222,7 +251,10 @@ pub(crate) enum Cmd {
         cmd: LockCmd,
     },
     /// Show the status of an image
-    Status { spec: Option<String> },
+    Status {
+        /// Image spec: [pool/]image[@snap]
+        spec: Option<String>,
+    },
     /// Simple benchmark
     Bench(BenchOpts),
     /// Pool commands
@@ -243,7 +275,9 @@ pub(crate) enum Cmd {
     /// Copy an image (or snapshot) to a new image
     #[command(visible_alias = "copy")]
     Cp {
+        /// Source spec: [pool/]image[@snap]
         src: Option<String>,
+        /// Destination spec: [pool/]image[@snap]
         dst: Option<String>,
         #[arg(long)]
         dest_pool: Option<String>,
@@ -272,14 +306,19 @@ pub(crate) enum PoolCmd {
 pub(crate) enum MetaCmd {
     /// List image metadata keys with values
     #[command(visible_alias = "ls")]
-    List { spec: Option<String> },
+    List {
+        /// Image spec: [pool/]image[@snap]
+        spec: Option<String>,
+    },
     /// Get the value of a key
     Get {
+        /// Image spec: [pool/]image[@snap]
         spec: Option<String>,
         key: Option<String>,
     },
     /// Set a key to a value
     Set {
+        /// Image spec: [pool/]image[@snap]
         spec: Option<String>,
         key: Option<String>,
         value: Option<String>,
@@ -287,6 +326,7 @@ pub(crate) enum MetaCmd {
     /// Remove a key
     #[command(visible_alias = "rm")]
     Remove {
+        /// Image spec: [pool/]image[@snap]
         spec: Option<String>,
         key: Option<String>,
     },
@@ -296,11 +336,13 @@ pub(crate) enum MetaCmd {
 pub(crate) enum FeatureCmd {
     /// Enable features (exclusive-lock, object-map, fast-diff)
     Enable {
+        /// Image spec: [pool/]image[@snap]
         spec: Option<String>,
         features: Vec<String>,
     },
     /// Disable features (exclusive-lock, object-map, fast-diff, deep-flatten)
     Disable {
+        /// Image spec: [pool/]image[@snap]
         spec: Option<String>,
         features: Vec<String>,
     },
@@ -310,12 +352,16 @@ pub(crate) enum FeatureCmd {
 pub(crate) enum LimitCmd {
     /// Limit the number of snapshots
     Set {
+        /// Image spec: [pool/]image[@snap]
         spec: Option<String>,
         #[arg(long)]
         limit: Option<u64>,
     },
     /// Remove the snapshot limit
-    Clear { spec: Option<String> },
+    Clear {
+        /// Image spec: [pool/]image[@snap]
+        spec: Option<String>,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -341,10 +387,20 @@ pub(crate) struct BenchOpts {
 pub(crate) enum SnapCmd {
     /// Create a snapshot
     #[command(visible_alias = "add")]
-    Create { spec: Option<String> },
+    Create {
+        /// Image spec: [pool/]image[@snap]
+        spec: Option<String>,
+        /// Accepted (Shale has no quiesce hooks)
+        #[arg(long)]
+        skip_quiesce: bool,
+        /// Accepted (Shale has no quiesce hooks)
+        #[arg(long)]
+        ignore_quiesce_error: bool,
+    },
     /// Dump the list of snapshots
     #[command(visible_alias = "list")]
     Ls {
+        /// Image spec: [pool/]image[@snap]
         spec: Option<String>,
         /// Accepted (Shale has only user snapshots)
         #[arg(short = 'a', long)]
@@ -353,6 +409,7 @@ pub(crate) enum SnapCmd {
     /// Delete a snapshot
     #[command(visible_alias = "remove")]
     Rm {
+        /// Image spec: [pool/]image[@snap]
         spec: Option<String>,
         /// Accepted
         #[arg(long)]
@@ -360,16 +417,30 @@ pub(crate) enum SnapCmd {
     },
     /// Roll the image back to a snapshot
     #[command(visible_alias = "revert")]
-    Rollback { spec: Option<String> },
+    Rollback {
+        /// Image spec: [pool/]image[@snap]
+        spec: Option<String>,
+    },
     /// Prevent a snapshot from being deleted
-    Protect { spec: Option<String> },
+    Protect {
+        /// Image spec: [pool/]image[@snap]
+        spec: Option<String>,
+    },
     /// Allow a snapshot to be deleted
-    Unprotect { spec: Option<String> },
+    Unprotect {
+        /// Image spec: [pool/]image[@snap]
+        spec: Option<String>,
+    },
     /// Delete all unprotected snapshots
-    Purge { spec: Option<String> },
+    Purge {
+        /// Image spec: [pool/]image[@snap]
+        spec: Option<String>,
+    },
     /// Rename a snapshot
     Rename {
+        /// Source spec: [pool/]image[@snap]
         src: Option<String>,
+        /// Destination spec: [pool/]image[@snap]
         dst: Option<String>,
     },
     /// Snapshot limit commands
@@ -383,9 +454,13 @@ pub(crate) enum SnapCmd {
 pub(crate) enum LockCmd {
     /// Show locks held on an image
     #[command(visible_alias = "list")]
-    Ls { spec: Option<String> },
+    Ls {
+        /// Image spec: [pool/]image[@snap]
+        spec: Option<String>,
+    },
     /// Take a lock on an image
     Add {
+        /// Image spec: [pool/]image[@snap]
         spec: Option<String>,
         lock_id: Option<String>,
         /// Shared lock with this tag
@@ -395,6 +470,7 @@ pub(crate) enum LockCmd {
     /// Release a lock on an image
     #[command(visible_alias = "remove")]
     Rm {
+        /// Image spec: [pool/]image[@snap]
         spec: Option<String>,
         lock_id: Option<String>,
         locker: Option<String>,

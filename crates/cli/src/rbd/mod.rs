@@ -399,7 +399,7 @@ fn run(cli: RbdCli, store: Option<&str>) -> R<()> {
         Cmd::Status { spec } => images::status(&x, spec.as_deref()),
         Cmd::Bench(b) => images::bench(&x, &b),
         Cmd::Snap { cmd } => match cmd {
-            SnapCmd::Create { spec } => snaps::create(&x, spec.as_deref()),
+            SnapCmd::Create { spec, .. } => snaps::create(&x, spec.as_deref()),
             SnapCmd::Ls { spec, .. } => snaps::ls(&x, spec.as_deref()),
             SnapCmd::Rm { spec, .. } => snaps::rm(&x, spec.as_deref()),
             SnapCmd::Rollback { spec } => snaps::rollback(&x, spec.as_deref()),
@@ -430,7 +430,7 @@ fn run(cli: RbdCli, store: Option<&str>) -> R<()> {
         ),
         Cmd::Flatten { spec } => snaps::flatten(&x, spec.as_deref()),
         Cmd::Children { spec, .. } => snaps::children(&x, spec.as_deref()),
-        Cmd::Du { spec } => snaps::du(&x, spec.as_deref()),
+        Cmd::Du { spec, .. } => snaps::du(&x, spec.as_deref()),
         Cmd::Diff {
             spec,
             from_snap,
