@@ -160,6 +160,16 @@ pub fn run(c: &Cluster, sp: &ImageSpec, a: &BenchArgs, json_out: bool) -> Result
 
 /// Run the load `a` describes on `sp` (or on `a.target_file`) and measure it.
 pub fn measure(c: &Cluster, sp: &ImageSpec, a: &BenchArgs) -> Result<Outcome> {
+    measure_counting(c, sp, a, &Arc::new(AtomicU64::new(0)))
+}
+
+/// As `measure`, adding each completed operation to `done` as it completes (for progress).
+pub fn measure_counting(
+    c: &Cluster,
+    sp: &ImageSpec,
+    a: &BenchArgs,
+    done: &Arc<AtomicU64>,
+) -> Result<Outcome> {
     let io_size = parse_size(&a.io_size, 1)?;
     let total = parse_size(&a.io_total, 1)?;
     if io_size == 0 || io_size > 64 << 20 {
@@ -206,7 +216,7 @@ pub fn measure(c: &Cluster, sp: &ImageSpec, a: &BenchArgs) -> Result<Outcome> {
     let start = Instant::now();
     let mut handles = Vec::new();
     for t in 0..a.io_threads {
-        let (target, next) = (target.clone(), next.clone());
+        let (target, next, done) = (target.clone(), next.clone(), done.clone());
         let (pattern, io_type, mix) = (a.io_pattern, a.io_type, a.rw_mix_read as u64);
         handles.push(std::thread::spawn(move || -> Result<()> {
             let mut buf = vec![0x5au8 ^ t as u8; io_size as usize];
@@ -231,6 +241,7 @@ pub fn measure(c: &Cluster, sp: &ImageSpec, a: &BenchArgs) -> Result<Outcome> {
                     buf[0] = i as u8;
                     target.write(block * io_size, &buf)?;
                 }
+                done.fetch_add(1, Ordering::Relaxed);
             }
         }));
     }

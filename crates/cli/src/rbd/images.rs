@@ -572,9 +572,36 @@ pub(super) fn bench(x: &Ctx0, b: &BenchOpts) -> R<()> {
             100u8.saturating_sub(b.rw_mix_read)
         ));
     }
-    let o = crate::bench::measure(&x.c, &sp, &args).ctx("bench failed")?;
     outln!("{head}");
     outln!("  SEC       OPS   OPS/SEC   BYTES/SEC");
+    // rbd's per-second rows: operations in that second, and the average rates so far.
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let finished = std::sync::atomic::AtomicBool::new(false);
+    let o = std::thread::scope(|sc| {
+        sc.spawn(|| {
+            use std::sync::atomic::Ordering::Relaxed;
+            let start = std::time::Instant::now();
+            let (mut sec, mut last) = (0u64, 0u64);
+            while !finished.load(Relaxed) {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                if start.elapsed().as_secs() > sec {
+                    sec += 1;
+                    let now = done.load(Relaxed);
+                    let rate = now as f64 / start.elapsed().as_secs_f64();
+                    outln!(
+                        "{sec:>5}  {:>8}  {rate:>8.2}  {:>8}/s",
+                        now - last,
+                        format_size((rate * io_size as f64) as u64)
+                    );
+                    last = now;
+                }
+            }
+        });
+        let r = crate::bench::measure_counting(&x.c, &sp, &args, &done);
+        finished.store(true, std::sync::atomic::Ordering::Relaxed);
+        r
+    })
+    .ctx("bench failed")?;
     outln!(
         "elapsed: {}   ops: {}   ops/sec: {:.2}   bytes/sec: {}/s",
         o.secs as u64,
