@@ -383,6 +383,7 @@ fn errors_match_rbds_messages_and_exit_codes_and_change_nothing() {
     assert!(problems.is_empty(), "{}", problems.join("\n"));
     assert_eq!(tree(&e.store), before, "a failed command changed the store");
     // More bad input: each fails clearly and changes nothing.
+    std::fs::write(e.dir.join("exists.raw"), b"keep me").unwrap();
     for (args, code) in [
         (
             &[
@@ -409,6 +410,8 @@ fn errors_match_rbds_messages_and_exit_codes_and_change_nothing() {
         ),
         (&["ls", "--format", "xml"], 1),
         (&["info", "fxp/fx-a", "--namespace", "ns1"], 95),
+        (&["-c", "/nonexistent/ceph.conf", "ls"], 1),
+        (&["export", "fxp/fx-a", "exists.raw"], 17),
     ] {
         let o = e.run(args);
         let stderr = String::from_utf8_lossy(&o.stderr);
@@ -416,6 +419,7 @@ fn errors_match_rbds_messages_and_exit_codes_and_change_nothing() {
         assert!(stderr.contains("rbd: "), "rbd {args:?}: {stderr}");
     }
     assert_eq!(tree(&e.store), before, "a failed command changed the store");
+    assert_eq!(std::fs::read(e.dir.join("exists.raw")).unwrap(), b"keep me");
 }
 
 #[test]

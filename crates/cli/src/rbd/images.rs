@@ -424,6 +424,15 @@ pub(super) fn export(
     let path = path.map(str::to_string).unwrap_or_else(|| sp.image.clone());
     // Report a missing image as rbd does, before touching the destination.
     drop(x.open(&sp, false)?);
+    if std::fs::metadata(&path).is_ok_and(|m| m.is_file()) {
+        return Err(Fail::op(
+            "export error",
+            shale_error::err!(
+                Exists,
+                "{path} already exists; remove it first or choose another path"
+            ),
+        ));
+    }
     crate::copy::export(&x.c, &sp, &path).ctx("export error")?;
     Ok(())
 }
