@@ -211,6 +211,15 @@ def main():
           out + err)
     rc, out, err = ceph("fsid", e=dict(bare, CEPH_ARGS="--shale_store=" + url))
     check("CEPH_ARGS=--shale_store=URL ceph fsid", rc == 0 and out.strip() == fsid, out + err)
+    conf = os.path.join(scratch, "shale-ceph.conf")
+    with open(conf, "w") as f:
+        f.write("[global]\nshale_store = %s\n" % url)
+    rc, out, err = ceph("-c", conf, "--id", "foo", "fsid", e=bare)
+    check("ceph -c CONF --id foo fsid (store from the conf file)", rc == 0 and out.strip() == fsid,
+          out + err)
+    rc, out, err = ceph("-c", conf + ".missing", "fsid", e=bare)
+    check("ceph -c MISSING: conf_read_file ENOENT as librados", rc == 1
+          and "error calling conf_read_file" in err, out + err)
     rc, out, err = ceph("--rbd-cache=maybe", "fsid")
     check("ceph --rbd-cache=maybe: a bad option is refused", rc != 0
           and "parse error setting 'rbd_cache' to 'maybe'" in err, out + err)

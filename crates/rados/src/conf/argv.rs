@@ -152,11 +152,25 @@ fn long_option(arg: &str, next: Option<&str>) -> Result<Option<(String, String, 
     if !options::is_known(&name) && !matches!(name.as_str(), "keyfile" | "setuser" | "setgroup") {
         return Ok(None);
     }
-    match (inline, next) {
-        (Some(v), _) => Ok(Some((name, v.to_string(), 1))),
-        (None, Some(v)) => Ok(Some((name, v.to_string(), 2))),
-        (None, None) => Err(format!("Option {arg} requires an argument.")),
+    let (value, used) = match (inline, next) {
+        (Some(v), _) => (v, 1),
+        (None, Some(v)) => (v, 2),
+        (None, None) => return Err(format!("Option {arg} requires an argument.")),
+    };
+    if name == "fsid" && !is_uuid(value) {
+        return Err(bad(value));
     }
+    Ok(Some((name, value.to_string(), used)))
+}
+
+/// `8-4-4-4-12` hexadecimal digits, the form Ceph's `fsid` option takes.
+fn is_uuid(s: &str) -> bool {
+    let groups: Vec<&str> = s.split('-').collect();
+    groups.len() == 5
+        && groups
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(g, n)| g.len() == n && g.chars().all(|c| c.is_ascii_hexdigit()))
 }
 
 #[cfg(test)]
