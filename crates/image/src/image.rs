@@ -490,6 +490,21 @@ impl Image {
         self.reload_view()
     }
 
+    /// `rbd_invalidate_cache`: a handle that does not hold the lock (the destination of a
+    /// live migration before its first write) sees every write the lock's owner made before
+    /// this call: the owner is asked to store them, then the view is reloaded.
+    pub fn invalidate_cache(&self) -> Result<()> {
+        if self.snap.is_some() || self.lock.is_owner() {
+            return Ok(());
+        }
+        if self.features() & crate::lock::EXCLUSIVE_LOCK != 0 {
+            crate::lock::request_sync(self)?;
+        }
+        self.reload_view()?;
+        *self.refreshed.lock().unwrap_or_else(|p| p.into_inner()) = self.cluster.clock.now();
+        Ok(())
+    }
+
     /// Replace this (non-writer) handle's view with the image as stored now.
     fn reload_view(&self) -> Result<()> {
         let (h, ver) = self.cluster.load_header(&self.pool, &self.id)?;

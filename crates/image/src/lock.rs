@@ -36,6 +36,8 @@ const LEASE_MARGIN: Duration = Duration::from_secs(2);
 const RENEW: Duration = Duration::from_millis(500);
 /// How long a writer waits for the owner to hand the lock over.
 const HANDOFF_WAIT: Duration = Duration::from_secs(30);
+/// How long a reader waits for the owner to store what it wrote ([`request_sync`]).
+const SYNC_WAIT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 struct LockRecord {
@@ -52,6 +54,12 @@ struct LockRecord {
     pid: u32,
     #[serde(default)]
     start: u64,
+    /// A reader asks the owner to store everything written so far by raising `sync`; the
+    /// owner answers by storing it and setting `synced` to the `sync` it served.
+    #[serde(default)]
+    sync: u64,
+    #[serde(default)]
+    synced: u64,
 }
 
 fn host() -> String {
@@ -80,6 +88,8 @@ impl LockRecord {
             host: host(),
             pid,
             start: proc_start(pid).unwrap_or(0),
+            sync: 0,
+            synced: 0,
         }
     }
 
@@ -499,6 +509,7 @@ fn spawn_renewal(
     std::thread::Builder::new().name("shale-lock".into()).spawn(move || {
         let key = lock_key(&pool, &id);
         let me = ctl.me.clone();
+        let syncing = Arc::new(AtomicBool::new(false));
         while !stop.load(Ordering::SeqCst) {
             c.clock.sleep(RENEW);
             if stop.load(Ordering::SeqCst) {
@@ -521,6 +532,12 @@ fn spawn_renewal(
                             tracing::warn!("handing over the lock of {pool}/{id}: {e}");
                         }
                         return;
+                    }
+                    if rec.sync > rec.synced && !syncing.swap(true, Ordering::SeqCst) {
+                        // A reader asked for everything written so far: store it on a
+                        // thread of its own, so that the lease keeps being renewed meanwhile.
+                        let vol = slot.read().unwrap_or_else(|p| p.into_inner()).clone();
+                        serve_sync(c.clone(), key.clone(), me.clone(), vol, rec.sync, syncing.clone());
                     }
                     let renewed = LockRecord { expires_ms: c.now_ms() + LEASE.as_millis() as u64, ..rec };
                     let until = renewed.expires_ms;
@@ -545,6 +562,96 @@ fn spawn_renewal(
     })
     .map(|_| ())
     .map_err(|e| shale_error::Error::io("cannot start the lock renewal thread", e))
+}
+
+/// The owner's side of [`request_sync`]: store everything written so far, then record that
+/// request `n` was served (or leave it unanswered on failure: the reader gives up in time).
+fn serve_sync(
+    c: Cluster,
+    key: String,
+    me: String,
+    vol: Arc<shale_engine::Volume>,
+    n: u64,
+    busy: Arc<AtomicBool>,
+) {
+    let work = move || {
+        if let Err(e) = vol.flush_to_store() {
+            tracing::warn!("storing writes a reader asked for: {e}");
+            return;
+        }
+        for _ in 0..20 {
+            match get_json::<LockRecord>(c.store.as_ref(), &key, Kind::Lock) {
+                Ok((rec, ver)) if rec.owner == me && rec.synced < n => {
+                    let done = LockRecord { synced: n, ..rec };
+                    match put_json(
+                        c.store.as_ref(),
+                        &key,
+                        Kind::Lock,
+                        &done,
+                        PutMode::Update(ver),
+                    ) {
+                        Err(e) if e.kind() == ErrorKind::Busy => continue,
+                        _ => return,
+                    }
+                }
+                _ => return,
+            }
+        }
+    };
+    let spawned = std::thread::Builder::new()
+        .name("shale-lock-sync".into())
+        .spawn(move || {
+            work();
+            busy.store(false, Ordering::SeqCst);
+        });
+    if let Err(e) = spawned {
+        tracing::warn!("cannot start a thread to store writes a reader asked for: {e}");
+    }
+}
+
+/// A reader's side of a live migration's switch-over (`rbd_invalidate_cache`): ask the
+/// client that holds the lock to store everything it has written, and wait until it has (or
+/// has let the lock go, which stores everything too). Returns at once when nobody else holds
+/// the lock.
+pub(crate) fn request_sync(img: &Image) -> Result<()> {
+    let c = &img.cluster;
+    let key = lock_key(&img.pool, &img.id);
+    let store = c.store.as_ref();
+    let deadline = c.clock.now() + SYNC_WAIT;
+    let live =
+        |rec: &LockRecord| !rec.released() && !rec.stale(c.now_ms()) && rec.owner != img.lock.me;
+    let (owner, n) = loop {
+        match get_json::<LockRecord>(store, &key, Kind::Lock) {
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+            Ok((rec, _)) if !live(&rec) => return Ok(()),
+            Ok((rec, ver)) => {
+                let n = rec.sync.max(rec.synced) + 1;
+                let owner = rec.owner.clone();
+                let ask = LockRecord { sync: n, ..rec };
+                match put_json(store, &key, Kind::Lock, &ask, PutMode::Update(ver)) {
+                    Ok(_) => break (owner, n),
+                    Err(e) if e.kind() == ErrorKind::Busy && c.clock.now() < deadline => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+    };
+    loop {
+        c.clock.sleep(Duration::from_millis(20));
+        match get_json::<LockRecord>(store, &key, Kind::Lock) {
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+            Ok((rec, _)) if !live(&rec) || rec.owner != owner || rec.synced >= n => return Ok(()),
+            Ok(_) if c.clock.now() > deadline => {
+                return Err(err!(
+                    Unavailable,
+                    "{owner} did not store its writes within {SYNC_WAIT:?}"
+                ))
+            }
+            Ok(_) => {}
+        }
+    }
 }
 
 /// The current exclusive-lock owner, if any.

@@ -700,14 +700,23 @@ pub unsafe extern "C" fn shale_rbd_resize2(
     })
 }
 
-/// `int rbd_invalidate_cache(rbd_image_t image)`: there is no client cache to drop.
+/// `int rbd_invalidate_cache(rbd_image_t image)`: a handle whose process does not hold the
+/// exclusive lock asks the owner to store what it wrote and reloads its view, so it reads
+/// every write made before the call (QEMU calls this on the destination of a live migration
+/// once the source has flushed; tests/live_migration.py). Nothing to do for the lock's
+/// holder or a snapshot.
 ///
 /// # Safety
 /// Any value is accepted.
 #[no_mangle]
 pub unsafe extern "C" fn shale_rbd_invalidate_cache(image: rbd_image_t) -> c_int {
     ffi("rbd_invalidate_cache", -libc::EFAULT, || {
-        with_image(image, |_| Ok(()))
+        with_image(image, |img| {
+            if img.snap_view().is_some() {
+                return Ok(());
+            }
+            img.head().invalidate_cache().map_err(|e| errno::of(&e))
+        })
     })
 }
 

@@ -257,6 +257,11 @@ with rados.Rados(conffile='$conf') as c, c.open_ioctx('rbd') as io:
         write_conf "$url" "$conf"
         out=$(CEPH_CONF=$conf timeout 300 /usr/bin/python3 "$tests/create_parity.py" 2>&1)
         count_py "[$kind] create parity" "$out"
+        # QEMU's live-migration protocol: two processes, invalidate_cache, the lock moving
+        new_store "$kind"; conf=$scratch/mig-$kind.conf
+        write_conf "$url" "$conf"
+        out=$(CEPH_CONF=$conf timeout 300 /usr/bin/python3 "$tests/live_migration.py" 2>&1)
+        count_py "[$kind] live migration" "$out"
         # issue 9: no binding path crashes the client; diff_iterate2 as librbd; parity answers
         new_store "$kind"; conf=$scratch/sw-$kind.conf
         write_conf "$url" "$conf"
