@@ -5,16 +5,16 @@ use shale_error::err;
 use shale_image::features;
 
 use super::output::{Align, Table, J};
-use super::{Ctx, Ctx0, Fail, SnapArg, R};
+use super::{Ctx, Fail, Session, SnapArg, R};
 use crate::progress;
 
 /// `pool init`: Shale pools need no initialisation; the pool must exist.
-pub(super) fn pool_init(x: &Ctx0, pool: Option<&str>) -> R<()> {
+pub(super) fn pool_init(x: &Session, pool: Option<&str>) -> R<()> {
     x.check_pool(&x.pool_or_default(pool))
 }
 
 /// `pool stats`: images, snapshots and provisioned bytes (Shale has no trash).
-pub(super) fn pool_stats(x: &Ctx0, pool: Option<&str>) -> R<()> {
+pub(super) fn pool_stats(x: &Session, pool: Option<&str>) -> R<()> {
     let pool = x.pool_or_default(pool);
     x.check_pool(&pool)?;
     const CTX: &str = "failed to query pool stats";
@@ -68,7 +68,7 @@ pub(super) enum Meta<'a> {
     Remove(&'a str),
 }
 
-pub(super) fn image_meta(x: &Ctx0, spec: Option<&str>, op: Meta) -> R<()> {
+pub(super) fn image_meta(x: &Session, spec: Option<&str>, op: Meta) -> R<()> {
     let sp = x.resolve(spec, SnapArg::Forbidden)?;
     if let Meta::Set(k, v) = op {
         let img = x.open(&sp, true)?;
@@ -84,7 +84,7 @@ pub(super) fn image_meta(x: &Ctx0, spec: Option<&str>, op: Meta) -> R<()> {
                     "rbd: no existing metadata key {k} of image : ({n}) {}",
                     super::output::strerror(n)
                 );
-                Err(Fail::op("removing metadata failed", e).after(first))
+                Err(Fail::op("removing metadata failed", e).preceded_by(first))
             }
         })?;
         img.metadata_remove(k).ctx("removing metadata failed")?;
@@ -120,7 +120,7 @@ pub(super) fn image_meta(x: &Ctx0, spec: Option<&str>, op: Meta) -> R<()> {
                     "failed to get metadata {k} of image : ({n}) {}",
                     super::output::strerror(n)
                 );
-                return Err(Fail::op("getting metadata failed", e).after(first));
+                return Err(Fail::op("getting metadata failed", e).preceded_by(first));
             }
         },
         Meta::Set(..) | Meta::Remove(_) => {}
@@ -128,7 +128,7 @@ pub(super) fn image_meta(x: &Ctx0, spec: Option<&str>, op: Meta) -> R<()> {
     Ok(())
 }
 
-pub(super) fn feature(x: &Ctx0, spec: Option<&str>, names: &[String], enable: bool) -> R<()> {
+pub(super) fn feature(x: &Session, spec: Option<&str>, names: &[String], enable: bool) -> R<()> {
     let sp = x.resolve(spec, SnapArg::Forbidden)?;
     if names.is_empty() {
         return Err(Fail::usage("at least one feature name must be specified"));
@@ -165,7 +165,7 @@ pub(super) fn feature(x: &Ctx0, spec: Option<&str>, names: &[String], enable: bo
     img.close().ctx(CTX)
 }
 
-pub(super) fn snap_limit(x: &Ctx0, spec: Option<&str>, limit: Option<Option<u64>>) -> R<()> {
+pub(super) fn snap_limit(x: &Session, spec: Option<&str>, limit: Option<Option<u64>>) -> R<()> {
     let sp = x.resolve(spec, SnapArg::Forbidden)?;
     let Some(limit) = limit else {
         return Err(Fail::new("must specify --limit <num>", 34));
@@ -178,7 +178,7 @@ pub(super) fn snap_limit(x: &Ctx0, spec: Option<&str>, limit: Option<Option<u64>
 
 /// `cp`: a new image with the source's (or snapshot's) size, order, features and data.
 pub(super) fn copy(
-    x: &Ctx0,
+    x: &Session,
     src: Option<&str>,
     dst: Option<&str>,
     dest_pool: Option<&str>,

@@ -6,7 +6,7 @@ use shale_image::size::{format_size, parse_size};
 use shale_image::ImageSpec;
 
 use super::output::{ctime, Align, Table, J};
-use super::{BenchOpts, CreateOpts, Ctx, Ctx0, Fail, SnapArg, R};
+use super::{BenchOpts, CreateOpts, Ctx, Fail, Session, SnapArg, R};
 use crate::progress;
 
 /// Order and feature mask (None: defaults) from `--order/--object-size/--image-feature/...`,
@@ -115,7 +115,12 @@ fn features_by_bit(f: u64) -> Vec<&'static str> {
     v.into_iter().map(|(n, _)| n).collect()
 }
 
-pub(super) fn create(x: &Ctx0, spec: Option<&str>, size: Option<String>, o: &CreateOpts) -> R<()> {
+pub(super) fn create(
+    x: &Session,
+    spec: Option<&str>,
+    size: Option<String>,
+    o: &CreateOpts,
+) -> R<()> {
     let sp = x.resolve(spec, SnapArg::Forbidden)?;
     let Some(size) = size else {
         return Err(Fail::usage("must specify --size <M/G/T>"));
@@ -128,7 +133,7 @@ pub(super) fn create(x: &Ctx0, spec: Option<&str>, size: Option<String>, o: &Cre
     Ok(())
 }
 
-pub(super) fn ls(x: &Ctx0, pool_spec: Option<&str>, long: bool) -> R<()> {
+pub(super) fn ls(x: &Session, pool_spec: Option<&str>, long: bool) -> R<()> {
     let pool = x.pool_or_default(pool_spec);
     if let Err(e) = x.c.pool_id(&pool) {
         let n = e.kind().errno();
@@ -136,7 +141,7 @@ pub(super) fn ls(x: &Ctx0, pool_spec: Option<&str>, long: bool) -> R<()> {
             "rbd: error opening pool '{pool}': ({n}) {}",
             super::output::strerror(n)
         );
-        return Err(Fail::op("listing images failed", e).after(first));
+        return Err(Fail::op("listing images failed", e).preceded_by(first));
     }
     let imgs = x.c.list_images(&pool).ctx("listing images failed")?;
     if !long {
@@ -246,7 +251,7 @@ pub(super) fn ls(x: &Ctx0, pool_spec: Option<&str>, long: bool) -> R<()> {
     Ok(())
 }
 
-pub(super) fn info(x: &Ctx0, spec: Option<&str>) -> R<()> {
+pub(super) fn info(x: &Session, spec: Option<&str>) -> R<()> {
     let sp = x.resolve(spec, SnapArg::Optional)?;
     let img = x.open(&sp, false)?;
     let i = img.info();
@@ -329,7 +334,7 @@ pub(super) fn info(x: &Ctx0, spec: Option<&str>) -> R<()> {
     Ok(())
 }
 
-pub(super) fn rm(x: &Ctx0, spec: Option<&str>) -> R<()> {
+pub(super) fn rm(x: &Session, spec: Option<&str>) -> R<()> {
     let sp = x.resolve(spec, SnapArg::Forbidden)?;
     x.check_pool(&sp.pool)?;
     // rbd's own wording for the common refusal, before anything is touched.
@@ -353,7 +358,7 @@ pub(super) fn rm(x: &Ctx0, spec: Option<&str>) -> R<()> {
 }
 
 pub(super) fn rename(
-    x: &Ctx0,
+    x: &Session,
     src: Option<&str>,
     dst: Option<&str>,
     dest_pool: Option<&str>,
@@ -382,7 +387,7 @@ pub(super) fn rename(
 }
 
 pub(super) fn resize(
-    x: &Ctx0,
+    x: &Session,
     spec: Option<&str>,
     size: Option<&str>,
     allow_shrink: bool,
@@ -409,7 +414,7 @@ pub(super) fn resize(
 }
 
 pub(super) fn export(
-    x: &Ctx0,
+    x: &Session,
     spec: Option<&str>,
     path: Option<&str>,
     export_format: Option<u8>,
@@ -438,7 +443,7 @@ pub(super) fn export(
 }
 
 pub(super) fn import(
-    x: &Ctx0,
+    x: &Session,
     path: Option<&str>,
     spec: Option<&str>,
     dest_pool: Option<&str>,
@@ -472,14 +477,14 @@ pub(super) fn import(
     if path != "-" {
         if let Err(e) = std::fs::File::open(path) {
             return Err(Fail::op("import failed", shale_error::Error::io(path, e))
-                .after(format!("rbd: error opening {path}")));
+                .preceded_by(format!("rbd: error opening {path}")));
         }
     }
     crate::copy::import(&x.c, path, &sp, order, feats).ctx("import failed")?;
     Ok(())
 }
 
-pub(super) fn status(x: &Ctx0, spec: Option<&str>) -> R<()> {
+pub(super) fn status(x: &Session, spec: Option<&str>) -> R<()> {
     let sp = x.resolve(spec, SnapArg::Forbidden)?;
     let img = x.open(&sp, false)?;
     // Shale has no watches: the client holding the exclusive lock (an open writer) stands
@@ -522,7 +527,7 @@ pub(super) fn status(x: &Ctx0, spec: Option<&str>) -> R<()> {
     Ok(())
 }
 
-pub(super) fn bench(x: &Ctx0, b: &BenchOpts) -> R<()> {
+pub(super) fn bench(x: &Session, b: &BenchOpts) -> R<()> {
     use crate::bench::{BenchArgs, IoType, Pattern};
     let sp = x.resolve(b.spec.as_deref(), SnapArg::Forbidden)?;
     let io_type = match b.io_type.as_deref() {

@@ -75,7 +75,7 @@ impl Fail {
     }
 
     /// Print `line` (as is) before the others.
-    pub(crate) fn after(mut self, line: impl Into<String>) -> Fail {
+    pub(crate) fn preceded_by(mut self, line: impl Into<String>) -> Fail {
         self.lines.insert(0, line.into());
         self
     }
@@ -103,7 +103,7 @@ pub(crate) enum SnapArg {
 }
 
 /// What every command gets: the cluster, the global options, and output helpers.
-pub(crate) struct Ctx0 {
+pub(crate) struct Session {
     pub c: Cluster,
     pub pool: Option<String>,
     pub image: Option<String>,
@@ -113,7 +113,7 @@ pub(crate) struct Ctx0 {
     pub default_pool: String,
 }
 
-impl Ctx0 {
+impl Session {
     /// The pool a command works in: the spec's, else `-p`, else the default (`rbd`).
     pub fn pool_or_default(&self, explicit: Option<&str>) -> String {
         explicit
@@ -342,7 +342,7 @@ fn run(cli: RbdCli, store: Option<&str>) -> R<()> {
     }
     let c = connect(cli.conf.as_deref(), store)?;
     let default_pool = c.settings().default_pool.clone();
-    let x = Ctx0 {
+    let x = Session {
         c,
         pool: cli.pool.clone(),
         image: cli.image.clone(),

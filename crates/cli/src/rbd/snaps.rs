@@ -6,7 +6,7 @@ use shale_image::size::format_size;
 use shale_image::{Image, ImageSpec, SnapInfo};
 
 use super::output::{ctime, Align, Table, J};
-use super::{CreateOpts, Ctx, Ctx0, Fail, SnapArg, R};
+use super::{CreateOpts, Ctx, Fail, Session, SnapArg, R};
 use crate::progress;
 
 fn snap_name(sp: &ImageSpec) -> &str {
@@ -27,7 +27,7 @@ fn find_snap(img: &Image, name: &str, ctx: &str) -> R<SnapInfo> {
         })
 }
 
-pub(super) fn create(x: &Ctx0, spec: Option<&str>) -> R<()> {
+pub(super) fn create(x: &Session, spec: Option<&str>) -> R<()> {
     let sp = x.resolve(spec, SnapArg::Required)?;
     let name = snap_name(&sp);
     const CTX: &str = "failed to create snapshot";
@@ -47,7 +47,7 @@ pub(super) fn create(x: &Ctx0, spec: Option<&str>) -> R<()> {
     Ok(())
 }
 
-pub(super) fn ls(x: &Ctx0, spec: Option<&str>) -> R<()> {
+pub(super) fn ls(x: &Session, spec: Option<&str>) -> R<()> {
     let sp = x.resolve(spec, SnapArg::Forbidden)?;
     let img = x.open(&sp, false)?;
     let snaps = img.snap_list().ctx("failed to list snapshots")?;
@@ -92,7 +92,7 @@ pub(super) fn ls(x: &Ctx0, spec: Option<&str>) -> R<()> {
     Ok(())
 }
 
-pub(super) fn rm(x: &Ctx0, spec: Option<&str>) -> R<()> {
+pub(super) fn rm(x: &Session, spec: Option<&str>) -> R<()> {
     let sp = x.resolve(spec, SnapArg::Required)?;
     let name = snap_name(&sp);
     const CTX: &str = "failed to remove snapshot";
@@ -112,7 +112,7 @@ pub(super) fn rm(x: &Ctx0, spec: Option<&str>) -> R<()> {
     Ok(())
 }
 
-pub(super) fn rollback(x: &Ctx0, spec: Option<&str>) -> R<()> {
+pub(super) fn rollback(x: &Session, spec: Option<&str>) -> R<()> {
     let sp = x.resolve(spec, SnapArg::Required)?;
     const CTX: &str = "rollback failed";
     let img = x.open_checked(&sp, |ro| find_snap(ro, snap_name(&sp), CTX).map(|_| ()))?;
@@ -127,7 +127,7 @@ pub(super) fn rollback(x: &Ctx0, spec: Option<&str>) -> R<()> {
     Ok(())
 }
 
-pub(super) fn protect(x: &Ctx0, spec: Option<&str>, on: bool) -> R<()> {
+pub(super) fn protect(x: &Session, spec: Option<&str>, on: bool) -> R<()> {
     let sp = x.resolve(spec, SnapArg::Required)?;
     let name = snap_name(&sp);
     let ctx = if on {
@@ -160,7 +160,7 @@ pub(super) fn protect(x: &Ctx0, spec: Option<&str>, on: bool) -> R<()> {
     img.close().ctx(ctx)
 }
 
-pub(super) fn purge(x: &Ctx0, spec: Option<&str>) -> R<()> {
+pub(super) fn purge(x: &Session, spec: Option<&str>) -> R<()> {
     let sp = x.resolve(spec, SnapArg::Forbidden)?;
     let img = x.open(&sp, true)?;
     let snaps = img.snap_list().ctx("removing snaps failed")?;
@@ -190,7 +190,7 @@ pub(super) fn purge(x: &Ctx0, spec: Option<&str>) -> R<()> {
     Ok(())
 }
 
-pub(super) fn rename(x: &Ctx0, src: Option<&str>, dst: Option<&str>) -> R<()> {
+pub(super) fn rename(x: &Session, src: Option<&str>, dst: Option<&str>) -> R<()> {
     let a = x.resolve(src, SnapArg::Required)?;
     let Some(d) = dst else {
         return Err(Fail::usage("destination snapshot name was not specified"));
@@ -217,7 +217,7 @@ pub(super) fn rename(x: &Ctx0, src: Option<&str>, dst: Option<&str>) -> R<()> {
 }
 
 pub(super) fn clone(
-    x: &Ctx0,
+    x: &Session,
     parent: Option<&str>,
     child: Option<&str>,
     dest_pool: Option<&str>,
@@ -254,7 +254,7 @@ pub(super) fn clone(
     Ok(())
 }
 
-pub(super) fn flatten(x: &Ctx0, spec: Option<&str>) -> R<()> {
+pub(super) fn flatten(x: &Session, spec: Option<&str>) -> R<()> {
     let sp = x.resolve(spec, SnapArg::Forbidden)?;
     let bar = progress::bar("Image flatten", 0);
     let img = x.open_checked(&sp, |ro| match ro.parent() {
@@ -274,7 +274,7 @@ pub(super) fn flatten(x: &Ctx0, spec: Option<&str>) -> R<()> {
     Ok(())
 }
 
-pub(super) fn children(x: &Ctx0, spec: Option<&str>) -> R<()> {
+pub(super) fn children(x: &Session, spec: Option<&str>) -> R<()> {
     let sp = x.resolve(spec, SnapArg::Optional)?;
     let img = x.open(
         &ImageSpec {
@@ -331,20 +331,20 @@ pub(super) fn children(x: &Ctx0, spec: Option<&str>) -> R<()> {
     Ok(())
 }
 
-pub(super) fn du(x: &Ctx0, spec: Option<&str>) -> R<()> {
+pub(super) fn du(x: &Session, spec: Option<&str>) -> R<()> {
     let (images, only_snap, whole_pool) = match spec.or(x.image.as_deref()) {
         Some(_) => {
             let sp = x.resolve(spec, SnapArg::Optional)?;
             x.check_pool(&sp.pool)?;
             let img = x.c.open_image(&sp.pool, &sp.image, true).map_err(|e| {
                 Fail::op("du failed", e)
-                    .after(format!("specified image {} is not found.", sp.image))
+                    .preceded_by(format!("specified image {} is not found.", sp.image))
             })?;
             if let Some(s) = &sp.snap {
                 let snaps = img.snap_list().ctx("du failed")?;
                 if !snaps.iter().any(|x| &x.name == s) {
                     return Err(Fail::new("du failed: (2) No such file or directory", 2)
-                        .after("specified snapshot is not found."));
+                        .preceded_by("specified snapshot is not found."));
                 }
             }
             (vec![(sp.pool.clone(), sp.image.clone())], sp.snap, false)
@@ -409,7 +409,12 @@ pub(super) fn du(x: &Ctx0, spec: Option<&str>) -> R<()> {
     Ok(())
 }
 
-pub(super) fn diff(x: &Ctx0, spec: Option<&str>, from: Option<&str>, whole_object: bool) -> R<()> {
+pub(super) fn diff(
+    x: &Session,
+    spec: Option<&str>,
+    from: Option<&str>,
+    whole_object: bool,
+) -> R<()> {
     let sp = x.resolve(spec, SnapArg::Optional)?;
     drop(x.open(&sp, false)?);
     let ranges = crate::snap::diff_ranges(&x.c, &sp, from, whole_object).ctx("diff error")?;
@@ -445,7 +450,7 @@ pub(super) fn diff(x: &Ctx0, spec: Option<&str>, from: Option<&str>, whole_objec
 }
 
 pub(super) fn export_diff(
-    x: &Ctx0,
+    x: &Session,
     spec: Option<&str>,
     path: Option<&str>,
     from: Option<&str>,
@@ -468,7 +473,7 @@ pub(super) fn export_diff(
     Ok(())
 }
 
-pub(super) fn import_diff(x: &Ctx0, path: Option<&str>, spec: Option<&str>) -> R<()> {
+pub(super) fn import_diff(x: &Session, path: Option<&str>, spec: Option<&str>) -> R<()> {
     let Some(path) = path else {
         return Err(Fail::usage("path was not specified"));
     };
@@ -479,12 +484,12 @@ pub(super) fn import_diff(x: &Ctx0, path: Option<&str>, spec: Option<&str>) -> R
         let mut banner = [0u8; 12];
         let mut f = std::fs::File::open(path).map_err(|e| {
             Fail::op("import-diff failed", Error::io(path, e))
-                .after(format!("rbd: error opening {path}"))
+                .preceded_by(format!("rbd: error opening {path}"))
         })?;
         let n = f.read(&mut banner).unwrap_or(0);
         if banner[..n] != shale_format::rbd_diff::HEADER[..] {
             return Err(Fail::new("import-diff failed: (74) Bad message", 74)
-                .after("rbd: failed to decode diff banner"));
+                .preceded_by("rbd: failed to decode diff banner"));
         }
     }
     crate::snap::import_diff(&x.c, &x.default_pool, path, &sp.to_string())
@@ -492,7 +497,7 @@ pub(super) fn import_diff(x: &Ctx0, path: Option<&str>, spec: Option<&str>) -> R
     Ok(())
 }
 
-pub(super) fn lock_ls(x: &Ctx0, spec: Option<&str>) -> R<()> {
+pub(super) fn lock_ls(x: &Session, spec: Option<&str>) -> R<()> {
     let sp = x.resolve(spec, SnapArg::Forbidden)?;
     let img = x.open(&sp, false)?;
     let lockers = img.advisory_lockers().ctx("listing locks failed")?;
@@ -540,7 +545,7 @@ pub(super) fn lock_ls(x: &Ctx0, spec: Option<&str>) -> R<()> {
 }
 
 pub(super) fn lock_add(
-    x: &Ctx0,
+    x: &Session,
     spec: Option<&str>,
     id: Option<&str>,
     shared: Option<&str>,
@@ -563,7 +568,7 @@ pub(super) fn lock_add(
 }
 
 pub(super) fn lock_rm(
-    x: &Ctx0,
+    x: &Session,
     spec: Option<&str>,
     id: Option<&str>,
     locker: Option<&str>,
