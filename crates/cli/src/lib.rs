@@ -778,14 +778,19 @@ fn run_client(store: Option<&str>, cmd: &[OsString]) -> Result<()> {
     let mut c = std::process::Command::new(prog);
     c.args(args).env("LD_LIBRARY_PATH", path);
     // `rbd` on the command's PATH is this binary (Ceph's rbd cannot load Shale's librbd).
+    // Without a writable cache directory the command still runs, only without that `rbd`.
     let bin = Settings::default_cache_dir().join("bin");
-    install_rbd_link(&bin, true)?;
-    let mut search = OsString::from(bin.as_os_str());
-    if let Some(old) = std::env::var_os("PATH") {
-        search.push(":");
-        search.push(old);
+    match install_rbd_link(&bin, true) {
+        Ok(_) => {
+            let mut search = OsString::from(bin.as_os_str());
+            if let Some(old) = std::env::var_os("PATH") {
+                search.push(":");
+                search.push(old);
+            }
+            c.env("PATH", search);
+        }
+        Err(e) => eprintln!("shale: warning: no rbd on the command's PATH: {e}"),
     }
-    c.env("PATH", search);
     if let Some(url) = store {
         c.env("SHALE_STORE", url);
     }

@@ -76,6 +76,8 @@ def run(img, cmd, arg):
             img.metadata_set(arg[0], arg[1])
         elif cmd == "setsnap":
             img.set_snap(arg[0] if arg[0] != "-" else None)
+        elif cmd == "inv":
+            img.invalidate_cache()
         elif cmd == "close":
             img.close()
         else:
@@ -208,6 +210,9 @@ def scenario(kind, make, io, proxied):
         expect("b lock_acquire (b becomes manual)", b.do("acq"), EROFS)
         expect("a still writes", a.do("w", 0, 68), "ok")
         expect("a flushes", a.do("flush"), "ok")
+        # Another process's handle sees a flushed write once it reloads its view (at most a
+        # second later, or at once after rbd_invalidate_cache; librbd reads the OSDs).
+        expect("c invalidates its cache", c.do("inv"), "ok")
         expect("c reads a's data", c.do("r", 0), "ok 68")
         expect("a lock_release", a.do("rel"), "ok")
         owners(k + " after a's release", [a, b, c], [0, 0, 0])
