@@ -116,8 +116,8 @@ unsafe fn command(
         if daemon == Daemon::Mgr {
             return commands::run_mgr(&text);
         }
-        commands::run(&text, || {
-            connected(cluster).map(|store| facts::Facts::gather(&store))
+        commands::run(&text, |pools| {
+            connected(cluster).map(|store| facts::Facts::gather(&store, pools))
         })
     })();
     let (rc, out, status) = match result {

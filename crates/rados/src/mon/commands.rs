@@ -42,10 +42,11 @@ fn einval(msg: impl Into<String>) -> Failure {
     (-libc::EINVAL, msg.into())
 }
 
-/// Run one command. `facts` is called at most once, only by commands that need the store.
+/// Run one command. `facts(pools)` is called at most once, only by commands that need the
+/// store; `pools` says whether they report pools (see [`Facts::gather`]).
 pub(crate) fn run(
     cmd: &str,
-    facts: impl FnOnce() -> Result<Facts, c_int>,
+    facts: impl FnOnce(bool) -> Result<Facts, c_int>,
 ) -> Result<Reply, Failure> {
     let v: Value =
         serde_json::from_str(cmd).map_err(|_| einval(format!("unparseable JSON {cmd}")))?;
@@ -75,7 +76,8 @@ pub(crate) fn run(
     if !descriptions::PREFIXES.contains(&prefix) {
         return Err(einval("command not known"));
     }
-    let facts = facts().map_err(|e| (e, String::new()))?;
+    let pools = !matches!(prefix, "fsid" | "health" | "versions" | "mon dump");
+    let facts = facts(pools).map_err(|e| (e, String::new()))?;
     // Commands about pools fail while the store cannot list them; the others still answer
     // (health and status then report the problem).
     if let Some(e) = &facts.error {
@@ -790,7 +792,7 @@ mod tests {
     fn json_of(cmd: Value, f: Facts) -> Value {
         let mut cmd = cmd;
         cmd["format"] = json!("json");
-        let r = run(&cmd.to_string(), || Ok(f)).expect("command succeeds");
+        let r = run(&cmd.to_string(), |_| Ok(f)).expect("command succeeds");
         serde_json::from_slice(&r.out).expect("valid JSON")
     }
 
@@ -977,7 +979,7 @@ mod tests {
             "detail": [{"message": "d"}], "muted": false});
         compare("check", c, &ceph, &mut diffs);
         assert!(diffs.is_empty(), "{diffs:#?}");
-        let text = run(r#"{"prefix": "health", "detail": "detail"}"#, || {
+        let text = run(r#"{"prefix": "health", "detail": "detail"}"#, |_| {
             Ok(f.clone())
         })
         .expect("ok");
@@ -987,7 +989,7 @@ mod tests {
         let s = json_of(json!({"prefix": "status"}), f.clone());
         assert_eq!(s["osdmap"]["num_up_osds"], 0);
         assert_eq!(
-            run(r#"{"prefix": "df"}"#, || Ok(f.clone())).expect_err("fails"),
+            run(r#"{"prefix": "df"}"#, |_| Ok(f.clone())).expect_err("fails"),
             (
                 -libc::EIO,
                 "store file:///srv/shale is unreachable: gone".into()
@@ -997,7 +999,7 @@ mod tests {
 
     #[test]
     fn errors_as_cephs_monitor() {
-        let f = || Ok(facts());
+        let f = |_| Ok(facts());
         let err = |cmd: &str| run(cmd, f).expect_err("fails");
         // Each measured on Ceph 16.2.15 (tests/fixtures/ceph/unknown_command.json and record.py).
         assert_eq!(
@@ -1072,7 +1074,7 @@ mod tests {
     #[test]
     fn plain_and_pretty_formats() {
         let out = |cmd: &str| {
-            String::from_utf8(run(cmd, || Ok(facts())).expect("ok").out).expect("utf-8")
+            String::from_utf8(run(cmd, |_| Ok(facts())).expect("ok").out).expect("utf-8")
         };
         assert_eq!(
             out(r#"{"prefix": "fsid"}"#),

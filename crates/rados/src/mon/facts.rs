@@ -59,8 +59,16 @@ pub(crate) struct Facts {
 }
 
 impl Facts {
-    pub(crate) fn gather(store: &Store) -> Self {
-        let (pools, error) = match read_pools(store) {
+    /// Read the store: with `pools`, list every pool (what `df`, `status` and `osd ...`
+    /// report; it reads the listing of every object); without, only check that the store
+    /// answers (enough for `health`, `fsid`, `mon dump`, `versions`).
+    pub(crate) fn gather(store: &Store, pools: bool) -> Self {
+        let read = if pools {
+            read_pools(store)
+        } else {
+            check_marker(store).map(|()| Vec::new())
+        };
+        let (pools, error) = match read {
             Ok(p) => (p, None),
             Err(e) => (Vec::new(), Some(e)),
         };
@@ -135,19 +143,27 @@ impl Facts {
 
 const PIB: u64 = 1 << 50;
 
-/// The pools, after checking that the store still holds the marker object `rados_connect`
-/// found or wrote (a local store whose directory was removed lists as empty, not as an error).
-fn read_pools(store: &Store) -> Result<Vec<Pool>, (c_int, String)> {
-    let c = &store.cluster;
-    let fail = |e: shale_image::Error| (crate::errno::of(&e), e.to_string());
-    match c.store().get(".shale") {
-        Ok(_) => {}
+fn fail(e: shale_image::Error) -> (c_int, String) {
+    (crate::errno::of(&e), e.to_string())
+}
+
+/// Whether the store still holds the marker object `rados_connect` found or wrote (a local
+/// store whose directory was removed lists as empty, not as an error).
+fn check_marker(store: &Store) -> Result<(), (c_int, String)> {
+    match store.cluster.store().get(".shale") {
+        Ok(_) => Ok(()),
         Err(e) if e.kind() == shale_image::ErrorKind::NotFound => {
             let why = "its marker object .shale is gone (store removed or moved?)";
-            return Err((-libc::EIO, why.into()));
+            Err((-libc::EIO, why.into()))
         }
-        Err(e) => return Err(fail(e)),
+        Err(e) => Err(fail(e)),
     }
+}
+
+/// The pools, after [`check_marker`].
+fn read_pools(store: &Store) -> Result<Vec<Pool>, (c_int, String)> {
+    check_marker(store)?;
+    let c = &store.cluster;
     let mut out = Vec::new();
     for (name, id) in c.pool_list().map_err(fail)? {
         let st = c.pool_stats(&name).map_err(fail)?;
