@@ -318,6 +318,10 @@ case $out in
     skip*) skipped "ceph CLI (${out#skip })" ;;
     *) count_py "ceph CLI" "$out"; printf '%s\n' "$out" | grep '^skip' | sed 's/^/     /' ;;
 esac
+# rados_conf_parse_argv(_remainder) / _env at the C level, compared with the real librados
+out=$(timeout 300 /usr/bin/python3 "$tests/conf_argv.py" "$libs/librados.so.2" 2>&1)
+count_py "conf argv" "$out"
+printf '%s\n' "$out" | grep '^skip' | sed 's/^/     /'
 if [ -n "${SHALE_TEST_S3:-}" ] && [ -n "${AWS_ACCESS_KEY_ID:-}" ]; then
     run_store_tests s3
 else
