@@ -60,6 +60,92 @@ struct LockRecord {
     sync: u64,
     #[serde(default)]
     synced: u64,
+    /// A maintenance operation another client asks the owner to run, and the owner's answer.
+    #[serde(default)]
+    op: Option<ProxyRequest>,
+    #[serde(default)]
+    op_done: Option<ProxyReply>,
+}
+
+/// A maintenance operation a client that does not hold the lock asks its owner to run: librbd
+/// forwards these to the owner, so they succeed while the owner holds the lock explicitly.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub(crate) enum ProxyOp {
+    SnapCreate { name: String },
+    Resize { size: u64, allow_shrink: bool },
+    Flatten,
+}
+
+/// Gives the owner's side the image a [`ProxyOp`] runs on: the front end's live [`Image`] for
+/// this lock (its engine may have been replaced since this one was opened). Installed with
+/// [`Image::set_proxy_handler`]; without one, requests are refused.
+pub type ProxyHandler = Arc<dyn Fn(&dyn Fn(&Image) -> Result<()>) -> Result<()> + Send + Sync>;
+
+impl ProxyOp {
+    fn run(&self, img: &Image) -> Result<()> {
+        match self {
+            ProxyOp::SnapCreate { name } => img.snap_create(name).map(drop),
+            ProxyOp::Resize { size, allow_shrink } => img.resize(*size, *allow_shrink),
+            ProxyOp::Flatten => img.flatten(|_, _| {}),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+struct ProxyRequest {
+    id: u64,
+    op: ProxyOp,
+}
+
+/// The owner's answer to request `id`: None on success, else the error's kind and message.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+struct ProxyReply {
+    id: u64,
+    error: Option<(String, String)>,
+}
+
+/// How long a client waits for the owner to run a [`ProxyOp`] (a flatten copies data).
+const PROXY_WAIT: Duration = Duration::from_secs(600);
+
+const KINDS: [ErrorKind; 13] = [
+    ErrorKind::NotFound,
+    ErrorKind::Exists,
+    ErrorKind::Invalid,
+    ErrorKind::Busy,
+    ErrorKind::ReadOnly,
+    ErrorKind::Unavailable,
+    ErrorKind::Corruption,
+    ErrorKind::Fenced,
+    ErrorKind::NoSpace,
+    ErrorKind::Unsupported,
+    ErrorKind::NotEmpty,
+    ErrorKind::Io,
+    ErrorKind::TimedOut,
+];
+
+impl ProxyReply {
+    fn of(id: u64, r: &Result<()>) -> Self {
+        ProxyReply {
+            id,
+            error: r
+                .as_ref()
+                .err()
+                .map(|e| (format!("{:?}", e.kind()), e.message().to_string())),
+        }
+    }
+
+    fn result(&self) -> Result<()> {
+        match &self.error {
+            None => Ok(()),
+            Some((kind, msg)) => {
+                let k = KINDS
+                    .into_iter()
+                    .find(|k| format!("{k:?}") == *kind)
+                    .unwrap_or(ErrorKind::Io);
+                Err(shale_error::Error::new(k, format!("lock owner: {msg}")))
+            }
+        }
+    }
 }
 
 fn host() -> String {
@@ -90,6 +176,8 @@ impl LockRecord {
             start: proc_start(pid).unwrap_or(0),
             sync: 0,
             synced: 0,
+            op: None,
+            op_done: None,
         }
     }
 
@@ -140,6 +228,8 @@ pub struct LockCtl {
     /// How many times this handle has taken the lock: a front end that hands ownership to one
     /// of several users of this handle tells a current grant from an earlier one by it.
     generation: std::sync::atomic::AtomicU64,
+    /// Runs other clients' maintenance operations while this handle holds the lock.
+    handler: Mutex<Option<ProxyHandler>>,
 }
 
 impl std::fmt::Debug for LockCtl {
@@ -161,6 +251,7 @@ impl LockCtl {
             lease_until: Arc::new(std::sync::atomic::AtomicU64::new(0)),
             acquiring: Mutex::new(()),
             generation: std::sync::atomic::AtomicU64::new(0),
+            handler: Mutex::new(None),
         }
     }
 
@@ -510,6 +601,7 @@ fn spawn_renewal(
         let key = lock_key(&pool, &id);
         let me = ctl.me.clone();
         let syncing = Arc::new(AtomicBool::new(false));
+        let proxying = Arc::new(AtomicBool::new(false));
         while !stop.load(Ordering::SeqCst) {
             c.clock.sleep(RENEW);
             if stop.load(Ordering::SeqCst) {
@@ -532,6 +624,12 @@ fn spawn_renewal(
                             tracing::warn!("handing over the lock of {pool}/{id}: {e}");
                         }
                         return;
+                    }
+                    if let Some(req) = &rec.op {
+                        let answered = rec.op_done.as_ref().is_some_and(|d| d.id == req.id);
+                        if !answered && !proxying.swap(true, Ordering::SeqCst) {
+                            serve_op(c.clone(), key.clone(), me.clone(), ctl.clone(), req.clone(), proxying.clone());
+                        }
                     }
                     if rec.sync > rec.synced && !syncing.swap(true, Ordering::SeqCst) {
                         // A reader asked for everything written so far: store it on a
@@ -606,6 +704,66 @@ fn serve_sync(
         });
     if let Err(e) = spawned {
         tracing::warn!("cannot start a thread to store writes a reader asked for: {e}");
+    }
+}
+
+/// The owner's side of [`Image::run_at_owner`]: run the operation (on a thread of its own,
+/// so that the lease keeps being renewed), then answer it in the lock object.
+fn serve_op(
+    c: Cluster,
+    key: String,
+    me: String,
+    ctl: Arc<LockCtl>,
+    req: ProxyRequest,
+    busy: Arc<AtomicBool>,
+) {
+    let work = move || {
+        let handler = ctl
+            .handler
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let r = match handler {
+            Some(h) => h(&|img: &Image| req.op.run(img)),
+            None => Err(err!(
+                Busy,
+                "the exclusive lock's owner does not run operations for other clients"
+            )),
+        };
+        let reply = ProxyReply::of(req.id, &r);
+        for _ in 0..50 {
+            match get_json::<LockRecord>(c.store.as_ref(), &key, Kind::Lock) {
+                Ok((rec, ver)) if rec.owner == me => {
+                    let done = LockRecord {
+                        op: rec.op.clone().filter(|o| o.id != req.id),
+                        op_done: Some(reply.clone()),
+                        ..rec
+                    };
+                    match put_json(
+                        c.store.as_ref(),
+                        &key,
+                        Kind::Lock,
+                        &done,
+                        PutMode::Update(ver),
+                    ) {
+                        Err(e) if e.kind() == ErrorKind::Busy => continue,
+                        Err(e) => tracing::warn!("answering a request of another client: {e}"),
+                        Ok(_) => {}
+                    }
+                    return;
+                }
+                _ => return,
+            }
+        }
+    };
+    let spawned = std::thread::Builder::new()
+        .name("shale-lock-op".into())
+        .spawn(move || {
+            work();
+            busy.store(false, Ordering::SeqCst);
+        });
+    if let Err(e) = spawned {
+        tracing::warn!("cannot start a thread to run another client's request: {e}");
     }
 }
 
@@ -745,6 +903,97 @@ impl Image {
         }
         self.lock.state().explicit = explicit;
         Ok(())
+    }
+
+    /// Install what runs other clients' maintenance operations while this handle holds the
+    /// lock ([`ProxyOp`]).
+    pub fn set_proxy_handler(&self, h: ProxyHandler) {
+        *self.lock.handler.lock().unwrap_or_else(|p| p.into_inner()) = Some(h);
+    }
+
+    /// Ask the client that holds the exclusive lock to run `op` (as librbd forwards
+    /// maintenance operations to the owner) and wait for its answer. `Ok(false)` when nobody
+    /// else holds the lock (run it here), `Ok(true)` when the owner ran it, else its error.
+    pub(crate) fn run_at_owner(&self, op: &ProxyOp) -> Result<bool> {
+        let c = &self.cluster;
+        let key = lock_key(&self.pool, &self.id);
+        let store = c.store.as_ref();
+        let deadline = c.clock.now() + PROXY_WAIT;
+        let live = |rec: &LockRecord| {
+            !rec.released() && !rec.stale(c.now_ms()) && rec.owner != self.lock.me
+        };
+        let id = c.entropy.next_u64();
+        let owner = loop {
+            if c.clock.now() > deadline {
+                return Err(err!(TimedOut, "the exclusive lock's owner is busy"));
+            }
+            match get_json::<LockRecord>(store, &key, Kind::Lock) {
+                Err(e) if e.kind() == ErrorKind::NotFound => return Ok(false),
+                Err(e) => return Err(e),
+                Ok((rec, _)) if !live(&rec) => return Ok(false),
+                // Another client's request is pending: one at a time.
+                Ok((rec, _))
+                    if rec
+                        .op
+                        .as_ref()
+                        .is_some_and(|o| rec.op_done.as_ref().is_none_or(|d| d.id != o.id)) =>
+                {
+                    c.clock.sleep(Duration::from_millis(20));
+                }
+                Ok((rec, ver)) => {
+                    let owner = rec.owner.clone();
+                    let ask = LockRecord {
+                        op: Some(ProxyRequest { id, op: op.clone() }),
+                        ..rec
+                    };
+                    match put_json(store, &key, Kind::Lock, &ask, PutMode::Update(ver)) {
+                        Ok(_) => break owner,
+                        Err(e) if e.kind() == ErrorKind::Busy => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+        };
+        loop {
+            c.clock.sleep(Duration::from_millis(20));
+            match get_json::<LockRecord>(store, &key, Kind::Lock) {
+                Ok((rec, _)) if rec.op_done.as_ref().is_some_and(|d| d.id == id) => {
+                    return rec
+                        .op_done
+                        .as_ref()
+                        .map_or(Ok(()), |d| d.result())
+                        .map(|()| true);
+                }
+                Err(e) if e.kind() != ErrorKind::NotFound => return Err(e),
+                // The owner let the lock go (or lost it) before answering: run it here.
+                Err(_) => return Ok(false),
+                Ok((rec, _)) if !live(&rec) || rec.owner != owner => return Ok(false),
+                Ok(_) if c.clock.now() > deadline => {
+                    return Err(err!(
+                        TimedOut,
+                        "{owner} did not run the operation within {PROXY_WAIT:?}"
+                    ))
+                }
+                Ok(_) => {}
+            }
+        }
+    }
+
+    /// `snap_create` run by the client holding the lock explicitly ([`Image::run_at_owner`]).
+    pub fn snap_create_at_owner(&self, name: &str) -> Result<bool> {
+        self.run_at_owner(&ProxyOp::SnapCreate {
+            name: name.to_string(),
+        })
+    }
+
+    /// `resize` run by the client holding the lock explicitly ([`Image::run_at_owner`]).
+    pub fn resize_at_owner(&self, size: u64, allow_shrink: bool) -> Result<bool> {
+        self.run_at_owner(&ProxyOp::Resize { size, allow_shrink })
+    }
+
+    /// `flatten` run by the client holding the lock explicitly ([`Image::run_at_owner`]).
+    pub fn flatten_at_owner(&self) -> Result<bool> {
+        self.run_at_owner(&ProxyOp::Flatten)
     }
 
     /// Whether another client holds the exclusive lock now: `Some(explicit)` (taken with

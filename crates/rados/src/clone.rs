@@ -420,6 +420,14 @@ fn flatten(image: rbd_image_t, cb: librbd_progress_fn_t, arg: *mut c_void) -> c_
     with_image(image, |img| {
         img.writable()?;
         let head = img.head_rw()?;
+        // Forwarded to another client that holds the lock explicitly (it has the writer).
+        if img.forward_to_owner(&head)? && head.flatten_at_owner().map_err(|e| errno::of(&e))? {
+            if let Some(cb) = cb {
+                // SAFETY: the caller's progress callback with its own argument.
+                unsafe { cb(1, 1, arg) };
+            }
+            return Ok(());
+        }
         head.flatten(progress(cb, arg)).map_err(|e| errno::of(&e))?;
         img.adopt_after_op();
         Ok(())

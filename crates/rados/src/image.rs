@@ -655,6 +655,22 @@ pub unsafe extern "C" fn shale_rbd_get_name(
     })
 }
 
+/// Resize through a writable head handle: here, or by another client that holds the lock
+/// explicitly (librbd forwards it to the owner).
+fn resize(img: &RbdImage, size: u64, allow_shrink: bool) -> Result<(), c_int> {
+    let head = img.image();
+    if img.forward_to_owner(&head)?
+        && head
+            .resize_at_owner(size, allow_shrink)
+            .map_err(|e| errno::of(&e))?
+    {
+        return Ok(());
+    }
+    head.resize(size, allow_shrink).map_err(|e| errno::of(&e))?;
+    img.adopt_after_op();
+    Ok(())
+}
+
 /// `int rbd_resize(rbd_image_t image, uint64_t size)`: may shrink.
 ///
 /// # Safety
@@ -664,9 +680,7 @@ pub unsafe extern "C" fn shale_rbd_resize(image: rbd_image_t, size: u64) -> c_in
     ffi("rbd_resize", -libc::EFAULT, || {
         with_image(image, |img| {
             img.writable()?;
-            img.image().resize(size, true).map_err(|e| errno::of(&e))?;
-            img.adopt_after_op();
-            Ok(())
+            resize(img, size, true)
         })
     })
 }
@@ -687,10 +701,7 @@ pub unsafe extern "C" fn shale_rbd_resize2(
     ffi("rbd_resize2", -libc::EFAULT, || {
         with_image(image, |img| {
             img.writable()?;
-            img.image()
-                .resize(size, allow_shrink)
-                .map_err(|e| errno::of(&e))?;
-            img.adopt_after_op();
+            resize(img, size, allow_shrink)?;
             if let Some(cb) = cb {
                 // SAFETY: the caller's progress callback with its own argument.
                 unsafe { cb(size, size, cbdata) };

@@ -26,12 +26,15 @@
 //! | `rbd_lock_release` | `-EINVAL` | `-EINVAL` | `-EINVAL` |
 //! | `rbd_snap_rollback` | `-EROFS` | `-EROFS` | takes it |
 //! | `rbd_snap_set_limit` | done | `-EROFS` | done |
-//! | snap create/remove/rename/protect, resize, flatten, metadata, features | done (the owner does it) | done | done, and it owns the lock |
+//! | snap create/remove/rename/protect, resize, flatten, metadata, features | done | done (the owner does it) | done, and it owns the lock |
 //!
 //! A read-only handle or one set to a snapshot never owns the lock; switching a handle to a
 //! snapshot or closing it gives its ownership up (a manual owner releases the store lock, so
 //! that others may take it). Across processes a manual owner's lock is recorded as explicit
-//! in the store, so other processes' writes and `rbd_lock_acquire` get `-EROFS` too.
+//! in the store, so other processes' writes and `rbd_lock_acquire` get `-EROFS` too, and
+//! their `snap_create`, `resize` and `flatten` are forwarded to the owner through the lock
+//! object ([`RbdImage::forward_to_owner`]). Between processes, an automatic owner hands the
+//! lock over for those instead (librbd forwards them too; the lock ends up elsewhere).
 
 use crate::errno;
 use crate::image::RbdImage;
@@ -180,6 +183,16 @@ impl RbdImage {
                 .map(|h| h.manual));
         }
         head.lock_held_elsewhere().map_err(|e| errno::of(&e))
+    }
+
+    /// Whether another client holds the lock explicitly: then `snap_create`, `resize` and
+    /// `flatten` are run by that owner ([`shale_image::Image::snap_create_at_owner`]...), as
+    /// librbd forwards them (they need the writer, which only the owner has).
+    pub(crate) fn forward_to_owner(&self, head: &shale_image::Image) -> Result<bool, c_int> {
+        if head.features() & EXCLUSIVE_LOCK == 0 || head.is_lock_owner() {
+            return Ok(false);
+        }
+        Ok(head.lock_held_elsewhere().map_err(|e| errno::of(&e))? == Some(true))
     }
 
     /// `rbd_snap_rollback` needs the lock locally: `-EROFS` when another handle or client

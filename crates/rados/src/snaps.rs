@@ -72,8 +72,22 @@ fn create(image: rbd_image_t, name: *const c_char, flags: u32) -> c_int {
             return Err(-libc::EINVAL);
         }
         let head = img.head_rw()?;
-        match head.snap_create(name) {
-            Ok(_) => {
+        // Forwarded to another client that holds the lock explicitly (it has the writer).
+        let forward = img.forward_to_owner(&head)?;
+        let r = if forward {
+            head.snap_create_at_owner(name)
+        } else {
+            Ok(false)
+        }
+        .and_then(|done| {
+            if done {
+                Ok(())
+            } else {
+                head.snap_create(name).map(drop)
+            }
+        });
+        match r {
+            Ok(()) => {
                 img.adopt_after_op();
                 Ok(())
             }

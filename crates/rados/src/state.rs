@@ -123,6 +123,20 @@ impl SharedImage {
         }
     }
 
+    /// Let the engine run other clients' maintenance operations (`snap_create`, `resize`,
+    /// `flatten`) while this process holds the exclusive lock explicitly, as librbd's owner
+    /// does for them. Called whenever an engine is installed.
+    fn serve_others(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        self.image().set_proxy_handler(Arc::new(move |run| {
+            let shared = weak.upgrade().ok_or_else(|| {
+                shale_image::Error::new(shale_image::ErrorKind::Busy, "the image was closed")
+            })?;
+            let img = shared.image();
+            run(&img)
+        }));
+    }
+
     /// The engine (a clone: an upgrade to a writable engine does not disturb running calls).
     pub(crate) fn image(&self) -> Arc<Image> {
         self.image.read().unwrap_or_else(|e| e.into_inner()).clone()
@@ -327,6 +341,7 @@ impl Globals {
             if !read_only && !e.writable {
                 let img = store.cluster.open_image_by_id(pool, id, false)?;
                 *e.shared.image.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(img);
+                e.shared.serve_others();
                 e.writable = true;
             }
             e.handles += 1;
@@ -334,6 +349,7 @@ impl Globals {
         }
         let img = store.cluster.open_image_by_id(pool, id, read_only)?;
         let shared = Arc::new(SharedImage::new(key.clone(), img));
+        shared.serve_others();
         open.insert(
             key,
             OpenEntry {
@@ -361,6 +377,7 @@ impl Globals {
                 .open_image_by_id(&shared.key.1, &shared.key.2, false)?;
             // The read-only engine is dropped once no running call uses it (as in open_image).
             *e.shared.image.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(img);
+            e.shared.serve_others();
             e.writable = true;
         }
         Ok(())
