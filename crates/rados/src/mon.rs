@@ -19,6 +19,7 @@
 mod commands;
 mod descriptions;
 mod facts;
+mod osdmap;
 mod text;
 
 use crate::cluster::connected;
