@@ -611,7 +611,16 @@ fn spawn_renewal(
             match cur {
                 Ok((rec, ver)) if rec.owner == me => {
                     if rec.handoff.is_some() && !rec.explicit {
-                        // Asked to hand over: store everything, then let go.
+                        // Asked to hand over: store everything, then let go. Serialised with
+                        // this handle's own takeovers and releases: a write of this handle
+                        // racing with the handoff must not take the lock back (a new epoch
+                        // whose fence adopts the staging files the demote is still
+                        // publishing) before the handoff is complete; it asks for the lock
+                        // afresh afterwards.
+                        let _one = ctl.acquiring.lock().unwrap_or_else(|p| p.into_inner());
+                        if stop.load(Ordering::SeqCst) || !ctl.state().owner {
+                            return; // released meanwhile
+                        }
                         {
                             let mut st = ctl.state();
                             st.owner = false;
@@ -1152,5 +1161,38 @@ impl Image {
     /// `rbd_list_lockers`.
     pub fn advisory_lockers(&self) -> Result<Vec<Locker>> {
         Ok(self.cluster.load_header(&self.pool, &self.id)?.0.lockers)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An owner's answer keeps its error kind and message across the lock object.
+    #[test]
+    fn proxy_reply_round_trip() {
+        assert!(ProxyReply::of(7, &Ok(())).result().is_ok());
+        for kind in KINDS {
+            let r = Err(shale_error::Error::new(kind, "why"));
+            let back = ProxyReply::of(7, &r).result().unwrap_err();
+            assert_eq!(back.kind(), kind);
+            assert!(back.message().contains("why"));
+        }
+        let json = serde_json::to_string(&ProxyRequest {
+            id: 3,
+            op: ProxyOp::Resize {
+                size: 1 << 20,
+                allow_shrink: true,
+            },
+        })
+        .unwrap();
+        let req: ProxyRequest = serde_json::from_str(&json).unwrap();
+        assert_eq!(
+            req.op,
+            ProxyOp::Resize {
+                size: 1 << 20,
+                allow_shrink: true
+            }
+        );
     }
 }

@@ -672,3 +672,67 @@ pub unsafe extern "C" fn shale_rbd_copy4(
         copy_opts(src, dest_io_ctx, destname, dest_opts)
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{creation_features, Layout};
+
+    fn layout(features: Option<u64>, stripe_unit: u64, stripe_count: u64) -> Layout {
+        Layout {
+            features,
+            stripe_unit,
+            stripe_count,
+        }
+    }
+
+    /// The answers librbd 16.2.15 gave on ceph-mini (tests/create_parity.py runs them there).
+    #[test]
+    fn creation_features_as_librbd() {
+        let e = Err(-libc::EINVAL);
+        // (features to create with, bits added afterwards, stripe unit, stripe count)
+        assert_eq!(
+            creation_features(layout(None, 0, 0), 22),
+            Ok((None, 0, 0, 0))
+        );
+        assert_eq!(
+            creation_features(layout(Some(4 | 16), 0, 0), 22),
+            Ok((Some(4), 0, 0, 0))
+        );
+        assert_eq!(
+            creation_features(layout(Some(16), 0, 0), 22),
+            Ok((Some(0), 0, 0, 0))
+        );
+        assert_eq!(
+            creation_features(layout(Some(1 << 40), 0, 0), 22),
+            Err(-libc::ENOSYS)
+        );
+        assert_eq!(
+            creation_features(layout(Some(1 << 20), 0, 0), 22),
+            Err(-libc::ENOSYS)
+        );
+        assert_eq!(creation_features(layout(Some(64), 0, 0), 22), e);
+        assert_eq!(
+            creation_features(layout(Some(4 | 64), 0, 0), 22),
+            Ok((Some(4), 64, 0, 0))
+        );
+        assert_eq!(
+            creation_features(layout(Some(1 | 2), 0, 0), 22),
+            Ok((Some(1), 0, 0, 0))
+        );
+        assert_eq!(
+            creation_features(layout(Some(61), 65536, 4), 22),
+            Ok((Some(61), 2, 65536, 4))
+        );
+        assert_eq!(
+            creation_features(layout(Some(61), 4 << 20, 1), 22),
+            Ok((Some(61), 0, 0, 0))
+        );
+        assert_eq!(
+            creation_features(layout(None, 65536, 1), 22),
+            Ok((None, 2, 65536, 1))
+        );
+        assert_eq!(creation_features(layout(Some(61), 3000, 2), 22), e);
+        assert_eq!(creation_features(layout(Some(61), 65536, 0), 22), e);
+        assert_eq!(creation_features(layout(Some(61), 8 << 20, 1), 22), e);
+    }
+}
