@@ -47,6 +47,7 @@ pub(crate) fn run(sh: &Arc<Shared>, threshold: f64) -> Result<GcReport> {
     if sh.read_only {
         return Err(err!(ReadOnly, "image is open read-only"));
     }
+    let _one = sh.gc_one.lock().unwrap_or_else(|p| p.into_inner());
     let mut rep = GcReport {
         runs: 1,
         ..Default::default()

@@ -277,7 +277,21 @@ pub(crate) fn recover(
         replayed += 1;
         seq += 1;
     }
-    let orphans: Vec<u64> = present.range(seq..).copied().collect();
+    // Segments past the end of the log. A fenced writer's (at or past the fence, of an older
+    // epoch) belong to no log: their numbers are free — a segment of ours replaces one
+    // (upload::collision, and finish_staged for staging files the fence adopted). Skipping
+    // past them would strand what a cooperative handoff left staged. The others are an
+    // interrupted upload burst of a log's own writer: skipped, their numbers never reused.
+    let orphans: Vec<u64> = present
+        .range(seq..)
+        .copied()
+        .filter(|&o| match fence {
+            Some((fe, start)) if o >= start => load_header(store, &seg_key(prefix, o))
+                .map(|h| h.epoch >= fe)
+                .unwrap_or(true),
+            _ => true,
+        })
+        .collect();
     if base.is_none() && !orphans.is_empty() {
         return Err(err!(
             Corruption,
@@ -446,12 +460,31 @@ pub(crate) fn finish_staged(
                     &data,
                     Some(cfg.header_reserve as usize),
                 )?;
-                match staging.publish(&f, &header, data.len() as u64) {
+                let mut r = staging.publish(&f, &header, data.len() as u64);
+                if r.as_ref().is_err_and(|e| e.kind() == ErrorKind::Exists) {
+                    let key = seg_key(prefix, seq);
+                    let there = load_header(store, &key)?;
+                    if there.epoch < epoch {
+                        // Written by the previous owner after our fence was set (its upload
+                        // was still under way when it let the lock go): past the fence, so no
+                        // reader takes it; these adopted records must be stored under our
+                        // epoch instead.
+                        tracing::warn!(
+                            "{key}: replacing a segment of epoch {} (past the fence) with the \
+                             adopted staging file",
+                            there.epoch
+                        );
+                        store.delete(&key)?;
+                        r = staging.publish(&f, &header, data.len() as u64);
+                    }
+                }
+                match r {
                     // Published before (an answer lost on the way back): ours if it holds
                     // exactly these records.
                     Err(e) if e.kind() == ErrorKind::Exists => {
                         let there = load_header(store, &seg_key(prefix, seq))?;
-                        if there.entries != entries || there.journal != last {
+                        if there.entries != entries || there.journal != last || there.epoch != epoch
+                        {
                             return Err(err!(
                                 Corruption,
                                 "segment {seq:016x} exists with other content than its staging \

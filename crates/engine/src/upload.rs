@@ -232,10 +232,24 @@ fn create_segment(
 }
 
 fn upload(sh: &Shared, s: Arc<Sealed>) {
-    let res = if lock(&sh.inner).fenced {
+    let (fenced, failed) = {
+        let g = lock(&sh.inner);
+        (g.fenced, g.failed.clone())
+    };
+    let res = if fenced {
         Err(err!(
             Fenced,
             "not storing segment {:016x}: this writer was fenced",
+            s.seq
+        ))
+    } else if let (Some(f), LogConfig::InPlace(_)) = (failed, &sh.cfg.log) {
+        // Publishing a staging file removes it: a segment published past one that could not
+        // be would be the only copy of its records, yet recovery skips segments past a gap
+        // (they look like an interrupted upload burst). Keep it staged: the next open
+        // publishes the staging files in order.
+        Err(err!(
+            Unavailable,
+            "not publishing segment {:016x} past an earlier one that failed ({f})",
             s.seq
         ))
     } else {

@@ -195,6 +195,9 @@ pub(crate) struct Shared {
     /// Held shared by every read from planning to copying, and exclusively by GC while it
     /// deletes segments: a read planned before a relocation still finds its segment.
     pub gc_guard: std::sync::RwLock<()>,
+    /// One garbage collection at a time (explicit, background and automatic runs): a run that
+    /// listed segments another run then deleted would fail on them.
+    pub gc_one: Mutex<()>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -398,6 +401,7 @@ impl Volume {
                 jobs: Mutex::new(tx),
                 parent: std::sync::RwLock::new(None),
                 gc_guard: std::sync::RwLock::new(()),
+                gc_one: Mutex::new(()),
                 cfg,
             }
         });
@@ -453,6 +457,7 @@ impl Volume {
             jobs: Mutex::new(tx),
             parent: std::sync::RwLock::new(None),
             gc_guard: std::sync::RwLock::new(()),
+            gc_one: Mutex::new(()),
             cfg,
         });
         Ok(Volume {

@@ -34,6 +34,8 @@ const LEASE: Duration = Duration::from_secs(6);
 const LEASE_MARGIN: Duration = Duration::from_secs(2);
 /// Renewal period (also how often an owner notices a handoff request or a break).
 const RENEW: Duration = Duration::from_millis(500);
+/// How long a lock handed over on request stays reserved for the requester.
+const RESERVE: Duration = Duration::from_secs(3);
 /// How long a writer waits for the owner to hand the lock over.
 const HANDOFF_WAIT: Duration = Duration::from_secs(30);
 /// How long a reader waits for the owner to store what it wrote ([`request_sync`]).
@@ -65,6 +67,10 @@ struct LockRecord {
     op: Option<ProxyRequest>,
     #[serde(default)]
     op_done: Option<ProxyReply>,
+    /// A lock handed over on request stays reserved for the requester (`handoff`) until then
+    /// (ms): its former owner, still writing, must not take it straight back.
+    #[serde(default)]
+    reserved_until: u64,
 }
 
 /// A maintenance operation a client that does not hold the lock asks its owner to run: librbd
@@ -178,7 +184,15 @@ impl LockRecord {
             synced: 0,
             op: None,
             op_done: None,
+            reserved_until: 0,
         }
+    }
+
+    /// Released on request and still reserved for a client other than `me`.
+    fn reserved_for_other(&self, me: &str, now_ms: u64) -> bool {
+        self.released()
+            && now_ms < self.reserved_until
+            && self.handoff.as_deref().is_some_and(|h| h != me)
     }
 
     /// Let go by its owner (release or handoff): the image is unlocked.
@@ -306,19 +320,25 @@ impl LockCtl {
             s.store(true, Ordering::SeqCst);
         }
         let res = demote(&img.cluster, &img.pool, &img.id, &img.vol);
-        relinquish(&img.cluster, &lock_key(&img.pool, &img.id), &self.me)?;
+        relinquish(&img.cluster, &lock_key(&img.pool, &img.id), &self.me, None)?;
         res
     }
 }
 
 /// Let our lock record go: replace it, only if it is still ours and unchanged, by an expired
 /// one (a conditional write: a lock someone took meanwhile is never removed).
-fn relinquish(c: &crate::Cluster, key: &str, me: &str) -> Result<()> {
+/// Handed over on request (`to`): reserved for the requester for a while.
+fn relinquish(c: &crate::Cluster, key: &str, me: &str, to: Option<&str>) -> Result<()> {
     match get_json::<LockRecord>(c.store.as_ref(), key, Kind::Lock) {
         Ok((rec, ver)) if rec.owner == me => {
             let gone = LockRecord {
                 expires_ms: 0,
-                handoff: None,
+                handoff: to.map(str::to_string),
+                reserved_until: if to.is_some() {
+                    c.now_ms() + RESERVE.as_millis() as u64
+                } else {
+                    0
+                },
                 explicit: false,
                 ..rec
             };
@@ -491,7 +511,10 @@ fn acquire(ctl: &LockCtl, img: &Image, explicit: bool) -> Result<()> {
             Err(e) => return Err(e),
             // Ours (e.g. released earlier by this handle) or stale: take it with a fresh
             // lease (a conditional write: whoever changed it meanwhile wins).
-            Ok((cur, ver)) if cur.owner == me || cur.stale(c.now_ms()) => {
+            Ok((cur, ver))
+                if (cur.owner == me || cur.stale(c.now_ms()))
+                    && !cur.reserved_for_other(&me, c.now_ms()) =>
+            {
                 // Its owner stopped renewing: take it over.
                 put_json(
                     c.store.as_ref(),
@@ -501,6 +524,18 @@ fn acquire(ctl: &LockCtl, img: &Image, explicit: bool) -> Result<()> {
                     PutMode::Update(ver),
                 )
                 .is_ok()
+            }
+            Ok((cur, _)) if cur.reserved_for_other(&me, c.now_ms()) => {
+                // Handed over to another client a moment ago: let it take the lock first.
+                if c.clock.now() > deadline {
+                    return Err(err!(
+                        Busy,
+                        "the exclusive lock is reserved for {}",
+                        cur.handoff.as_deref().unwrap_or("another client")
+                    ));
+                }
+                c.clock.sleep(Duration::from_millis(50));
+                false
             }
             Ok((cur, ver)) => {
                 if cur.explicit {
@@ -629,7 +664,7 @@ fn spawn_renewal(
                         if let Err(e) = demote(&c, &pool, &id, &slot) {
                             tracing::warn!("handing over the lock of {pool}/{id}: {e}");
                         }
-                        if let Err(e) = relinquish(&c, &key, &me) {
+                        if let Err(e) = relinquish(&c, &key, &me, rec.handoff.as_deref()) {
                             tracing::warn!("handing over the lock of {pool}/{id}: {e}");
                         }
                         return;

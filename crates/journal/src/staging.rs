@@ -135,7 +135,14 @@ impl Staging for DirStaging {
             let dst = self.path(&self.key(&StagedFile { adopted: true, ..f }))?;
             let io =
                 |what: &str, e: std::io::Error| Error::io(format!("{what} {}", src.display()), e);
-            let bytes = std::fs::read(&src).map_err(|e| io("reading", e))?;
+            // The file may go away meanwhile: its writer published it (a segment now) or
+            // removed it — a writer that handed the lock over may still be storing its last
+            // segments. Nothing is left to adopt then.
+            let gone = |e: &std::io::Error| e.kind() == std::io::ErrorKind::NotFound;
+            let bytes = match std::fs::read(&src) {
+                Err(e) if gone(&e) => continue,
+                r => r.map_err(|e| io("reading", e))?,
+            };
             if let Some(d) = dst.parent() {
                 std::fs::create_dir_all(d).map_err(|e| io("adopting", e))?;
             }
@@ -147,7 +154,12 @@ impl Staging for DirStaging {
                     .and_then(|d| d.sync_all())
                     .map_err(|e| io("adopting", e))?;
             }
-            std::fs::remove_file(&src).map_err(|e| io("unlinking", e))?;
+            match std::fs::remove_file(&src) {
+                // Published or removed after we read it: the copy holds the same records
+                // (recovery publishes it only where the log needs it).
+                Err(e) if gone(&e) => {}
+                r => r.map_err(|e| io("unlinking", e))?,
+            }
         }
         Ok(())
     }

@@ -144,6 +144,10 @@ fn report(s: &Summary, master: Option<u64>) {
 
 #[test]
 fn simulation() {
+    // SHALE_LOG=warn (or info, debug) shows the engine's own log lines next to the trace.
+    if std::env::var_os("SHALE_LOG").is_some() {
+        shale_log::init_from_env();
+    }
     let opts = Options {
         hang: Duration::from_secs(env_u64("SHALE_SIM_HANG_SECS").unwrap_or(30)),
         verbose: env_u64("SHALE_SIM_VERBOSE").unwrap_or(0) != 0,

@@ -35,6 +35,10 @@ enum Log {
     PowerLoss {
         size: u64,
     },
+    /// The in-place log of a local-directory store: records go into the open segment's staging
+    /// file (shale_journal::SimStaging, files that lose power like CrashFile); publishing goes
+    /// through the fault-injecting store. A crash is a power loss half of the time.
+    InPlace,
 }
 
 /// Everything a scenario's seed decides up front.
@@ -56,8 +60,9 @@ struct Params {
 impl Params {
     fn new(rng: &mut Rng) -> Params {
         let pick = |rng: &mut Rng, v: &[u64]| v[rng.below(v.len() as u64) as usize];
-        let log = match rng.below(3) {
+        let log = match rng.below(4) {
             0 => Log::Memory,
+            3 => Log::InPlace,
             // The simulated file copies itself on every sync: keep it small.
             1 => Log::PowerLoss {
                 size: pick(rng, &[(1 << 20) + (16 << 10), 2 << 20]),
@@ -228,6 +233,8 @@ pub(crate) struct Sim {
     journal: Option<PathBuf>,
     /// The simulated journal file (Log::PowerLoss).
     cfile: Arc<shale_journal::CrashFile>,
+    /// The simulated staging files (Log::InPlace).
+    staging: Arc<shale_journal::SimStaging>,
     jgen: u32,
     vol: Option<Arc<Volume>>,
     epoch: u64,
@@ -371,7 +378,10 @@ impl Sim {
         let journal = match p.log {
             Log::Memory => None,
             Log::Ring { .. } | Log::PowerLoss { .. } => Some(dir.join("j0.jnl")),
+            // No file: the staging files are the journal (the path only marks "has one").
+            Log::InPlace => Some(dir.join("staging")),
         };
+        let staging = Arc::new(shale_journal::SimStaging::new(store.clone(), PREFIX));
         let size = p.size;
         Sim {
             seed,
@@ -383,6 +393,7 @@ impl Sim {
             dir,
             journal,
             cfile: Arc::new(shale_journal::CrashFile::new()),
+            staging,
             jgen: 0,
             vol: None,
             epoch: 1,
@@ -532,6 +543,9 @@ impl Sim {
                 size,
                 owner: 0x5151_0000 + self.seed % 1000,
             },
+            (Some(_), Log::InPlace) => {
+                LogConfig::InPlace(shale_engine::StagingRef(self.staging.clone()))
+            }
             (Some(_), Log::PowerLoss { size }) => LogConfig::Ring {
                 place: shale_engine::LogPlaceRef::fixed(self.cfile.clone()),
                 size,
@@ -1457,11 +1471,25 @@ impl Sim {
                 "power loss: {unsynced} unsynced journal writes, {mode:?}"
             ));
         }
+        if self.p.log == Log::InPlace && self.rng.below(2) == 0 {
+            let mode = shale_journal::CrashMode {
+                keep_per_mille: [0, 500, 900, 1000][self.rng.below(4) as usize],
+                reorder: self.rng.below(2) == 0,
+                tear: self.rng.below(2) == 0,
+            };
+            let mut r = Rng::new(self.rng.next_u64());
+            self.staging.crash(mode, || r.next_u64());
+            self.f.power_losses += 1;
+            self.note(format!("power loss of the staging files: {mode:?}"));
+        }
         if lose_journal {
             if let Some(j) = &self.journal {
                 let _ = std::fs::remove_file(j);
             }
             self.cfile = Arc::new(shale_journal::CrashFile::new());
+            if self.p.log == Log::InPlace {
+                self.staging = Arc::new(shale_journal::SimStaging::new(self.store.clone(), PREFIX));
+            }
             self.f.journal_losses += 1;
         }
         if self.rng.below(3) == 0 {
@@ -1694,7 +1722,8 @@ impl Sim {
                 self.offline_window();
                 Ok(())
             }
-            94..=97 if self.opts.takeovers => self.takeover(),
+            // Another host cannot share a local-directory store's staging files.
+            94..=97 if self.opts.takeovers && self.p.log != Log::InPlace => self.takeover(),
             _ => self.batch(false),
         }
     }
@@ -1895,11 +1924,22 @@ impl Sim {
         self.epoch += 1;
         let start = max_segment(self.inner.as_ref()) + 1;
         self.fence = Some((self.epoch, start));
+        if self.p.log == Log::InPlace {
+            // As the image layer's lock::fence does: what the previous owner left staged (a
+            // close during a store outage keeps it there) is taken over by the new epoch.
+            if let Err(e) = shale_journal::Staging::adopt(self.staging.as_ref(), self.epoch) {
+                self.note(format!("adopting staged files: {e}"));
+            }
+        }
         self.f.handoffs += 1;
+        let staged = shale_journal::Staging::list(self.staging.as_ref())
+            .map(|l| format!("{l:?}"))
+            .unwrap_or_default();
         self.note(format!(
-            "handoff ({:?}): epoch {} fence at segment {start}, same journal",
+            "handoff ({:?}): epoch {} fence at segment {start}, same journal; store: {}; staged: {staged}",
             r.as_ref().map_err(|e| e.to_string()),
-            self.epoch
+            self.epoch,
+            self.store_state()
         ));
         self.reopen("open by the next owner")?;
         self.check_recovered(lower, "after handoff")?;
