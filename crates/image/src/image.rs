@@ -506,7 +506,7 @@ impl Image {
     }
 
     /// Replace this (non-writer) handle's view with the image as stored now.
-    fn reload_view(&self) -> Result<()> {
+    pub(crate) fn reload_view(&self) -> Result<()> {
         let (h, ver) = self.cluster.load_header(&self.pool, &self.id)?;
         let fresh = Arc::new(head_volume(
             &self.cluster,

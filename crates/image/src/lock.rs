@@ -1002,11 +1002,12 @@ impl Image {
             c.clock.sleep(Duration::from_millis(20));
             match get_json::<LockRecord>(store, &key, Kind::Lock) {
                 Ok((rec, _)) if rec.op_done.as_ref().is_some_and(|d| d.id == id) => {
-                    return rec
-                        .op_done
-                        .as_ref()
-                        .map_or(Ok(()), |d| d.result())
-                        .map(|()| true);
+                    rec.op_done.as_ref().map_or(Ok(()), |d| d.result())?;
+                    // Show what the owner changed (header and data) at once.
+                    if let Err(e) = self.reload_view() {
+                        tracing::debug!("reloading the view after the owner's operation: {e}");
+                    }
+                    return Ok(true);
                 }
                 Err(e) if e.kind() != ErrorKind::NotFound => return Err(e),
                 // The owner let the lock go (or lost it) before answering: run it here.

@@ -80,6 +80,10 @@ def run(img, cmd, arg):
             return "ok %d" % [x["size"] for x in img.list_snaps() if x["name"] == arg[0]][0]
         elif cmd == "size":
             return "ok %d" % img.size()
+        elif cmd == "flatten":
+            img.flatten()
+        elif cmd == "parent":
+            return "ok %s" % img.get_parent_image_spec()["image_name"]
         elif cmd == "inv":
             img.invalidate_cache()
         elif cmd == "close":
@@ -250,6 +254,37 @@ def scenario(kind, make, io):
     rbd.RBD().remove(io, name)
 
 
+def forwarded_flatten(io):
+    """A flatten from another process while the owner holds the lock explicitly is run by
+    the owner (librbd forwards it); the clone then has no parent."""
+    parent, clone = "lkh-par-%d" % os.getpid(), "lkh-cln-%d" % os.getpid()
+    R = rbd.RBD()
+    R.create(io, parent, 4 * MB)
+    with rbd.Image(io, parent) as p:
+        p.write(b"p" * 4096, 0)
+        p.create_snap("base")
+        p.protect_snap("base")
+    R.clone(io, parent, "base", io, clone)
+    a, b = Remote(clone), Remote(clone)
+    try:
+        check("[flatten] a lock_acquire", a.do("acq") == "ok")
+        check("[flatten] b sees the parent", b.do("parent") == "ok " + parent)
+        r = b.do("flatten")
+        check("[flatten] b flattens (the owner does it)", r == "ok", r)
+        r = b.do("parent")
+        check("[flatten] the clone has no parent any more", r == "err %d" % errno.ENOENT, r)
+        check("[flatten] a still owns the lock", a.do("owner") == "ok 1")
+        check("[flatten] the data stayed", b.do("r", 0) == "ok 112")
+    finally:
+        a.end()
+        b.end()
+    R.remove(io, clone)
+    with rbd.Image(io, parent) as p:
+        p.unprotect_snap("base")
+        p.remove_snap("base")
+    R.remove(io, parent)
+
+
 def removed_snapshot(io):
     """A handle whose snapshot was removed reads ENOENT; so when one of the same name is
     created again. librbd 16.2.15 may still answer the first read after the removal from its
@@ -351,6 +386,7 @@ def main():
     io = cl.open_ioctx("rbd")
     scenario("one process", Local, io)
     scenario("three processes", Remote, io)
+    forwarded_flatten(io)
     removed_snapshot(io)
     c_level(io)
     io.close()
