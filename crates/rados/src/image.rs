@@ -107,7 +107,9 @@ impl RbdImage {
             }
             *t = Some(Instant::now());
         }
-        match self.head().snap_list() {
+        // Asked of the view itself: reloading the shared head's header here would hide a
+        // takeover (epoch change) from its view refresh.
+        match view.snap_list() {
             Ok(list) if !list.iter().any(|s| s.id == id) => {
                 self.snap_gone.store(true, Ordering::SeqCst);
                 Err(-libc::ENOENT)

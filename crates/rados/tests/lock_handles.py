@@ -20,6 +20,7 @@ import errno
 import os
 import subprocess
 import sys
+import time
 
 import rados
 import rbd
@@ -314,6 +315,23 @@ def removed_snapshot(io):
         except rbd.ImageNotFound:
             r = "ENOENT"
     check("read after the snapshot was removed and created again -> ENOENT", r == "ENOENT", repr(r))
+    at.close()
+    # removed by another process: noticed within a second or so (librbd: at its next refresh)
+    head.create_snap("u")
+    at = rbd.Image(io, name, snapshot="u")
+    other = Remote(name)
+    check("another process removes the snapshot", other.do("rmsnap", "u") == "ok")
+    other.end()
+    deadline = time.time() + 5
+    while True:
+        try:
+            r = at.read(0, 2)
+        except rbd.ImageNotFound:
+            r = "ENOENT"
+        if r == "ENOENT" or time.time() > deadline:
+            break
+        time.sleep(0.1)
+    check("read after another process removed the snapshot -> ENOENT (within 5 s)", r == "ENOENT", repr(r))
     at.close()
     ro = rbd.Image(io, name, read_only=True)
     check("a read-only handle is never the owner", not ro.is_exclusive_lock_owner())
