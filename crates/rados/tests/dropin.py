@@ -54,5 +54,26 @@ check("mirror_image_status_list empty", list(r.mirror_image_status_list(io)), []
 check("mirror_image_info_list empty", list(r.mirror_image_info_list(io)), [])
 check("mirror_image_instance_id_list empty", list(r.mirror_image_instance_id_list(io)), [])
 check("mirror_image_status_summary empty", r.mirror_image_status_summary(io), [])
+# An empty snapshot name: librbd 16.2.15 accepts it, a second one is EEXIST, renaming another
+# snapshot to it too (measured on ceph-mini).
+r.create(io, "d-emptysnap", 4 << 20)
+with rbd.Image(io, "d-emptysnap") as e:
+    e.create_snap("")
+    check("create_snap(''): listed", [s["name"] for s in e.list_snaps()], [""])
+    try:
+        e.create_snap("")
+        check("create_snap('') twice: EEXIST", "no error", "ImageExists")
+    except rbd.ImageExists:
+        check("create_snap('') twice: EEXIST", 1, 1)
+    e.create_snap("x")
+    try:
+        e.rename_snap("x", "")
+        check("rename_snap to an existing '': EEXIST", "no error", "ImageExists")
+    except rbd.ImageExists:
+        check("rename_snap to an existing '': EEXIST", 1, 1)
+    e.remove_snap("")
+    check("remove_snap(''): gone", [s["name"] for s in e.list_snaps()], ["x"])
+    e.remove_snap("x")
+r.remove(io, "d-emptysnap")
 io.close()
 cl.shutdown()
