@@ -33,8 +33,8 @@
 //! that others may take it). Across processes a manual owner's lock is recorded as explicit
 //! in the store, so other processes' writes and `rbd_lock_acquire` get `-EROFS` too, and
 //! their `snap_create`, `resize` and `flatten` are forwarded to the owner through the lock
-//! object ([`RbdImage::forward_to_owner`]). Between processes, an automatic owner hands the
-//! lock over for those instead (librbd forwards them too; the lock ends up elsewhere).
+//! object ([`RbdImage::forward_to_owner`]); so are they to an automatic owner in another
+//! process, which keeps the lock, as librbd's owner does.
 
 use crate::errno;
 use crate::image::RbdImage;
@@ -185,14 +185,18 @@ impl RbdImage {
         head.lock_held_elsewhere().map_err(|e| errno::of(&e))
     }
 
-    /// Whether another client holds the lock explicitly: then `snap_create`, `resize` and
-    /// `flatten` are run by that owner ([`shale_image::Image::snap_create_at_owner`]...), as
-    /// librbd forwards them (they need the writer, which only the owner has).
+    /// Whether another client holds the lock (explicitly or not): then `snap_create`, `resize`
+    /// and `flatten` are run by that owner ([`shale_image::Image::snap_create_at_owner`]...),
+    /// as librbd forwards them (they need the writer, which only the owner has), and the lock
+    /// stays where it is.
     pub(crate) fn forward_to_owner(&self, head: &shale_image::Image) -> Result<bool, c_int> {
         if head.features() & EXCLUSIVE_LOCK == 0 || head.is_lock_owner() {
             return Ok(false);
         }
-        Ok(head.lock_held_elsewhere().map_err(|e| errno::of(&e))? == Some(true))
+        Ok(head
+            .lock_held_elsewhere()
+            .map_err(|e| errno::of(&e))?
+            .is_some())
     }
 
     /// `rbd_snap_rollback` needs the lock locally: `-EROFS` when another handle or client

@@ -193,6 +193,13 @@ def scenario(kind, make, io):
         owners(k + " after a's flush", [a, b, c], [1, 0, 0])
         expect("a discards", a.do("discard", 8192), "ok")
         expect("a creates snapshot s0", a.do("snap", "s0"), "ok")
+        # maintenance from a non-owner while the owner is automatic: the owner runs it (in
+        # another process too), the lock stays with it
+        expect("b creates snapshot sb while a owns the lock", b.do("snap", "sb"), "ok")
+        expect("b resizes while a owns the lock", b.do("resize", 12 * MB), "ok")
+        owners(k + " after b's maintenance (the lock stays with a)", [a, b, c], [1, 0, 0])
+        expect("b's snapshot exists", a.do("snapsize", "sb"), "ok %d" % (8 * MB))
+        expect("a sees b's resize", a.do("size"), "ok %d" % (12 * MB))
 
         # a takes the lock explicitly: transitions stop
         expect("a lock_acquire", a.do("acq"), "ok")
@@ -205,7 +212,7 @@ def scenario(kind, make, io):
         # librbd forwards these to the owner (Shale too, through the lock object)
         expect("c creates a snapshot (the owner does it)", c.do("snap", "s1"), "ok")
         expect("c resizes (the owner does it)", c.do("resize", 16 * MB), "ok")
-        expect("c's snapshot exists", c.do("snapsize", "s1"), "ok %d" % (8 * MB))
+        expect("c's snapshot exists", c.do("snapsize", "s1"), "ok %d" % (12 * MB))
         expect("the size changed", a.do("size"), "ok %d" % (16 * MB))
         expect("c rolls back", c.do("rollback", "s0"), EROFS)
         expect("c protects the snapshot", c.do("protect", "s0"), "ok")
