@@ -721,34 +721,63 @@ fn serve_sync(
             tracing::warn!("storing writes a reader asked for: {e}");
             return;
         }
-        for _ in 0..20 {
-            match get_json::<LockRecord>(c.store.as_ref(), &key, Kind::Lock) {
-                Ok((rec, ver)) if rec.owner == me && rec.synced < n => {
-                    let done = LockRecord { synced: n, ..rec };
-                    match put_json(
-                        c.store.as_ref(),
-                        &key,
-                        Kind::Lock,
-                        &done,
-                        PutMode::Update(ver),
-                    ) {
-                        Err(e) if e.kind() == ErrorKind::Busy => continue,
-                        _ => return,
-                    }
-                }
-                _ => return,
-            }
-        }
+        // Unanswered on failure too: the reader gives up in time.
+        let _ = update_own(&c, &key, &me, 20, |rec| {
+            (rec.synced < n).then_some(LockRecord { synced: n, ..rec })
+        });
     };
+    spawn_busy(
+        "shale-lock-sync",
+        busy,
+        "store writes a reader asked for",
+        work,
+    );
+}
+
+/// Run `work` on a thread of its own (so that the lease keeps being renewed meanwhile), then
+/// clear `busy`; `what` names the work in the warning when no thread can be started.
+fn spawn_busy(name: &str, busy: Arc<AtomicBool>, what: &str, work: impl FnOnce() + Send + 'static) {
     let spawned = std::thread::Builder::new()
-        .name("shale-lock-sync".into())
+        .name(name.into())
         .spawn(move || {
             work();
             busy.store(false, Ordering::SeqCst);
         });
     if let Err(e) = spawned {
-        tracing::warn!("cannot start a thread to store writes a reader asked for: {e}");
+        tracing::warn!("cannot start a thread to {what}: {e}");
     }
+}
+
+/// Change our lock record with `f` by a conditional write, again (at most `tries` times) when
+/// another client changed it meanwhile; nothing when it is no longer ours or `f` declines.
+fn update_own(
+    c: &Cluster,
+    key: &str,
+    me: &str,
+    tries: u32,
+    f: impl Fn(LockRecord) -> Option<LockRecord>,
+) -> Result<()> {
+    for _ in 0..tries {
+        let (rec, ver) = match get_json::<LockRecord>(c.store.as_ref(), key, Kind::Lock) {
+            Ok((rec, ver)) if rec.owner == me => (rec, ver),
+            Ok(_) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let Some(new) = f(rec) else {
+            return Ok(());
+        };
+        match put_json(
+            c.store.as_ref(),
+            key,
+            Kind::Lock,
+            &new,
+            PutMode::Update(ver),
+        ) {
+            Err(e) if e.kind() == ErrorKind::Busy => continue,
+            r => return r.map(|_| ()),
+        }
+    }
+    Ok(())
 }
 
 /// The owner's side of [`Image::run_at_owner`]: run the operation (on a thread of its own,
@@ -775,40 +804,18 @@ fn serve_op(
             )),
         };
         let reply = ProxyReply::of(req.id, &r);
-        for _ in 0..50 {
-            match get_json::<LockRecord>(c.store.as_ref(), &key, Kind::Lock) {
-                Ok((rec, ver)) if rec.owner == me => {
-                    let done = LockRecord {
-                        op: rec.op.clone().filter(|o| o.id != req.id),
-                        op_done: Some(reply.clone()),
-                        ..rec
-                    };
-                    match put_json(
-                        c.store.as_ref(),
-                        &key,
-                        Kind::Lock,
-                        &done,
-                        PutMode::Update(ver),
-                    ) {
-                        Err(e) if e.kind() == ErrorKind::Busy => continue,
-                        Err(e) => tracing::warn!("answering a request of another client: {e}"),
-                        Ok(_) => {}
-                    }
-                    return;
-                }
-                _ => return,
-            }
+        let answered = update_own(&c, &key, &me, 50, |rec| {
+            Some(LockRecord {
+                op: rec.op.clone().filter(|o| o.id != req.id),
+                op_done: Some(reply.clone()),
+                ..rec
+            })
+        });
+        if let Err(e) = answered {
+            tracing::warn!("answering a request of another client: {e}");
         }
     };
-    let spawned = std::thread::Builder::new()
-        .name("shale-lock-op".into())
-        .spawn(move || {
-            work();
-            busy.store(false, Ordering::SeqCst);
-        });
-    if let Err(e) = spawned {
-        tracing::warn!("cannot start a thread to run another client's request: {e}");
-    }
+    spawn_busy("shale-lock-op", busy, "run another client's request", work);
 }
 
 /// A reader's side of a live migration's switch-over (`rbd_invalidate_cache`): ask the
