@@ -1458,11 +1458,7 @@ impl Sim {
         if let Log::PowerLoss { .. } = self.p.log {
             // The machine lost power too: unsynced journal writes may be gone, reordered or
             // torn (what a flush synced survives).
-            let mode = shale_journal::CrashMode {
-                keep_per_mille: [0, 500, 900, 1000][self.rng.below(4) as usize],
-                reorder: self.rng.below(2) == 0,
-                tear: self.rng.below(2) == 0,
-            };
+            let mode = self.power_loss_mode();
             let mut r = Rng::new(self.rng.next_u64());
             let unsynced = self.cfile.unsynced();
             self.cfile.crash(mode, || r.next_u64());
@@ -1472,11 +1468,7 @@ impl Sim {
             ));
         }
         if self.p.log == Log::InPlace && self.rng.below(2) == 0 {
-            let mode = shale_journal::CrashMode {
-                keep_per_mille: [0, 500, 900, 1000][self.rng.below(4) as usize],
-                reorder: self.rng.below(2) == 0,
-                tear: self.rng.below(2) == 0,
-            };
+            let mode = self.power_loss_mode();
             let mut r = Rng::new(self.rng.next_u64());
             self.staging.crash(mode, || r.next_u64());
             self.f.power_losses += 1;
@@ -1559,28 +1551,37 @@ impl Sim {
         }
     }
 
-    fn close_reopen(&mut self) -> Step {
+    /// What a power loss does to unsynced writes (journal file or staging files).
+    fn power_loss_mode(&mut self) -> shale_journal::CrashMode {
+        shale_journal::CrashMode {
+            keep_per_mille: [0, 500, 900, 1000][self.rng.below(4) as usize],
+            reorder: self.rng.below(2) == 0,
+            tear: self.rng.below(2) == 0,
+        }
+    }
+
+    /// Close the volume (background work first); the close's result and the lower bound of
+    /// what the next open must show (everything on success; else what a flush made durable).
+    fn close_volume(
+        &mut self,
+        what: &str,
+    ) -> std::result::Result<(std::result::Result<(), String>, u64), Abort> {
         self.join_bg()?;
         self.drain()?;
         let vol = self.vol.take().expect("volume is open");
         let v2 = vol.clone();
-        let r = self.timed("close", move || v2.close())?;
+        let r = self.timed(what, move || v2.close())?;
         drop(vol);
         self.settle()?;
-        let msg = format!(
-            "closed ({:?}); reopening",
-            r.as_ref().map_err(|e| e.to_string())
-        );
-        let lower = match r {
+        let lower = match &r {
             Ok(()) => {
-                self.f.closes += 1;
                 self.floor_j = self.next_id;
                 self.floor_s = self.next_id;
                 self.next_id
             }
             Err(e) => {
                 let (k, m) = (e.kind(), e.to_string());
-                self.judge("close", k, &m)?;
+                self.judge(what, k, &m)?;
                 if self.journal.is_none() {
                     self.floor_s
                 } else {
@@ -1588,6 +1589,15 @@ impl Sim {
                 }
             }
         };
+        Ok((r.map_err(|e| e.to_string()), lower))
+    }
+
+    fn close_reopen(&mut self) -> Step {
+        let (r, lower) = self.close_volume("close")?;
+        if r.is_ok() {
+            self.f.closes += 1;
+        }
+        let msg = format!("closed ({r:?}); reopening");
         self.note(msg);
         self.reopen("reopen after close")?;
         self.check_recovered(lower, "after close")?;
@@ -1896,31 +1906,9 @@ impl Sim {
     /// writer takes the lock — new epoch, fence past every stored segment, as the image layer's
     /// lock does — and opens the same journal file (a new life of it).
     fn handoff(&mut self) -> Step {
-        self.join_bg()?;
-        self.drain()?;
-        let vol = self.vol.take().expect("volume is open");
-        let v2 = vol.clone();
-        let r = self.timed("handoff: the owner closes", move || v2.close())?;
-        drop(vol);
-        self.settle()?;
-        let lower = match &r {
-            Ok(()) => {
-                self.floor_j = self.next_id;
-                self.floor_s = self.next_id;
-                self.next_id
-            }
-            Err(e) => {
-                // The owner could not store everything (faults): what it acknowledged is in
-                // the journal the next writer on this host replays.
-                let (k, m) = (e.kind(), e.to_string());
-                self.judge("handoff close", k, &m)?;
-                if self.journal.is_none() {
-                    self.floor_s
-                } else {
-                    self.floor_j.max(self.floor_s)
-                }
-            }
-        };
+        // If the owner cannot store everything (faults), what it acknowledged is in the
+        // journal the next writer on this host replays.
+        let (r, lower) = self.close_volume("handoff: the owner closes")?;
         self.epoch += 1;
         let start = max_segment(self.inner.as_ref()) + 1;
         self.fence = Some((self.epoch, start));
@@ -1937,7 +1925,7 @@ impl Sim {
             .unwrap_or_default();
         self.note(format!(
             "handoff ({:?}): epoch {} fence at segment {start}, same journal; store: {}; staged: {staged}",
-            r.as_ref().map_err(|e| e.to_string()),
+            r,
             self.epoch,
             self.store_state()
         ));
