@@ -444,6 +444,12 @@ impl Image {
         self.vol().stats()
     }
 
+    /// The writer epoch of this handle's view of the header (every exclusive-lock takeover
+    /// bumps it): for metrics and diagnostics.
+    pub fn epoch(&self) -> u64 {
+        self.hdr().0.epoch
+    }
+
     /// Read at `off`; returns the bytes read (short at the end). Past the end is an error.
     pub fn read(&self, off: u64, buf: &mut [u8]) -> Result<usize> {
         self.refresh_view()?;
@@ -585,6 +591,12 @@ impl Image {
     /// Runs of allocated sectors (lba, count) in [lba, lba+n): for sparse copies.
     pub fn allocated(&self, lba: u64, n: u64) -> Vec<(u64, u64)> {
         self.vol().allocated(lba, n)
+    }
+
+    /// Runs of sectors (lba, count) in [lba, lba+n) that this image's own map holds, as data
+    /// or as zeros (what is not in them reads through to a clone's parent, or as zeros).
+    pub fn written(&self, lba: u64, n: u64) -> Vec<(u64, u64)> {
+        self.vol().written(lba, n)
     }
 
     /// Like `allocated`, counting what a clone reads from its parent as allocated.
