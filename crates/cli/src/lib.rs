@@ -14,6 +14,7 @@ macro_rules! outln {
 
 mod bench;
 mod copy;
+mod nbd;
 mod progress;
 pub mod rbd;
 mod snap;
@@ -165,6 +166,11 @@ enum Cmd {
         /// rbd's arguments
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<OsString>,
+    },
+    /// Serve images over NBD (as rbd-nbd, without a kernel device)
+    Nbd {
+        #[command(subcommand)]
+        cmd: nbd::NbdCmd,
     },
     /// Make a symlink DIR/rbd to this binary, so that `rbd …` runs Shale in Ceph's rbd syntax
     /// (DIR defaults to ~/.local/bin). An existing DIR/rbd that is not such a link is left alone
@@ -326,6 +332,9 @@ fn run(cli: Cli) -> Result<()> {
         return Ok(());
     }
     let c = connect(&cli)?;
+    if let Cmd::Nbd { cmd } = &cli.cmd {
+        return nbd::run(&c, cmd.clone());
+    }
     let dp = c.settings().default_pool.clone();
     let spec = |s: &str| -> Result<ImageSpec> {
         let sp = ImageSpec::parse(s, &dp)?;
@@ -682,7 +691,11 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         // `rbd` is dispatched by `main` before parsing; the variant documents it in --help.
-        Cmd::Config | Cmd::Run { .. } | Cmd::Rbd { .. } | Cmd::InstallRbdLink { .. } => {}
+        Cmd::Config
+        | Cmd::Run { .. }
+        | Cmd::Rbd { .. }
+        | Cmd::InstallRbdLink { .. }
+        | Cmd::Nbd { .. } => {}
     }
     Ok(())
 }
