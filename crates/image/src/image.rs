@@ -593,10 +593,11 @@ impl Image {
         self.vol().allocated(lba, n)
     }
 
-    /// Runs of sectors (lba, count) in [lba, lba+n) that this image's own map holds, as data
-    /// or as zeros (what is not in them reads through to a clone's parent, or as zeros).
-    pub fn written(&self, lba: u64, n: u64) -> Vec<(u64, u64)> {
-        self.vol().written(lba, n)
+    /// Runs of sectors (lba, count) in [lba, lba+n) that read as data, exactly: this image's
+    /// data and, for a clone, the parent chain's data it did not overwrite or zero (for NBD
+    /// block status; everything else reads as zeros).
+    pub fn allocated_deep(&self, lba: u64, n: u64) -> Vec<(u64, u64)> {
+        self.vol().allocated_deep(lba, n)
     }
 
     /// Like `allocated`, counting what a clone reads from its parent as allocated.

@@ -89,7 +89,8 @@ fn open_exports(c: &Cluster, o: &ServeOptions, registry: &Registry) -> Result<Ve
     Ok(exports)
 }
 
-fn listener(o: &ServeOptions) -> Result<Listener> {
+/// The listener, and whether a service manager passed it (socket activation).
+fn listener(o: &ServeOptions) -> Result<(Listener, bool)> {
     let io = |what: &str, e: std::io::Error| err!(Unavailable, "{what}: {e}");
     if o.socket.is_some() && o.listen.is_some() {
         return Err(err!(Invalid, "give --socket or --listen, not both"));
@@ -111,21 +112,22 @@ fn listener(o: &ServeOptions) -> Result<Listener> {
         }
         let l = std::os::unix::net::UnixListener::bind(p)
             .map_err(|e| io(&format!("listening on {}", p.display()), e))?;
-        return Ok(Listener::Unix(l));
+        return Ok((Listener::Unix(l), false));
     }
     if o.listen.is_none() {
         if let Some(l) = crate::net::activated_listener().map_err(|e| io("socket activation", e))? {
-            return Ok(l);
+            return Ok((l, true));
         }
     }
     let addr = parse_listen(o.listen.as_deref().unwrap_or(DEFAULT_LISTEN))?;
     let l =
         std::net::TcpListener::bind(&addr).map_err(|e| io(&format!("listening on {addr}"), e))?;
-    Ok(Listener::Tcp(l))
+    Ok((Listener::Tcp(l), false))
 }
 
 /// Serve until SIGTERM or SIGINT; then finish requests in flight, flush, release the locks.
-/// Prints `listening on ADDR` (and `metrics on ADDR`) to stdout once ready.
+/// Prints `listening on ADDR` (and `metrics on ADDR`) to stdout once ready, unless
+/// socket-activated.
 pub fn serve(c: &Cluster, o: &ServeOptions) -> Result<()> {
     let tls = match (&o.tls_cert, &o.tls_key) {
         (Some(cert), Some(key)) => Some(
@@ -142,7 +144,7 @@ pub fn serve(c: &Cluster, o: &ServeOptions) -> Result<()> {
     .map_err(|e| err!(Unavailable, "installing signal handlers: {e}"))?;
     let registry = Registry::new();
     let exports = open_exports(c, o, &registry)?;
-    let l = listener(o)?;
+    let (l, activated) = listener(o)?;
     let metrics = match &o.metrics {
         Some(a) => {
             let a = parse_listen(a)?;
@@ -154,7 +156,8 @@ pub fn serve(c: &Cluster, o: &ServeOptions) -> Result<()> {
         None => None,
     };
     let server = Server::new(exports, tls);
-    {
+    // Under socket activation stdout belongs to whoever started us (nbdinfo prints its own).
+    if !activated {
         use std::io::Write;
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "listening on {}", l.describe());

@@ -771,11 +771,7 @@ impl Conn {
                 let tx = self.tx.clone();
                 self.spawn(Box::new(move || {
                     let (lba, n) = status::sectors(off, len);
-                    let data = status::data_runs(
-                        &img.allocated(lba, n),
-                        &img.allocated_with_parent(lba, n),
-                        &img.written(lba, n),
-                    );
+                    let data = img.allocated_deep(lba, n);
                     let d = status::descriptors(off, len, &data, one);
                     let _ = tx.send(Msg::Reply {
                         bytes: proto::block_status_chunk(cookie, proto::BASE_ALLOCATION_ID, &d),

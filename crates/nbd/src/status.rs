@@ -1,71 +1,11 @@
-//! `base:allocation` from the extent map: which bytes of a range hold data and which read as
-//! zeros (never written, discarded, or written as zeros). Pure interval arithmetic over sector
-//! runs; the server feeds it the image's answers.
-//!
-//! A sector is *data* if the image's own map points at data, or if it is a clone's sector
-//! below the parent overlap that the clone never wrote (it reads through to the parent, which
-//! is reported as data). Everything else is `HOLE | ZERO`.
+//! `base:allocation` descriptors from the extent map: which bytes of a range hold data and
+//! which read as zeros (never written, discarded, or written as zeros). Pure; the server feeds
+//! it `Image::allocated_deep` (data runs in sectors, a clone's parent chain included, zeros a
+//! clone wrote over its parent excluded). Everything that is not data is `HOLE | ZERO`.
 
 use crate::proto::{STATE_HOLE, STATE_ZERO};
 
 const SECTOR: u64 = 512;
-
-/// Sorted, disjoint runs (start, len) of sectors.
-pub type Runs = Vec<(u64, u64)>;
-
-/// `a` minus `b` (both sorted and disjoint).
-pub fn subtract(a: &[(u64, u64)], b: &[(u64, u64)]) -> Runs {
-    let mut out = Vec::new();
-    let mut j = 0;
-    for &(s, l) in a {
-        let mut cur = s;
-        let end = s + l;
-        while j < b.len() && b[j].0 + b[j].1 <= cur {
-            j += 1;
-        }
-        let mut k = j;
-        while cur < end && k < b.len() && b[k].0 < end {
-            let (bs, bl) = b[k];
-            if bs > cur {
-                out.push((cur, bs - cur));
-            }
-            cur = cur.max(bs + bl);
-            k += 1;
-        }
-        if cur < end {
-            out.push((cur, end - cur));
-        }
-    }
-    out
-}
-
-/// Union of two sorted, disjoint run lists (adjacent runs merged).
-pub fn union(a: &[(u64, u64)], b: &[(u64, u64)]) -> Runs {
-    let mut all: Vec<(u64, u64)> = a.iter().chain(b.iter()).copied().collect();
-    all.sort_unstable();
-    let mut out: Runs = Vec::new();
-    for (s, l) in all {
-        match out.last_mut() {
-            Some(last) if s <= last.0 + last.1 => {
-                let end = (last.0 + last.1).max(s + l);
-                last.1 = end - last.0;
-            }
-            _ => out.push((s, l)),
-        }
-    }
-    out
-}
-
-/// Data sectors: `allocated` ∪ (`with_parent` − `written`). `allocated` is what the image's
-/// map holds as data, `with_parent` adds a clone's read-through range, `written` is everything
-/// the image's map holds (data or zeros).
-pub fn data_runs(
-    allocated: &[(u64, u64)],
-    with_parent: &[(u64, u64)],
-    written: &[(u64, u64)],
-) -> Runs {
-    union(allocated, &subtract(with_parent, written))
-}
 
 /// Descriptors (length, flags) covering exactly the bytes [off, off+len), from data sector
 /// runs. A partly covered sector takes that sector's state. With `one`, only the first
@@ -112,31 +52,6 @@ pub fn sectors(off: u64, len: u32) -> (u64, u64) {
 mod tests {
     use super::*;
     const HZ: u32 = STATE_HOLE | STATE_ZERO;
-
-    #[test]
-    fn subtract_union() {
-        assert_eq!(
-            subtract(&[(0, 10)], &[(2, 3), (7, 1)]),
-            vec![(0, 2), (5, 2), (8, 2)]
-        );
-        assert_eq!(subtract(&[(0, 10)], &[]), vec![(0, 10)]);
-        assert_eq!(subtract(&[(5, 5)], &[(0, 20)]), vec![]);
-        assert_eq!(subtract(&[(0, 4), (6, 4)], &[(2, 6)]), vec![(0, 2), (8, 2)]);
-        assert_eq!(
-            union(&[(0, 2), (8, 2)], &[(2, 1), (20, 1)]),
-            vec![(0, 3), (8, 2), (20, 1)]
-        );
-    }
-
-    #[test]
-    fn clone_zeroed_inside_overlap_is_zero() {
-        // Clone overlap covers sectors 0..100; clone wrote data at 10..20 and zeros at 50..60.
-        let allocated = vec![(10, 10)];
-        let with_parent = vec![(0, 100)];
-        let written = vec![(10, 10), (50, 10)];
-        let d = data_runs(&allocated, &with_parent, &written);
-        assert_eq!(d, vec![(0, 50), (60, 40)]);
-    }
 
     #[test]
     fn descriptors_cover_exactly() {

@@ -2,6 +2,7 @@
 # Sourced by each t_*.sh with SHALE (the binary) and SCRATCH (a private directory) set.
 set -u
 export SHALE_STORE="file://$SCRATCH/store"
+export TESTDIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 export HOME=$SCRATCH/home XDG_DATA_HOME=$SCRATCH/xdg SHALE_CONF=$SCRATCH/none.toml
 mkdir -p "$HOME" "$XDG_DATA_HOME"
 : > "$SHALE_CONF"
