@@ -12,12 +12,19 @@
 // A front end: real time (request latency, shutdown grace) is what it measures and waits on.
 #![allow(clippy::disallowed_methods)]
 
-pub mod net;
 pub mod proto;
-pub mod run;
-pub mod server;
 pub mod status;
 
+#[cfg(feature = "server")]
+pub mod net;
+#[cfg(feature = "server")]
+pub mod run;
+#[cfg(feature = "server")]
+pub mod server;
+
+#[cfg(feature = "server")]
 pub use net::{activated_listener, tls_config, Listener, Stream};
+#[cfg(feature = "server")]
 pub use run::{serve, ServeOptions};
+#[cfg(feature = "server")]
 pub use server::{Export, Server};

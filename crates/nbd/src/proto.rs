@@ -504,6 +504,66 @@ pub fn block_status_chunk(cookie: u64, ctx: u32, extents: &[(u32, u32)]) -> Vec<
     b
 }
 
+/// The fuzz target's body (also replayed over the corpus by `cargo test`): the first byte picks
+/// the session (read-only, structured, base:allocation; the next 8 bytes its size), the rest is
+/// fed to every decoder. Checks that whatever passes `check` is safe to execute.
+pub fn fuzz_one(data: &[u8]) {
+    let Some((&sel, rest)) = data.split_first() else {
+        return;
+    };
+    let size = if rest.len() >= 8 { be64(rest) } else { 1 << 20 };
+    let s = Session {
+        size,
+        read_only: sel & 1 != 0,
+        structured: sel & 2 != 0,
+        base_allocation: sel & 4 != 0,
+    };
+    let within = |off: u64, len: u32| off.checked_add(len as u64).is_some_and(|e| e <= size);
+    for c in decode_stream(rest, &s).into_iter().flatten() {
+        match c {
+            Command::Read { off, len } | Command::Cache { off, len } => {
+                assert!(within(off, len) && len <= MAX_PAYLOAD)
+            }
+            Command::Write { off, len, .. } => {
+                assert!(within(off, len) && len <= MAX_PAYLOAD && !s.read_only)
+            }
+            Command::Trim { off, len, .. } | Command::WriteZeroes { off, len, .. } => {
+                assert!(within(off, len) && !s.read_only)
+            }
+            Command::BlockStatus { off, len, one } => {
+                assert!(within(off, len) && s.base_allocation && len > 0);
+                // Descriptors cover the range exactly, whatever the data runs.
+                let runs: Vec<(u64, u64)> = rest
+                    .chunks_exact(4)
+                    .take(16)
+                    .map(|c| (c[0] as u64 * 8 + c[1] as u64, 1 + c[2] as u64))
+                    .scan(0u64, |end, (gap, l)| {
+                        let s = *end + gap;
+                        *end = s + l;
+                        Some((s, l))
+                    })
+                    .collect();
+                let d = crate::status::descriptors(off, len, &runs, one);
+                let total: u64 = d.iter().map(|x| x.0 as u64).sum();
+                assert!(d.iter().all(|x| x.0 > 0));
+                assert!(if one { total <= len as u64 && d.len() == 1 } else { total == len as u64 });
+            }
+            Command::Flush | Command::Disconnect => {}
+        }
+    }
+    let _ = decode_info_request(rest);
+    let _ = decode_meta_request(rest);
+    let _ = decode_export_name(rest);
+    if let Some(h) = rest.first_chunk::<OPTION_HEADER_LEN>() {
+        let _ = decode_option_header(h);
+    }
+    if let Some(h) = rest.first_chunk::<REQUEST_LEN>() {
+        if let Ok(r) = Request::decode(h) {
+            assert_eq!(Request::decode(&r.encode()), Ok(r));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
