@@ -546,7 +546,11 @@ pub fn fuzz_one(data: &[u8]) {
                 let d = crate::status::descriptors(off, len, &runs, one);
                 let total: u64 = d.iter().map(|x| x.0 as u64).sum();
                 assert!(d.iter().all(|x| x.0 > 0));
-                assert!(if one { total <= len as u64 && d.len() == 1 } else { total == len as u64 });
+                assert!(if one {
+                    total <= len as u64 && d.len() == 1
+                } else {
+                    total == len as u64
+                });
             }
             Command::Flush | Command::Disconnect => {}
         }

@@ -39,6 +39,11 @@ const WORKERS: usize = 4;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Connections served at once; more wait in the listen queue.
 const MAX_CONNECTIONS: usize = 512;
+/// Requests in flight per connection, and their payload bytes (reads and writes): the reader
+/// stops taking requests beyond these until replies go out, so a client that sends without
+/// reading its replies holds a bounded amount of memory.
+const MAX_INFLIGHT: u64 = 128;
+const MAX_INFLIGHT_BYTES: u64 = 64 << 20;
 
 /// One image served under a name.
 pub struct Export {
@@ -558,6 +563,9 @@ struct Conn {
     tx: Sender<Msg>,
     dispatched: AtomicU64,
     answered: AtomicU64,
+    /// Requests and payload bytes in flight, and the reader's wait for room.
+    inflight: Mutex<(u64, u64)>,
+    room: std::sync::Condvar,
     jobs: Mutex<Option<Sender<Job>>>,
     workers: Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
@@ -597,6 +605,8 @@ impl Conn {
             tx,
             dispatched: AtomicU64::new(0),
             answered: AtomicU64::new(0),
+            inflight: Mutex::new((0, 0)),
+            room: std::sync::Condvar::new(),
             jobs: Mutex::new(Some(jtx)),
             workers: Mutex::new(workers),
         }
@@ -657,14 +667,25 @@ impl Conn {
         if payload_len > proto::MAX_PAYLOAD {
             return Err(invalid("write payload larger than 32 MiB"));
         }
+        let cmd = proto::check(&req, &self.session);
+        let cost = match cmd {
+            Ok(Command::Read { len, .. })
+            | Ok(Command::Write { len, .. })
+            | Ok(Command::Trim { len, .. })
+            | Ok(Command::WriteZeroes { len, .. }) => len as u64,
+            _ => 0,
+        };
+        self.wait_for_room(cost + payload_len as u64, cost);
         let mut payload = Vec::new();
         if payload_len > 0 {
             payload = vec![0u8; payload_len as usize];
-            r.read_exact(&mut payload)
-                .map_err(|_| invalid("truncated write payload"))?;
+            if r.read_exact(&mut payload).is_err() {
+                self.release(cost);
+                return Err(invalid("truncated write payload"));
+            }
         }
-        let cmd = proto::check(&req, &self.session);
         if cmd == Ok(Command::Disconnect) {
+            self.release(cost);
             return Ok(None);
         }
         self.dispatched.fetch_add(1, Ordering::SeqCst);
@@ -673,6 +694,25 @@ impl Conn {
             Ok(c) => self.dispatch(req.cookie, c, payload, start),
         }
         Ok(Some(()))
+    }
+
+    /// Wait until `need` more bytes fit in flight (or nothing is in flight), then count one
+    /// request of `cost` bytes.
+    fn wait_for_room(&self, need: u64, cost: u64) {
+        let mut g = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+        while g.0 > 0 && (g.0 >= MAX_INFLIGHT || g.1 + need > MAX_INFLIGHT_BYTES) {
+            g = self.room.wait(g).unwrap_or_else(|p| p.into_inner());
+        }
+        g.0 += 1;
+        g.1 += cost;
+    }
+
+    /// One request of `cost` bytes is no longer in flight.
+    fn release(&self, cost: u64) {
+        let mut g = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+        g.0 = g.0.saturating_sub(1);
+        g.1 = g.1.saturating_sub(cost);
+        self.room.notify_all();
     }
 
     fn send(&self, m: Msg) {
@@ -797,7 +837,9 @@ impl Conn {
                 if !*broken && w.write_all(&bytes).is_err() {
                     *broken = true;
                 }
+                drop(bytes);
                 self.answered.fetch_add(1, Ordering::SeqCst);
+                self.release(done.map(|d| d.1).unwrap_or(0));
             }
             Msg::Fua {
                 cookie,

@@ -141,6 +141,22 @@ try:
     c.disc()
     intact("a client gone before its reply")
 
+    # A client that sends 400 reads of 1 MiB before reading any reply: the server takes them
+    # as room allows (bounded memory) and answers every one.
+    c = Conn.open(A, "rbd/m")
+    c.send(b"".join(struct.pack(">IHHQQI", REQ_MAGIC, 0, READ, 5000 + i, (i % 32) << 20, 1 << 20)
+                    for i in range(400)))
+    seen = set()
+    for i in range(400):
+        ck, err, data, _ = c.reply()
+        if err or len(data) != 1 << 20:
+            fail("pipelined read %d: error %d, %d bytes" % (ck, err, len(data)))
+        seen.add(ck)
+    if seen != set(range(5000, 5400)):
+        fail("pipelined reads: %d distinct replies" % len(seen))
+    c.disc()
+    intact("400 reads in flight")
+
     # Read-only snapshot export: writes are EPERM.
     srv.stop()
     shale(scratch, "snap", "create", "rbd/m@s")
