@@ -1,7 +1,7 @@
 #!/bin/bash
 # fio's nbd engine against three NBD servers, same jobs, one run, one table:
 #   shale   `shale nbd serve` on a Shale image (local file store)
-#   qemu    `qemu-nbd` on a qcow2 file on the same filesystem (its defaults: writeback cache)
+#   qemu    `qemu-nbd -t` on a qcow2 file on the same filesystem (its defaults: writeback cache)
 #   qsd     `qemu-storage-daemon` exporting the same Shale image over NBD through QEMU's rbd
 #           driver on Shale's librbd
 #
@@ -48,7 +48,7 @@ start() { # target -> sets URI and PID
         "$shale" nbd serve --socket "$DIR/shale.sock" rbd/bench > "$DIR/shale.out" 2> "$DIR/shale.err" &
         PID=$!; URI="nbd+unix:///rbd/bench?socket=$DIR/shale.sock"; sock=$DIR/shale.sock ;;
     qemu)
-        qemu-nbd -f qcow2 --socket "$DIR/qemu.sock" -x bench -e 8 "$DIR/q.qcow2" 2> "$DIR/qemu.err" &
+        qemu-nbd -t -f qcow2 --socket "$DIR/qemu.sock" -x bench -e 8 "$DIR/q.qcow2" 2> "$DIR/qemu.err" &
         PID=$!; URI="nbd+unix:///bench?socket=$DIR/qemu.sock"; sock=$DIR/qemu.sock ;;
     qsd)
         LD_LIBRARY_PATH=$libs qemu-storage-daemon \

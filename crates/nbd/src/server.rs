@@ -34,7 +34,7 @@ use crate::status;
 
 /// Read threads per connection (reads and block-status queries run there, so a queue depth
 /// of 32 reaches the engine).
-const WORKERS: usize = 4;
+const WORKERS: usize = 16;
 /// A client must finish each handshake step within this.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Connections served at once; more wait in the listen queue.

@@ -3,6 +3,7 @@ data, and never stop the server (checked after every case with a fresh connectio
 import os
 import struct
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from nbdclient import *  # noqa: E402,F401,F403
@@ -135,8 +136,16 @@ try:
     intact("a truncated request header")
     c = Conn.open(A, "rbd/m")
     c.request(WRITE, 0, 4096, data=b"\xee" * 4096)
-    c.s.close()  # gone before the reply: the write may land; put the pattern back below
+    c.s.close()  # gone before the reply: the whole write was sent, so it lands (eventually;
+    # nothing orders it against another connection's writes): wait for it, then put the
+    # pattern back.
     c = Conn.open(A, "rbd/m")
+    for _ in range(100):
+        if c.read(0, 4096) == (0, b"\xee" * 4096):
+            break
+        time.sleep(0.05)
+    else:
+        fail("a complete write from a client gone before its reply never landed")
     assert c.write(0, pattern) == 0 and c.cmd(FLUSH) == 0
     c.disc()
     intact("a client gone before its reply")
