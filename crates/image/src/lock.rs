@@ -80,6 +80,7 @@ pub(crate) enum ProxyOp {
     SnapCreate { name: String },
     Resize { size: u64, allow_shrink: bool },
     Flatten,
+    Location(crate::locations::LocationOp),
 }
 
 /// Gives the owner's side the image a [`ProxyOp`] runs on: the front end's live [`Image`] for
@@ -93,6 +94,7 @@ impl ProxyOp {
             ProxyOp::SnapCreate { name } => img.snap_create(name).map(drop),
             ProxyOp::Resize { size, allow_shrink } => img.resize(*size, *allow_shrink),
             ProxyOp::Flatten => img.flatten(|_, _| {}),
+            ProxyOp::Location(op) => img.location_change_here(op),
         }
     }
 }
@@ -244,6 +246,8 @@ pub struct LockCtl {
     generation: std::sync::atomic::AtomicU64,
     /// Runs other clients' maintenance operations while this handle holds the lock.
     handler: Mutex<Option<ProxyHandler>>,
+    /// This handle's I/O statistics (the owner stores them with the image).
+    pub(crate) io: Arc<crate::iostats::IoStats>,
 }
 
 impl std::fmt::Debug for LockCtl {
@@ -266,6 +270,7 @@ impl LockCtl {
             acquiring: Mutex::new(()),
             generation: std::sync::atomic::AtomicU64::new(0),
             handler: Mutex::new(None),
+            io: Arc::default(),
         }
     }
 
@@ -284,6 +289,12 @@ impl LockCtl {
 
     pub fn is_owner(&self) -> bool {
         self.state().owner
+    }
+
+    /// Holds the lock taken explicitly (not handed over on request).
+    pub(crate) fn is_explicit(&self) -> bool {
+        let st = self.state();
+        st.owner && st.explicit
     }
 
     /// Make sure this handle holds the lock (taking it, or asking for it, if needed).
@@ -374,28 +385,10 @@ fn demote(
     res
 }
 
-/// The highest segment number stored or covered by a checkpoint (0 for none).
+/// The highest segment number stored or covered by a checkpoint (0 for none), at every
+/// location of the image.
 fn max_segment(c: &Cluster, pool: &str, id: &str) -> Result<u64> {
-    let prefix = shale_format::keys::image_prefix(pool, id);
-    let segs = c
-        .store
-        .list(&shale_format::keys::seg_dir(&prefix))?
-        .iter()
-        .filter_map(|o| shale_format::keys::parse_seg(&prefix, &o.key))
-        .max()
-        .unwrap_or(0);
-    // Checkpoints may lie past the newest stored segment (GC deletes dead segments at the
-    // end of the log): the fence must lie past what they cover too, or recovery would take
-    // them for a fenced writer's.
-    let ckpts = c
-        .store
-        .list(&shale_format::keys::ckpt_dir(&prefix))?
-        .iter()
-        .filter_map(|o| shale_format::keys::parse_ckpt(&prefix, &o.key))
-        .map(|(_, n)| n.saturating_sub(1))
-        .max()
-        .unwrap_or(0);
-    Ok(segs.max(ckpts))
+    c.data_max_segment(pool, id)
 }
 
 /// Bump the header epoch and set the fence past every stored segment; take over what older
@@ -623,6 +616,39 @@ fn acquire(ctl: &LockCtl, img: &Image, explicit: bool) -> Result<()> {
     }
 }
 
+/// The owner stores the image's statistics every this many renewals (when they changed).
+const STATS_EVERY: u64 = 4;
+
+fn store_stats(
+    c: &Cluster,
+    pool: &str,
+    id: &str,
+    me: &str,
+    ctl: &LockCtl,
+    vol: &shale_engine::Volume,
+    last: &mut Option<crate::iostats::IoSnapshot>,
+) {
+    let io = ctl.io.snapshot();
+    if last.as_ref() == Some(&io) {
+        return;
+    }
+    let st = vol.stats();
+    let s = crate::iostats::StoredStats {
+        owner: me.to_string(),
+        updated_ms: c.now_ms(),
+        io: io.clone(),
+        pending_segments: st.pending_segments as u64,
+        pending_bytes: st.pending_bytes,
+        segments_written: st.segments_written,
+        bytes_to_store: st.bytes_to_store,
+    };
+    let key = format!("{}stats", shale_format::keys::image_prefix(pool, id));
+    match put_json(c.store.as_ref(), &key, Kind::Stats, &s, PutMode::Overwrite) {
+        Ok(_) => *last = Some(io),
+        Err(e) => tracing::debug!("storing the statistics of {pool}/{id}: {e}"),
+    }
+}
+
 /// Renew the lease; hand the lock over when asked (unless taken explicitly); notice a break.
 fn spawn_renewal(
     c: Cluster,
@@ -637,10 +663,17 @@ fn spawn_renewal(
         let me = ctl.me.clone();
         let syncing = Arc::new(AtomicBool::new(false));
         let proxying = Arc::new(AtomicBool::new(false));
+        let mut stored_io = None;
+        let mut rounds = 0u64;
         while !stop.load(Ordering::SeqCst) {
             c.clock.sleep(RENEW);
             if stop.load(Ordering::SeqCst) {
                 return;
+            }
+            rounds += 1;
+            if rounds.is_multiple_of(STATS_EVERY) {
+                let vol = slot.read().unwrap_or_else(|p| p.into_inner()).clone();
+                store_stats(&c, &pool, &id, &me, &ctl, &vol, &mut stored_io);
             }
             let cur = get_json::<LockRecord>(c.store.as_ref(), &key, Kind::Lock);
             match cur {

@@ -210,6 +210,24 @@ impl Replicated {
         self.inner.sync_now(name, wanted, progress)
     }
 
+    /// Objects whose only in-sync copy is at location `name` (or that have none at all):
+    /// what removing it would lose.
+    pub fn sole_copies(&self, name: &str) -> Result<Vec<String>> {
+        let i = self
+            .inner
+            .locs
+            .iter()
+            .position(|l| l.name == name)
+            .ok_or_else(|| err!(NotFound, "the image has no location {name:?}"))?;
+        let st = lock(&self.inner.state);
+        Ok(st
+            .objects
+            .iter()
+            .filter(|(_, s)| s.trusted & !(1u64 << i) == 0)
+            .map(|(o, _)| o.key.clone())
+            .collect())
+    }
+
     /// Write the status records now.
     pub fn persist(&self) {
         self.inner.persist(true);
@@ -1046,7 +1064,7 @@ impl Inner {
                     }
                     Err(e) => {
                         self.fail(i, &e);
-                        self.persist(true);
+                        self.persist_records(true);
                         return Err(e.context(format!(
                             "syncing {} to location {}",
                             o.key, self.locs[i].name
@@ -1060,7 +1078,7 @@ impl Inner {
                 st.locs[i].behind_since_ms = 0;
             }
         }
-        self.persist(true);
+        self.persist_records(true);
         Ok(done)
     }
 
@@ -1080,9 +1098,13 @@ impl Inner {
     }
 
     fn persist(&self, force: bool) {
-        if !self.opts.active {
-            return;
+        if self.opts.active {
+            self.persist_records(force);
         }
+    }
+
+    /// Write the records whose content changed (rate-limited unless `force`).
+    fn persist_records(&self, force: bool) {
         let now = self.now_ms();
         let todo: Vec<(usize, LocationRecord, Option<Version>)> = {
             let mut st = lock(&self.state);
