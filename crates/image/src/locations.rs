@@ -289,6 +289,13 @@ impl Cluster {
         }
     }
 
+    /// Use `store` for location `name` in this cluster instead of opening its URL (tests and
+    /// the simulator wrap stores with faults this way). The location must still be registered
+    /// to be added to an image.
+    pub fn set_location_store(&self, name: &str, store: Arc<dyn ObjectStore>) {
+        self.location_stores().insert(name.into(), store);
+    }
+
     /// Probe every registered location and the home store (`shale errors`).
     pub fn location_probe(&self) -> Result<Vec<LocationProbe>> {
         let mut out = Vec::new();
@@ -371,19 +378,32 @@ impl Cluster {
         let prefix = shale_format::keys::image_prefix(pool, id);
         let mut max = 0;
         for l in effective(&h) {
-            let store = self.open_location(&l.name)?;
-            let unreachable = |e: shale_error::Error| {
-                e.context(format!(
-                    "location {} of {pool}/{} cannot be listed, so a new writer cannot fence the image safely; bring it back or remove it (`shale location rm {pool}/{} {} --force`)",
-                    l.name, h.name, h.name, l.name
+            let listed = self.open_location(&l.name).and_then(|store| {
+                Ok((
+                    store.list(&shale_format::keys::seg_dir(&prefix))?,
+                    store.list(&shale_format::keys::ckpt_dir(&prefix))?,
                 ))
+            });
+            let (segs, ckpts) = match listed {
+                Ok(x) => x,
+                Err(e) => {
+                    // A location the last writer saw failing holds nothing the others lack
+                    // (it missed writes; they did not): skip it. One it saw in sync may hold
+                    // segments nobody else has: a new writer must not fence below them.
+                    if shale_locations::recorded_failing(self.store.as_ref(), &prefix, &l.name)? {
+                        tracing::warn!(
+                            "{pool}/{}: location {} is unreachable ({e}); it was already behind, so taking the lock goes on without it",
+                            h.name,
+                            l.name
+                        );
+                        continue;
+                    }
+                    return Err(e.context(format!(
+                        "location {} of {pool}/{} cannot be listed and was in sync, so a new writer cannot fence the image safely; bring it back, or drop it with `shale location rm {pool}/{} {} --force`",
+                        l.name, h.name, h.name, l.name
+                    )));
+                }
             };
-            let segs = store
-                .list(&shale_format::keys::seg_dir(&prefix))
-                .map_err(unreachable)?;
-            let ckpts = store
-                .list(&shale_format::keys::ckpt_dir(&prefix))
-                .map_err(unreachable)?;
             max = max.max(
                 segs.iter()
                     .filter_map(|o| shale_format::keys::parse_seg(&prefix, &o.key))
@@ -506,24 +526,40 @@ impl Image {
     /// from the new header when it takes the lock.
     pub(crate) fn location_change_here(&self, op: &LocationOp) -> Result<()> {
         let was_owner = self.lock.is_owner();
-        let explicit = self.lock.is_explicit();
+        if let LocationOp::Remove { name, force: true } = op {
+            // The operator says a location that cannot be reached is gone: record it as
+            // failing, so that taking the lock does not wait for it (see data_max_segment).
+            self.mark_unreachable(name)?;
+        }
         self.lock.ensure(self)?;
         // Everything this handle wrote is stored (so the check below sees it).
-        self.vol().flush_to_store()?;
-        let res = self.apply_location_op(op);
-        let released = self.lock.release(self);
-        if was_owner {
-            let again = if explicit {
-                self.lock_acquire()
-            } else {
-                self.lock.ensure(self)
-            };
-            if let Err(e) = again {
-                tracing::warn!("taking the lock back after a location change: {e}");
-            }
+        let res = self
+            .vol()
+            .flush_to_store()
+            .and_then(|()| self.apply_location_op(op));
+        // Write through the new set of locations from now on (same epoch: the lock was held
+        // throughout); a handle that only took the lock for this lets it go.
+        let reopened = if res.is_ok() {
+            crate::lock::reopen_owned(self)
+        } else {
+            Ok(())
+        };
+        if !was_owner {
+            self.lock.release(self)?;
         }
         res?;
-        released
+        reopened
+    }
+
+    /// Record location `name` of this image as failing when it cannot be reached now.
+    fn mark_unreachable(&self, name: &str) -> Result<()> {
+        let c = &self.cluster;
+        let reachable = c
+            .open_location(name)
+            .and_then(|s| s.list(".shale-probe").map(drop));
+        let Err(e) = reachable else { return Ok(()) };
+        let prefix = shale_format::keys::image_prefix(&self.pool, &self.id);
+        shale_locations::mark_failing(c.store.as_ref(), &prefix, name, &e.to_string())
     }
 
     fn apply_location_op(&self, op: &LocationOp) -> Result<()> {

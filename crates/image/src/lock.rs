@@ -291,12 +291,6 @@ impl LockCtl {
         self.state().owner
     }
 
-    /// Holds the lock taken explicitly (not handed over on request).
-    pub(crate) fn is_explicit(&self) -> bool {
-        let st = self.state();
-        st.owner && st.explicit
-    }
-
     /// Make sure this handle holds the lock (taking it, or asking for it, if needed).
     pub(crate) fn ensure(&self, img: &Image) -> Result<()> {
         if !self.enabled || self.state().owner {
@@ -614,6 +608,29 @@ fn acquire(ctl: &LockCtl, img: &Image, explicit: bool) -> Result<()> {
         }
         return Ok(());
     }
+}
+
+/// The owner reopens its volume from the current header under the same epoch (it held the
+/// lock all along: nobody else wrote), after a change of the image's locations. Nothing to do
+/// for a handle that does not hold the lock (it reopens when it takes it).
+pub(crate) fn reopen_owned(img: &Image) -> Result<()> {
+    let ctl = &img.lock;
+    let _one = ctl.acquiring.lock().unwrap_or_else(|p| p.into_inner());
+    if !ctl.state().owner {
+        return Ok(());
+    }
+    let c = &img.cluster;
+    let (h, ver) = c.load_header(&img.pool, &img.id)?;
+    img.vol().close()?;
+    let until = ctl.lease_until.clone();
+    let clock = c.clock.clone();
+    let lease = shale_engine::LeaseCheck(Arc::new(move || {
+        clock.unix_ms() + LEASE_MARGIN.as_millis() as u64 <= until.load(Ordering::SeqCst)
+    }));
+    let vol = Arc::new(head_volume(c, &img.pool, &img.id, &h, true, Some(lease))?);
+    *img.vol.write().unwrap_or_else(|p| p.into_inner()) = vol;
+    *img.header.lock().unwrap_or_else(|p| p.into_inner()) = (h, ver);
+    Ok(())
 }
 
 /// The owner stores the image's statistics every this many renewals (when they changed).

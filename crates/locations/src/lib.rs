@@ -29,7 +29,9 @@
 mod record;
 mod replicated;
 
-pub use record::{remove as remove_record, LocationRecord, RECORD_DIR};
+pub use record::{
+    mark_failing, recorded_failing, remove as remove_record, LocationRecord, RECORD_DIR,
+};
 pub use replicated::{LocationReport, ObjectKind, Replicated, DATA_DIRS};
 
 use std::sync::Arc;

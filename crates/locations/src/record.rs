@@ -33,6 +33,10 @@ pub struct LocationRecord {
     pub bytes_read: u64,
     #[serde(default)]
     pub updated_ms: u64,
+    /// Objects deleted elsewhere but kept here while the location is behind (its copy stays
+    /// a prefix of the history): not objects of the image any more, deleted once it is current.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending_deletes: Vec<String>,
 }
 
 pub(crate) fn key(prefix: &str, name: &str) -> String {
@@ -83,6 +87,31 @@ pub(crate) fn store(
         }
         r => r,
     }
+}
+
+/// Whether the record of location `name` says it was failing or behind when last written.
+pub fn recorded_failing(home: &dyn ObjectStore, prefix: &str, name: &str) -> Result<bool> {
+    Ok(load(home, prefix, name)?.is_some_and(|(r, _)| r.state == "error" || r.state == "degraded"))
+}
+
+/// Record location `name` as failing (an operator's word that it is gone).
+pub fn mark_failing(home: &dyn ObjectStore, prefix: &str, name: &str, why: &str) -> Result<()> {
+    for _ in 0..16 {
+        let (mut r, ver) = match load(home, prefix, name)? {
+            Some((r, v)) => (r, Some(v)),
+            None => (LocationRecord::default(), None),
+        };
+        r.state = "error".into();
+        r.last_error = Some(why.to_string());
+        match store(home, prefix, name, &r, ver) {
+            Err(e) if e.kind() == ErrorKind::Busy => continue,
+            x => return x.map(drop),
+        }
+    }
+    Err(Error::new(
+        ErrorKind::Busy,
+        format!("{prefix}{RECORD_DIR}{name}: busy"),
+    ))
 }
 
 /// Remove an image's record of a location (the location left the image).

@@ -20,7 +20,7 @@ use crate::{Location, Mode, OnFailure, Options};
 pub const DATA_DIRS: [&str; 3] = ["seg/", "ckpt/", "snap/"];
 
 /// Longest wait between two retries of a failed location.
-const MAX_BACKOFF_FACTOR: u32 = 32;
+const MAX_BACKOFF_FACTOR: u32 = 16;
 /// Status records are written at most this often (and when the copier goes idle, and at close).
 const PERSIST_EVERY: Duration = Duration::from_secs(1);
 
@@ -322,6 +322,7 @@ impl Inner {
         st.locs = vec![LocState::default(); n];
         for (i, rec) in recs.into_iter().enumerate() {
             if let Some((r, v)) = rec {
+                st.locs[i].pending_deletes = r.pending_deletes.clone();
                 st.locs[i].rec = r;
                 st.locs[i].ver = Some(v);
             }
@@ -339,7 +340,11 @@ impl Inner {
                 Ok(objs) => {
                     ok += 1;
                     let below = st.locs[i].rec.trusted_below;
+                    let gone = st.locs[i].pending_deletes.clone();
                     for m in objs {
+                        if gone.contains(&m.key) {
+                            continue;
+                        }
                         let Some(o) = self.obj(&m.key) else { continue };
                         let trusted = match o.kind {
                             ObjectKind::Segment => o.order < below && !self.past_fence(o.order),
@@ -491,8 +496,11 @@ impl Inner {
         let mut st = lock(&self.state);
         let now = self.now_ms();
         let ls = &mut st.locs[i];
-        ls.failures = ls.failures.saturating_add(1);
-        let factor = 1u32 << (ls.failures.min(6) - 1);
+        // One more failure per retry (calls failing meanwhile do not lengthen the wait).
+        if now >= ls.retry_at_ms || ls.failures == 0 {
+            ls.failures = ls.failures.saturating_add(1);
+        }
+        let factor = 1u32 << (ls.failures.clamp(1, 6) - 1);
         let wait = self.opts.retry * factor.min(MAX_BACKOFF_FACTOR);
         ls.retry_at_ms = now + wait.as_millis() as u64;
         if ls.last_error.is_none() {
@@ -671,18 +679,33 @@ impl Inner {
     }
 
     fn delete_data(&self, o: Obj) -> Result<()> {
-        let (now_targets, later): (Vec<usize>, Vec<usize>) = {
+        let (mut now_targets, mut later): (Vec<usize>, Vec<usize>) = {
             let mut st = lock(&self.state);
             st.objects.remove(&o);
-            (0..self.locs.len()).partition(|&i| !self.behind(&st, i))
+            (0..self.locs.len()).partition(|&i| !self.behind(&st, i) || !self.opts.active)
         };
-        {
-            let mut st = lock(&self.state);
-            for &i in &later {
-                if !st.locs[i].pending_deletes.contains(&o.key) {
-                    st.locs[i].pending_deletes.push(o.key.clone());
+        if !later.is_empty() {
+            {
+                let mut st = lock(&self.state);
+                for &i in &later {
+                    if !st.locs[i].pending_deletes.contains(&o.key) {
+                        st.locs[i].pending_deletes.push(o.key.clone());
+                    }
                 }
             }
+            // Held back only where the record says so (else a restart would take the copy
+            // for an object of the image): delete at once where it cannot be written.
+            let kept = self.persist_records(true);
+            let (keep, now): (Vec<usize>, Vec<usize>) =
+                later.into_iter().partition(|i| kept.contains(i));
+            {
+                let mut st = lock(&self.state);
+                for &i in &now {
+                    st.locs[i].pending_deletes.retain(|k| k != &o.key);
+                }
+            }
+            later = keep;
+            now_targets.extend(now);
         }
         let mut errors = 0;
         let mut last = None;
@@ -841,6 +864,7 @@ impl Inner {
         }
         let mut st = lock(&self.state);
         self.succeed(&mut st, i);
+        st.locs[i].pending_deletes.retain(|k| k != &o.key);
         st.locs[i].bytes_written += if same { 0 } else { data.len() as u64 };
         st.locs[i].objects_copied += 1;
         if let Some(s) = st.objects.get_mut(o) {
@@ -878,6 +902,9 @@ impl Inner {
         let mut st = lock(&self.state);
         let below = st.locs[i].rec.trusted_below;
         for m in objs {
+            if st.locs[i].pending_deletes.contains(&m.key) {
+                continue;
+            }
             let Some(o) = self.obj(&m.key) else { continue };
             let seg = o.kind == ObjectKind::Segment;
             let trusted = !seg || (o.order < below && !self.past_fence(o.order));
@@ -1064,7 +1091,7 @@ impl Inner {
                     }
                     Err(e) => {
                         self.fail(i, &e);
-                        self.persist_records(true);
+                        let _ = self.persist_records(true);
                         return Err(e.context(format!(
                             "syncing {} to location {}",
                             o.key, self.locs[i].name
@@ -1078,7 +1105,7 @@ impl Inner {
                 st.locs[i].behind_since_ms = 0;
             }
         }
-        self.persist_records(true);
+        let _ = self.persist_records(true);
         Ok(done)
     }
 
@@ -1099,17 +1126,19 @@ impl Inner {
 
     fn persist(&self, force: bool) {
         if self.opts.active {
-            self.persist_records(force);
+            let _ = self.persist_records(force);
         }
     }
 
     /// Write the records whose content changed (rate-limited unless `force`).
-    fn persist_records(&self, force: bool) {
+    /// Returns the locations whose record now says what this process knows.
+    fn persist_records(&self, force: bool) -> Vec<usize> {
         let now = self.now_ms();
+        let mut current = Vec::new();
         let todo: Vec<(usize, LocationRecord, Option<Version>)> = {
             let mut st = lock(&self.state);
             if !force && now < st.last_persist_ms + PERSIST_EVERY.as_millis() as u64 {
-                return;
+                return current;
             }
             st.last_persist_ms = now;
             (0..self.locs.len())
@@ -1138,6 +1167,7 @@ impl Inner {
                         bytes_written: ls.bytes_written,
                         bytes_read: ls.bytes_read,
                         updated_ms: ls.rec.updated_ms,
+                        pending_deletes: ls.pending_deletes.clone(),
                     };
                     let changed = LocationRecord {
                         updated_ms: 0,
@@ -1146,6 +1176,9 @@ impl Inner {
                         updated_ms: 0,
                         ..ls.rec.clone()
                     } || ls.ver.is_none();
+                    if !changed {
+                        current.push(i);
+                    }
                     changed.then(|| {
                         (
                             i,
@@ -1166,6 +1199,7 @@ impl Inner {
                     let mut st = lock(&self.state);
                     st.locs[i].rec = r;
                     st.locs[i].ver = Some(v);
+                    current.push(i);
                 }
                 Err(e) if e.kind() == ErrorKind::Busy => {
                     // Someone else wrote it: a newer writer supersedes us; the same epoch
@@ -1192,6 +1226,7 @@ impl Inner {
                 Err(e) => tracing::debug!("writing location record {name}: {e}"),
             }
         }
+        current
     }
 
     fn report(&self) -> Vec<LocationReport> {
