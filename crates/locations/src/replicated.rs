@@ -106,6 +106,8 @@ struct Inner {
 pub struct Replicated {
     inner: Arc<Inner>,
     copier: Mutex<Option<JoinHandle<()>>>,
+    /// Stopped as by a crash: nothing more is written (no final status records).
+    crashed: std::sync::atomic::AtomicBool,
 }
 
 /// Sync status of one location of an image (`shale location ls`).
@@ -180,6 +182,7 @@ impl Replicated {
         let r = Replicated {
             inner: inner.clone(),
             copier: Mutex::new(None),
+            crashed: std::sync::atomic::AtomicBool::new(false),
         };
         if inner.opts.active {
             inner.persist(true);
@@ -233,6 +236,14 @@ impl Replicated {
         self.inner.persist(true);
     }
 
+    /// Stop as a crash would (tests and the simulator): the copier ends after its current
+    /// object, and no final status records are written.
+    pub fn crash(&self) {
+        self.crashed
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.close();
+    }
+
     /// Stop the copier and write the status records.
     pub fn close(&self) {
         {
@@ -243,7 +254,7 @@ impl Replicated {
         if let Some(h) = self.copier.lock().unwrap_or_else(|p| p.into_inner()).take() {
             let _ = h.join();
         }
-        if self.inner.opts.active {
+        if self.inner.opts.active && !self.crashed.load(std::sync::atomic::Ordering::SeqCst) {
             self.inner.persist(true);
         }
     }
@@ -530,36 +541,50 @@ impl Inner {
 
     fn put_data(&self, o: Obj, data: Bytes, mode: PutMode) -> Result<Version> {
         let now = self.now_ms();
-        // Inline targets: sync locations that are current (hold everything before this object)
-        // and not failing; if there are none, every location that is not failing.
+        // Inline targets: sync locations that are current (hold everything ordered before
+        // this object) and not failing. If there are none: the current locations of any mode
+        // that are not failing; then the current ones even if failing (retried). A location
+        // that is behind never receives an object out of order (its copy stays a prefix of
+        // the history): with no current location reachable the put fails, as a single store's
+        // would, and the engine keeps the data (journal, memory) and retries.
         let targets: Vec<usize> = {
             let st = lock(&self.state);
-            let sync: Vec<usize> = self
+            let current: Vec<usize> = self
                 .order
+                .iter()
+                .copied()
+                .filter(|&i| self.current_before(&st, i, &o))
+                .collect();
+            let sync: Vec<usize> = current
                 .iter()
                 .copied()
                 .filter(|&i| {
                     self.locs[i].mode == Mode::Sync
                         && (!self.failing(&st, i) || self.opts.on_failure == OnFailure::Block)
-                        && self.current_before(&st, i, &o)
                 })
                 .collect();
             if !sync.is_empty() {
                 sync
             } else {
-                let any: Vec<usize> = self
-                    .order
+                let up: Vec<usize> = current
                     .iter()
                     .copied()
                     .filter(|&i| !self.failing(&st, i))
                     .collect();
-                if any.is_empty() {
-                    self.order.clone()
+                if up.is_empty() {
+                    current
                 } else {
-                    any
+                    up
                 }
             }
         };
+        if targets.is_empty() {
+            return Err(err!(
+                Unavailable,
+                "{}: no location holding the image's history so far can be reached",
+                o.key
+            ));
+        }
         let results: Vec<(usize, Result<Version>)> = if targets.len() == 1 {
             let i = targets[0];
             vec![(i, self.put_one(i, &o, &data, &mode))]

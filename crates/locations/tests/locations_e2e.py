@@ -112,7 +112,11 @@ io = cl.open_ioctx("rbd")
 img = rbd.Image(io, %r, read_only=True)
 bad = [i for i in range(%d) if img.read(i * %d, %d) != pattern(i, %d)]
 print("bad", len(bad), bad[:5])
-""" % (os.path.dirname(os.path.abspath(__file__)), name, blocks, BLOCK, BLOCK, salt)
+if bad:
+    got = img.read(bad[0] * %d, %d)
+    print("block", bad[0], "holds salt", [s for s in range(8) if got == pattern(bad[0], s)],
+          "zero" if got == bytes(len(got)) else "", got[:32].hex())
+""" % (os.path.dirname(os.path.abspath(__file__)), name, blocks, BLOCK, BLOCK, salt, BLOCK, BLOCK)
     e = dict(os.environ)
     e.update(env)
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=e,
@@ -246,28 +250,39 @@ os.kill(os.getpid(), 9)
     unhide(moved)
     s3("B", "start")
 
-    # ---- block: I/O waits while the sync location is down
-    e = {"SHALE_ON_LOCATION_FAILURE": "block", "SHALE_DURABILITY": "backend"}
-    cl3, io3 = connect(e)
-    img = rbd.Image(io3, "vm")
-    img.write(pattern(0, 3), 0)
-    img.flush()
+    # ---- block: I/O waits while the sync location is down (a client of its own, so that
+    # its settings are read at connect)
+    code = """
+import os, rados, rbd, sys, time
+sys.path.insert(0, %r)
+from locations_e2e import pattern
+cl = rados.Rados(conffile=os.environ["CEPH_CONF"]); cl.connect()
+img = rbd.Image(cl.open_ioctx("rbd"), "vm")
+img.write(pattern(0, 3), 0)
+img.flush()
+print("ready", flush=True)
+sys.stdin.readline()
+img.write(pattern(1, 3), %d)
+img.flush()
+print("flushed", flush=True)
+img.close()
+""" % (os.path.dirname(os.path.abspath(__file__)), BLOCK)
+    e = dict(os.environ, SHALE_ON_LOCATION_FAILURE="block", SHALE_DURABILITY="backend")
+    p = subprocess.Popen([sys.executable, "-c", code], env=e, stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, text=True)
+    check("block: client ready", p.stdout.readline().strip() == "ready")
     s3("A", "stop")
-    done = threading.Event()
-
-    def blocked():
-        img.write(pattern(1, 3), BLOCK)
-        img.flush()
-        done.set()
-
-    tb = threading.Thread(target=blocked)
-    tb.start()
-    time.sleep(3)
-    check("block: the flush waits while dc2 is down", not done.is_set())
+    p.stdin.write("go\n")
+    p.stdin.flush()
+    got = []
+    tr = threading.Thread(target=lambda: got.append(p.stdout.readline().strip()))
+    tr.start()
+    tr.join(4)
+    check("block: the flush waits while dc2 is down", not got, got)
     s3("A", "start")
-    check("block: the flush completes when dc2 is back", wait_for("flush", lambda: done.is_set(), 60))
-    tb.join()
-    img.close()
+    tr.join(90)
+    check("block: the flush completes when dc2 is back", got == ["flushed"], got)
+    p.wait(60)
 
     # ---- reads fall back when the preferred location dies
     ok, out = verify_child("vm", 1, {"SHALE_LOCATION_PREFERENCE": "dc2,home"}, salt=3)
