@@ -14,6 +14,7 @@ macro_rules! outln {
 
 mod bench;
 mod copy;
+mod location;
 mod nbd;
 mod progress;
 pub mod rbd;
@@ -172,6 +173,27 @@ enum Cmd {
         #[command(subcommand)]
         cmd: nbd::NbdCmd,
     },
+    /// Registered locations and an image's data placement (UKAI): `shale location add rbd/vm1 dc2`
+    Location {
+        #[command(subcommand)]
+        cmd: location::LocationCmd,
+    },
+    /// Copy what an image's locations miss (all, or --location), in sequence order; with
+    /// --offset/--length only the data of that byte range
+    Sync {
+        spec: String,
+        #[arg(long)]
+        location: Option<String>,
+        #[arg(long)]
+        offset: Option<String>,
+        #[arg(long)]
+        length: Option<String>,
+    },
+    /// Locations this host cannot reach (exit status 1 when there are any)
+    Errors,
+    /// An image's I/O statistics (ops, bytes, latency per operation) and per-location bytes
+    /// and lag
+    Stats { spec: String },
     /// Make a symlink DIR/rbd to this binary, so that `rbd …` runs Shale in Ceph's rbd syntax
     /// (DIR defaults to ~/.local/bin). An existing DIR/rbd that is not such a link is left alone
     InstallRbdLink {
@@ -518,6 +540,27 @@ fn run(cli: Cli) -> Result<()> {
             bench::run(&c, &sp, a, cli.format == Format::Json)?;
         }
         Cmd::Snap { cmd } => snap::snap(&c, &dp, cmd, cli.format == Format::Json)?,
+        Cmd::Location { cmd } => location::location(&c, &dp, cmd, cli.format == Format::Json)?,
+        Cmd::Sync {
+            spec,
+            location,
+            offset,
+            length,
+        } => location::sync(
+            &c,
+            &dp,
+            spec,
+            location.as_deref(),
+            offset.as_deref(),
+            length.as_deref(),
+            cli.format == Format::Json,
+        )?,
+        Cmd::Errors => {
+            if !location::errors(&c, cli.format == Format::Json)? {
+                return Err(err!(Unavailable, "some locations cannot be reached"));
+            }
+        }
+        Cmd::Stats { spec } => location::stats(&c, &dp, spec, cli.format == Format::Json)?,
         Cmd::Clone { parent, child } => snap::clone(&c, &dp, parent, child)?,
         Cmd::Flatten { spec } => snap::flatten(&c, &dp, spec)?,
         Cmd::Children { spec } => snap::children(&c, &dp, spec, cli.format == Format::Json)?,

@@ -669,6 +669,19 @@ impl Volume {
         merged
     }
 
+    /// Segment numbers that hold the newest data of sectors [lba, lba+n) (replication syncs
+    /// a range by its segments; data still in the open segment has none yet).
+    pub fn segments_of(&self, lba: u64, n: u64) -> std::collections::BTreeSet<u64> {
+        let g = lock(&self.sh.inner);
+        let mut out = std::collections::BTreeSet::new();
+        g.map.for_each_in(lba, n, |m| {
+            if let Some(Target::Data { seg, .. }) = m.target {
+                out.insert(seg);
+            }
+        });
+        out
+    }
+
     /// Runs of [lba, lba+n) that this log has written (data or zeros) — everything else reads
     /// through to a parent, if any.
     pub fn written(&self, lba: u64, n: u64) -> Vec<(u64, u64)> {

@@ -28,6 +28,12 @@ pub enum Kind {
     ImageHeader = 4,
     /// An image's exclusive-lock object.
     Lock = 5,
+    /// An image's sync status at one of its locations (`<prefix>loc/<name>`).
+    LocationStatus = 6,
+    /// A registered location (`.locations/<name>`): name and store URL.
+    Location = 7,
+    /// An image's I/O and location statistics, written by its lock owner (`<prefix>stats`).
+    Stats = 8,
 }
 
 pub fn encode(kind: Kind, body: &[u8]) -> Vec<u8> {

@@ -20,7 +20,8 @@ impl Cluster {
         let (h, _) = self.load_header(pool, &id)?;
         let snaps: Vec<String> = h.snapshots.iter().map(|s| SnapInfo::key(s.id)).collect();
         let prefix = shale_format::keys::image_prefix(pool, &id);
-        let mut r = shale_engine::check(self.store.as_ref(), &prefix, &snaps, progress)?;
+        let data = self.data_store(pool, &id, &h, false)?;
+        let mut r = shale_engine::check(data.as_ref(), &prefix, &snaps, progress)?;
         if let Some(p) = &h.parent {
             let what = format!(
                 "parent {}/{}@{} of this clone",
@@ -42,10 +43,10 @@ impl Cluster {
                         what: format!("{what}: the parent has no such snapshot any more"),
                     })
                 }
-                Ok(_) => {
+                Ok((ph, _)) => {
                     if let Err(e) = self
-                        .store
-                        .get(&pkey)
+                        .data_store(&p.pool, &p.image_id, &ph, false)
+                        .and_then(|s| s.get(&pkey))
                         .and_then(|(b, _)| shale_format::checkpoint::decode(&b))
                     {
                         r.problems.push(Problem {
@@ -73,6 +74,7 @@ impl Cluster {
         }
         let (h, _) = self.load_header(pool, &id)?;
         let prefix = shale_format::keys::image_prefix(pool, &id);
-        shale_engine::repair(self.store.as_ref(), &prefix, h.epoch, h.fence)
+        let data = self.data_store(pool, &id, &h, false)?;
+        shale_engine::repair(data.as_ref(), &prefix, h.epoch, h.fence)
     }
 }

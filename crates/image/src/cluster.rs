@@ -29,6 +29,9 @@ pub struct Cluster {
     /// Time and randomness (injected; the simulator drives them).
     pub(crate) clock: Arc<dyn shale_clock::Clock>,
     pub(crate) entropy: Arc<dyn shale_clock::Entropy>,
+    /// Location stores opened so far, by name (`locations.rs`).
+    pub(crate) location_stores:
+        Arc<std::sync::Mutex<std::collections::HashMap<String, Arc<dyn ObjectStore>>>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -108,6 +111,7 @@ impl Cluster {
             client: Arc::new(format!("client.{}", random_id(entropy.as_ref()))),
             clock,
             entropy,
+            location_stores: Arc::default(),
         };
         c.init()?;
         Ok(c)
@@ -432,15 +436,33 @@ impl Cluster {
             Err(e) => return Err(e),
         }
         let data = shale_format::keys::image_prefix(pool, &id);
-        let objs: Vec<_> = self
-            .store
-            .list(&data)?
-            .into_iter()
-            .filter(|o| o.key != hkey)
-            .collect();
+        // Data at every location of the image first, then what the home store keeps.
+        let mut stores: Vec<Arc<dyn ObjectStore>> = Vec::new();
+        if let Ok((h, _)) = self.load_header(pool, &id) {
+            for l in crate::locations::effective(&h) {
+                let s = self.open_location(&l.name).map_err(|e| {
+                    e.context(format!("removing {pool}/{name}: its location {}", l.name))
+                })?;
+                if !stores.iter().any(|x| Arc::ptr_eq(x, &s)) {
+                    stores.push(s);
+                }
+            }
+        }
+        let home = self.store.clone();
+        if !stores.iter().any(|x| Arc::ptr_eq(x, &home)) {
+            stores.push(home);
+        }
+        let mut objs: Vec<(Arc<dyn ObjectStore>, String)> = Vec::new();
+        for s in &stores {
+            for o in s.list(&data)? {
+                if o.key != hkey {
+                    objs.push((s.clone(), o.key));
+                }
+            }
+        }
         let total = objs.len() as u64 + 2;
-        for (i, o) in objs.iter().enumerate() {
-            self.store.delete(&o.key)?;
+        for (i, (s, key)) in objs.iter().enumerate() {
+            s.delete(key)?;
             progress(i as u64 + 1, total);
         }
         self.store.delete(&hkey)?;
@@ -548,10 +570,28 @@ impl Cluster {
             .map(|d| Arc::new(d) as Arc<dyn shale_journal::Staging>)
     }
 
-    /// The engine configuration of an image: log device, read cache.
-    pub(crate) fn engine_config(&self, pool: &str, id: &str) -> shale_engine::EngineConfig {
+    /// The engine configuration of an image with this header: an image at several locations
+    /// never writes segments in place (every segment goes through the locations' puts).
+    pub(crate) fn engine_config_for(
+        &self,
+        pool: &str,
+        id: &str,
+        h: &ImageHeader,
+    ) -> shale_engine::EngineConfig {
+        self.engine_config_with(pool, id, !Self::is_replicated(h))
+    }
+
+    fn engine_config_with(
+        &self,
+        pool: &str,
+        id: &str,
+        in_place: bool,
+    ) -> shale_engine::EngineConfig {
         let prefix = shale_format::keys::image_prefix(pool, id);
-        let staging = self.staging(pool, id).map(shale_engine::StagingRef);
+        let staging = self
+            .staging(pool, id)
+            .filter(|_| in_place)
+            .map(shale_engine::StagingRef);
         let local = staging.is_some();
         let mut cfg = self
             .settings
@@ -590,11 +630,11 @@ impl Cluster {
             })?;
         let prefix = shale_format::keys::image_prefix(&p.pool, &p.image_id);
         let vol = shale_engine::Volume::open_snapshot(
-            self.store.clone(),
+            self.data_store(&p.pool, &p.image_id, &h, false)?,
             &prefix,
             &crate::image::SnapInfo::key(s.id),
             s.size,
-            self.engine_config(&p.pool, &p.image_id),
+            self.engine_config_for(&p.pool, &p.image_id, &h),
         )?;
         if let Some(pp) = &h.parent {
             vol.set_parent(Some(shale_engine::Parent {

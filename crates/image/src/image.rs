@@ -8,6 +8,7 @@ use shale_engine::{Stats, Volume};
 use shale_error::{err, Result};
 
 use crate::cluster::Cluster;
+use crate::iostats::IoKind;
 
 /// RBD feature bits Shale reports (layering | exclusive-lock | object-map | fast-diff |
 /// deep-flatten), as librbd's defaults.
@@ -53,6 +54,9 @@ pub(crate) struct ImageHeader {
     pub stripe_unit: u64,
     #[serde(default)]
     pub stripe_count: u64,
+    /// Where the image's data lives (empty: the home store alone). See `locations.rs`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub locations: Vec<crate::locations::ImageLocation>,
 }
 
 /// A snapshot in an image header.
@@ -117,6 +121,7 @@ impl ImageHeader {
             blocklist: Vec::new(),
             stripe_unit: 0,
             stripe_count: 0,
+            locations: Vec::new(),
         }
     }
 }
@@ -144,10 +149,11 @@ pub(crate) fn head_volume(
     lease: Option<shale_engine::LeaseCheck>,
 ) -> Result<Volume> {
     let prefix = shale_format::keys::image_prefix(pool, id);
-    let mut cfg = c.engine_config(pool, id);
+    let mut cfg = c.engine_config_for(pool, id, h);
     cfg.fence = h.fence;
     cfg.lease = lease;
-    let v = Volume::open(c.store.clone(), &prefix, h.size, h.epoch, cfg, !writable)?;
+    let store = c.data_store(pool, id, h, writable)?;
+    let v = Volume::open(store, &prefix, h.size, h.epoch, cfg, !writable)?;
     attach_parent(c, &v, h, None)?;
     Ok(v)
 }
@@ -272,11 +278,11 @@ impl Image {
                     })?;
                 let prefix = shale_format::keys::image_prefix(pool, id);
                 let v = Volume::open_snapshot(
-                    c.store.clone(),
+                    c.data_store(pool, id, &h, false)?,
                     &prefix,
                     &SnapInfo::key(s.id),
                     s.size,
-                    c.engine_config(pool, id),
+                    c.engine_config_for(pool, id, &h),
                 )?;
                 attach_parent(c, &v, &h, Some(s.size))?;
                 (v, Some(s), true)
@@ -355,6 +361,20 @@ impl Image {
     }
 
     /// Re-read the header (another handle or process may have changed snapshots or parents).
+    /// The header as this handle last saw it.
+    pub(crate) fn header_now(&self) -> ImageHeader {
+        self.hdr().0.clone()
+    }
+
+    /// Take a header this handle just wrote.
+    pub(crate) fn set_header(&self, h: ImageHeader) {
+        if let Ok(fresh) = self.cluster.load_header(&self.pool, &self.id) {
+            *self.hdr() = fresh;
+        } else {
+            self.hdr().0 = h;
+        }
+    }
+
     pub(crate) fn reload_header(&self) -> Result<ImageHeader> {
         let fresh = self.cluster.load_header(&self.pool, &self.id)?;
         let mut g = self.hdr();
@@ -452,6 +472,13 @@ impl Image {
 
     /// Read at `off`; returns the bytes read (short at the end). Past the end is an error.
     pub fn read(&self, off: u64, buf: &mut [u8]) -> Result<usize> {
+        let t = self.cluster.clock.now();
+        let r = self.read_uncounted(off, buf);
+        self.count(IoKind::Read, *r.as_ref().unwrap_or(&0) as u64, t, r.is_ok());
+        r
+    }
+
+    fn read_uncounted(&self, off: u64, buf: &mut [u8]) -> Result<usize> {
         self.refresh_view()?;
         let mut tries = 0;
         loop {
@@ -535,25 +562,63 @@ impl Image {
         Ok(())
     }
     pub fn write(&self, off: u64, data: &[u8]) -> Result<()> {
-        self.retrying(|v| v.write(off, data))
+        let t = self.cluster.clock.now();
+        let r = self.retrying(|v| v.write(off, data));
+        self.count(IoKind::Write, data.len() as u64, t, r.is_ok());
+        r
     }
     pub fn discard(&self, off: u64, len: u64) -> Result<()> {
-        self.retrying(|v| v.write_zeroes(off, len))
+        let t = self.cluster.clock.now();
+        let r = self.retrying(|v| v.write_zeroes(off, len));
+        self.count(IoKind::Discard, len, t, r.is_ok());
+        r
     }
     pub fn write_zeroes(&self, off: u64, len: u64) -> Result<()> {
-        self.retrying(|v| v.write_zeroes(off, len))
+        let t = self.cluster.clock.now();
+        let r = self.retrying(|v| v.write_zeroes(off, len));
+        self.count(IoKind::Write, len, t, r.is_ok());
+        r
     }
     pub fn flush(&self) -> Result<()> {
-        if self.idle_without_lock() {
-            return Ok(());
-        }
-        self.writer()?.flush()
+        let t = self.cluster.clock.now();
+        let r = if self.idle_without_lock() {
+            Ok(())
+        } else {
+            self.writer().and_then(|v| v.flush())
+        };
+        self.count(IoKind::Flush, 0, t, r.is_ok());
+        r
+    }
+
+    /// Count an operation started at `t` in the image's I/O statistics.
+    fn count(&self, k: IoKind, bytes: u64, t: std::time::Instant, ok: bool) {
+        self.lock
+            .io
+            .record(k, bytes, self.cluster.clock.since(t), ok);
+    }
+
+    /// `done`, counting the operation when it completes.
+    fn counted(&self, k: IoKind, bytes: u64, done: shale_engine::Done) -> shale_engine::Done {
+        let io = self.lock.io.clone();
+        let clock = self.cluster.clock.clone();
+        let t = clock.now();
+        Box::new(move |r| {
+            io.record(k, bytes, clock.since(t), r.is_ok());
+            done(r)
+        })
+    }
+
+    /// This image's I/O statistics in this process (every handle of it shares nothing: per
+    /// handle).
+    pub fn io_stats(&self) -> crate::iostats::IoSnapshot {
+        self.lock.io.snapshot()
     }
 
     /// Asynchronous write: `done` runs (on an engine thread) once the write is acknowledged.
     /// Concurrent submissions are committed together (group commit); use these from
     /// asynchronous front ends instead of a thread per request.
     pub fn submit_write(&self, off: u64, data: Vec<u8>, done: shale_engine::Done) {
+        let done = self.counted(IoKind::Write, data.len() as u64, done);
         match self.writer() {
             Ok(v) => v.submit_write(off, data, done),
             Err(e) => done(Err(e)),
@@ -561,6 +626,7 @@ impl Image {
     }
     /// Asynchronous discard / write-zeroes.
     pub fn submit_zero(&self, off: u64, len: u64, done: shale_engine::Done) {
+        let done = self.counted(IoKind::Discard, len, done);
         match self.writer() {
             Ok(v) => v.submit_zero(off, len, done),
             Err(e) => done(Err(e)),
@@ -568,6 +634,7 @@ impl Image {
     }
     /// Asynchronous flush: `done` runs once every write acknowledged before it is durable.
     pub fn submit_flush(&self, done: shale_engine::Done) {
+        let done = self.counted(IoKind::Flush, 0, done);
         if self.idle_without_lock() {
             return done(Ok(()));
         }

@@ -80,6 +80,7 @@ pub(crate) enum ProxyOp {
     SnapCreate { name: String },
     Resize { size: u64, allow_shrink: bool },
     Flatten,
+    Location(crate::locations::LocationOp),
 }
 
 /// Gives the owner's side the image a [`ProxyOp`] runs on: the front end's live [`Image`] for
@@ -93,6 +94,7 @@ impl ProxyOp {
             ProxyOp::SnapCreate { name } => img.snap_create(name).map(drop),
             ProxyOp::Resize { size, allow_shrink } => img.resize(*size, *allow_shrink),
             ProxyOp::Flatten => img.flatten(|_, _| {}),
+            ProxyOp::Location(op) => img.location_change_here(op),
         }
     }
 }
@@ -244,6 +246,8 @@ pub struct LockCtl {
     generation: std::sync::atomic::AtomicU64,
     /// Runs other clients' maintenance operations while this handle holds the lock.
     handler: Mutex<Option<ProxyHandler>>,
+    /// This handle's I/O statistics (the owner stores them with the image).
+    pub(crate) io: Arc<crate::iostats::IoStats>,
 }
 
 impl std::fmt::Debug for LockCtl {
@@ -266,6 +270,7 @@ impl LockCtl {
             acquiring: Mutex::new(()),
             generation: std::sync::atomic::AtomicU64::new(0),
             handler: Mutex::new(None),
+            io: Arc::default(),
         }
     }
 
@@ -374,28 +379,10 @@ fn demote(
     res
 }
 
-/// The highest segment number stored or covered by a checkpoint (0 for none).
+/// The highest segment number stored or covered by a checkpoint (0 for none), at every
+/// location of the image.
 fn max_segment(c: &Cluster, pool: &str, id: &str) -> Result<u64> {
-    let prefix = shale_format::keys::image_prefix(pool, id);
-    let segs = c
-        .store
-        .list(&shale_format::keys::seg_dir(&prefix))?
-        .iter()
-        .filter_map(|o| shale_format::keys::parse_seg(&prefix, &o.key))
-        .max()
-        .unwrap_or(0);
-    // Checkpoints may lie past the newest stored segment (GC deletes dead segments at the
-    // end of the log): the fence must lie past what they cover too, or recovery would take
-    // them for a fenced writer's.
-    let ckpts = c
-        .store
-        .list(&shale_format::keys::ckpt_dir(&prefix))?
-        .iter()
-        .filter_map(|o| shale_format::keys::parse_ckpt(&prefix, &o.key))
-        .map(|(_, n)| n.saturating_sub(1))
-        .max()
-        .unwrap_or(0);
-    Ok(segs.max(ckpts))
+    c.data_max_segment(pool, id)
 }
 
 /// Bump the header epoch and set the fence past every stored segment; take over what older
@@ -623,6 +610,62 @@ fn acquire(ctl: &LockCtl, img: &Image, explicit: bool) -> Result<()> {
     }
 }
 
+/// The owner reopens its volume from the current header under the same epoch (it held the
+/// lock all along: nobody else wrote), after a change of the image's locations. Nothing to do
+/// for a handle that does not hold the lock (it reopens when it takes it).
+pub(crate) fn reopen_owned(img: &Image) -> Result<()> {
+    let ctl = &img.lock;
+    let _one = ctl.acquiring.lock().unwrap_or_else(|p| p.into_inner());
+    if !ctl.state().owner {
+        return Ok(());
+    }
+    let c = &img.cluster;
+    let (h, ver) = c.load_header(&img.pool, &img.id)?;
+    img.vol().close()?;
+    let until = ctl.lease_until.clone();
+    let clock = c.clock.clone();
+    let lease = shale_engine::LeaseCheck(Arc::new(move || {
+        clock.unix_ms() + LEASE_MARGIN.as_millis() as u64 <= until.load(Ordering::SeqCst)
+    }));
+    let vol = Arc::new(head_volume(c, &img.pool, &img.id, &h, true, Some(lease))?);
+    *img.vol.write().unwrap_or_else(|p| p.into_inner()) = vol;
+    *img.header.lock().unwrap_or_else(|p| p.into_inner()) = (h, ver);
+    Ok(())
+}
+
+/// The owner stores the image's statistics every this many renewals (when they changed).
+const STATS_EVERY: u64 = 4;
+
+fn store_stats(
+    c: &Cluster,
+    pool: &str,
+    id: &str,
+    me: &str,
+    ctl: &LockCtl,
+    vol: &shale_engine::Volume,
+    last: &mut Option<crate::iostats::IoSnapshot>,
+) {
+    let io = ctl.io.snapshot();
+    if last.as_ref() == Some(&io) {
+        return;
+    }
+    let st = vol.stats();
+    let s = crate::iostats::StoredStats {
+        owner: me.to_string(),
+        updated_ms: c.now_ms(),
+        io: io.clone(),
+        pending_segments: st.pending_segments as u64,
+        pending_bytes: st.pending_bytes,
+        segments_written: st.segments_written,
+        bytes_to_store: st.bytes_to_store,
+    };
+    let key = format!("{}stats", shale_format::keys::image_prefix(pool, id));
+    match put_json(c.store.as_ref(), &key, Kind::Stats, &s, PutMode::Overwrite) {
+        Ok(_) => *last = Some(io),
+        Err(e) => tracing::debug!("storing the statistics of {pool}/{id}: {e}"),
+    }
+}
+
 /// Renew the lease; hand the lock over when asked (unless taken explicitly); notice a break.
 fn spawn_renewal(
     c: Cluster,
@@ -637,10 +680,17 @@ fn spawn_renewal(
         let me = ctl.me.clone();
         let syncing = Arc::new(AtomicBool::new(false));
         let proxying = Arc::new(AtomicBool::new(false));
+        let mut stored_io = None;
+        let mut rounds = 0u64;
         while !stop.load(Ordering::SeqCst) {
             c.clock.sleep(RENEW);
             if stop.load(Ordering::SeqCst) {
                 return;
+            }
+            rounds += 1;
+            if rounds.is_multiple_of(STATS_EVERY) {
+                let vol = slot.read().unwrap_or_else(|p| p.into_inner()).clone();
+                store_stats(&c, &pool, &id, &me, &ctl, &vol, &mut stored_io);
             }
             let cur = get_json::<LockRecord>(c.store.as_ref(), &key, Kind::Lock);
             match cur {

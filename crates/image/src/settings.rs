@@ -10,6 +10,7 @@
 //! `~/.config/shale/shale.toml`), else `/etc/shale/shale.toml`; a missing default file is fine.
 //! Later sources override earlier ones: file, then environment, then explicit `set` calls.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use shale_engine::{Durability, EngineConfig, LogConfig};
@@ -45,6 +46,109 @@ pub struct Settings {
     pub read_cache_size: u64,
     /// Garbage collection rewrites segments less live than this fraction (0 disables it).
     pub gc_threshold: f64,
+    /// Locations to read from first, nearest first (`dc2,home`).
+    pub location_preference: Vec<String>,
+    /// What a write does when a `sync` location fails: `degrade` (go on without it, resync
+    /// later) or `block` (wait for it: I/O is suspended).
+    pub on_location_failure: shale_locations::OnFailure,
+    /// Resync bytes per second per image (0: unlimited).
+    pub resync_rate: u64,
+    /// This host's endpoint and credentials per location (`[location.NAME]` in the config
+    /// file, `SHALE_LOCATION_<NAME>_<KEY>` in the environment). Never stored nor logged.
+    pub location_hosts: BTreeMap<String, LocationHost>,
+}
+
+/// How this host reaches one location: `[location.NAME]` keys.
+#[derive(Clone, Default, PartialEq)]
+pub struct LocationHost {
+    /// S3 endpoint (`http://127.0.0.1:18334`).
+    pub endpoint: Option<String>,
+    pub access_key: Option<String>,
+    pub secret_key: Option<String>,
+    pub region: Option<String>,
+    /// Plain HTTP allowed (default: when the endpoint is `http://`).
+    pub allow_http: Option<bool>,
+}
+
+/// Keys of a `[location.NAME]` table.
+pub const LOCATION_KEYS: &[&str] = &[
+    "endpoint",
+    "access_key",
+    "secret_key",
+    "region",
+    "allow_http",
+];
+
+impl std::fmt::Debug for LocationHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Credentials never reach a log line.
+        f.debug_struct("LocationHost")
+            .field("endpoint", &self.endpoint)
+            .field("access_key", &self.access_key.as_ref().map(|_| "<set>"))
+            .field("secret_key", &self.secret_key.as_ref().map(|_| "<set>"))
+            .field("region", &self.region)
+            .field("allow_http", &self.allow_http)
+            .finish()
+    }
+}
+
+impl LocationHost {
+    /// Set one key from text.
+    pub fn set(&mut self, key: &str, v: &str) -> Result<()> {
+        let opt = |v: &str| (!v.is_empty()).then(|| v.to_string());
+        match key {
+            "endpoint" => {
+                if !(v.is_empty() || v.starts_with("http://") || v.starts_with("https://")) {
+                    return Err(err!(
+                        Invalid,
+                        "location endpoint {v:?} must be an http:// or https:// URL"
+                    ));
+                }
+                self.endpoint = opt(v)
+            }
+            "access_key" => self.access_key = opt(v),
+            "secret_key" => self.secret_key = opt(v),
+            "region" => self.region = opt(v),
+            "allow_http" => {
+                self.allow_http = match v {
+                    "" => None,
+                    "true" | "1" | "yes" => Some(true),
+                    "false" | "0" | "no" => Some(false),
+                    _ => return Err(err!(Invalid, "allow_http {v:?} must be true or false")),
+                }
+            }
+            _ => {
+                return Err(err!(
+                    NotFound,
+                    "unknown location setting {key:?}; known: {}",
+                    LOCATION_KEYS.join(", ")
+                ))
+            }
+        }
+        Ok(())
+    }
+
+    /// The `SHALE_LOCATION_<NAME>_<KEY>` variables for `name`, over these values.
+    pub fn with_env(mut self, name: &str) -> Result<LocationHost> {
+        let norm: String = name
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_uppercase()
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        for key in LOCATION_KEYS {
+            let var = format!("SHALE_LOCATION_{norm}_{}", key.to_ascii_uppercase());
+            if let Ok(v) = std::env::var(&var) {
+                self.set(key, &v)
+                    .map_err(|e| e.context(format!("environment variable {var}")))?;
+            }
+        }
+        Ok(self)
+    }
 }
 
 /// The `journal` setting.
@@ -68,6 +172,9 @@ pub const NAMES: &[&str] = &[
     "journal",
     "read_cache_size",
     "gc_threshold",
+    "location_preference",
+    "on_location_failure",
+    "resync_rate",
 ];
 
 impl Default for Settings {
@@ -85,6 +192,10 @@ impl Default for Settings {
             journal: JournalMode::Auto,
             read_cache_size: 1 << 30,
             gc_threshold: 0.7,
+            location_preference: Vec::new(),
+            on_location_failure: shale_locations::OnFailure::Degrade,
+            resync_rate: 0,
+            location_hosts: BTreeMap::new(),
         }
     }
 }
@@ -139,6 +250,35 @@ impl Settings {
         // All or nothing: a bad value anywhere leaves the settings as they were.
         let mut next = self.clone();
         for (k, v) in table {
+            if k == "location" {
+                let toml::Value::Table(locs) = v else {
+                    return Err(err!(
+                        Invalid,
+                        "`location` must be a table of tables: [location.NAME] endpoint = ..."
+                    ));
+                };
+                for (name, t) in locs {
+                    let toml::Value::Table(t) = t else {
+                        return Err(err!(Invalid, "[location.{name}] must be a table"));
+                    };
+                    for (key, v) in t {
+                        let val = match v {
+                            toml::Value::String(s) => s,
+                            toml::Value::Boolean(b) => b.to_string(),
+                            toml::Value::Integer(i) => i.to_string(),
+                            other => {
+                                return Err(err!(
+                                    Invalid,
+                                    "[location.{name}] {key}: expected a string, got {}",
+                                    other.type_str()
+                                ))
+                            }
+                        };
+                        next.set(&format!("location.{name}.{key}"), &val)?;
+                    }
+                }
+                continue;
+            }
             let val = match v {
                 toml::Value::String(s) => s,
                 toml::Value::Integer(i) => i.to_string(),
@@ -160,7 +300,39 @@ impl Settings {
     /// Set one setting by name from text. Unknown names and bad values are errors.
     pub fn set(&mut self, name: &str, value: &str) -> Result<()> {
         let v = value.trim();
+        if let Some(rest) = name.strip_prefix("location.") {
+            let Some((loc, key)) = rest.rsplit_once('.') else {
+                return Err(err!(
+                    Invalid,
+                    "setting {name:?}: expected location.NAME.KEY (keys: {})",
+                    LOCATION_KEYS.join(", ")
+                ));
+            };
+            crate::locations::validate_location_name(loc)?;
+            let mut host = self.location_hosts.get(loc).cloned().unwrap_or_default();
+            host.set(key, v)
+                .map_err(|e| e.context(format!("[location.{loc}]")))?;
+            self.location_hosts.insert(loc.to_string(), host);
+            return Ok(());
+        }
         match name {
+            "location_preference" => {
+                let names: Vec<String> = v
+                    .split(',')
+                    .map(|n| n.trim().to_string())
+                    .filter(|n| !n.is_empty())
+                    .collect();
+                for n in &names {
+                    crate::locations::validate_location_name(n)?;
+                }
+                self.location_preference = names;
+            }
+            "on_location_failure" => {
+                self.on_location_failure = shale_locations::OnFailure::parse(v)?;
+            }
+            "resync_rate" => {
+                self.resync_rate = parse_size(v.trim_end_matches("/s"), 1)?;
+            }
             "store" => {
                 self.store = if v.is_empty() {
                     None

@@ -127,7 +127,7 @@ impl Image {
                 Err(_) => return Err(e),
             }
             // The checkpoint under our reserved id is ours alone: remove it.
-            if let Err(d) = self.cluster.store.delete(&format!(
+            if let Err(d) = self.data_delete(&format!(
                 "{}{key}",
                 shale_format::keys::image_prefix(&self.pool, &self.id)
             )) {
@@ -177,7 +177,7 @@ impl Image {
             h.snapshots.remove(i);
             Ok(())
         })?;
-        self.cluster.store.delete(&format!(
+        self.data_delete(&format!(
             "{}{}",
             shale_format::keys::image_prefix(&self.pool, &self.id),
             SnapInfo::key(s.id)

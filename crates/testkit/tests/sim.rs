@@ -10,6 +10,8 @@
 //! - `SHALE_SIM_VERBOSE=1`      print every step;
 //! - `SHALE_SIM_TAKEOVERS=0`    leave out takeovers (a second writer while the first runs on);
 //! - `SHALE_SIM_IMAGE_EVERY=<n>` one scenario in n drives the image layer (default 5; 0: none);
+//! - `SHALE_SIM_LOCATIONS_EVERY=<n>` one scenario in n keeps its data at several locations
+//!   (default 6; 0: none);
 //! - `SHALE_SIM_ACCEL=<n>`      run the engine's clock n times faster than real time (default:
 //!   each scenario's seed picks 1, 4, 10 or 25);
 //! - `SHALE_SIM_MUTATE=drop-newest-segment|corrupt-segment|ignore-journal-loss`  checker
@@ -39,6 +41,9 @@ fn replay_env(opts: &Options) -> String {
     let mut e = String::new();
     if opts.image_every != 5 {
         e += &format!("SHALE_SIM_IMAGE_EVERY={} ", opts.image_every);
+    }
+    if opts.locations_every != 6 {
+        e += &format!("SHALE_SIM_LOCATIONS_EVERY={} ", opts.locations_every);
     }
     if !opts.takeovers {
         e += "SHALE_SIM_TAKEOVERS=0 ";
@@ -111,6 +116,10 @@ fn report(s: &Summary, master: Option<u64>) {
         f.clones, f.flattens, f.rollbacks
     );
     println!(
+        "several locations    {} scenarios (2-3 stores, sync/async, failing and returning)",
+        f.location_scenarios
+    );
+    println!(
         "faults injected      {} store errors / lost acks ({} fault-profile changes, {} offline windows)",
         f.faults_injected, f.fault_changes, f.offline_windows
     );
@@ -153,6 +162,7 @@ fn simulation() {
         verbose: env_u64("SHALE_SIM_VERBOSE").unwrap_or(0) != 0,
         takeovers: env_u64("SHALE_SIM_TAKEOVERS").unwrap_or(1) != 0,
         image_every: env_u64("SHALE_SIM_IMAGE_EVERY").unwrap_or(5),
+        locations_every: env_u64("SHALE_SIM_LOCATIONS_EVERY").unwrap_or(6),
         accel: env_u64("SHALE_SIM_ACCEL").map(|a| a as u32),
         mutate: std::env::var("SHALE_SIM_MUTATE").ok(),
     };

@@ -36,6 +36,7 @@
 
 mod engine;
 mod image;
+mod locations;
 pub mod model;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -120,6 +121,8 @@ pub struct Figures {
     pub clones: u64,
     pub flattens: u64,
     pub rollbacks: u64,
+    /// Scenarios of the several-locations family.
+    pub location_scenarios: u64,
 }
 
 impl Figures {
@@ -156,7 +159,8 @@ impl Figures {
             image_scenarios,
             clones,
             flattens,
-            rollbacks
+            rollbacks,
+            location_scenarios
         );
     }
 }
@@ -172,6 +176,8 @@ pub struct Options {
     pub takeovers: bool,
     /// One scenario in this many drives the image layer instead of the engine (0: never).
     pub image_every: u64,
+    /// One scenario in this many keeps the data at several locations (0: never).
+    pub locations_every: u64,
     /// Force the engine clock's speed-up (None: each scenario's seed picks it).
     pub accel: Option<u32>,
     /// Checker self-test: break the store behind the engine's back at every crash, as a buggy
@@ -187,6 +193,7 @@ impl Default for Options {
             verbose: false,
             takeovers: true,
             image_every: 5,
+            locations_every: 6,
             accel: None,
             mutate: None,
         }
@@ -216,8 +223,13 @@ pub fn run_scenario(seed: u64, opts: &Options) -> Outcome {
     let t0 = Instant::now();
     let o = opts.clone();
     let image = o.image_every > 0 && model::mix(seed, 0x1a6e).is_multiple_of(o.image_every);
+    let locs = !image
+        && o.locations_every > 0
+        && model::mix(seed, 0x10c5).is_multiple_of(o.locations_every);
     match std::panic::catch_unwind(move || {
-        if image {
+        if locs {
+            locations::LocSim::new(seed, o).run()
+        } else if image {
             match image::ImgSim::new(seed, o) {
                 Ok(s) => s.run(),
                 Err(e) => Outcome {

@@ -1,0 +1,533 @@
+//! Scenarios with several stores: a volume whose data lives at two or three locations
+//! (`shale_locations::Replicated` over fault-injecting memory stores), sync and async, with
+//! locations failing and coming back (degrade, or block for a short while), lost
+//! acknowledgements, garbage collection, crashes and takeovers.
+//!
+//! Checks after every crash (and at the end):
+//! - the image equals the model after some prefix p of the acknowledged writes, with p at or
+//!   past the last completed flush (`loc/not-a-prefix`, `loc/lost-flushed`);
+//! - every location's own copy, opened alone, equals the model after some prefix of the
+//!   acknowledged writes (`loc/copy-not-a-prefix`): a location never holds a mix that never
+//!   existed, nor bytes nobody wrote, however far behind it is;
+//! - with every location healthy, no write or flush fails (`loc/io-error`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use shale_engine::{Durability, EngineConfig, LogConfig, Volume};
+use shale_locations::{Location, Mode, OnFailure, Options as LocOptions, Replicated};
+use shale_store::{FaultStore, MemoryStore, ObjectStore};
+
+use super::{model, Figures, Options, Outcome, Violation};
+use crate::Rng;
+
+const PREFIX: &str = "rbd/images/locsim/";
+const SECTOR: u64 = 512;
+
+struct W {
+    off: u64,
+    data: Vec<u8>,
+}
+
+pub(crate) struct LocSim {
+    seed: u64,
+    rng: Rng,
+    opts: Options,
+    size: u64,
+    cfg: EngineConfig,
+    on_failure: OnFailure,
+    home: Arc<dyn ObjectStore>,
+    stores: Vec<(String, Mode, Arc<FaultStore>)>,
+    vol: Option<Volume>,
+    repl: Option<Arc<Replicated>>,
+    epoch: u64,
+    fence: Option<(u64, u64)>,
+    /// Acknowledged writes in order; the model after k of them is `state(k)`.
+    writes: Vec<W>,
+    /// Writes covered by the last completed flush.
+    flushed: usize,
+    journal: Option<std::path::PathBuf>,
+    step: usize,
+    trace: Vec<String>,
+    f: Figures,
+    v: Vec<Violation>,
+}
+
+impl LocSim {
+    pub(crate) fn new(seed: u64, opts: Options) -> LocSim {
+        let mut rng = Rng::new(model::mix(seed, 0x10c5));
+        let n = 2 + rng.below(2) as usize;
+        let mut stores = Vec::new();
+        for i in 0..n {
+            let mode = if i == 0 || rng.below(2) == 0 {
+                Mode::Sync
+            } else {
+                Mode::Async
+            };
+            let name = ["home", "dc2", "dc3"][i].to_string();
+            let fs = Arc::new(FaultStore::new(
+                Arc::new(MemoryStore::new()),
+                model::mix(seed, 0xfa00 + i as u64),
+            ));
+            stores.push((name, mode, fs));
+        }
+        let home: Arc<dyn ObjectStore> = stores[0].2.clone();
+        let journal = (rng.below(2) == 0).then(|| {
+            std::env::temp_dir().join(format!(
+                "shale-locsim-{}-{seed:016x}.jnl",
+                std::process::id()
+            ))
+        });
+        let cfg = EngineConfig {
+            segment_size: 64 << 10,
+            upload_threads: 1 + rng.below(3) as usize,
+            checkpoint_interval: 1 + rng.below(4),
+            max_pending: 2 + rng.below(6) as usize,
+            upload_attempts: 3,
+            durability: if journal.is_none() || rng.below(2) == 0 {
+                Durability::Backend
+            } else {
+                Durability::Journal
+            },
+            seal_after: Duration::from_millis(1 + rng.below(20)),
+            gc_threshold: if rng.below(2) == 0 { 0.0 } else { 0.5 },
+            gc_every: 1 + rng.below(3),
+            ..EngineConfig::default()
+        };
+        LocSim {
+            seed,
+            on_failure: if rng.below(5) == 0 {
+                OnFailure::Block
+            } else {
+                OnFailure::Degrade
+            },
+            size: (128 << 10) + rng.below(256) * SECTOR * 4,
+            rng,
+            opts,
+            cfg,
+            home,
+            stores,
+            vol: None,
+            repl: None,
+            epoch: 1,
+            fence: None,
+            writes: Vec::new(),
+            flushed: 0,
+            journal,
+            step: 0,
+            trace: Vec::new(),
+            f: Figures::default(),
+            v: Vec::new(),
+        }
+    }
+
+    fn describe(&self) -> String {
+        let locs: Vec<String> = self
+            .stores
+            .iter()
+            .map(|(n, m, _)| format!("{n}:{}", m.as_str()))
+            .collect();
+        format!(
+            "locations [{}], {:?}, durability {:?}, journal {}, size {}, {} upload threads, checkpoint every {}, gc {}",
+            locs.join(" "),
+            self.on_failure,
+            self.cfg.durability,
+            self.journal.is_some(),
+            self.size,
+            self.cfg.upload_threads,
+            self.cfg.checkpoint_interval,
+            self.cfg.gc_threshold
+        )
+    }
+
+    fn note(&mut self, s: String) {
+        if self.opts.verbose {
+            eprintln!("[loc {:016x}] {s}", self.seed);
+        }
+        self.trace.push(s);
+        if self.trace.len() > 300 {
+            self.trace.drain(..100);
+        }
+    }
+
+    fn violation(&mut self, kind: &'static str, detail: String) {
+        self.note(format!("VIOLATION {kind}: {detail}"));
+        self.v.push(Violation {
+            seed: self.seed,
+            kind,
+            step: self.step,
+            detail,
+        });
+    }
+
+    fn state(&self, k: usize) -> Vec<u8> {
+        let mut d = vec![0u8; self.size as usize];
+        for w in &self.writes[..k] {
+            d[w.off as usize..w.off as usize + w.data.len()].copy_from_slice(&w.data);
+        }
+        d
+    }
+
+    fn cfg(&self) -> EngineConfig {
+        let mut c = self.cfg.clone();
+        c.log = match &self.journal {
+            Some(p) => LogConfig::Ring {
+                place: shale_engine::LogPlaceRef::file(p.clone()),
+                size: 4 << 20,
+                owner: 0x10c5_0000 + self.seed % 1000,
+            },
+            None => LogConfig::Memory,
+        };
+        c.fence = self.fence;
+        c
+    }
+
+    fn locations(&self) -> Vec<Location> {
+        self.stores
+            .iter()
+            .map(|(n, m, s)| Location {
+                name: n.clone(),
+                mode: *m,
+                store: s.clone(),
+            })
+            .collect()
+    }
+
+    fn replicated(&self, active: bool) -> Result<Replicated, String> {
+        Replicated::open(
+            self.home.clone(),
+            PREFIX,
+            self.locations(),
+            LocOptions {
+                on_failure: self.on_failure,
+                prefer: Vec::new(),
+                resync_rate: 0,
+                retry: Duration::from_millis(5),
+                epoch: self.epoch,
+                fence: self.fence,
+                active,
+            },
+            shale_clock::system(),
+        )
+        .map_err(|e| e.to_string())
+    }
+
+    fn open(&mut self) -> Result<(), ()> {
+        for attempt in 0..20 {
+            let r = self.replicated(true).and_then(|r| {
+                let r = Arc::new(r);
+                Volume::open(
+                    r.clone() as Arc<dyn ObjectStore>,
+                    PREFIX,
+                    self.size,
+                    self.epoch,
+                    self.cfg(),
+                    false,
+                )
+                .map(|v| (v, r))
+                .map_err(|e| e.to_string())
+            });
+            match r {
+                Ok((v, r)) => {
+                    self.vol = Some(v);
+                    self.repl = Some(r);
+                    return Ok(());
+                }
+                Err(e) => {
+                    self.note(format!("open attempt {attempt}: {e}"));
+                    if attempt >= 3 {
+                        self.heal_all();
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        }
+        self.violation("loc/open-failed", "the volume cannot be opened".into());
+        Err(())
+    }
+
+    fn healthy(&self) -> bool {
+        self.stores
+            .iter()
+            .all(|(_, _, s)| s.config() == Default::default())
+    }
+
+    fn heal_all(&mut self) {
+        for (_, _, s) in &self.stores {
+            s.set(Default::default());
+        }
+    }
+
+    /// Make at most one location misbehave for a while.
+    fn fault_step(&mut self) {
+        self.heal_all();
+        let n = self.stores.len() as u64;
+        let i = self.rng.below(n) as usize;
+        let what = self.rng.below(4);
+        let s = self.stores[i].2.clone();
+        let name = self.stores[i].0.clone();
+        match what {
+            0 => s.set_offline(true),
+            1 => s.update(|c| c.put_error_rate = 0.3),
+            2 => s.update(|c| c.lost_ack_rate = 0.3),
+            _ => s.update(|c| c.latency = Duration::from_millis(2)),
+        }
+        self.f.fault_changes += 1;
+        if what == 0 {
+            self.f.offline_windows += 1;
+        }
+        self.note(format!("fault at {name}: {:?}", s.config()));
+        // It comes back after a while (I/O that waits for it — block mode, or no location
+        // holding the history reachable — then goes on).
+        let ms = 10 + self.rng.below(90);
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(ms));
+            s.set(Default::default());
+        });
+    }
+
+    fn burst(&mut self) -> Result<(), ()> {
+        let n = 1 + self.rng.below(24);
+        for _ in 0..n {
+            let max = (self.size / SECTOR).min(64);
+            let len = (1 + self.rng.below(max)) * SECTOR;
+            let off = self.rng.below((self.size - len) / SECTOR + 1) * SECTOR;
+            let fill = (self.rng.next_u64() | 1) as u8;
+            let mut data = vec![fill; len as usize];
+            data[..8].copy_from_slice(&(self.writes.len() as u64).to_le_bytes());
+            let healthy = self.healthy();
+            let r = self.vol.as_ref().expect("open").write(off, &data);
+            self.f.ops += 1;
+            match r {
+                Ok(()) => self.writes.push(W { off, data }),
+                Err(e) => {
+                    if healthy && self.on_failure == OnFailure::Degrade {
+                        self.violation(
+                            "loc/io-error",
+                            format!("write failed with every location healthy: {e}"),
+                        );
+                        return Err(());
+                    }
+                    self.note(format!("write failed under faults: {e}"));
+                    // The write may or may not have landed: the model becomes uncertain.
+                    return Err(());
+                }
+            }
+        }
+        if self.rng.below(2) == 0 {
+            let healthy = self.healthy();
+            let r = self.vol.as_ref().expect("open").flush();
+            self.f.flushes += 1;
+            match r {
+                Ok(()) => self.flushed = self.writes.len(),
+                Err(e) if healthy => {
+                    self.violation(
+                        "loc/io-error",
+                        format!("flush failed with every location healthy: {e}"),
+                    );
+                    return Err(());
+                }
+                Err(e) => {
+                    self.note(format!("flush failed under faults: {e}"));
+                    return Err(());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The first k in lo..=hi whose model equals `img`, if any.
+    fn matching_prefix(&self, img: &[u8], lo: usize, hi: usize) -> Option<usize> {
+        let mut d = self.state(lo);
+        if d == img {
+            return Some(lo);
+        }
+        for k in lo..hi {
+            let w = &self.writes[k];
+            d[w.off as usize..w.off as usize + w.data.len()].copy_from_slice(&w.data);
+            if d == img {
+                return Some(k + 1);
+            }
+        }
+        None
+    }
+
+    fn read_all(vol: &Volume, size: u64) -> Result<Vec<u8>, String> {
+        let mut b = vec![0u8; size as usize];
+        vol.read(0, &mut b).map_err(|e| e.to_string())?;
+        Ok(b)
+    }
+
+    /// Crash (and maybe a takeover by a new epoch), then check the image and every copy.
+    fn crash(&mut self) -> Result<(), ()> {
+        let vol = self.vol.take().expect("open");
+        vol.crash();
+        if let Some(r) = self.repl.take() {
+            r.crash();
+        }
+        self.f.crashes += 1;
+        self.heal_all();
+        if self.rng.below(2) == 0 {
+            // A takeover: a new epoch fenced past every segment at every location.
+            let mut max = 0;
+            for (_, _, s) in &self.stores {
+                for o in s
+                    .inner()
+                    .list(&shale_format::keys::seg_dir(PREFIX))
+                    .unwrap_or_default()
+                {
+                    max = max.max(shale_format::keys::parse_seg(PREFIX, &o.key).unwrap_or(0));
+                }
+                for o in s
+                    .inner()
+                    .list(&shale_format::keys::ckpt_dir(PREFIX))
+                    .unwrap_or_default()
+                {
+                    if let Some((_, n)) = shale_format::keys::parse_ckpt(PREFIX, &o.key) {
+                        max = max.max(n.saturating_sub(1));
+                    }
+                }
+            }
+            self.epoch += 1;
+            self.fence = Some((self.epoch, max + 1));
+            self.f.takeovers += 1;
+            self.note(format!("takeover: epoch {} fence {}", self.epoch, max + 1));
+        }
+        self.check_copies("after a crash");
+        self.open()?;
+        self.check_image("after a crash")
+    }
+
+    fn check_image(&mut self, when: &str) -> Result<(), ()> {
+        self.f.checks += 1;
+        let img = match Self::read_all(self.vol.as_ref().expect("open"), self.size) {
+            Ok(b) => b,
+            Err(e) => {
+                self.violation("loc/read-failed", format!("{when}: {e}"));
+                return Err(());
+            }
+        };
+        // A journal file keeps every acknowledged write through a process crash; without one,
+        // what the last flush stored (durability = backend) is the floor.
+        let floor = if self.journal.is_some() {
+            self.writes.len()
+        } else {
+            self.flushed
+        };
+        match self.matching_prefix(&img, self.flushed.min(floor), self.writes.len()) {
+            Some(k) if k >= floor => {
+                // What a crash dropped is gone from the history from now on.
+                self.writes.truncate(k);
+                self.flushed = self.flushed.min(k);
+                Ok(())
+            }
+            Some(k) => {
+                self.violation(
+                    "loc/lost-flushed",
+                    format!("{when}: the image holds {k} writes, {floor} were durable"),
+                );
+                Err(())
+            }
+            None => {
+                self.violation(
+                    "loc/not-a-prefix",
+                    format!(
+                        "{when}: the image is no prefix of the {} acknowledged writes",
+                        self.writes.len()
+                    ),
+                );
+                Err(())
+            }
+        }
+    }
+
+    /// Every location's copy, opened alone, is a prefix of the acknowledged writes.
+    fn check_copies(&mut self, when: &str) {
+        for i in 0..self.stores.len() {
+            let (name, _, s) = self.stores[i].clone();
+            let store: Arc<dyn ObjectStore> = s.inner().clone();
+            let mut cfg = self.cfg();
+            cfg.log = LogConfig::Memory;
+            let v = match Volume::open(store, PREFIX, self.size, self.epoch, cfg, true) {
+                Ok(v) => v,
+                Err(e) => {
+                    self.violation("loc/copy-unreadable", format!("{when}: {name}'s copy: {e}"));
+                    continue;
+                }
+            };
+            let img = Self::read_all(&v, self.size);
+            let _ = v.close();
+            self.f.checks += 1;
+            match img {
+                Ok(img) => {
+                    if self.matching_prefix(&img, 0, self.writes.len()).is_none() {
+                        self.violation(
+                            "loc/copy-not-a-prefix",
+                            format!(
+                                "{when}: {name}'s copy is no prefix of the acknowledged writes"
+                            ),
+                        );
+                    }
+                }
+                Err(e) => self.violation("loc/copy-unreadable", format!("{when}: {name}: {e}")),
+            }
+        }
+    }
+
+    pub(crate) fn run(mut self) -> Outcome {
+        let t0 = std::time::Instant::now();
+        let params = self.describe();
+        let steps = 6 + self.rng.below(14) as usize;
+        let mut r = self.open();
+        while r.is_ok() && self.step < steps {
+            self.step += 1;
+            r = match self.rng.below(10) {
+                0..=4 => self.burst(),
+                5 | 6 => {
+                    self.fault_step();
+                    Ok(())
+                }
+                7 => {
+                    self.heal_all();
+                    Ok(())
+                }
+                _ => self.crash(),
+            };
+        }
+        if r.is_ok() {
+            self.heal_all();
+            let ok = self.vol.as_ref().map(|v| v.flush());
+            if let Some(Ok(())) = ok {
+                self.flushed = self.writes.len();
+            }
+            let _ = self.crash();
+        } else if let Some(v) = self.vol.take() {
+            if self.v.is_empty() {
+                self.f.uncertain += 1;
+            }
+            v.crash();
+        }
+        if let Some(r) = self.repl.take() {
+            r.crash();
+        }
+        if let Some(p) = &self.journal {
+            let _ = std::fs::remove_file(p);
+        }
+        self.f.scenarios = 1;
+        self.f.location_scenarios = 1;
+        self.f.steps += self.step as u64;
+        self.f.faults_injected += self
+            .stores
+            .iter()
+            .map(|(_, _, s)| s.injected())
+            .sum::<u64>();
+        Outcome {
+            seed: self.seed,
+            figures: std::mem::take(&mut self.f),
+            violations: std::mem::take(&mut self.v),
+            elapsed: t0.elapsed(),
+            params,
+            trace: std::mem::take(&mut self.trace),
+        }
+    }
+}
