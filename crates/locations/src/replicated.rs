@@ -578,13 +578,19 @@ impl Inner {
                 }
             }
         };
-        if targets.is_empty() {
-            return Err(err!(
-                Unavailable,
-                "{}: no location holding the image's history so far can be reached",
-                o.key
-            ));
-        }
+        let targets = if targets.is_empty() {
+            // Nobody holds everything before this object (after failures): bring one location
+            // up to date in order first, then it takes the object.
+            vec![self.catch_up_for(&o).ok_or_else(|| {
+                err!(
+                    Unavailable,
+                    "{}: no location holding the image's history so far can be reached",
+                    o.key
+                )
+            })?]
+        } else {
+            targets
+        };
         let results: Vec<(usize, Result<Version>)> = if targets.len() == 1 {
             let i = targets[0];
             vec![(i, self.put_one(i, &o, &data, &mode))]
@@ -703,6 +709,63 @@ impl Inner {
         }
     }
 
+    /// Copy, in order, what one location lacks of the objects ordered before `o` (the nearest
+    /// location that can be made current); its index, or None when none can.
+    fn catch_up_for(&self, o: &Obj) -> Option<usize> {
+        for &i in &self.order {
+            let missing: Vec<(Obj, usize)> = {
+                let st = lock(&self.state);
+                if st.locs[i].unscanned || self.failing(&st, i) {
+                    continue;
+                }
+                let mut v = Vec::new();
+                let mut ok = true;
+                for (x, s) in st.objects.range(..o.clone()) {
+                    if s.trusted & (1 << i) != 0 || s.trusted == 0 {
+                        continue;
+                    }
+                    match self
+                        .order
+                        .iter()
+                        .copied()
+                        .find(|&j| s.trusted & (1 << j) != 0 && !self.failing(&st, j))
+                    {
+                        Some(src) => v.push((x.clone(), src)),
+                        None => {
+                            ok = false;
+                            break;
+                        }
+                    }
+                }
+                if !ok {
+                    continue;
+                }
+                v
+            };
+            if missing
+                .iter()
+                .all(|(x, src)| match self.copy_one(i, x, *src) {
+                    Ok(_) => true,
+                    Err(e) if e.kind() == ErrorKind::NotFound => {
+                        // Deleted meanwhile: not a gap any more.
+                        let mut st = lock(&self.state);
+                        if let Some(s) = st.objects.get_mut(x) {
+                            s.trusted &= !(1 << *src);
+                        }
+                        true
+                    }
+                    Err(e) => {
+                        self.fail(i, &e);
+                        false
+                    }
+                })
+            {
+                return Some(i);
+            }
+        }
+        None
+    }
+
     fn delete_data(&self, o: Obj) -> Result<()> {
         let (mut now_targets, mut later): (Vec<usize>, Vec<usize>) = {
             let mut st = lock(&self.state);
@@ -743,6 +806,11 @@ impl Inner {
                 errors += 1;
                 last = Some(e);
             }
+        }
+        if errors > 0 {
+            // The record says it is gone there, so a restart does not take it for an object
+            // of the image.
+            let _ = self.persist_records(true);
         }
         match last {
             Some(e) if errors == now_targets.len() && later.is_empty() => Err(e),

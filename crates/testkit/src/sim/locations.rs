@@ -47,6 +47,8 @@ pub(crate) struct LocSim {
     /// Writes covered by the last completed flush.
     flushed: usize,
     journal: Option<std::path::PathBuf>,
+    /// Faults injected when the volume was opened: errors are allowed once this grew.
+    inj0: u64,
     step: usize,
     trace: Vec<String>,
     f: Figures,
@@ -114,6 +116,7 @@ impl LocSim {
             writes: Vec::new(),
             flushed: 0,
             journal,
+            inj0: 0,
             step: 0,
             trace: Vec::new(),
             f: Figures::default(),
@@ -231,6 +234,7 @@ impl LocSim {
                 Ok((v, r)) => {
                     self.vol = Some(v);
                     self.repl = Some(r);
+                    self.inj0 = self.injected();
                     return Ok(());
                 }
                 Err(e) => {
@@ -246,10 +250,18 @@ impl LocSim {
         Err(())
     }
 
+    fn injected(&self) -> u64 {
+        self.stores.iter().map(|(_, _, s)| s.injected()).sum()
+    }
+
+    /// No fault is configured, and none was injected since the volume was opened (an earlier
+    /// one may still fail it later, as with one store).
     fn healthy(&self) -> bool {
-        self.stores
-            .iter()
-            .all(|(_, _, s)| s.config() == Default::default())
+        self.injected() == self.inj0
+            && self
+                .stores
+                .iter()
+                .all(|(_, _, s)| s.config() == Default::default())
     }
 
     fn heal_all(&mut self) {
