@@ -14,6 +14,7 @@ macro_rules! outln {
 
 mod bench;
 mod copy;
+mod mount;
 mod progress;
 pub mod rbd;
 mod snap;
@@ -166,6 +167,9 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<OsString>,
     },
+    /// Serve a pool's images as files (FUSE): `shale mount /mnt/rbd --pool rbd`; runs until
+    /// unmounted (`fusermount -u DIR`) or stopped (SIGTERM / SIGINT)
+    Mount(mount::MountArgs),
     /// Make a symlink DIR/rbd to this binary, so that `rbd …` runs Shale in Ceph's rbd syntax
     /// (DIR defaults to ~/.local/bin). An existing DIR/rbd that is not such a link is left alone
     InstallRbdLink {
@@ -682,6 +686,7 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         // `rbd` is dispatched by `main` before parsing; the variant documents it in --help.
+        Cmd::Mount(a) => mount::mount(c.clone(), a)?,
         Cmd::Config | Cmd::Run { .. } | Cmd::Rbd { .. } | Cmd::InstallRbdLink { .. } => {}
     }
     Ok(())

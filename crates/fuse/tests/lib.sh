@@ -1,0 +1,37 @@
+# Shared helpers of the FUSE tests (sourced by run-all.sh and bench/fuse.sh).
+# Needs: $shale (the binary), $scratch (a scratch directory), SHALE_CONF pointing at a store.
+
+# mount_pool DIR [ARGS...]: start `shale mount DIR ARGS` in the background; sets $mpid. Waits
+# until DIR is a FUSE mount (10 s at most).
+mount_pool() {
+    local dir=$1; shift
+    mkdir -p "$dir"
+    "$shale" mount "$dir" "$@" >>"$scratch/mount.log" 2>&1 &
+    mpid=$!
+    echo "$mpid $dir" >>"$scratch/mounts"
+    for _ in $(seq 100); do
+        if grep -q " $dir fuse" /proc/mounts; then return 0; fi
+        kill -0 "$mpid" 2>/dev/null || return 1
+        sleep 0.1
+    done
+    return 1
+}
+
+# stop_mount PID DIR: SIGTERM the server, wait for it; prints its exit status.
+stop_mount() {
+    local pid=$1 dir=$2 rc
+    kill -TERM "$pid" 2>/dev/null
+    wait "$pid"; rc=$?
+    for _ in $(seq 50); do grep -q " $dir fuse" /proc/mounts || break; sleep 0.1; done
+    echo "$rc"
+}
+
+# Unmount and stop everything still mounted (EXIT trap).
+cleanup_mounts() {
+    [ -f "$scratch/mounts" ] || return 0
+    while read -r pid dir; do
+        kill -TERM "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
+        grep -q " $dir fuse" /proc/mounts && { fusermount -u -z "$dir" 2>/dev/null || umount -l "$dir" 2>/dev/null; }
+    done <"$scratch/mounts"
+    : >"$scratch/mounts"
+}
