@@ -64,6 +64,13 @@ struct Node {
 }
 
 impl Node {
+    /// The file name (the label metrics carry).
+    fn file(&self) -> String {
+        self.name
+            .render()
+            .unwrap_or_else(|| self.name.image.clone())
+    }
+
     fn writable(&self, opts: &Options) -> bool {
         self.name.snap.is_none() && !opts.read_only
     }
@@ -269,7 +276,9 @@ impl Shared {
             g = lock(&slot.st);
             g.busy = false;
             slot.cv.notify_all();
-            g.img = Some(Arc::new(r?));
+            let img = Arc::new(r?);
+            self.recorder.opened(self.pool(), &node.file(), &img);
+            g.img = Some(img);
         }
         g.handles += 1;
         Ok(())
@@ -288,6 +297,9 @@ impl Shared {
         };
         g.busy = true;
         drop(g);
+        if let Ok(node) = self.node(ino) {
+            self.recorder.closed(self.pool(), &node.file());
+        }
         let r = close_image(img);
         let mut g = lock(&slot.st);
         g.busy = false;
@@ -312,6 +324,9 @@ impl Shared {
             if let Some(img) = g.img.take() {
                 g.busy = true;
                 drop(g);
+                if let Ok(node) = self.node(ino) {
+                    self.recorder.closed(self.pool(), &node.file());
+                }
                 if let Err(e) = close_image(img) {
                     tracing::error!("closing inode {ino}: {e}");
                     if first.is_ok() {
@@ -336,14 +351,8 @@ impl Shared {
     }
 
     fn record<T>(&self, node: &Node, op: Op, bytes: u64, t: Instant, r: &Result<T>) {
-        self.recorder.record(
-            self.pool(),
-            &node.name.image,
-            op,
-            bytes,
-            t.elapsed(),
-            r.is_ok(),
-        );
+        self.recorder
+            .record(self.pool(), &node.file(), op, bytes, t.elapsed(), r.is_ok());
     }
 
     fn read(&self, ino: u64, off: i64, len: u32) -> Result<Vec<u8>> {

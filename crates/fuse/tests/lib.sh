@@ -17,13 +17,21 @@ mount_pool() {
     return 1
 }
 
-# stop_mount PID DIR: SIGTERM the server, wait for it; prints its exit status.
+# stop_mount PID DIR: SIGTERM the server and wait for it (60 s at most); sets $mrc to its exit
+# status (124 when it did not exit). Not in a subshell: the server is this shell's child.
 stop_mount() {
-    local pid=$1 dir=$2 rc
+    local pid=$1 dir=$2
     kill -TERM "$pid" 2>/dev/null
-    wait "$pid"; rc=$?
+    wait_mount "$pid"
     for _ in $(seq 50); do grep -q " $dir fuse" /proc/mounts || break; sleep 0.1; done
-    echo "$rc"
+}
+
+# wait_mount PID: wait for the server to exit (60 s at most); sets $mrc.
+wait_mount() {
+    local pid=$1
+    for _ in $(seq 600); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    if kill -0 "$pid" 2>/dev/null; then mrc=124; return; fi
+    wait "$pid"; mrc=$?
 }
 
 # Unmount and stop everything still mounted (EXIT trap).
