@@ -15,6 +15,7 @@ macro_rules! outln {
 mod bench;
 mod copy;
 mod mount;
+mod nbd;
 mod progress;
 pub mod rbd;
 mod snap;
@@ -170,6 +171,11 @@ enum Cmd {
     /// Serve a pool's images as files (FUSE): `shale mount /mnt/rbd --pool rbd`; runs until
     /// unmounted (`fusermount -u DIR`) or stopped (SIGTERM / SIGINT)
     Mount(mount::MountArgs),
+    /// Serve images over NBD (as rbd-nbd, without a kernel device)
+    Nbd {
+        #[command(subcommand)]
+        cmd: nbd::NbdCmd,
+    },
     /// Make a symlink DIR/rbd to this binary, so that `rbd …` runs Shale in Ceph's rbd syntax
     /// (DIR defaults to ~/.local/bin). An existing DIR/rbd that is not such a link is left alone
     InstallRbdLink {
@@ -330,6 +336,9 @@ fn run(cli: Cli) -> Result<()> {
         return Ok(());
     }
     let c = connect(&cli)?;
+    if let Cmd::Nbd { cmd } = &cli.cmd {
+        return nbd::run(&c, cmd.clone());
+    }
     let dp = c.settings().default_pool.clone();
     let spec = |s: &str| -> Result<ImageSpec> {
         let sp = ImageSpec::parse(s, &dp)?;
@@ -687,7 +696,11 @@ fn run(cli: Cli) -> Result<()> {
         }
         // `rbd` is dispatched by `main` before parsing; the variant documents it in --help.
         Cmd::Mount(a) => mount::mount(c.clone(), a)?,
-        Cmd::Config | Cmd::Run { .. } | Cmd::Rbd { .. } | Cmd::InstallRbdLink { .. } => {}
+        Cmd::Config
+        | Cmd::Run { .. }
+        | Cmd::Rbd { .. }
+        | Cmd::InstallRbdLink { .. }
+        | Cmd::Nbd { .. } => {}
     }
     Ok(())
 }

@@ -629,6 +629,46 @@ impl Volume {
         out
     }
 
+    /// Runs of [lba, lba+n) that read as data (for block-status queries): this log's data
+    /// and, below a clone's parent overlap where this log wrote nothing, what the parent chain
+    /// holds as data. Zeros this log wrote over the parent stay holes.
+    pub fn allocated_deep(&self, lba: u64, n: u64) -> Vec<(u64, u64)> {
+        let mut out: Vec<(u64, u64)> = Vec::new();
+        let mut gaps: Vec<(u64, u64)> = Vec::new();
+        {
+            let g = lock(&self.sh.inner);
+            g.map.for_each_in(lba, n, |m| match m.target {
+                Some(Target::Data { .. }) => out.push((m.lba, m.len)),
+                None => gaps.push((m.lba, m.len)),
+                _ => {}
+            });
+        }
+        let parent = self
+            .sh
+            .parent
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let Some(p) = parent {
+            let top = p.overlap.div_ceil(SECTOR);
+            for (s, l) in gaps {
+                let e = (s + l).min(top);
+                if s < e {
+                    out.extend(p.vol.allocated_deep(s, e - s));
+                }
+            }
+            out.sort_unstable();
+        }
+        let mut merged: Vec<(u64, u64)> = Vec::with_capacity(out.len());
+        for (s, l) in out {
+            match merged.last_mut() {
+                Some(last) if last.0 + last.1 == s => last.1 += l,
+                _ => merged.push((s, l)),
+            }
+        }
+        merged
+    }
+
     /// Runs of [lba, lba+n) that this log has written (data or zeros) — everything else reads
     /// through to a parent, if any.
     pub fn written(&self, lba: u64, n: u64) -> Vec<(u64, u64)> {

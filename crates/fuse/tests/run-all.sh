@@ -57,12 +57,25 @@ new_store() { # a fresh store in the config; sets $mnt to a fresh mount point
 # ---- basics: a file per image, its size, data through the file, images coming and going
 new_store
 "$shale" create rbd/a --size 64M && "$shale" create rbd/b --size 10M
-if mount_pool "$mnt"; then
+if mount_pool "$mnt" --metrics 127.0.0.1:0; then
     ok "mount"
+    maddr=$(grep -o 'metrics at http://[0-9.:]*' "$scratch/mount.log" | tail -1 | sed 's|.*http://||')
     check "ls shows the images" bash -c "[ \"\$(ls '$mnt' | tr '\n' ' ')\" = 'a b ' ]"
     check "st_size is the image size" bash -c "[ \$(stat -c %s '$mnt/a') = 67108864 ] && [ \$(stat -c %s '$mnt/b') = 10485760 ]"
     head -c 3000000 /dev/urandom >"$scratch/r1"
     check "dd O_DIRECT write + read back" bash -c "dd if='$scratch/r1' of='$mnt/a' bs=64k seek=3 oflag=direct,seek_bytes conv=notrunc,fsync status=none && cmp <(dd if='$mnt/a' bs=1 skip=3 count=3000000 iflag=skip_bytes,count_bytes status=none) '$scratch/r1'"
+    # The counters survive the file's closes: dd above wrote 3000000 bytes and fsynced.
+    check "--metrics: per-image write ops, bytes and flushes" python3 - "$maddr" <<'PY'
+import re, sys, urllib.request
+t = urllib.request.urlopen(f"http://{sys.argv[1]}/metrics", timeout=10).read().decode()
+def v(name, op):
+    m = re.search(rf'^{name}{{pool="rbd",image="a",op="{op}"}} (\S+)$', t, re.M)
+    return float(m.group(1)) if m else None
+got = (v("shale_image_bytes_total", "write"), v("shale_image_ops_total", "write") or 0,
+       (v("shale_image_ops_total", "flush") or 0) > 0, v("shale_image_latency_seconds_count", "write"))
+print(got)
+sys.exit(0 if got[0] == 3000000 and got[1] >= 46 and got[2] and got[3] == got[1] else 1)
+PY
     "$shale" create rbd/new --size 1M
     sleep 1.2
     check "an image created while mounted appears" bash -c "ls '$mnt' | grep -qx new && [ \$(stat -c %s '$mnt/new') = 1048576 ]"

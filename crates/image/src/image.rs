@@ -444,6 +444,12 @@ impl Image {
         self.vol().stats()
     }
 
+    /// The writer epoch of this handle's view of the header (every exclusive-lock takeover
+    /// bumps it): for metrics and diagnostics.
+    pub fn epoch(&self) -> u64 {
+        self.hdr().0.epoch
+    }
+
     /// Read at `off`; returns the bytes read (short at the end). Past the end is an error.
     pub fn read(&self, off: u64, buf: &mut [u8]) -> Result<usize> {
         self.refresh_view()?;
@@ -585,6 +591,13 @@ impl Image {
     /// Runs of allocated sectors (lba, count) in [lba, lba+n): for sparse copies.
     pub fn allocated(&self, lba: u64, n: u64) -> Vec<(u64, u64)> {
         self.vol().allocated(lba, n)
+    }
+
+    /// Runs of sectors (lba, count) in [lba, lba+n) that read as data, exactly: this image's
+    /// data and, for a clone, the parent chain's data it did not overwrite or zero (for NBD
+    /// block status; everything else reads as zeros).
+    pub fn allocated_deep(&self, lba: u64, n: u64) -> Vec<(u64, u64)> {
+        self.vol().allocated_deep(lba, n)
     }
 
     /// Like `allocated`, counting what a clone reads from its parent as allocated.
