@@ -209,7 +209,8 @@ impl Shared {
     }
 
     /// Attributes of a file. Size and allocation come from the open image when the file is
-    /// open, else from a short-lived read-only open.
+    /// open, else from a short-lived read-only open. `st_blocks` counts the sectors the image
+    /// itself holds data for (not a clone's parent's).
     fn attr(&self, ino: u64) -> Result<FileAttr> {
         if ino == ROOT {
             return Ok(self.file_attr(ROOT, FileType::Directory, 0, 0, 0o755));
@@ -220,7 +221,8 @@ impl Shared {
             None => Arc::new(self.open_by_node(&node, true)?),
         };
         let size = img.size();
-        let blocks = seek::blocks(&img.allocated_with_parent(0, size.div_ceil(SECTOR)));
+        // The space this image uses: its own data (a clone's parent data is the parent's).
+        let blocks = seek::blocks(&img.allocated(0, size.div_ceil(SECTOR)));
         let perm = if node.writable(&self.opts) {
             0o644
         } else {
@@ -461,7 +463,9 @@ impl Shared {
             return Ok(None);
         }
         let first = off / SECTOR;
-        let runs = img.allocated_with_parent(first, size.div_ceil(SECTOR) - first);
+        // What reads as data, exactly: for a clone, the parent chain's data it did not
+        // overwrite or zero counts too.
+        let runs = img.allocated_deep(first, size.div_ceil(SECTOR) - first);
         Ok(seek::seek(&runs, size, off, whence))
     }
 

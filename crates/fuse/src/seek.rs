@@ -1,7 +1,7 @@
 //! SEEK_DATA / SEEK_HOLE and `st_blocks` from an image's allocation map.
 //!
 //! The map is a sorted list of allocated runs in 512-byte sectors `(lba, count)` (what
-//! `Image::allocated_with_parent` returns). Everything else reads as zeros and is a hole; the
+//! `Image::allocated_deep` returns). Everything else reads as zeros and is a hole; the
 //! end of the file is a hole too (as lseek(2) defines it).
 
 /// Which way `lseek` looks.

@@ -122,8 +122,26 @@ if mount_pool "$mnt"; then
     "$shale" snap protect rbd/c@one && "$shale" clone rbd/c@one rbd/cl >/dev/null
     sleep 1.2
     check "a clone reads its parent's data" py pattern verify "$mnt/cl" 0 1048576 11
-    check "a clone: SEEK_HOLE 0 = its size (all parent data)" python3 -c "
-import os,sys; fd=os.open('$mnt/cl',os.O_RDONLY); sys.exit(0 if os.lseek(fd,0,os.SEEK_HOLE)==os.fstat(fd).st_size else 1)"
+    check "a clone: lseek sees the parent's data, st_blocks only its own" python3 - "$mnt/cl" <<'PY'
+import errno, os, sys
+M = 1 << 20
+def seek(fd, off, w):
+    try:
+        return os.lseek(fd, off, w)
+    except OSError as e:
+        return "ENXIO" if e.errno == errno.ENXIO else e.errno
+fd = os.open(sys.argv[1], os.O_RDWR)
+got = [seek(fd, 0, os.SEEK_DATA), seek(fd, 0, os.SEEK_HOLE), seek(fd, M, os.SEEK_DATA), os.fstat(fd).st_blocks]
+os.pwrite(fd, b"z" * 4096, 2 * M)
+os.fsync(fd)
+got += [seek(fd, M, os.SEEK_DATA), seek(fd, 2 * M, os.SEEK_HOLE), os.fstat(fd).st_blocks]
+# Zeroing part of the parent's data in the clone makes a hole there.
+os.system(f"fallocate -z -o 4096 -l 4096 {sys.argv[1]}")
+got += [seek(fd, 4096, os.SEEK_HOLE), seek(fd, 4096, os.SEEK_DATA)]
+want = [0, M, "ENXIO", 0, 2 * M, 2 * M + 4096, 8, 4096, 8192]
+print(got, want)
+sys.exit(0 if got == want else 1)
+PY
     stop_mount "$mpid" "$mnt"; rc=$mrc
     check "SIGTERM: exits 0" test "$rc" = 0
 else
