@@ -41,7 +41,12 @@ impl Workers {
                             Ok(j) => j,
                             Err(_) => return,
                         };
-                        job();
+                        // A panicking request must not take its worker (and the count of
+                        // running jobs, which shutdown waits on) with it; its reply, dropped
+                        // unsent, answers EIO.
+                        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)).is_err() {
+                            tracing::error!("a FUSE request panicked");
+                        }
                         let mut g = gate.0.lock().unwrap_or_else(|p| p.into_inner());
                         g.running -= 1;
                         if g.running == 0 {
@@ -97,6 +102,20 @@ impl Workers {
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[test]
+    fn a_panicking_job_keeps_its_worker_and_the_count() {
+        let w = Workers::new(1).unwrap();
+        let done = Arc::new(AtomicUsize::new(0));
+        w.run(|| panic!("boom")).unwrap();
+        let d = done.clone();
+        w.run(move || {
+            d.fetch_add(1, Ordering::SeqCst);
+        })
+        .unwrap();
+        w.stop();
+        assert_eq!(done.load(Ordering::SeqCst), 1);
+    }
 
     #[test]
     fn stop_waits_for_queued_jobs_and_refuses_new_ones() {

@@ -34,12 +34,23 @@ wait_mount() {
     wait "$pid"; mrc=$?
 }
 
+# fuse_umount [-z] DIR: unmount with fusermount3 or fusermount (Debian fuse3 / fuse), else
+# umount (as root).
+fuse_umount() {
+    local lazy=
+    [ "$1" = -z ] && { lazy=1; shift; }
+    if command -v fusermount3 >/dev/null; then fusermount3 -u ${lazy:+-z} "$1"
+    elif command -v fusermount >/dev/null; then fusermount -u ${lazy:+-z} "$1"
+    else umount ${lazy:+-l} "$1"
+    fi
+}
+
 # Unmount and stop everything still mounted (EXIT trap).
 cleanup_mounts() {
     [ -f "$scratch/mounts" ] || return 0
     while read -r pid dir; do
         kill -TERM "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
-        grep -q " $dir fuse" /proc/mounts && { fusermount -u -z "$dir" 2>/dev/null || umount -l "$dir" 2>/dev/null; }
+        grep -q " $dir fuse" /proc/mounts && fuse_umount -z "$dir" 2>/dev/null
     done <"$scratch/mounts"
     : >"$scratch/mounts"
 }

@@ -155,9 +155,9 @@ try: os.open('$mnt/s', os.O_RDWR)
 except OSError as e: sys.exit(0 if e.errno==errno.EROFS else 1)
 sys.exit(1)"
     check "--read-only: reads work" py pattern verify "$mnt/c" 0 1048576 12
-    check "fusermount -u" fusermount -u "$mnt"
+    check "fusermount -u (or umount)" fuse_umount "$mnt"
     wait_mount "$mpid"
-    check "fusermount -u: the server exits 0" test "$mrc" = 0
+    check "unmounted from outside: the server exits 0" test "$mrc" = 0
 fi
 
 # ---- fio libaio O_DIRECT with verify
