@@ -19,7 +19,7 @@ use fuser::{
     ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyWrite, Request, TimeOrNow,
 };
 use shale_error::{err, ErrorKind, Result};
-use shale_image::{Cluster, Image};
+use shale_image::{features, Cluster, Image};
 
 use crate::names::FileName;
 use crate::recorder::{Op, Recorder};
@@ -386,18 +386,24 @@ impl Shared {
         Ok((off, end))
     }
 
-    fn write(&self, ino: u64, off: i64, data: &[u8]) -> Result<u32> {
-        let (node, img) = self.handle(ino)?;
-        let t = Instant::now();
-        let (off, end) = self.writable(&node, &img, off, data.len() as u64)?;
+    /// The checks of a write: a writable file, a range inside the image (it does not grow by
+    /// writing: the whole request is refused).
+    fn write_range(&self, node: &Node, img: &Image, off: i64, len: usize) -> Result<u64> {
+        let (off, end) = self.writable(node, img, off, len as u64)?;
         if end > img.size() {
-            // An image does not grow by writing: the whole request is refused.
             return Err(err!(
                 NoSpace,
                 "write [{off}, {end}) past the end of the image ({} bytes)",
                 img.size()
             ));
         }
+        Ok(off)
+    }
+
+    fn write(&self, ino: u64, off: i64, data: &[u8]) -> Result<u32> {
+        let (node, img) = self.handle(ino)?;
+        let t = Instant::now();
+        let off = self.write_range(&node, &img, off, data.len())?;
         let r = img.write(off, data);
         self.record(&node, Op::Write, data.len() as u64, t, &r);
         r.map(|()| data.len() as u32)
@@ -701,10 +707,72 @@ impl Filesystem for ShaleFs {
         reply: ReplyWrite,
     ) {
         let data = data.to_vec();
-        self.spawn(reply, move |sh, reply| match sh.write(ino, offset, &data) {
-            Ok(n) => reply.written(n),
-            Err(e) => reply.error(log_err("write", &e)),
+        // The common case — the file is open and this mount already writes the image (holds
+        // its lock, or it has none) — goes straight to the engine, and the reply goes out from
+        // its completion: no worker in between, and concurrent writes meet in the group
+        // commit. Everything else (taking the lock, errors) runs on a worker.
+        let sh = &self.sh;
+        let fast = sh.handle(ino).ok().filter(|(_, img)| {
+            !img.is_read_only()
+                && (img.is_lock_owner() || img.features() & features::EXCLUSIVE_LOCK == 0)
         });
+        let Some((node, img)) = fast else {
+            return self.spawn(reply, move |sh, reply| match sh.write(ino, offset, &data) {
+                Ok(n) => reply.written(n),
+                Err(e) => reply.error(log_err("write", &e)),
+            });
+        };
+        let off = match sh.write_range(&node, &img, offset, data.len()) {
+            Ok(o) => o,
+            Err(e) => return reply.error(log_err("write", &e)),
+        };
+        // Counted as running, so a shutdown waits for the engine's answer.
+        let Some(running) = sh.workers.enter() else {
+            return reply.error(libc::EIO);
+        };
+        let t = Instant::now();
+        let n = data.len();
+        // Kept for a retry: the lock may move away between the check and the engine.
+        let copy = data.clone();
+        let sh = sh.clone();
+        img.submit_write(
+            off,
+            data,
+            Box::new(move |r| {
+                match r {
+                    Err(e) if e.kind() == ErrorKind::Unavailable => {
+                        // The volume was closed under us (the lock went to another client):
+                        // write again on a worker, which takes the lock back.
+                        let replied = Arc::new(Mutex::new(Some(reply)));
+                        let mine = replied.clone();
+                        let queued = sh.workers.run({
+                            let sh = sh.clone();
+                            move || {
+                                if let Some(reply) = lock(&mine).take() {
+                                    match sh.write(ino, offset, &copy) {
+                                        Ok(n) => reply.written(n),
+                                        Err(e) => reply.error(log_err("write", &e)),
+                                    }
+                                }
+                            }
+                        });
+                        if queued.is_err() {
+                            if let Some(reply) = lock(&replied).take() {
+                                reply.error(libc::EIO);
+                            }
+                        }
+                    }
+                    r => {
+                        sh.record(&node, Op::Write, n as u64, t, &r);
+                        match r {
+                            Ok(()) => reply.written(n as u32),
+                            Err(e) => reply.error(log_err("write", &e)),
+                        }
+                    }
+                }
+                drop(running);
+            }),
+        );
     }
 
     fn flush(&mut self, _req: &Request<'_>, ino: u64, _fh: u64, _lo: u64, reply: ReplyEmpty) {

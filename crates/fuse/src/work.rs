@@ -78,6 +78,17 @@ impl Workers {
         }
     }
 
+    /// Count a request that runs outside the workers (submitted to the engine, answered from
+    /// its completion) as running until the returned guard is dropped; None once stopping.
+    pub(crate) fn enter(&self) -> Option<Running> {
+        let mut g = self.gate.0.lock().unwrap_or_else(|p| p.into_inner());
+        if g.stopping {
+            return None;
+        }
+        g.running += 1;
+        Some(Running(self.gate.clone()))
+    }
+
     /// Refuse new jobs and wait for the running ones; then end the threads.
     pub(crate) fn stop(&self) {
         let mut g = self.gate.0.lock().unwrap_or_else(|p| p.into_inner());
@@ -94,6 +105,19 @@ impl Workers {
             .drain(..)
         {
             let _ = t.join();
+        }
+    }
+}
+
+/// A request counted as running ([`Workers::enter`]).
+pub(crate) struct Running(Arc<(Mutex<Gate>, Condvar)>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let mut g = self.0 .0.lock().unwrap_or_else(|p| p.into_inner());
+        g.running -= 1;
+        if g.running == 0 {
+            self.0 .1.notify_all();
         }
     }
 }
@@ -129,7 +153,23 @@ mod tests {
             })
             .unwrap();
         }
-        w.stop();
+        let guard = w.enter().unwrap();
+        let stopper = std::thread::spawn({
+            let w = Arc::new(w);
+            let w2 = w.clone();
+            move || {
+                w2.stop();
+                w
+            }
+        });
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(
+            !stopper.is_finished(),
+            "stop must wait for an entered request"
+        );
+        drop(guard);
+        let w = stopper.join().unwrap();
+        assert!(w.enter().is_none());
         assert_eq!(done.load(Ordering::SeqCst), 50);
         let d = done.clone();
         assert!(w
