@@ -239,6 +239,37 @@ if mount_pool "$m1"; then
     check "final contents (shale export)" bash -c "'$shale' export rbd/two '$scratch/two.raw' >/dev/null && python3 '$tests/fusecheck.py' pattern verify '$scratch/two.raw' 0 1048576 22 && python3 '$tests/fusecheck.py' pattern verify '$scratch/two.raw' 1048576 1048576 23"
 fi
 
+# ---- two mounts under load: fio (with verify) on mount 1 while mount 2 takes the lock over
+# and writes elsewhere in the image, three times: every handoff happens under queued I/O
+new_store
+"$shale" create rbd/hl --size 64M
+m1=$mnt-1 m2=$mnt-2
+if ! command -v fio >/dev/null; then
+    skipped "fio not installed"
+elif mount_pool "$m1"; then
+    p1=$mpid
+    if mount_pool "$m2"; then
+        p2=$mpid
+        fio --name=hl --filename="$m1/hl" --ioengine=libaio --direct=1 --rw=randwrite --bs=4k \
+            --iodepth=16 --size=16M --loops=10 --verify=crc32c --do_verify=1 --verify_fatal=1 \
+            --output="$scratch/fio-hl.out" &
+        fio_pid=$!
+        sleep 2
+        wr=0
+        for i in 1 2 3; do
+            py pattern write "$m2/hl" $((48 << 20)) 1048576 $((40 + i)) >/dev/null || wr=1
+            sleep 1
+        done
+        check "mount 2 writes three times while fio runs on mount 1" test "$wr" = 0
+        wait "$fio_pid"; frc=$?
+        check "fio on mount 1 through three handoffs: no error, data verified" bash -c "[ $frc = 0 ] && grep -q 'err= 0' '$scratch/fio-hl.out'" 
+        check "mount 1 sees mount 2's last write" py pattern verify "$m1/hl" $((48 << 20)) 1048576 43
+        stop_mount "$p2" "$m2"; check "mount 2 exits 0" test "$mrc" = 0
+    fi
+    stop_mount "$p1" "$m1"; check "mount 1 exits 0" test "$mrc" = 0
+    check "shale check after the handoffs under load" "$shale" check rbd/hl
+fi
+
 # ---- bad command lines change nothing and say why
 check "mount on a missing directory fails" bash -c "! timeout 20 '$shale' mount '$scratch/nope'"
 mkdir -p "$scratch/empty"
