@@ -949,3 +949,48 @@ impl Filesystem for ShaleFs {
         reply.error(libc::EPERM)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name(image: &str, snap: Option<&str>) -> FileName {
+        FileName {
+            image: image.into(),
+            snap: snap.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn inodes_are_stable_per_name_and_never_the_root() {
+        let mut t = Table::default();
+        let a = t.intern(name("a", None), "id1");
+        let s = t.intern(name("a", Some("s")), "id1");
+        let b = t.intern(name("b", None), "id2");
+        assert!(a > ROOT && s > ROOT && b > ROOT);
+        assert_ne!(a, s);
+        assert_ne!(a, b);
+        assert_eq!(t.intern(name("a", None), "id1"), a);
+        // An image removed and created again under the same name: same file, new id.
+        assert_eq!(t.intern(name("a", None), "id3"), a);
+        assert_eq!(t.nodes[&a].id, "id3");
+    }
+
+    #[test]
+    fn snapshots_and_read_only_mounts_are_not_writable() {
+        let mut o = Options::new("rbd");
+        let head = Node {
+            name: name("a", None),
+            id: "x".into(),
+        };
+        let snap = Node {
+            name: name("a", Some("s")),
+            id: "x".into(),
+        };
+        assert!(head.writable(&o));
+        assert!(!snap.writable(&o));
+        o.read_only = true;
+        assert!(!head.writable(&o));
+        assert_eq!(snap.file(), "a@s");
+    }
+}
