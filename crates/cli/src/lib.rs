@@ -15,6 +15,7 @@ macro_rules! outln {
 mod bench;
 mod copy;
 mod location;
+mod mount;
 mod nbd;
 mod progress;
 pub mod rbd;
@@ -168,6 +169,9 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<OsString>,
     },
+    /// Serve a pool's images as files (FUSE): `shale mount /mnt/rbd --pool rbd`; runs until
+    /// unmounted (`fusermount -u DIR`) or stopped (SIGTERM / SIGINT)
+    Mount(mount::MountArgs),
     /// Serve images over NBD (as rbd-nbd, without a kernel device)
     Nbd {
         #[command(subcommand)]
@@ -734,6 +738,7 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         // `rbd` is dispatched by `main` before parsing; the variant documents it in --help.
+        Cmd::Mount(a) => mount::mount(c.clone(), a)?,
         Cmd::Config
         | Cmd::Run { .. }
         | Cmd::Rbd { .. }

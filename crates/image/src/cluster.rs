@@ -537,6 +537,16 @@ impl Cluster {
         })
     }
 
+    /// Size and snapshots (oldest first) of an image, from its header alone (no volume is
+    /// opened): what a file view of a pool lists. NotFound while the image is being removed.
+    pub fn image_brief(&self, pool: &str, id: &str) -> Result<(u64, Vec<crate::SnapInfo>)> {
+        let (h, _) = self.load_header(pool, id)?;
+        if h.removing {
+            return Err(err!(NotFound, "image {pool}/{} is being removed", h.name));
+        }
+        Ok((h.size, h.snapshots))
+    }
+
     /// Change an image's header with a conditional write, retrying on concurrent changes.
     pub(crate) fn modify_header(
         &self,
