@@ -279,6 +279,15 @@ impl Shared {
             g.busy = false;
             slot.cv.notify_all();
             let img = Arc::new(r?);
+            // Other clients' maintenance operations (snapshot, resize, location changes) run
+            // here while this mount holds the lock, as librbd's owner does for them.
+            let weak = Arc::downgrade(&img);
+            img.set_proxy_handler(Arc::new(move |run| {
+                let img = weak
+                    .upgrade()
+                    .ok_or_else(|| err!(Busy, "the file was closed"))?;
+                run(&img)
+            }));
             self.recorder.opened(self.pool(), &node.file(), &img);
             g.img = Some(img);
         }

@@ -69,6 +69,7 @@ fn open_exports(c: &Cluster, o: &ServeOptions, registry: &Registry) -> Result<Ve
             None => (c.open_image(&sp.pool, &sp.image, o.read_only)?, o.read_only),
         };
         let img = Arc::new(img);
+        serve_others(&img);
         let label = match &sp.snap {
             Some(s) => format!("{}@{s}", sp.image),
             None => sp.image.clone(),
@@ -205,4 +206,16 @@ mod tests {
         assert!(parse_listen("nonsense").is_err());
         assert!(parse_listen("127.0.0.1:99999").is_err());
     }
+}
+
+/// Run other clients' maintenance operations (snapshot, resize, flatten, location changes)
+/// while this export holds the image's exclusive lock, as librbd's owner does for them.
+fn serve_others(img: &Arc<shale_image::Image>) {
+    let weak = Arc::downgrade(img);
+    img.set_proxy_handler(Arc::new(move |run| {
+        let img = weak
+            .upgrade()
+            .ok_or_else(|| err!(Busy, "the export was closed"))?;
+        run(&img)
+    }));
 }
