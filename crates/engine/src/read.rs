@@ -98,6 +98,18 @@ impl Volume {
 impl Shared {
     /// Read whole sectors into `out` (exactly `n * 512` bytes).
     pub(crate) fn read_sectors(&self, lba: u64, n: u64, out: &mut [u8]) -> Result<()> {
+        self.read_sectors_with(lba, n, out, true)
+    }
+
+    /// [`Self::read_sectors`]; `admit` false: use the read cache but add nothing to it (GC
+    /// reads data it is about to move: its cache entries would be dead at once).
+    pub(crate) fn read_sectors_with(
+        &self,
+        lba: u64,
+        n: u64,
+        out: &mut [u8],
+        admit: bool,
+    ) -> Result<()> {
         let _guard = self.gc_guard.read().unwrap_or_else(|p| p.into_inner());
         let mut plan: Vec<(usize, usize, Source)> = Vec::new();
         let parent = self
@@ -160,7 +172,7 @@ impl Shared {
                 Source::Zeros => dst.fill(0),
                 Source::Memory(s, boff) => dst.copy_from_slice(&s.data[boff..boff + len]),
                 Source::Store(seg, off) => {
-                    self.read_stored(seg, off, lba + at as u64 / SECTOR, dst)?
+                    self.read_stored(seg, off, lba + at as u64 / SECTOR, dst, admit)?
                 }
                 Source::Parent(plba) => {
                     if let Some(p) = &parent {
@@ -190,7 +202,14 @@ impl Shared {
     /// from sector `off_sectors` of the segment's data): through the read cache when there is
     /// one, else fetch the covering pages; verify every page fetched against the segment's
     /// checksums; copy.
-    fn read_stored(&self, seq: u64, off_sectors: u32, lba: u64, dst: &mut [u8]) -> Result<()> {
+    fn read_stored(
+        &self,
+        seq: u64,
+        off_sectors: u32,
+        lba: u64,
+        dst: &mut [u8],
+        admit: bool,
+    ) -> Result<()> {
         let h = self.index_cache.get(self, seq)?;
         if self.epoch != 0 && h.epoch > self.epoch {
             // A newer writer took the image over and stored its own segment under a number
@@ -317,7 +336,7 @@ impl Shared {
             let s = (sa - p0) as usize;
             dst[a..z].copy_from_slice(&bytes[s..s + (z - a)]);
             for (pa, pz, key) in &pieces[i..j] {
-                if let Some(k) = key {
+                if let (Some(k), true) = (key, admit) {
                     cache.offer(k, &dst[*pa..*pz], false);
                 }
             }
