@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Issue-4 benchmark: the same fio jobs, one invocation, one table with ratios, on
+# Issue-4/12 benchmark: the same fio jobs, one invocation, one table with ratios (and the
+# device's own sequential O_DIRECT write ceiling, measured first), on
 #   raw    fio libaio direct=1 on a raw file of the same filesystem (the physical limit here)
 #   local  fio rbd engine on Shale, embedded local store (in-place log, no double write)
 #   s3     fio rbd engine on Shale, S3 store (SeaweedFS on loopback) behind the local journal
@@ -80,6 +81,17 @@ daemon_ticks() {
   echo $t
 }
 
+# The device's own ceiling for a log: its large sequential O_DIRECT write rate (4 MiB, QD16).
+devlimit=""
+if [[ " $TARGETS " == *" raw "* ]]; then
+  fallocate -l "$SIZE" "$DIR/seq.bin" 2>/dev/null || truncate -s "$SIZE" "$DIR/seq.bin"
+  fio --name=devlimit --ioengine=libaio --direct=1 --filename="$DIR/seq.bin" --size="$SIZE" \
+      --rw=write --bs=4M --iodepth=16 --time_based --runtime="$RUNTIME" --output-format=json \
+      --output="$DIR/devlimit.json" >/dev/null
+  devlimit=$(/usr/bin/python3 -c 'import json,sys; j=json.load(open(sys.argv[1]))["jobs"][0]["write"]; print("%.0f MiB/s = %.0f 4 KiB writes/s" % (j["bw_bytes"]/2**20, j["bw_bytes"]/4096))' "$DIR/devlimit.json")
+  rm -f "$DIR/seq.bin"
+fi
+
 declare -A R
 active=()
 for t in $TARGETS; do
@@ -124,6 +136,8 @@ done
   echo "# Shale vs raw file vs Ceph RBD: fio, one run"
   echo
   echo "Run $(date -u +%Y-%m-%dT%H:%MZ) by bench/compare.sh (RUNTIME=${RUNTIME}s per job after 2 s ramp, ${SIZE}); $(nproc) cores, $(uname -r)."
+  [ -n "$devlimit" ] && echo "Device sequential O_DIRECT write limit (4 MiB writes, QD16, raw file): $devlimit." && echo
+  echo "Load while running (1/5/15 min): $(cut -d' ' -f1-3 /proc/loadavg)."
   echo "Cells: IOPS (MiB/s) · p50/p99 latency µs · CPU µs per I/O. Ratios against the raw file (and Ceph)."
   echo
   hdr="| job |"; sep="|---|"

@@ -1,18 +1,28 @@
-//! The read cache: 64 KiB blocks of stored segments, kept in a local file, so that data read
+//! The read cache: 4 KiB units of stored segments, kept in a local file, so that data read
 //! from a slow or remote store is served locally the next time.
 //!
 //! ```text
-//!  rcache-N.data  [ slot 0 | slot 1 | ... ]   64 KiB each; slot i holds one (owner, seg, block)
-//!  rcache-N.idx   which key each slot holds (written on close and every 1024 admissions)
+//!  rcache-N.data  [ slot 0 | slot 1 | ... ]   4 KiB each; slot i holds one key's unit
+//!  rcache-N.idx   which key (and data checksum) each slot holds (on close, at most every 2 s)
 //!  rcache-N.lock  flock: one process per cache file; a second process takes N+1
 //! ```
-//! Keys are (owner, segment, block): the owner names the image's log (a hash of store and
-//! prefix), so images that read the same segments — a clone and its parent — share entries.
-//! The cache never decides what is correct: the engine verifies every block it gets from here
-//! against the segment's page checksums and invalidates a block that fails. A stale index after
-//! a crash is therefore harmless. Admission is scan-resistant: a block is cached on its second
-//! miss within a window (a "ghost" list), and large sequential reads bypass the cache, so a
-//! one-pass scan cannot evict the working set. Eviction is CLOCK.
+//! Keys are (owner, segment, sector offset, tag): the owner names the image's log (a hash of
+//! store and prefix), so images that read the same segments — a clone and its parent — share
+//! entries; the engine picks the offsets (where 4 KiB image pages start inside the segment, so
+//! one cached unit is one image page however the log packed it) and the tag (a digest of the
+//! segment's own page checksums over the unit, so a segment number reused for other data
+//! never matches an old entry).
+//!
+//! The unit is 4 KiB, not a larger block: random writes scatter an image over many segments in
+//! 4 KiB pieces, and a cache of larger segment blocks then holds mostly bytes nobody reads
+//! (neighbours in the log, dead data) and thrashes; 4 KiB units hold as much live data as the
+//! cache's size, however fragmented the log is.
+//!
+//! Every unit's CRC-32C is recorded when it is admitted and checked on every hit: a damaged or
+//! stale slot (a crash between writing a slot and saving the index, a scribbled file) is a
+//! miss and is dropped, never data. Admission is scan-resistant: once the cache is full, a
+//! unit is cached on its second miss within a window (a "ghost" list), and large sequential
+//! reads bypass the cache, so a one-pass scan cannot evict the working set. Eviction is CLOCK.
 #![forbid(unsafe_code)]
 #![allow(clippy::disallowed_methods)] // a front end / tool / device layer: real time is fine here
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -23,15 +33,20 @@ use std::sync::Mutex;
 
 use shale_error::{err, Error, Result};
 
-/// Bytes per cached block.
-pub const BLOCK: usize = 64 << 10;
+/// Bytes per cached block: one image page.
+pub const BLOCK: usize = 4096;
 
-/// What a block is: block `block` (64 KiB units) of segment `seg`'s data area in log `owner`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// Smallest cache size accepted.
+pub const MIN_SIZE: u64 = 256 << 10;
+
+/// What a block is: the `BLOCK` bytes at sector offset `block` of segment `seg`'s data area in
+/// log `owner`, as identified by `tag` (the engine's digest of the segment's checksums there).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct BlockKey {
     pub owner: u64,
     pub seg: u64,
     pub block: u32,
+    pub tag: u32,
 }
 
 /// Counters.
@@ -59,7 +74,8 @@ impl CacheStats {
 
 /// The cache as the engine sees it.
 pub trait BlockCache: Send + Sync + std::fmt::Debug {
-    /// Fill `out` (at most `BLOCK` bytes) with the cached block; false on a miss.
+    /// Fill `out` (at most `BLOCK` bytes) with the cached block; false on a miss (also when
+    /// the slot's bytes no longer match the checksum recorded at admission).
     fn get(&self, key: &BlockKey, out: &mut [u8]) -> bool;
     /// Offer a block just read from the store; `large` marks part of a big sequential read.
     fn offer(&self, key: &BlockKey, data: &[u8], large: bool);
@@ -71,7 +87,8 @@ pub trait BlockCache: Send + Sync + std::fmt::Debug {
 #[derive(Debug)]
 struct St {
     index: HashMap<BlockKey, u32>,
-    slots: Vec<Option<(BlockKey, u32)>>,
+    /// Per slot: its key, its length and the CRC-32C of its bytes.
+    slots: Vec<Option<(BlockKey, u32, u32)>>,
     refbit: Vec<bool>,
     hand: usize,
     ghost: HashSet<BlockKey>,
@@ -90,14 +107,18 @@ pub struct FileCache {
     st: Mutex<St>,
 }
 
-const IDX_MAGIC: &[u8; 8] = b"SHALERCI";
+// Version 2: 4 KiB slots, keys with a tag, a checksum per slot (version 1 held 64 KiB
+// blocks; its index is ignored).
+const IDX_MAGIC: &[u8; 8] = b"SHALERC2";
+/// Bytes per slot in the index: owner, seg, block, tag, len, crc.
+const ENTRY: usize = 8 + 8 + 4 + 4 + 4 + 4;
 
 impl FileCache {
     /// Open (or create) a cache of `size` bytes in `dir`, reusing what a previous process left
     /// there.
     pub fn open(dir: &Path, size: u64) -> Result<FileCache> {
         let n = (size / BLOCK as u64) as usize;
-        if n < 4 {
+        if size < MIN_SIZE {
             return Err(err!(
                 Invalid,
                 "read cache size {size} is too small (at least 256K)"
@@ -132,7 +153,7 @@ impl FileCache {
             let index = slots
                 .iter()
                 .enumerate()
-                .filter_map(|(i, s)| s.map(|(k, _)| (k, i as u32)))
+                .filter_map(|(i, s)| s.map(|(k, _, _)| (k, i as u32)))
                 .collect();
             let st = St {
                 index,
@@ -169,22 +190,17 @@ impl FileCache {
     /// Write the index now (also done on drop).
     pub fn save(&self) {
         let slots = self.lock().slots.clone();
-        let mut b = Vec::with_capacity(16 + slots.len() * 24);
+        let mut b = Vec::with_capacity(16 + slots.len() * ENTRY);
         b.extend_from_slice(IDX_MAGIC);
         b.extend_from_slice(&(slots.len() as u64).to_le_bytes());
         for s in &slots {
-            let (k, len) = s.unwrap_or((
-                BlockKey {
-                    owner: 0,
-                    seg: 0,
-                    block: 0,
-                },
-                0,
-            ));
+            let (k, len, sum) = s.unwrap_or_default();
             b.extend_from_slice(&k.owner.to_le_bytes());
             b.extend_from_slice(&k.seg.to_le_bytes());
             b.extend_from_slice(&k.block.to_le_bytes());
+            b.extend_from_slice(&k.tag.to_le_bytes());
             b.extend_from_slice(&len.to_le_bytes());
+            b.extend_from_slice(&sum.to_le_bytes());
         }
         let crc = crc(&b);
         b.extend_from_slice(&crc.to_le_bytes());
@@ -206,10 +222,11 @@ fn crc(b: &[u8]) -> u64 {
     })
 }
 
-fn load_index(path: &Path, slots: &mut [Option<(BlockKey, u32)>]) {
+fn load_index(path: &Path, slots: &mut [Option<(BlockKey, u32, u32)>]) {
     let Ok(b) = std::fs::read(path) else { return };
     let n = slots.len();
-    if b.len() != 16 + n * 24 + 8 || &b[..8] != IDX_MAGIC || b[8..16] != (n as u64).to_le_bytes() {
+    if b.len() != 16 + n * ENTRY + 8 || &b[..8] != IDX_MAGIC || b[8..16] != (n as u64).to_le_bytes()
+    {
         return;
     }
     let body = b.len() - 8;
@@ -219,16 +236,18 @@ fn load_index(path: &Path, slots: &mut [Option<(BlockKey, u32)>]) {
     let u64_at = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().unwrap_or([0; 8]));
     let u32_at = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().unwrap_or([0; 4]));
     for (i, s) in slots.iter_mut().enumerate() {
-        let at = 16 + i * 24;
-        let len = u32_at(at + 20);
+        let at = 16 + i * ENTRY;
+        let len = u32_at(at + 24);
         if len > 0 && len as usize <= BLOCK {
             *s = Some((
                 BlockKey {
                     owner: u64_at(at),
                     seg: u64_at(at + 8),
                     block: u32_at(at + 16),
+                    tag: u32_at(at + 20),
                 },
                 len,
+                u32_at(at + 28),
             ));
         }
     }
@@ -242,27 +261,45 @@ impl Drop for FileCache {
 
 impl BlockCache for FileCache {
     fn get(&self, key: &BlockKey, out: &mut [u8]) -> bool {
-        let slot = {
+        let (slot, sum) = {
             let mut g = self.lock();
-            match g.index.get(key).copied() {
-                Some(s)
-                    if g.slots[s as usize].is_some_and(|(_, len)| len as usize >= out.len()) =>
-                {
+            let found = g.index.get(key).copied().and_then(|s| {
+                g.slots[s as usize]
+                    .filter(|&(_, len, _)| len as usize == out.len())
+                    .map(|(_, _, sum)| (s, sum))
+            });
+            match found {
+                Some((s, sum)) => {
                     g.refbit[s as usize] = true;
-                    g.stats.hits += 1;
-                    s
+                    (s, sum)
                 }
-                _ => {
+                None => {
                     g.stats.misses += 1;
                     return false;
                 }
             }
         };
-        // Read outside the lock; if the slot is reused meanwhile, the engine's checksum check
-        // catches it and invalidates.
-        self.data
+        // Read outside the lock; a slot reused or torn meanwhile fails its checksum.
+        let ok = self
+            .data
             .read_exact_at(out, slot as u64 * BLOCK as u64)
             .is_ok()
+            && crc32c::crc32c(out) == sum;
+        let mut g = self.lock();
+        if ok {
+            g.stats.hits += 1;
+        } else {
+            g.stats.misses += 1;
+            // Drop it, unless the slot already holds something else.
+            if g.index.get(key) == Some(&slot)
+                && g.slots[slot as usize].is_some_and(|(_, _, s)| s == sum)
+            {
+                g.index.remove(key);
+                g.slots[slot as usize] = None;
+                g.stats.invalidated += 1;
+            }
+        }
+        ok
     }
 
     fn offer(&self, key: &BlockKey, data: &[u8], large: bool) {
@@ -305,7 +342,7 @@ impl BlockCache for FileCache {
                 s = (s + 1) % n;
             }
             g.hand = (s + 1) % n;
-            if let Some((old, _)) = g.slots[s].take() {
+            if let Some((old, _, _)) = g.slots[s].take() {
                 g.index.remove(&old);
                 g.stats.evicted += 1;
             }
@@ -320,12 +357,13 @@ impl BlockCache for FileCache {
         {
             let save = {
                 let mut g = self.lock();
-                g.slots[slot] = Some((*key, data.len() as u32));
+                g.slots[slot] = Some((*key, data.len() as u32, crc32c::crc32c(data)));
                 g.refbit[slot] = true;
                 g.index.insert(*key, slot as u32);
                 // Processes that never drop the cache (a C client) still leave a usable index.
-                let due = g.since_save >= 1024
-                    || (g.since_save > 0 && g.last_save.elapsed().as_secs() >= 2);
+                // Time-bounded rather than every N admissions: the index of a 1 GiB cache is
+                // 8 MiB, and a warm-up admits thousands of units a second.
+                let due = g.since_save > 0 && g.last_save.elapsed().as_secs() >= 2;
                 if due {
                     g.since_save = 0;
                     g.last_save = std::time::Instant::now();

@@ -100,7 +100,7 @@ fn run(sh: &Shared) {
                 // Checked again here: a shrink may have come between submission and now, and
                 // nothing may land past the new end.
                 Req::Write { off, data } => match in_range(sh, off, data.len() as u64) {
-                    Ok(()) => add_write(sh, &mut b, &mut scratch, off, &data, p.done),
+                    Ok(()) => add_owned_write(sh, &mut b, &mut scratch, off, data, p.done),
                     Err(e) => (p.done)(Err(e)),
                 },
                 Req::Zero { off, len, trim } => match trim {
@@ -248,6 +248,37 @@ fn run(sh: &Shared) {
             }
         }
     }
+}
+
+/// [`add_write`] for a request's own buffer: the first aligned write of a record becomes the
+/// record's data buffer as it is (no copy) — at queue depth 1 and for large writes, that is
+/// every write.
+fn add_owned_write(
+    sh: &Shared,
+    b: &mut Batch,
+    scratch: &mut Vec<u8>,
+    off: u64,
+    data: Vec<u8>,
+    done: Done,
+) {
+    let aligned = off.is_multiple_of(SECTOR) && (data.len() as u64).is_multiple_of(SECTOR);
+    // (An empty write adds no operation: a zero-length entry is invalid.)
+    if aligned
+        && !data.is_empty()
+        && b.ops.is_empty()
+        && b.data.is_empty()
+        && data.len() <= b.max_record
+    {
+        b.ops.push(Op {
+            lba: off / SECTOR,
+            len: (data.len() as u64 / SECTOR) as u32,
+            kind: EntryKind::Data,
+        });
+        b.data = data;
+        b.done.push(done);
+        return;
+    }
+    add_write(sh, b, scratch, off, &data, done)
 }
 
 fn add_write(sh: &Shared, b: &mut Batch, scratch: &mut Vec<u8>, off: u64, data: &[u8], done: Done) {
@@ -486,6 +517,14 @@ fn apply(sh: &Shared, g: &mut Inner, ops: &[Op], rec: &[u8], seq: u64) {
                 g.map.remove(op.lba, len);
             }
         }
+    }
+    // The open segment grows to `segment_size`: reserve it once instead of doubling (each
+    // doubling copies everything so far). Pages never written stay unallocated.
+    let need = g.open.data.len() + rec.len();
+    if g.open.data.capacity() < need {
+        let want = need.max(sh.cfg.segment_size.min(64 << 20) as usize);
+        let len = g.open.data.len();
+        g.open.data.reserve_exact(want - len);
     }
     g.open.data.extend_from_slice(rec);
     g.open.jseq = seq;

@@ -97,7 +97,7 @@ pub(crate) fn run(sh: &Arc<Shared>, threshold: f64) -> Result<GcReport> {
     let mut bytes = 0usize;
     for (lba, len, seg, off) in extents {
         let mut data = vec![0u8; (len * SECTOR) as usize];
-        sh.read_sectors(lba, len, &mut data)?;
+        sh.read_sectors_with(lba, len, &mut data, false)?;
         bytes += data.len();
         rep.bytes_relocated += data.len() as u64;
         batch.push(Relocation {

@@ -98,6 +98,18 @@ impl Volume {
 impl Shared {
     /// Read whole sectors into `out` (exactly `n * 512` bytes).
     pub(crate) fn read_sectors(&self, lba: u64, n: u64, out: &mut [u8]) -> Result<()> {
+        self.read_sectors_with(lba, n, out, true)
+    }
+
+    /// [`Self::read_sectors`]; `admit` false: use the read cache but add nothing to it (GC
+    /// reads data it is about to move: its cache entries would be dead at once).
+    pub(crate) fn read_sectors_with(
+        &self,
+        lba: u64,
+        n: u64,
+        out: &mut [u8],
+        admit: bool,
+    ) -> Result<()> {
         let _guard = self.gc_guard.read().unwrap_or_else(|p| p.into_inner());
         let mut plan: Vec<(usize, usize, Source)> = Vec::new();
         let parent = self
@@ -159,7 +171,9 @@ impl Shared {
             match src {
                 Source::Zeros => dst.fill(0),
                 Source::Memory(s, boff) => dst.copy_from_slice(&s.data[boff..boff + len]),
-                Source::Store(seg, off) => self.read_stored(seg, off, dst)?,
+                Source::Store(seg, off) => {
+                    self.read_stored(seg, off, lba + at as u64 / SECTOR, dst, admit)?
+                }
                 Source::Parent(plba) => {
                     if let Some(p) = &parent {
                         p.vol.sh.read_sectors_clamped(plba, dst, p.overlap)?;
@@ -184,9 +198,18 @@ impl Shared {
         Ok(())
     }
 
-    /// Read from a stored segment: through the read cache when there is one, else fetch the
-    /// covering pages; verify every page against the segment's checksums; copy.
-    fn read_stored(&self, seq: u64, off_sectors: u32, dst: &mut [u8]) -> Result<()> {
+    /// Read from a stored segment (`dst` holds image sectors from `lba` on, stored contiguously
+    /// from sector `off_sectors` of the segment's data): through the read cache when there is
+    /// one, else fetch the covering pages; verify every page fetched against the segment's
+    /// checksums; copy.
+    fn read_stored(
+        &self,
+        seq: u64,
+        off_sectors: u32,
+        lba: u64,
+        dst: &mut [u8],
+        admit: bool,
+    ) -> Result<()> {
         let h = self.index_cache.get(self, seq)?;
         if self.epoch != 0 && h.epoch > self.epoch {
             // A newer writer took the image over and stored its own segment under a number
@@ -239,30 +262,85 @@ impl Shared {
             dst.copy_from_slice(&bytes[s..s + dst.len()]);
             return Ok(());
         };
-        let bl = BLOCK as u64;
-        let mut buf = vec![0u8; BLOCK];
-        for b in start / bl..end.div_ceil(bl) {
-            let (bstart, bend) = (b * bl, ((b + 1) * bl).min(h.data_len));
-            let bkey = BlockKey {
-                owner: *owner,
-                seg: seq,
-                block: b as u32,
-            };
-            let blen = (bend - bstart) as usize;
-            let hit = cache.get(&bkey, &mut buf[..blen]);
-            let ok = hit
-                && segment::verify_pages(&h, (bstart / PAGE as u64) as u32, &buf[..blen]).is_ok();
-            if !ok {
-                if hit {
-                    cache.invalidate(&bkey);
-                }
-                let bytes = fetch(bstart, bend)?;
-                buf[..blen].copy_from_slice(&bytes);
-                cache.offer(&bkey, &buf[..blen], false);
+        // The cache's unit is one 4 KiB image page: a piece of `dst` that starts at an image
+        // page boundary. Its bytes sit at some sector offset in the segment (records are
+        // sector-aligned, not page-aligned), the same offset for every read of that page while
+        // the map points there, so the key (segment, sector offset) finds it again. Bytes
+        // before the first and after the last whole page of `dst` are not cached.
+        let spp = BLOCK as u64 / SECTOR; // sectors per unit
+        let n_sec = dst.len() as u64 / SECTOR;
+        let first = lba.div_ceil(spp) * spp - lba; // sectors into dst of the first unit
+        let units = if first + spp <= n_sec {
+            (n_sec - first) / spp
+        } else {
+            0
+        };
+        // Pieces of dst: (start, end) in bytes, and the unit key when the piece is one unit.
+        let mut pieces: Vec<(usize, usize, Option<BlockKey>)> = Vec::new();
+        let unit_end = ((first + units * spp) * SECTOR) as usize;
+        if units == 0 {
+            pieces.push((0, dst.len(), None));
+        } else {
+            if first > 0 {
+                pieces.push((0, (first * SECTOR) as usize, None));
             }
-            let (a, z) = (start.max(bstart), end.min(bend));
-            dst[(a - start) as usize..(z - start) as usize]
-                .copy_from_slice(&buf[(a - bstart) as usize..(z - bstart) as usize]);
+            for u in 0..units {
+                let a = ((first + u * spp) * SECTOR) as usize;
+                let seg_byte = start + a as u64;
+                // The segment's own checksums of the pages under this unit: they change when
+                // the segment's data does (a reused number never matches an old entry).
+                let (p0, p1) = (
+                    seg_byte / PAGE as u64,
+                    (seg_byte + BLOCK as u64 - 1) / PAGE as u64,
+                );
+                let mut t = Vec::with_capacity(8);
+                for p in p0..=p1 {
+                    let c = h.page_crcs.get(p as usize).copied().unwrap_or(0);
+                    t.extend_from_slice(&c.to_le_bytes());
+                }
+                let key = BlockKey {
+                    owner: *owner,
+                    seg: seq,
+                    block: (seg_byte / SECTOR) as u32,
+                    tag: crc32c::crc32c(&t),
+                };
+                pieces.push((a, a + BLOCK, Some(key)));
+            }
+            if unit_end < dst.len() {
+                pieces.push((unit_end, dst.len(), None));
+            }
+        }
+        let mut have = vec![false; pieces.len()];
+        for (i, (a, z, key)) in pieces.iter().enumerate() {
+            if let Some(k) = key {
+                have[i] = cache.get(k, &mut dst[*a..*z]);
+            }
+        }
+        // Runs of pieces not served from the cache: one ranged GET each (whole pages,
+        // verified), then offer its units.
+        let mut i = 0;
+        while i < pieces.len() {
+            if have[i] {
+                i += 1;
+                continue;
+            }
+            let j = have[i..]
+                .iter()
+                .position(|&x| x)
+                .map_or(pieces.len(), |k| i + k);
+            let (a, z) = (pieces[i].0, pieces[j - 1].1);
+            let (sa, sz) = (start + a as u64, start + z as u64);
+            let p0 = sa / PAGE as u64 * PAGE as u64;
+            let p1 = sz.div_ceil(PAGE as u64) * PAGE as u64;
+            let bytes = fetch(p0, p1)?;
+            let s = (sa - p0) as usize;
+            dst[a..z].copy_from_slice(&bytes[s..s + (z - a)]);
+            for (pa, pz, key) in &pieces[i..j] {
+                if let (Some(k), true) = (key, admit) {
+                    cache.offer(k, &dst[*pa..*pz], false);
+                }
+            }
+            i = j;
         }
         Ok(())
     }

@@ -405,15 +405,19 @@ impl Volume {
                 cfg,
             }
         });
+        // Records the log kept for us go back into the open segment before anything new.
+        // The upload workers start after this: segments sealed here wait in the job queue
+        // (their records stay in the journal until stored), so open does not share the
+        // machine with storing them — it returns once the map is whole.
+        for r in &replay {
+            crate::commit::apply_record(&sh, r)?;
+        }
+        drop(replay);
         let mut threads = if read_only {
             Vec::new()
         } else {
             crate::upload::spawn_workers(&sh, rx)?
         };
-        // Records the log kept for us go back into the open segment before anything new.
-        for r in &replay {
-            crate::commit::apply_record(&sh, r)?;
-        }
         if !read_only {
             threads.push(crate::commit::spawn(&sh)?);
             if sh.cfg.gc_threshold > 0.0 {
