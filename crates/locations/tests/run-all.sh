@@ -15,6 +15,8 @@ cd "$root" || exit 1
 cargo build -q --release -p shale-rados -p shale-rbd -p shale-cli || { echo "0 passed, 1 failed"; exit 1; }
 scripts/stage-libs.sh "" release >/dev/null || { echo "0 passed, 1 failed"; exit 1; }
 scratch=$(mktemp -d /tmp/shale-loc-tests.XXXXXX)
+# The peers' venv stays where start.sh puts it by default (HOME changes below).
+export S3_VENV=${S3_VENV:-$HOME/.cache/shale-peers/s3venv}
 export S3A_DIR=$scratch/s3a S3A_PORT=18433 S3A_BASE=9433
 export S3B_DIR=$scratch/s3b S3B_PORT=18533 S3B_BASE=9533
 stop_all() {
