@@ -194,6 +194,18 @@ pub fn serve(c: &Cluster, o: &ServeOptions) -> Result<()> {
     r
 }
 
+/// Run other clients' maintenance operations (snapshot, resize, flatten, location changes)
+/// while this export holds the image's exclusive lock, as librbd's owner does for them.
+fn serve_others(img: &Arc<shale_image::Image>) {
+    let weak = Arc::downgrade(img);
+    img.set_proxy_handler(Arc::new(move |run| {
+        let img = weak
+            .upgrade()
+            .ok_or_else(|| err!(Busy, "the export was closed"))?;
+        run(&img)
+    }));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -206,16 +218,4 @@ mod tests {
         assert!(parse_listen("nonsense").is_err());
         assert!(parse_listen("127.0.0.1:99999").is_err());
     }
-}
-
-/// Run other clients' maintenance operations (snapshot, resize, flatten, location changes)
-/// while this export holds the image's exclusive lock, as librbd's owner does for them.
-fn serve_others(img: &Arc<shale_image::Image>) {
-    let weak = Arc::downgrade(img);
-    img.set_proxy_handler(Arc::new(move |run| {
-        let img = weak
-            .upgrade()
-            .ok_or_else(|| err!(Busy, "the export was closed"))?;
-        run(&img)
-    }));
 }
