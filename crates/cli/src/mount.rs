@@ -49,9 +49,14 @@ impl Metrics {
 }
 
 impl Recorder for Metrics {
-    fn opened(&self, pool: &str, file: &str, _img: &Arc<Image>) {
-        // Show the file's series from its first open on, before any request completes.
-        self.file(pool, file);
+    fn opened(&self, pool: &str, file: &str, img: &Arc<Image>) {
+        // Show the file's series from its first open on, before any request completes, and
+        // its engine and lock figures while it is open (held weakly: closing is not delayed).
+        self.file(pool, file).set_source(Some(img));
+    }
+
+    fn closed(&self, pool: &str, file: &str) {
+        self.file(pool, file).set_source(None);
     }
 
     fn record(&self, pool: &str, file: &str, op: Op, bytes: u64, latency: Duration, ok: bool) {

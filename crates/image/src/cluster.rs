@@ -32,6 +32,9 @@ pub struct Cluster {
     /// Location stores opened so far, by name (`locations.rs`).
     pub(crate) location_stores:
         Arc<std::sync::Mutex<std::collections::HashMap<String, Arc<dyn ObjectStore>>>>,
+    /// Store request counters per image (`pool/id`).
+    pub(crate) counters:
+        Arc<std::sync::Mutex<std::collections::HashMap<String, Arc<shale_store::StoreCounters>>>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -112,6 +115,7 @@ impl Cluster {
             clock,
             entropy,
             location_stores: Arc::default(),
+            counters: Arc::default(),
         };
         c.init()?;
         Ok(c)

@@ -326,10 +326,26 @@ impl Cluster {
         active: bool,
     ) -> Result<Arc<dyn ObjectStore>> {
         let locs = effective(h);
-        if home_only(&locs) {
-            return Ok(self.store.clone());
-        }
-        Ok(Arc::new(self.replicated(pool, id, h, active)?))
+        let store: Arc<dyn ObjectStore> = if home_only(&locs) {
+            self.store.clone()
+        } else {
+            Arc::new(self.replicated(pool, id, h, active)?)
+        };
+        // Every request for the image's data is counted (metrics: store requests, errors).
+        Ok(Arc::new(shale_store::CountingStore::new(
+            store,
+            self.store_counters(pool, id),
+        )))
+    }
+
+    /// The store request counters of an image in this process.
+    pub(crate) fn store_counters(&self, pool: &str, id: &str) -> Arc<shale_store::StoreCounters> {
+        self.counters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(format!("{pool}/{id}"))
+            .or_default()
+            .clone()
     }
 
     pub(crate) fn replicated(
@@ -451,6 +467,11 @@ impl Image {
             }
         }
         last.map_or(Ok(()), Err)
+    }
+
+    /// Object-store requests for this image's data in this process, and how many failed.
+    pub fn store_requests(&self) -> (u64, u64) {
+        self.cluster.store_counters(&self.pool, &self.id).get()
     }
 
     /// The image's data locations, in order.

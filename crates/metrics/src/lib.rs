@@ -79,7 +79,9 @@ pub struct ImageMetrics {
     pool: String,
     image: String,
     ops: [OpStats; 4],
-    source: Option<Arc<Image>>,
+    /// Where the engine and lock figures come from; held weakly, so that a front end that
+    /// closes the image (a FUSE file nobody has open) is not kept from closing it.
+    source: Mutex<Option<std::sync::Weak<Image>>>,
 }
 
 impl std::fmt::Debug for ImageMetrics {
@@ -117,6 +119,21 @@ impl ImageMetrics {
     }
     pub fn image(&self) -> &str {
         &self.image
+    }
+
+    /// Report the engine and lock figures of `img` from now on (None: stop; the counters
+    /// stay).
+    pub fn set_source(&self, img: Option<&Arc<Image>>) {
+        *self.source.lock().unwrap_or_else(|p| p.into_inner()) = img.map(Arc::downgrade);
+    }
+
+    /// The image the figures come from, while it is open.
+    pub(crate) fn source(&self) -> Option<Arc<Image>> {
+        self.source
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .and_then(std::sync::Weak::upgrade)
     }
 
     /// Operations of `op` counted so far (for tests and front ends' own reports).
@@ -158,7 +175,7 @@ impl Registry {
             pool: pool.to_string(),
             image: image.to_string(),
             ops: Default::default(),
-            source,
+            source: Mutex::new(source.as_ref().map(Arc::downgrade)),
         });
         v.push(m.clone());
         m

@@ -59,7 +59,7 @@ fn float(v: f64) -> String {
 
 /// The engine and lock figures read at scrape time: (family, help, kind, value).
 fn image_gauges(m: &ImageMetrics) -> Vec<(&'static str, &'static str, &'static str, f64)> {
-    let Some(img) = &m.source else {
+    let Some(img) = m.source() else {
         return Vec::new();
     };
     let s = img.stats();
@@ -112,6 +112,18 @@ fn image_gauges(m: &ImageMetrics) -> Vec<(&'static str, &'static str, &'static s
             "Read-cache hits / (hits + misses) since open",
             "gauge",
             s.cache.hit_ratio(),
+        ),
+        (
+            "shale_store_requests_total",
+            "Object-store requests for the image's data (gets, puts, deletes, lists)",
+            "counter",
+            img.store_requests().0 as f64,
+        ),
+        (
+            "shale_store_errors_total",
+            "Object-store requests for the image's data that failed",
+            "counter",
+            img.store_requests().1 as f64,
         ),
         (
             "shale_store_reads_total",

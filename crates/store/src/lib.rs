@@ -36,6 +36,7 @@ macro_rules! invalid {
 }
 
 pub mod conformance;
+pub mod counting;
 pub mod fault;
 pub mod local;
 pub mod memory;
@@ -46,6 +47,7 @@ pub mod s3;
 use std::ops::Range;
 use std::sync::Arc;
 
+pub use counting::{CountingStore, StoreCounters};
 pub use fault::FaultStore;
 pub use local::LocalStore;
 pub use memory::MemoryStore;
