@@ -29,6 +29,10 @@ for k in 'shale_image_latency_seconds_bucket{pool="rbd",image="f",op="write",le=
          'shale_lock_owner{pool="rbd",image="f"} 1' 'shale_lock_epoch{pool="rbd",image="f"}'; do
     echo "$body" | grep -qF "$k" || fail "metrics lack $k"
 done
+# Store requests for the image's data were counted (fio wrote and flushed through the store).
+req=$(echo "$body" | sed -n 's/^shale_store_requests_total{pool="rbd",image="f"} //p')
+[ -n "$req" ] && [ "${req%.*}" -gt 0 ] || fail "shale_store_requests_total did not count ($req)"
+echo "$body" | grep -qF 'shale_store_errors_total{pool="rbd",image="f"} 0' || fail "store errors counted without a fault"
 code=$(curl -s -o /dev/null -w '%{http_code}' "${METRICS_URL%/metrics}/nope")
 [ "$code" = 404 ] || fail "unknown path answered $code"
 stop_server "$SRV_PID" || fail "exit status"
