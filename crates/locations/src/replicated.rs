@@ -767,7 +767,7 @@ impl Inner {
     }
 
     fn delete_data(&self, o: Obj) -> Result<()> {
-        let (mut now_targets, mut later): (Vec<usize>, Vec<usize>) = {
+        let (now_targets, later): (Vec<usize>, Vec<usize>) = {
             let mut st = lock(&self.state);
             st.objects.remove(&o);
             (0..self.locs.len()).partition(|&i| !self.behind(&st, i) || !self.opts.active)
@@ -781,19 +781,12 @@ impl Inner {
                     }
                 }
             }
-            // Held back only where the record says so (else a restart would take the copy
-            // for an object of the image): delete at once where it cannot be written.
-            let kept = self.persist_records(true);
-            let (keep, now): (Vec<usize>, Vec<usize>) =
-                later.into_iter().partition(|i| kept.contains(i));
-            {
-                let mut st = lock(&self.state);
-                for &i in &now {
-                    st.locs[i].pending_deletes.retain(|k| k != &o.key);
-                }
-            }
-            later = keep;
-            now_targets.extend(now);
+            // Recorded, so that a restart does not take the copy for an object of the image.
+            // Held back even when the record cannot be written now (it is retried): deleting
+            // at a location that is behind would break its copy's prefix; a restart in between
+            // at worst sees a dead object (an older checkpoint, a segment below it), which
+            // recovery ignores and GC deletes again.
+            let _ = self.persist_records(true);
         }
         let mut errors = 0;
         let mut last = None;

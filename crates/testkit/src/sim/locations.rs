@@ -49,6 +49,8 @@ pub(crate) struct LocSim {
     journal: Option<std::path::PathBuf>,
     /// Faults injected when the volume was opened: errors are allowed once this grew.
     inj0: u64,
+    /// The last crash was followed by a takeover on another host (its own journal).
+    journal_lost: bool,
     step: usize,
     trace: Vec<String>,
     f: Figures,
@@ -74,9 +76,12 @@ impl LocSim {
             stores.push((name, mode, fs));
         }
         let home: Arc<dyn ObjectStore> = stores[0].2.clone();
+        // One file per run (a replayed seed runs several times at once).
+        static RUN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let run = RUN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let journal = (rng.below(2) == 0).then(|| {
             std::env::temp_dir().join(format!(
-                "shale-locsim-{}-{seed:016x}.jnl",
+                "shale-locsim-{}-{seed:016x}-{run}.jnl",
                 std::process::id()
             ))
         });
@@ -117,6 +122,7 @@ impl LocSim {
             flushed: 0,
             journal,
             inj0: 0,
+            journal_lost: false,
             step: 0,
             trace: Vec::new(),
             f: Figures::default(),
@@ -403,6 +409,13 @@ impl LocSim {
             self.epoch += 1;
             self.fence = Some((self.epoch, max + 1));
             self.f.takeovers += 1;
+            // Another host: its own journal. What only the old one held (acknowledged, not
+            // flushed to the locations) stays there; the flushed floor is what must survive.
+            if let Some(p) = self.journal.take() {
+                let _ = std::fs::remove_file(&p);
+                self.journal = Some(p.with_extension(format!("e{}.jnl", self.epoch)));
+            }
+            self.journal_lost = true;
             self.note(format!("takeover: epoch {} fence {}", self.epoch, max + 1));
         }
         self.check_copies("after a crash");
@@ -419,14 +432,16 @@ impl LocSim {
                 return Err(());
             }
         };
-        // A journal file keeps every acknowledged write through a process crash; without one,
-        // what the last flush stored (durability = backend) is the floor.
-        let floor = if self.journal.is_some() {
-            self.writes.len()
-        } else {
-            self.flushed
+        // The last completed flush is durable: in the locations (durability = backend), or in
+        // this host's journal (durability = journal; a takeover by another host does not see
+        // that journal, so then only a prefix is required). Acknowledged writes after it may
+        // be lost by a crash.
+        let lost = std::mem::take(&mut self.journal_lost);
+        let floor = match self.cfg.durability {
+            Durability::Journal if lost => 0,
+            _ => self.flushed,
         };
-        match self.matching_prefix(&img, self.flushed.min(floor), self.writes.len()) {
+        match self.matching_prefix(&img, floor, self.writes.len()) {
             Some(k) if k >= floor => {
                 // What a crash dropped is gone from the history from now on.
                 self.writes.truncate(k);
