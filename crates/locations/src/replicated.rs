@@ -746,14 +746,6 @@ impl Inner {
                 .iter()
                 .all(|(x, src)| match self.copy_one(i, x, *src) {
                     Ok(_) => true,
-                    Err(e) if e.kind() == ErrorKind::NotFound => {
-                        // Deleted meanwhile: not a gap any more.
-                        let mut st = lock(&self.state);
-                        if let Some(s) = st.objects.get_mut(x) {
-                            s.trusted &= !(1 << *src);
-                        }
-                        true
-                    }
                     Err(e) => {
                         self.fail(i, &e);
                         false
@@ -934,9 +926,21 @@ impl Inner {
         Next::Nothing
     }
 
-    /// Copy (or verify) one object to location i from location src.
+    /// Copy (or verify) one object to location i from location src; an object gone from the
+    /// source meanwhile is no longer trusted there and copies nothing (Ok(0)).
     fn copy_one(&self, i: usize, o: &Obj, src: usize) -> Result<u64> {
-        let (data, _) = self.locs[src].store.get(&o.key)?;
+        let (data, _) = match self.locs[src].store.get(&o.key) {
+            Ok(x) => x,
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                // Deleted at the source meanwhile: forget that copy; nothing to send.
+                let mut st = lock(&self.state);
+                if let Some(s) = st.objects.get_mut(o) {
+                    s.trusted &= !(1 << src);
+                }
+                return Ok(0);
+            }
+            Err(e) => return Err(e),
+        };
         lock(&self.state).locs[src].bytes_read += data.len() as u64;
         let dst = &self.locs[i].store;
         // Already there and equal (an earlier copy, or a crash after the put): just trust it.
@@ -1053,14 +1057,6 @@ impl Inner {
         };
         match self.copy_one(i, &o, src) {
             Ok(n) => Ok(Some(n)),
-            Err(e) if e.kind() == ErrorKind::NotFound => {
-                // Deleted at the source meanwhile: forget that copy.
-                let mut st = lock(&self.state);
-                if let Some(s) = st.objects.get_mut(&o) {
-                    s.trusted &= !(1 << src);
-                }
-                Ok(Some(0))
-            }
             Err(e) => {
                 // Which side failed? Blame the destination unless the source is unreadable.
                 self.fail(i, &e);
@@ -1168,12 +1164,6 @@ impl Inner {
                         done += n;
                         progress(done.min(total), total);
                         self.pace(n);
-                    }
-                    Err(e) if e.kind() == ErrorKind::NotFound => {
-                        let mut st = lock(&self.state);
-                        if let Some(s) = st.objects.get_mut(&o) {
-                            s.trusted &= !(1 << src);
-                        }
                     }
                     Err(e) => {
                         self.fail(i, &e);
