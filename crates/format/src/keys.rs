@@ -82,6 +82,18 @@ pub fn parse_ckpt(prefix: &str, key: &str) -> Option<(u64, u64)> {
     }
 }
 
+/// The newest segment number among `keys` (listed from `seg_dir` and `ckpt_dir`) that is
+/// stored or covered by a checkpoint: a new writer's fence lies past it (0 for none).
+/// Checkpoints count because GC may delete dead segments at the end of the log.
+pub fn max_covered_segment<'a>(prefix: &str, keys: impl IntoIterator<Item = &'a str>) -> u64 {
+    keys.into_iter()
+        .filter_map(|k| {
+            parse_seg(prefix, k).or_else(|| parse_ckpt(prefix, k).map(|(_, n)| n.saturating_sub(1)))
+        })
+        .max()
+        .unwrap_or(0)
+}
+
 pub fn snap_dir(prefix: &str) -> String {
     format!("{prefix}snap/")
 }
@@ -140,5 +152,15 @@ mod tests {
             format!("{p}{}", snap_rel(4)),
             "rbd/images/abc/snap/0000000000000004"
         );
+    }
+
+    #[test]
+    fn max_covered_segment_counts_segments_and_checkpoints() {
+        let p = "rbd/images/abc/";
+        assert_eq!(max_covered_segment(p, []), 0);
+        let keys = [seg(p, 3), seg(p, 7), ckpt(p, 2, 12), format!("{p}header")];
+        assert_eq!(max_covered_segment(p, keys.iter().map(String::as_str)), 11);
+        let keys = [seg(p, 9), ckpt(p, 1, 4)];
+        assert_eq!(max_covered_segment(p, keys.iter().map(String::as_str)), 9);
     }
 }

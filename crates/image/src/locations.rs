@@ -400,7 +400,7 @@ impl Cluster {
                     store.list(&shale_format::keys::ckpt_dir(&prefix))?,
                 ))
             });
-            let (segs, ckpts) = match listed {
+            let (mut segs, ckpts) = match listed {
                 Ok(x) => x,
                 Err(e) => {
                     // A location the last writer saw failing holds nothing the others lack
@@ -420,22 +420,11 @@ impl Cluster {
                     )));
                 }
             };
-            max = max.max(
-                segs.iter()
-                    .filter_map(|o| shale_format::keys::parse_seg(&prefix, &o.key))
-                    .max()
-                    .unwrap_or(0),
-            );
-            // Checkpoints may lie past the newest stored segment (GC deletes dead segments
-            // at the end of the log): the fence must lie past what they cover too.
-            max = max.max(
-                ckpts
-                    .iter()
-                    .filter_map(|o| shale_format::keys::parse_ckpt(&prefix, &o.key))
-                    .map(|(_, n)| n.saturating_sub(1))
-                    .max()
-                    .unwrap_or(0),
-            );
+            segs.extend(ckpts);
+            max = max.max(shale_format::keys::max_covered_segment(
+                &prefix,
+                segs.iter().map(|o| o.key.as_str()),
+            ));
         }
         Ok(max)
     }

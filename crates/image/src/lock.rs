@@ -379,16 +379,10 @@ fn demote(
     res
 }
 
-/// The highest segment number stored or covered by a checkpoint (0 for none), at every
-/// location of the image.
-fn max_segment(c: &Cluster, pool: &str, id: &str) -> Result<u64> {
-    c.data_max_segment(pool, id)
-}
-
 /// Bump the header epoch and set the fence past every stored segment; take over what older
 /// writers left staged (local stores). Returns the new epoch.
 fn fence(c: &Cluster, pool: &str, id: &str) -> Result<u64> {
-    let start = max_segment(c, pool, id)? + 1;
+    let start = c.data_max_segment(pool, id)? + 1;
     let (h, _) = c.modify_header(pool, id, |h| {
         h.epoch += 1;
         h.fence = Some((h.epoch, start));

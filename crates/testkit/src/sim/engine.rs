@@ -294,23 +294,16 @@ pub(crate) struct Sim {
 
 /// The newest segment number stored or covered by a checkpoint — what the image layer's
 /// `lock::fence` puts the fence past.
-fn max_segment(store: &dyn ObjectStore) -> u64 {
-    let segs = store
-        .list(&shale_format::keys::seg_dir(PREFIX))
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|o| shale_format::keys::parse_seg(PREFIX, &o.key))
-        .max()
-        .unwrap_or(0);
-    let ckpts = store
-        .list(&shale_format::keys::ckpt_dir(PREFIX))
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|o| shale_format::keys::parse_ckpt(PREFIX, &o.key))
-        .map(|(_, n)| n.saturating_sub(1))
-        .max()
-        .unwrap_or(0);
-    segs.max(ckpts)
+pub(crate) fn max_segment(store: &dyn ObjectStore, prefix: &str) -> u64 {
+    let mut objs = store
+        .list(&shale_format::keys::seg_dir(prefix))
+        .unwrap_or_default();
+    objs.extend(
+        store
+            .list(&shale_format::keys::ckpt_dir(prefix))
+            .unwrap_or_default(),
+    );
+    shale_format::keys::max_covered_segment(prefix, objs.iter().map(|o| o.key.as_str()))
 }
 
 /// The epoch in a segment header (for reports only; see docs/FORMAT.md).
@@ -1910,7 +1903,7 @@ impl Sim {
         // journal the next writer on this host replays.
         let (r, lower) = self.close_volume("handoff: the owner closes")?;
         self.epoch += 1;
-        let start = max_segment(self.inner.as_ref()) + 1;
+        let start = max_segment(self.inner.as_ref(), PREFIX) + 1;
         self.fence = Some((self.epoch, start));
         if self.p.log == Log::InPlace {
             // As the image layer's lock::fence does: what the previous owner left staged (a
@@ -1946,7 +1939,7 @@ impl Sim {
         // The old writer stops deleting a margin before its lease runs out (the image layer's
         // lock does): a delete that passed the check just before has landed by now.
         std::thread::sleep(Duration::from_millis(50));
-        let start = max_segment(self.inner.as_ref()) + 1;
+        let start = max_segment(self.inner.as_ref(), PREFIX) + 1;
         let above: Vec<String> = self
             .inner
             .list(&format!("{PREFIX}ckpt/"))

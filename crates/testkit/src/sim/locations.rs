@@ -387,25 +387,12 @@ impl LocSim {
         self.heal_all();
         if self.rng.below(2) == 0 {
             // A takeover: a new epoch fenced past every segment at every location.
-            let mut max = 0;
-            for (_, _, s) in &self.stores {
-                for o in s
-                    .inner()
-                    .list(&shale_format::keys::seg_dir(PREFIX))
-                    .unwrap_or_default()
-                {
-                    max = max.max(shale_format::keys::parse_seg(PREFIX, &o.key).unwrap_or(0));
-                }
-                for o in s
-                    .inner()
-                    .list(&shale_format::keys::ckpt_dir(PREFIX))
-                    .unwrap_or_default()
-                {
-                    if let Some((_, n)) = shale_format::keys::parse_ckpt(PREFIX, &o.key) {
-                        max = max.max(n.saturating_sub(1));
-                    }
-                }
-            }
+            let max = self
+                .stores
+                .iter()
+                .map(|(_, _, s)| super::engine::max_segment(s.inner().as_ref(), PREFIX))
+                .max()
+                .unwrap_or(0);
             self.epoch += 1;
             self.fence = Some((self.epoch, max + 1));
             self.f.takeovers += 1;
