@@ -62,6 +62,27 @@ struct PoolState {
     threads: usize,
     /// Pool threads inside [`blocking`].
     blocked: usize,
+    /// Threads waiting for work that no wake-up has claimed yet.
+    idle: usize,
+    /// Wake-ups sent and not yet taken by a waiting thread.
+    wakes: usize,
+}
+
+impl PoolState {
+    /// Threads taking jobs now, or about to (woken): neither idle nor blocked.
+    fn running(&self) -> usize {
+        self.threads.saturating_sub(self.idle + self.blocked)
+    }
+
+    /// Claim one idle thread for the queued jobs; whether one was (then notify one).
+    fn claim(&mut self) -> bool {
+        if self.idle == 0 || self.jobs.is_empty() {
+            return false;
+        }
+        self.idle -= 1;
+        self.wakes += 1;
+        true
+    }
 }
 
 /// At most this many pool threads in all (extra threads included): past it a blocking call
@@ -96,10 +117,21 @@ impl WorkerPool {
         (started > 0).then_some(WorkerPool { shared })
     }
 
-    /// Queue `job`; it runs on a pool thread.
-    fn submit(&self, job: Job) {
-        lock(&self.shared.state).jobs.push_back(job);
-        self.shared.work.notify_one();
+    /// Queue `job`; it runs on a pool thread. An `eager` job (one that may block, as a read
+    /// from the store does) wakes an idle thread whenever there is one; any other job (a
+    /// completion: a callback, which may not block without [`blocking`]) wakes one only when
+    /// no thread is taking jobs, or the queue is long for the threads that are: a running
+    /// thread drains the queue before it waits, so a burst of completions (a group commit
+    /// answers dozens of writes at once) costs a wake-up or two instead of one each.
+    fn submit(&self, job: Job, eager: bool) {
+        let wake = {
+            let mut st = lock(&self.shared.state);
+            st.jobs.push_back(job);
+            (eager || st.jobs.len() > 8 * st.running()) && st.claim()
+        };
+        if wake {
+            self.shared.work.notify_one();
+        }
     }
 }
 
@@ -135,7 +167,15 @@ impl PoolShared {
                 st.threads -= 1;
                 return;
             }
+            st.idle += 1;
             st = self.work.wait(st).unwrap_or_else(|e| e.into_inner());
+            if st.wakes > 0 {
+                // Claimed by a waker, which counted this thread out of `idle` already.
+                st.wakes -= 1;
+            } else {
+                // A spurious or broadcast wake-up: count itself out.
+                st.idle -= 1;
+            }
         }
     }
 }
@@ -161,11 +201,19 @@ pub(crate) fn blocking<R>(f: impl FnOnce() -> R) -> R {
         return f();
     };
     let shared = &pool.shared;
-    let spawn = {
+    let (spawn, wake) = {
         let mut st = lock(&shared.state);
         st.blocked += 1;
-        st.threads < shared.core + st.blocked && st.threads < MAX_THREADS
+        // Jobs queued behind this one (completions wake nobody while it ran) get a thread.
+        let wake = st.running() == 0 && st.claim();
+        (
+            st.threads < shared.core + st.blocked && st.threads < MAX_THREADS,
+            wake,
+        )
     };
+    if wake {
+        shared.work.notify_one();
+    }
     if spawn {
         shared.spawn_thread();
     }
@@ -176,7 +224,15 @@ pub(crate) fn blocking<R>(f: impl FnOnce() -> R) -> R {
 /// Run `job` on a pool thread (here if no pool thread could be started). Never blocks.
 pub(crate) fn spawn(job: Job) {
     match globals().workers() {
-        Some(w) => w.submit(job),
+        Some(w) => w.submit(job, true),
+        None => job(),
+    }
+}
+
+/// [`spawn`] for a completion: it wakes a pool thread only if none is taking jobs.
+pub(crate) fn spawn_completion(job: Job) {
+    match globals().workers() {
+        Some(w) => w.submit(job, false),
         None => job(),
     }
 }
@@ -269,7 +325,7 @@ fn complete_on_pool(
         Ok(()) => 0,
         Err(e) => crate::errno::of(&e) as isize,
     };
-    spawn(Box::new(move || {
+    spawn_completion(Box::new(move || {
         img.shared.end(seq);
         comp.finish(rval, notify.then_some(&img.events));
     }));
