@@ -60,14 +60,17 @@ fn in_range(sh: &Shared, off: u64, len: u64) -> Result<()> {
 #[derive(Default)]
 struct Batch {
     ops: Vec<Op>,
-    data: Vec<u8>,
+    /// The Data ops' sectors, in order, in the buffers they came in (a request's own buffer
+    /// is never copied here: the log device copies each byte once, into the record).
+    data: Vec<Vec<u8>>,
+    /// Bytes in `data`.
+    len: usize,
     done: Vec<Done>,
     /// [`max_record`] of the log device (fixed for its lifetime).
     max_record: usize,
 }
 
 fn run(sh: &Shared) {
-    let mut scratch = Vec::new();
     let max_rec = max_record(sh);
     loop {
         let reqs: Vec<Pending> = {
@@ -100,18 +103,18 @@ fn run(sh: &Shared) {
                 // Checked again here: a shrink may have come between submission and now, and
                 // nothing may land past the new end.
                 Req::Write { off, data } => match in_range(sh, off, data.len() as u64) {
-                    Ok(()) => add_owned_write(sh, &mut b, &mut scratch, off, data, p.done),
+                    Ok(()) => add_owned_write(sh, &mut b, off, data, p.done),
                     Err(e) => (p.done)(Err(e)),
                 },
                 Req::Zero { off, len, trim } => match trim {
                     false => match in_range(sh, off, len) {
-                        Ok(()) => add_zero(sh, &mut b, &mut scratch, off, len, trim, p.done),
+                        Ok(()) => add_zero(sh, &mut b, off, len, trim, p.done),
                         Err(e) => (p.done)(Err(e)),
                     },
-                    true => add_zero(sh, &mut b, &mut scratch, off, len, trim, p.done),
+                    true => add_zero(sh, &mut b, off, len, trim, p.done),
                 },
                 Req::Flush => {
-                    commit(sh, &mut b, &mut scratch);
+                    commit(sh, &mut b);
                     match sh.durability() {
                         Durability::Journal => flushes.push(p.done),
                         Durability::Backend => {
@@ -132,14 +135,14 @@ fn run(sh: &Shared) {
                     }
                 }
                 Req::Seal => {
-                    commit(sh, &mut b, &mut scratch);
+                    commit(sh, &mut b);
                     seal(sh, &mut lock(&sh.inner));
                     (p.done)(Ok(()));
                 }
                 Req::Relocate { items } => {
                     // Everything before it is applied first, so the map shows what a client
                     // wrote meanwhile.
-                    commit(sh, &mut b, &mut scratch);
+                    commit(sh, &mut b);
                     // The runs still where GC read them (only this thread changes the map, so
                     // they stay so while the records below are written).
                     let mut runs: Vec<(u64, &[u8])> = Vec::new();
@@ -166,24 +169,22 @@ fn run(sh: &Shared) {
                     // In records no bigger than the log device takes.
                     for (lba, data) in runs {
                         for (i, chunk) in data.chunks(b.max_record).enumerate() {
-                            if b.data.len() + chunk.len() > b.max_record
-                                || b.ops.len() >= MAX_RECORD_OPS
-                            {
-                                commit(sh, &mut b, &mut scratch);
+                            if b.len + chunk.len() > b.max_record || b.ops.len() >= MAX_RECORD_OPS {
+                                commit(sh, &mut b);
                             }
                             b.ops.push(Op {
                                 lba: lba + (i * b.max_record) as u64 / SECTOR,
                                 len: (chunk.len() as u64 / SECTOR) as u32,
                                 kind: EntryKind::Data,
                             });
-                            b.data.extend_from_slice(chunk);
+                            b.push(chunk.to_vec());
                         }
                     }
                     b.done.push(p.done);
-                    commit(sh, &mut b, &mut scratch);
+                    commit(sh, &mut b);
                 }
                 Req::Snapshot { key, out } => {
-                    commit(sh, &mut b, &mut scratch);
+                    commit(sh, &mut b);
                     let mut g = lock(&sh.inner);
                     seal(sh, &mut g);
                     let seq = g.open.seq - 1;
@@ -224,7 +225,7 @@ fn run(sh: &Shared) {
                 }
             }
         }
-        commit(sh, &mut b, &mut scratch);
+        commit(sh, &mut b);
         seal_if_old(sh);
         if !flushes.is_empty() {
             // One device sync answers every flush of the batch.
@@ -250,43 +251,40 @@ fn run(sh: &Shared) {
     }
 }
 
-/// [`add_write`] for a request's own buffer: the first aligned write of a record becomes the
-/// record's data buffer as it is (no copy) — at queue depth 1 and for large writes, that is
-/// every write.
-fn add_owned_write(
-    sh: &Shared,
-    b: &mut Batch,
-    scratch: &mut Vec<u8>,
-    off: u64,
-    data: Vec<u8>,
-    done: Done,
-) {
+impl Batch {
+    fn push(&mut self, data: Vec<u8>) {
+        self.len += data.len();
+        self.data.push(data);
+    }
+}
+
+/// [`add_write`] for a request's own buffer: an aligned write that fits a record joins the
+/// batch as it is (no copy here; the log device copies it once, into the record).
+fn add_owned_write(sh: &Shared, b: &mut Batch, off: u64, data: Vec<u8>, done: Done) {
     let aligned = off.is_multiple_of(SECTOR) && (data.len() as u64).is_multiple_of(SECTOR);
     // (An empty write adds no operation: a zero-length entry is invalid.)
-    if aligned
-        && !data.is_empty()
-        && b.ops.is_empty()
-        && b.data.is_empty()
-        && data.len() <= b.max_record
-    {
+    if aligned && !data.is_empty() && data.len() <= b.max_record {
+        if b.len + data.len() > b.max_record || b.ops.len() >= MAX_RECORD_OPS {
+            commit(sh, b);
+        }
         b.ops.push(Op {
             lba: off / SECTOR,
             len: (data.len() as u64 / SECTOR) as u32,
             kind: EntryKind::Data,
         });
-        b.data = data;
+        b.push(data);
         b.done.push(done);
         return;
     }
-    add_write(sh, b, scratch, off, &data, done)
+    add_write(sh, b, off, &data, done)
 }
 
-fn add_write(sh: &Shared, b: &mut Batch, scratch: &mut Vec<u8>, off: u64, data: &[u8], done: Done) {
+fn add_write(sh: &Shared, b: &mut Batch, off: u64, data: &[u8], done: Done) {
     if off.is_multiple_of(SECTOR) && (data.len() as u64).is_multiple_of(SECTOR) {
         let max = b.max_record;
         for (i, chunk) in data.chunks(max).enumerate() {
-            if b.data.len() + chunk.len() > max || b.ops.len() >= MAX_RECORD_OPS {
-                commit(sh, b, scratch);
+            if b.len + chunk.len() > max || b.ops.len() >= MAX_RECORD_OPS {
+                commit(sh, b);
             }
             let lba = off / SECTOR + (i * max) as u64 / SECTOR;
             b.ops.push(Op {
@@ -294,13 +292,13 @@ fn add_write(sh: &Shared, b: &mut Batch, scratch: &mut Vec<u8>, off: u64, data: 
                 len: (chunk.len() as u64 / SECTOR) as u32,
                 kind: EntryKind::Data,
             });
-            b.data.extend_from_slice(chunk);
+            b.push(chunk.to_vec());
         }
         b.done.push(done);
         return;
     }
     // Partial sectors: read-modify-write against everything before it.
-    commit(sh, b, scratch);
+    commit(sh, b);
     let first = off / SECTOR;
     let end = (off + data.len() as u64).div_ceil(SECTOR);
     let mut buf = vec![0u8; ((end - first) * SECTOR) as usize];
@@ -314,19 +312,11 @@ fn add_write(sh: &Shared, b: &mut Batch, scratch: &mut Vec<u8>, off: u64, data: 
         return done(Err(e.context("reading the sectors a partial write patches")));
     }
     buf[head..head + data.len()].copy_from_slice(data);
-    add_write(sh, b, scratch, first * SECTOR, &buf, done);
+    add_owned_write(sh, b, first * SECTOR, buf, done);
 }
 
 #[allow(clippy::too_many_arguments)]
-fn add_zero(
-    sh: &Shared,
-    b: &mut Batch,
-    scratch: &mut Vec<u8>,
-    off: u64,
-    len: u64,
-    trim: bool,
-    done: Done,
-) {
+fn add_zero(sh: &Shared, b: &mut Batch, off: u64, len: u64, trim: bool, done: Done) {
     if len == 0 {
         return done(Ok(()));
     }
@@ -352,7 +342,7 @@ fn add_zero(
         }
     }
     if !edges.is_empty() {
-        commit(sh, b, scratch);
+        commit(sh, b);
     }
     for (a, z) in edges {
         let lba = a / SECTOR;
@@ -370,7 +360,7 @@ fn add_zero(
             len: 1,
             kind: EntryKind::Data,
         });
-        b.data.extend_from_slice(&s);
+        b.push(s);
     }
     let mut lba = first_full;
     while lba < end_full {
@@ -384,21 +374,22 @@ fn add_zero(
     }
     b.done.push(done);
     if b.ops.len() >= MAX_RECORD_OPS {
-        commit(sh, b, scratch);
+        commit(sh, b);
     }
 }
 
 /// Write the batch as one record and apply it; answer its requests.
-fn commit(sh: &Shared, b: &mut Batch, scratch: &mut Vec<u8>) {
+fn commit(sh: &Shared, b: &mut Batch) {
     if b.ops.is_empty() {
         for d in b.done.drain(..) {
             d(Ok(()));
         }
         return;
     }
-    let res = write_and_apply(sh, &b.ops, &b.data, scratch);
+    let res = write_and_apply(sh, &b.ops, &b.data, b.len);
     b.ops.clear();
     b.data.clear();
+    b.len = 0;
     for d in b.done.drain(..) {
         d(res
             .as_ref()
@@ -407,15 +398,15 @@ fn commit(sh: &Shared, b: &mut Batch, scratch: &mut Vec<u8>) {
     }
 }
 
-fn write_and_apply(sh: &Shared, ops: &[Op], data: &[u8], scratch: &mut Vec<u8>) -> Result<()> {
-    let rec_len = record::header_sectors(ops.len()) as usize * SECTOR as usize + data.len();
+fn write_and_apply(sh: &Shared, ops: &[Op], data: &[Vec<u8>], len: usize) -> Result<()> {
+    let rec_len = record::header_sectors(ops.len()) as usize * SECTOR as usize + len;
     let place = {
         let mut g = wait_for_room(sh)?;
         make_room(sh, &mut g, ops.len(), rec_len);
         (g.open.seq, g.open.data.len() as u64)
     };
-    scratch.clear();
-    let seq = match sh.log.append(ops, data, scratch, place) {
+    let parts: Vec<&[u8]> = data.iter().map(Vec::as_slice).collect();
+    let (seq, rec) = match sh.log.append_record(ops, &parts, place) {
         Ok(s) => s,
         Err(e) => {
             if e.kind() != ErrorKind::Unavailable {
@@ -428,7 +419,7 @@ fn write_and_apply(sh: &Shared, ops: &[Op], data: &[u8], scratch: &mut Vec<u8>) 
         }
     };
     let mut g = lock(&sh.inner);
-    apply(sh, &mut g, ops, scratch, seq);
+    apply(sh, &mut g, ops, rec, seq);
     Ok(())
 }
 
@@ -480,7 +471,7 @@ fn make_room(sh: &Shared, g: &mut Inner, n_ops: usize, rec_len: usize) {
 }
 
 /// Apply one encoded record (`rec`, header and data) to the open segment and the map.
-fn apply(sh: &Shared, g: &mut Inner, ops: &[Op], rec: &[u8], seq: u64) {
+fn apply(sh: &Shared, g: &mut Inner, ops: &[Op], rec: shale_journal::RecordBytes, seq: u64) {
     let base = g.open.data.len() as u64 / SECTOR + record::header_sectors(ops.len()) as u64;
     let mut cur = 0u64;
     let segno = g.open.seq;
@@ -518,15 +509,8 @@ fn apply(sh: &Shared, g: &mut Inner, ops: &[Op], rec: &[u8], seq: u64) {
             }
         }
     }
-    // The open segment grows to `segment_size`: reserve it once instead of doubling (each
-    // doubling copies everything so far). Pages never written stay unallocated.
-    let need = g.open.data.len() + rec.len();
-    if g.open.data.capacity() < need {
-        let want = need.max(sh.cfg.segment_size.min(64 << 20) as usize);
-        let len = g.open.data.len();
-        g.open.data.reserve_exact(want - len);
-    }
-    g.open.data.extend_from_slice(rec);
+    // The record joins the open segment in the buffer it was written from.
+    g.open.data.push(rec);
     g.open.jseq = seq;
     if g.open_since.is_none() {
         g.open_since = Some(sh.cfg.clock.now());
@@ -537,11 +521,11 @@ fn apply(sh: &Shared, g: &mut Inner, ops: &[Op], rec: &[u8], seq: u64) {
 }
 
 /// Re-apply a record the log kept across a restart (before the committer starts).
-pub(crate) fn apply_record(sh: &Shared, rec: &[u8]) -> Result<()> {
-    let h = record::decode_header_any(rec)?;
+pub(crate) fn apply_record(sh: &Shared, rec: Vec<u8>) -> Result<()> {
+    let h = record::decode_header_any(&rec)?;
     let mut g = lock(&sh.inner);
     make_room(sh, &mut g, h.ops.len(), rec.len());
-    apply(sh, &mut g, &h.ops, rec, h.seq);
+    apply(sh, &mut g, &h.ops, Box::new(rec), h.seq);
     Ok(())
 }
 
@@ -570,7 +554,7 @@ pub(crate) fn seal(sh: &Shared, g: &mut Inner) {
         OpenSeg {
             seq: next,
             entries: Vec::new(),
-            data: Vec::new(),
+            data: Default::default(),
             jseq,
         },
     );

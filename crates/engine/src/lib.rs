@@ -29,6 +29,7 @@ mod config;
 mod gc;
 mod read;
 mod recovery;
+mod segdata;
 mod upload;
 mod volume;
 

@@ -146,7 +146,7 @@ impl Shared {
                     Some(Target::Data { seg, off }) => {
                         let boff = off as usize * SECTOR as usize;
                         if seg == open_seq {
-                            out[at..at + len].copy_from_slice(&g.open.data[boff..boff + len]);
+                            g.open.data.copy_to(boff, &mut out[at..at + len]);
                         } else if let Some(s) = g.pending.get(&seg) {
                             plan.push((at, len, Source::Memory(s.clone(), boff)));
                         } else {
@@ -170,7 +170,7 @@ impl Shared {
             let dst = &mut out[at..at + len];
             match src {
                 Source::Zeros => dst.fill(0),
-                Source::Memory(s, boff) => dst.copy_from_slice(&s.data[boff..boff + len]),
+                Source::Memory(s, boff) => s.data.copy_to(boff, dst),
                 Source::Store(seg, off) => {
                     self.read_stored(seg, off, lba + at as u64 / SECTOR, dst, admit)?
                 }

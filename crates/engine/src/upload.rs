@@ -121,12 +121,13 @@ fn worker(sh: Arc<Shared>, rx: Arc<Mutex<Receiver<Job>>>) {
 
 fn store_segment(sh: &Shared, s: &Sealed) -> Result<u64> {
     if let LogConfig::InPlace(staging) = &sh.cfg.log {
-        let header = segment::encode_header(
+        let header = segment::encode_header_with_crcs(
             s.seq,
             sh.epoch,
             s.mark,
             &s.entries,
-            &s.data,
+            s.data.len(),
+            &s.data.page_crcs(s.seq),
             Some(sh.cfg.header_reserve as usize),
         )?;
         let key = seg_key(&sh.prefix, s.seq);
@@ -140,9 +141,22 @@ fn store_segment(sh: &Shared, s: &Sealed) -> Result<u64> {
         })?;
         return Ok(header.len() as u64 + s.data.len() as u64);
     }
-    let obj = Bytes::from(segment::encode(
-        s.seq, sh.epoch, s.mark, &s.entries, &s.data,
-    )?);
+    let mut obj = segment::encode_header_with_crcs(
+        s.seq,
+        sh.epoch,
+        s.mark,
+        &s.entries,
+        s.data.len(),
+        &s.data.page_crcs(s.seq),
+        None,
+    )?;
+    let header_len = obj.len();
+    s.data.append_to(&mut obj);
+    obj.resize(
+        header_len + s.data.len().div_ceil(shale_format::PAGE) * shale_format::PAGE,
+        0,
+    );
+    let obj = Bytes::from(obj);
     let len = obj.len() as u64;
     let key = seg_key(&sh.prefix, s.seq);
     // `uploads` retries an unreachable store (see `Shared::uploads`).
@@ -164,16 +178,7 @@ fn collision(sh: &Shared, key: &str, ours: &Sealed) -> Result<()> {
         // Ours only if it holds exactly what we were storing: another writer of the same
         // epoch (an image without the exclusive lock, opened writable twice) must never have
         // its segment taken for ours — that would be wrong data with valid checksums.
-        let crcs: Vec<u32> = ours
-            .data
-            .chunks(shale_format::PAGE)
-            .enumerate()
-            .map(|(i, pg)| {
-                let mut page = pg.to_vec();
-                page.resize(shale_format::PAGE, 0);
-                segment::page_crc(ours.seq, i as u32, &page)
-            })
-            .collect();
+        let crcs = ours.data.page_crcs(ours.seq);
         if h.entries == ours.entries && h.journal == ours.mark && h.page_crcs == crcs {
             return Ok(());
         }

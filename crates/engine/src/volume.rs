@@ -25,7 +25,7 @@ pub type Done = Box<dyn FnOnce(Result<()>) + Send + 'static>;
 pub(crate) struct Sealed {
     pub seq: u64,
     pub entries: Vec<Entry>,
-    pub data: Vec<u8>,
+    pub data: crate::segdata::SegData,
     pub mark: JournalMark,
     /// A checkpoint to write once this segment is durable.
     pub checkpoint: Option<Vec<(u64, u64, Target)>>,
@@ -35,7 +35,7 @@ pub(crate) struct Sealed {
 pub(crate) struct OpenSeg {
     pub seq: u64,
     pub entries: Vec<Entry>,
-    pub data: Vec<u8>,
+    pub data: crate::segdata::SegData,
     /// Number of the last log record applied to this segment.
     pub jseq: u64,
 }
@@ -154,7 +154,7 @@ impl Inner {
             open: OpenSeg {
                 seq: open_seq,
                 entries: Vec::new(),
-                data: Vec::new(),
+                data: Default::default(),
                 jseq,
             },
             pending: BTreeMap::new(),
@@ -409,10 +409,9 @@ impl Volume {
         // The upload workers start after this: segments sealed here wait in the job queue
         // (their records stay in the journal until stored), so open does not share the
         // machine with storing them — it returns once the map is whole.
-        for r in &replay {
+        for r in replay {
             crate::commit::apply_record(&sh, r)?;
         }
-        drop(replay);
         let mut threads = if read_only {
             Vec::new()
         } else {

@@ -81,9 +81,24 @@ pub fn encode_into(
     ops: &[Op],
     data: &[u8],
 ) -> usize {
-    debug_assert_eq!(data.len() as u64 % SECTOR, 0);
+    encode_parts_into(out, journal_id, seq, kind, ops, &[data])
+}
+
+/// [`encode_into`] with the data given in pieces (concatenated in order): each byte is copied
+/// once, and checksummed while it is still in the cache.
+pub fn encode_parts_into(
+    out: &mut Vec<u8>,
+    journal_id: u64,
+    seq: u64,
+    kind: RecordKind,
+    ops: &[Op],
+    parts: &[&[u8]],
+) -> usize {
+    let data_len: usize = parts.iter().map(|p| p.len()).sum();
+    debug_assert_eq!(data_len as u64 % SECTOR, 0);
     let start = out.len();
     let hs = header_sectors(ops.len());
+    out.reserve(hs as usize * SECTOR as usize + data_len);
     out.extend_from_slice(MAGIC);
     put_u32(out, VERSION);
     put_u32(out, hs);
@@ -91,7 +106,7 @@ pub fn encode_into(
     put_u64(out, seq);
     put_u32(out, kind as u32);
     put_u32(out, ops.len() as u32);
-    put_u32(out, (data.len() as u64 / SECTOR) as u32);
+    put_u32(out, (data_len as u64 / SECTOR) as u32);
     put_u32(out, 0); // crc, filled below
     for op in ops {
         put_u64(out, op.lba);
@@ -100,8 +115,16 @@ pub fn encode_into(
     }
     out.resize(start + hs as usize * SECTOR as usize, 0);
     let data_at = out.len();
-    out.extend_from_slice(data);
-    let crc = crc32c::crc32c(&out[start..]);
+    let mut crc = crc32c::crc32c(&out[start..]);
+    // In slices small enough to be checksummed from the cache right after the copy.
+    const SLICE: usize = 64 << 10;
+    for part in parts {
+        for piece in part.chunks(SLICE) {
+            let at = out.len();
+            out.extend_from_slice(piece);
+            crc = crc32c::crc32c_append(crc, &out[at..]);
+        }
+    }
     out[start + 44..start + 48].copy_from_slice(&crc.to_le_bytes());
     data_at - start
 }

@@ -106,11 +106,46 @@ pub fn encode_header(
     data: &[u8],
     header_len: Option<usize>,
 ) -> Result<Vec<u8>> {
-    if !(data.len() as u64).is_multiple_of(SECTOR) {
+    let n_pages = data.len().div_ceil(PAGE);
+    let mut page = [0u8; PAGE];
+    let crcs: Vec<u32> = (0..n_pages)
+        .map(|i| {
+            let start = i * PAGE;
+            let end = (start + PAGE).min(data.len());
+            if end - start == PAGE {
+                page_crc(seq, i as u32, &data[start..end])
+            } else {
+                page[..end - start].copy_from_slice(&data[start..end]);
+                page[end - start..].fill(0);
+                page_crc(seq, i as u32, &page)
+            }
+        })
+        .collect();
+    encode_header_with_crcs(seq, epoch, journal, entries, data.len(), &crcs, header_len)
+}
+
+/// [`encode_header`] for `data_len` bytes of data whose page checksums ([`page_crc`], the
+/// last page zero-padded) the caller computed.
+pub fn encode_header_with_crcs(
+    seq: u64,
+    epoch: u64,
+    journal: JournalMark,
+    entries: &[Entry],
+    data_len: usize,
+    page_crcs: &[u32],
+    header_len: Option<usize>,
+) -> Result<Vec<u8>> {
+    if !(data_len as u64).is_multiple_of(SECTOR) {
         return Err(Error::invalid("segment data must be whole sectors"));
     }
-    let n_pages = data.len().div_ceil(PAGE);
-    let raw_header = raw_header_len(entries.len(), data.len());
+    let n_pages = data_len.div_ceil(PAGE);
+    if page_crcs.len() != n_pages {
+        return Err(Error::invalid(format!(
+            "{} page checksums for {n_pages} pages",
+            page_crcs.len()
+        )));
+    }
+    let raw_header = raw_header_len(entries.len(), data_len);
     let header_len = match header_len {
         None => raw_header.div_ceil(PAGE) * PAGE,
         Some(h) if h >= raw_header && h % PAGE == 0 => h,
@@ -139,18 +174,8 @@ pub fn encode_header(
         put_u32(&mut out, e.kind as u32);
         put_u32(&mut out, 0);
     }
-    let mut page = [0u8; PAGE];
-    for i in 0..n_pages {
-        let start = i * PAGE;
-        let end = (start + PAGE).min(data.len());
-        let crc = if end - start == PAGE {
-            page_crc(seq, i as u32, &data[start..end])
-        } else {
-            page[..end - start].copy_from_slice(&data[start..end]);
-            page[end - start..].fill(0);
-            page_crc(seq, i as u32, &page)
-        };
-        put_u32(&mut out, crc);
+    for crc in page_crcs {
+        put_u32(&mut out, *crc);
     }
     let crc = crc32c::crc32c(&out);
     put_u32(&mut out, crc);

@@ -40,6 +40,28 @@ impl AlignedBuf {
         self.raw[s + data.len()..s + n].fill(0);
     }
 
+    /// A buffer holding what `fill` appends to an empty vector (at most `max` bytes), built
+    /// in place: the bytes are written once, already aligned.
+    pub fn build(max: usize, fill: impl FnOnce(&mut Vec<u8>)) -> Self {
+        let mut raw = Vec::with_capacity(max + ALIGN);
+        let start = (ALIGN - raw.as_ptr() as usize % ALIGN) % ALIGN;
+        raw.resize(start, 0);
+        fill(&mut raw);
+        let len = raw.len() - start;
+        let b = AlignedBuf { raw, start, len };
+        debug_assert_eq!(
+            b.as_slice().as_ptr() as usize % ALIGN,
+            0,
+            "grown past `max`"
+        );
+        b
+    }
+
+    /// The contents as a vector of their own size (the aligned buffer's slack dropped).
+    pub fn into_compact(self) -> Vec<u8> {
+        self.as_slice().to_vec()
+    }
+
     pub fn as_slice(&self) -> &[u8] {
         &self.raw[self.start..self.start + self.len]
     }
@@ -57,6 +79,12 @@ impl AlignedBuf {
     }
 }
 
+impl AsRef<[u8]> for AlignedBuf {
+    fn as_ref(&self) -> &[u8] {
+        self.as_slice()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -71,5 +99,14 @@ mod tests {
         assert_eq!(b.as_slice().as_ptr() as usize % ALIGN, 0);
         assert_eq!(b.as_slice()[8999], 7);
         assert_eq!(b.as_slice()[9000], 0);
+    }
+
+    #[test]
+    fn built_in_place_and_aligned() {
+        let b = AlignedBuf::build(8192, |v| v.extend_from_slice(&[5u8; 8192]));
+        assert_eq!(b.as_slice().as_ptr() as usize % ALIGN, 0);
+        assert_eq!(b.len(), 8192);
+        assert!(b.as_slice().iter().all(|&x| x == 5));
+        assert_eq!(b.into_compact(), vec![5u8; 8192]);
     }
 }

@@ -22,7 +22,7 @@ use shale_format::record::{self, Op, RecordKind};
 use crate::aligned::AlignedBuf;
 use crate::file::LogFile;
 use crate::staging::Staging;
-use crate::{LogDevice, LogStats};
+use crate::{LogDevice, LogStats, RecordBytes};
 
 const SECTOR: u64 = 512;
 
@@ -88,6 +88,20 @@ impl InPlaceLog {
 
     pub fn header_reserve(&self) -> u64 {
         self.header_reserve
+    }
+
+    /// The staging file of segment `seg`, opened on first use.
+    fn file_for(&self, g: &mut St, seg: u64) -> Result<Arc<dyn LogFile>> {
+        if let Some((s, f)) = &g.cur {
+            if *s == seg {
+                return Ok(f.clone());
+            }
+        }
+        let f = self.staging.open(self.epoch, seg)?;
+        if let Some((_, old)) = g.cur.replace((seg, f.clone())) {
+            g.dirty.push(old);
+        }
+        Ok(f)
     }
 
     /// The valid consecutive records of a staging file, from the start of its data area. The
@@ -184,16 +198,7 @@ impl LogDevice for InPlaceLog {
 
     fn append(&self, ops: &[Op], data: &[u8], out: &mut Vec<u8>, place: (u64, u64)) -> Result<u64> {
         let mut g = self.st.lock().unwrap_or_else(|p| p.into_inner());
-        let file = match &g.cur {
-            Some((seg, f)) if *seg == place.0 => f.clone(),
-            _ => {
-                let f = self.staging.open(self.epoch, place.0)?;
-                if let Some((_, old)) = g.cur.replace((place.0, f.clone())) {
-                    g.dirty.push(old);
-                }
-                f
-            }
-        };
+        let file = self.file_for(&mut g, place.0)?;
         let seq = g.next_seq;
         let start = out.len();
         record::encode_into(out, self.id, seq, RecordKind::Ops, ops, data);
@@ -205,6 +210,28 @@ impl LogDevice for InPlaceLog {
         g.stats.records += 1;
         g.stats.bytes += rec.len() as u64;
         Ok(seq)
+    }
+
+    fn append_record(
+        &self,
+        ops: &[Op],
+        parts: &[&[u8]],
+        place: (u64, u64),
+    ) -> Result<(u64, RecordBytes)> {
+        let mut g = self.st.lock().unwrap_or_else(|p| p.into_inner());
+        let file = self.file_for(&mut g, place.0)?;
+        let seq = g.next_seq;
+        let len = record::header_sectors(ops.len()) as usize * SECTOR as usize
+            + parts.iter().map(|p| p.len()).sum::<usize>();
+        let rec = AlignedBuf::build(len, |v| {
+            record::encode_parts_into(v, self.id, seq, RecordKind::Ops, ops, parts);
+        });
+        file.write_at(rec.as_slice(), self.header_reserve + place.1)
+            .map_err(|e| e.context("writing a segment record"))?;
+        g.next_seq += 1;
+        g.stats.records += 1;
+        g.stats.bytes += len as u64;
+        Ok((seq, crate::keep(rec)))
     }
 
     fn sync(&self) -> Result<()> {

@@ -33,6 +33,23 @@ use shale_error::Result;
 use shale_format::record::Op;
 
 pub use aligned::AlignedBuf;
+
+/// An encoded record (header and data) handed back by [`LogDevice::append_record`]; the
+/// engine keeps it as part of its open segment instead of copying it there.
+pub type RecordBytes = Box<dyn AsRef<[u8]> + Send + Sync>;
+
+/// Records smaller than this are handed back in a buffer of their own size (an aligned
+/// buffer carries up to 4 KiB of slack, which a segment of small records would multiply).
+pub const COMPACT_BELOW: usize = 32 << 10;
+
+/// The buffer a record was written from, as the engine keeps it.
+pub(crate) fn keep(rec: AlignedBuf) -> RecordBytes {
+    if rec.len() < COMPACT_BELOW {
+        Box::new(rec.into_compact())
+    } else {
+        Box::new(rec)
+    }
+}
 pub use file::{CrashFile, CrashMode, DirectFile, DirectPlace, FixedPlace, LogFile, LogPlace};
 pub use inplace::{InPlaceLog, StagedRecord};
 pub use ring::{Replayed, RingEnv, RingJournal, RingStats};
@@ -61,6 +78,20 @@ pub trait LogDevice: Send + Sync + std::fmt::Debug {
     /// area) where the engine will put the record. Returns the record number. Returns once the
     /// record is on the device (not necessarily durable against power loss: see `sync`).
     fn append(&self, ops: &[Op], data: &[u8], out: &mut Vec<u8>, place: (u64, u64)) -> Result<u64>;
+    /// [`append`](Self::append) with the data in pieces (concatenated in order), returning
+    /// the record number and the encoded record. Devices that write from an aligned buffer
+    /// encode straight into it: each byte is copied once on its way to the device.
+    fn append_record(
+        &self,
+        ops: &[Op],
+        parts: &[&[u8]],
+        place: (u64, u64),
+    ) -> Result<(u64, RecordBytes)> {
+        let data = parts.concat();
+        let mut out = Vec::new();
+        let seq = self.append(ops, &data, &mut out, place)?;
+        Ok((seq, Box::new(out)))
+    }
     /// Make every appended record durable.
     fn sync(&self) -> Result<()>;
     /// Records numbered ≤ `upto` are in stored segments: their space may be reused.
@@ -95,6 +126,24 @@ impl LogDevice for MemoryLog {
             data,
         );
         Ok(seq)
+    }
+    fn append_record(
+        &self,
+        ops: &[Op],
+        parts: &[&[u8]],
+        _place: (u64, u64),
+    ) -> Result<(u64, RecordBytes)> {
+        let seq = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        let mut out = Vec::new();
+        shale_format::record::encode_parts_into(
+            &mut out,
+            0,
+            seq,
+            shale_format::record::RecordKind::Ops,
+            ops,
+            parts,
+        );
+        Ok((seq, Box::new(out)))
     }
     fn sync(&self) -> Result<()> {
         Ok(())

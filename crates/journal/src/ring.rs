@@ -11,7 +11,7 @@ use shale_format::segment::JournalMark;
 
 use crate::aligned::AlignedBuf;
 use crate::file::{DirectFile, LogFile};
-use crate::{LogDevice, LogStats};
+use crate::{LogDevice, LogStats, RecordBytes};
 
 const SB_MAGIC: &[u8; 8] = b"SHALEJSB";
 const SB_LEN: u64 = 4096;
@@ -370,6 +370,79 @@ impl RingJournal {
         Ok((j, replayed))
     }
 
+    /// Find room for a `len`-byte record at the head (waiting for released space, marking a
+    /// wrap): on return `g.head` is where it goes.
+    fn reserve<'a>(&'a self, mut g: MutexGuard<'a, St>, len: u64) -> Result<MutexGuard<'a, St>> {
+        if len > (self.size - SB_LEN) / 2 {
+            return Err(err!(
+                Invalid,
+                "a {len}-byte journal record does not fit a {}-byte journal",
+                self.size
+            ));
+        }
+        let started = self.clock.now();
+        let mut waited = false;
+        let at = loop {
+            if let Some(at) = self.fits(&g, len) {
+                break at;
+            }
+            // Free space the released records left, if the superblock still pins it.
+            let tail = Self::tail(&g);
+            if tail != g.persisted {
+                self.persist(&mut g, tail)?;
+                continue;
+            }
+            if !waited {
+                g.stats.full_waits += 1;
+                waited = true;
+            }
+            let left = self.full_wait.saturating_sub(self.clock.since(started));
+            if left.is_zero() {
+                g.stats.full_wait_ns += self.clock.since(started).as_nanos() as u64;
+                return Err(err!(
+                    Unavailable,
+                    "journal {} is full and the store has not taken its data for {:?}",
+                    self.path.display(),
+                    self.full_wait
+                ));
+            }
+            g = self
+                .space
+                .wait_timeout(g, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        };
+        if waited {
+            g.stats.full_wait_ns += self.clock.since(started).as_nanos() as u64;
+        }
+        if at != g.head && g.head < self.size {
+            // Mark the wrap so that replay jumps to the start.
+            let seq = g.next_seq;
+            let mut w = Vec::with_capacity(SECTOR as usize);
+            record::encode_into(&mut w, g.rec_id, seq, RecordKind::Wrap, &[], &[]);
+            let head = g.head;
+            g.buf.fill(&w, w.len());
+            self.file
+                .write_at(g.buf.as_slice(), head)
+                .map_err(|e| e.context("writing the journal"))?;
+            g.live.push_back((seq, head, self.size - head));
+            g.next_seq += 1;
+        }
+        g.head = at;
+        Ok(g)
+    }
+
+    /// Account for the record numbered `seq` just written at the head.
+    fn appended(&self, g: &mut St, seq: u64, len: u64) {
+        let head = g.head;
+        g.live.push_back((seq, head, len));
+        g.next_seq += 1;
+        g.head += len;
+        g.stats.records += 1;
+        g.stats.bytes += len;
+        self.refresh_used(g);
+    }
+
     fn lock(&self) -> MutexGuard<'_, St> {
         self.st.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -508,64 +581,8 @@ impl LogDevice for RingJournal {
         out: &mut Vec<u8>,
         _place: (u64, u64),
     ) -> Result<u64> {
-        let mut g = self.lock();
         let len = (record::header_sectors(ops.len()) as u64 + data.len() as u64 / SECTOR) * SECTOR;
-        if len > (self.size - SB_LEN) / 2 {
-            return Err(err!(
-                Invalid,
-                "a {len}-byte journal record does not fit a {}-byte journal",
-                self.size
-            ));
-        }
-        let started = self.clock.now();
-        let mut waited = false;
-        let at = loop {
-            if let Some(at) = self.fits(&g, len) {
-                break at;
-            }
-            // Free space the released records left, if the superblock still pins it.
-            let tail = Self::tail(&g);
-            if tail != g.persisted {
-                self.persist(&mut g, tail)?;
-                continue;
-            }
-            if !waited {
-                g.stats.full_waits += 1;
-                waited = true;
-            }
-            let left = self.full_wait.saturating_sub(self.clock.since(started));
-            if left.is_zero() {
-                g.stats.full_wait_ns += self.clock.since(started).as_nanos() as u64;
-                return Err(err!(
-                    Unavailable,
-                    "journal {} is full and the store has not taken its data for {:?}",
-                    self.path.display(),
-                    self.full_wait
-                ));
-            }
-            g = self
-                .space
-                .wait_timeout(g, left)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-        };
-        if waited {
-            g.stats.full_wait_ns += self.clock.since(started).as_nanos() as u64;
-        }
-        if at != g.head && g.head < self.size {
-            // Mark the wrap so that replay jumps to the start.
-            let seq = g.next_seq;
-            let mut w = Vec::with_capacity(SECTOR as usize);
-            record::encode_into(&mut w, g.rec_id, seq, RecordKind::Wrap, &[], &[]);
-            let head = g.head;
-            g.buf.fill(&w, w.len());
-            self.file
-                .write_at(g.buf.as_slice(), head)
-                .map_err(|e| e.context("writing the journal"))?;
-            g.live.push_back((seq, head, self.size - head));
-            g.next_seq += 1;
-        }
-        g.head = at;
+        let mut g = self.reserve(self.lock(), len)?;
         let seq = g.next_seq;
         let start = out.len();
         record::encode_into(out, g.rec_id, seq, RecordKind::Ops, ops, data);
@@ -575,13 +592,29 @@ impl LogDevice for RingJournal {
         self.file
             .write_at(g.buf.as_slice(), head)
             .map_err(|e| e.context("writing the journal"))?;
-        g.live.push_back((seq, head, len));
-        g.next_seq += 1;
-        g.head += len;
-        g.stats.records += 1;
-        g.stats.bytes += len;
-        self.refresh_used(&mut g);
+        self.appended(&mut g, seq, len);
         Ok(seq)
+    }
+
+    fn append_record(
+        &self,
+        ops: &[Op],
+        parts: &[&[u8]],
+        _place: (u64, u64),
+    ) -> Result<(u64, RecordBytes)> {
+        let data_len: usize = parts.iter().map(|p| p.len()).sum();
+        let len = record::header_sectors(ops.len()) as u64 * SECTOR + data_len as u64;
+        let mut g = self.reserve(self.lock(), len)?;
+        let seq = g.next_seq;
+        let rec = AlignedBuf::build(len as usize, |v| {
+            record::encode_parts_into(v, g.rec_id, seq, RecordKind::Ops, ops, parts);
+        });
+        let head = g.head;
+        self.file
+            .write_at(rec.as_slice(), head)
+            .map_err(|e| e.context("writing the journal"))?;
+        self.appended(&mut g, seq, len);
+        Ok((seq, crate::keep(rec)))
     }
 
     fn sync(&self) -> Result<()> {
