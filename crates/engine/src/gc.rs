@@ -1,6 +1,7 @@
 //! Garbage collection: stored segments whose live fraction fell below a threshold have their
-//! live data written again (in LBA order, through the committer, only where no client write
-//! came in meanwhile); then every stored segment that neither the map, a snapshot nor the newest
+//! live data written again (each victim read in one request, a group of victims at a time;
+//! in LBA order within a group; through the committer, only where no client write came in
+//! meanwhile); then every stored segment that neither the map, a snapshot nor the newest
 //! checkpoint still needs is deleted.
 //!
 //! Order of the steps, and why it is crash safe:
@@ -20,7 +21,6 @@ use std::time::Duration;
 use shale_error::{err, Result};
 use shale_extmap::Target;
 use shale_format::segment::EntryKind;
-use shale_format::SECTOR;
 
 use crate::volume::{lock, Relocation, Req, Shared};
 
@@ -42,6 +42,9 @@ fn segs_of(map: &shale_extmap::ExtentMap, into: &mut HashSet<u64>) {
         }
     }
 }
+
+/// Victims read into memory at once (each at most a segment: bounds what a run holds).
+const GC_READ_GROUP: usize = 4;
 
 pub(crate) fn run(sh: &Arc<Shared>, threshold: f64) -> Result<GcReport> {
     if sh.read_only {
@@ -93,24 +96,56 @@ pub(crate) fn run(sh: &Arc<Shared>, threshold: f64) -> Result<GcReport> {
             })
             .collect()
     };
+    // Victims are read whole (the span of their live data, one request each) a group at a
+    // time, and each group's extents relocated in LBA order: live data scattered by random
+    // writes would otherwise cost one small read per extent. The pages of live data are
+    // checked as before; damaged dead data stays harmless.
+    let mut order: Vec<u64> = victims.iter().copied().collect();
+    order.sort_unstable();
+    let group_of: HashMap<u64, usize> = order
+        .iter()
+        .enumerate()
+        .map(|(i, &seg)| (seg, i / GC_READ_GROUP))
+        .collect();
+    let mut groups: Vec<Vec<(u64, u64, u64, u32)>> =
+        vec![Vec::new(); order.len().div_ceil(GC_READ_GROUP)];
+    for e in extents {
+        groups[group_of[&e.2]].push(e);
+    }
     let mut batch = Vec::new();
     let mut bytes = 0usize;
-    for (lba, len, seg, off) in extents {
-        let mut data = vec![0u8; (len * SECTOR) as usize];
-        sh.read_sectors_with(lba, len, &mut data, false)?;
-        bytes += data.len();
-        rep.bytes_relocated += data.len() as u64;
-        batch.push(Relocation {
-            lba,
-            seg,
-            off,
-            data,
-        });
-        if bytes >= 4 << 20 {
-            sh.call(Req::Relocate {
-                items: std::mem::take(&mut batch),
-            })?;
-            bytes = 0;
+    for extents in groups {
+        let mut spans: HashMap<u64, (u64, u64)> = HashMap::new();
+        for &(_, len, seg, off) in &extents {
+            let (lo, hi) = (off as u64, off as u64 + len);
+            let e = spans.entry(seg).or_insert((lo, hi));
+            e.0 = e.0.min(lo);
+            e.1 = e.1.max(hi);
+        }
+        let mut read: HashMap<u64, crate::read::SegmentSpan> = HashMap::new();
+        for (&seg, &(lo, hi)) in &spans {
+            read.insert(seg, sh.read_segment_span(seg, lo, hi)?);
+        }
+        for &(lba, len, seg, off) in &extents {
+            let Some(span) = read.get_mut(&seg) else {
+                continue;
+            };
+            // Only the pages of live data are checked (dead data may be anything).
+            let data = span.check(off as u64, len)?.to_vec();
+            bytes += data.len();
+            rep.bytes_relocated += data.len() as u64;
+            batch.push(Relocation {
+                lba,
+                seg,
+                off,
+                data,
+            });
+            if bytes >= 4 << 20 {
+                sh.call(Req::Relocate {
+                    items: std::mem::take(&mut batch),
+                })?;
+                bytes = 0;
+            }
         }
     }
     if !batch.is_empty() {

@@ -95,6 +95,38 @@ impl Volume {
     }
 }
 
+/// Part of a stored segment's data area read in one request (see
+/// [`Shared::read_segment_span`]).
+pub(crate) struct SegmentSpan {
+    key: String,
+    h: Arc<segment::Header>,
+    /// Byte offset of `bytes` in the data area (page aligned).
+    p0: u64,
+    bytes: bytes::Bytes,
+    /// Pages already checked.
+    checked: Vec<bool>,
+}
+
+impl SegmentSpan {
+    /// The `len` sectors at sector `off` of the data area, their pages checked (each once).
+    pub(crate) fn check(&mut self, off: u64, len: u64) -> Result<&[u8]> {
+        let (a, z) = (off * SECTOR - self.p0, (off + len) * SECTOR - self.p0);
+        if z > self.bytes.len() as u64 {
+            return Err(err!(Invalid, "{}: extent outside the span read", self.key));
+        }
+        let page = PAGE as u64;
+        for p in a / page..z.div_ceil(page) {
+            if !self.checked[p as usize] {
+                let bytes = &self.bytes[(p * page) as usize..((p + 1) * page) as usize];
+                segment::verify_pages(&self.h, ((self.p0 + p * page) / page) as u32, bytes)
+                    .map_err(|e| e.context(&self.key))?;
+                self.checked[p as usize] = true;
+            }
+        }
+        Ok(&self.bytes[a as usize..z as usize])
+    }
+}
+
 impl Shared {
     /// Read whole sectors into `out` (exactly `n * 512` bytes).
     pub(crate) fn read_sectors(&self, lba: u64, n: u64, out: &mut [u8]) -> Result<()> {
@@ -202,14 +234,8 @@ impl Shared {
     /// from sector `off_sectors` of the segment's data): through the read cache when there is
     /// one, else fetch the covering pages; verify every page fetched against the segment's
     /// checksums; copy.
-    fn read_stored(
-        &self,
-        seq: u64,
-        off_sectors: u32,
-        lba: u64,
-        dst: &mut [u8],
-        admit: bool,
-    ) -> Result<()> {
+    /// The index of stored segment `seq`, refused when a newer writer stored it.
+    fn stored_header(&self, seq: u64) -> Result<Arc<segment::Header>> {
         let h = self.index_cache.get(self, seq)?;
         if self.epoch != 0 && h.epoch > self.epoch {
             // A newer writer took the image over and stored its own segment under a number
@@ -226,6 +252,76 @@ impl Shared {
                 err!(Fenced, "{what}; this handle has lost the image")
             });
         }
+        Ok(h)
+    }
+
+    /// Bytes `a..z` (page aligned) of stored segment `seq`'s data area, in one request,
+    /// checked against its page checksums.
+    fn fetch_pages(&self, seq: u64, h: &segment::Header, a: u64, z: u64) -> Result<bytes::Bytes> {
+        let b = self.fetch_unchecked(seq, h, a, z)?;
+        segment::verify_pages(h, (a / PAGE as u64) as u32, &b)
+            .map_err(|e| e.context(seg_key(&self.prefix, seq)))?;
+        Ok(b)
+    }
+
+    /// [`fetch_pages`](Self::fetch_pages) without the checksum check: the caller checks the
+    /// pages it uses.
+    fn fetch_unchecked(
+        &self,
+        seq: u64,
+        h: &segment::Header,
+        a: u64,
+        z: u64,
+    ) -> Result<bytes::Bytes> {
+        let key = seg_key(&self.prefix, seq);
+        let b = self
+            .store
+            .get_range(&key, h.header_len + a..h.header_len + z)?;
+        lock(&self.inner).stats.store_reads += 1;
+        if b.len() as u64 != z - a {
+            return Err(shale_error::Error::corruption(format!(
+                "{key}: segment object is truncated ({} of {} bytes at data offset {a}); \
+                 run `shale check` on the image",
+                b.len(),
+                z - a
+            )));
+        }
+        Ok(b)
+    }
+
+    /// Sectors `lo..hi` of stored segment `seq`'s data area, in one request (GC reads each
+    /// victim once instead of extent by extent). Not checked: the caller checks the pages it
+    /// uses with [`SegmentSpan::check`] (dead data in between may be anything).
+    pub(crate) fn read_segment_span(&self, seq: u64, lo: u64, hi: u64) -> Result<SegmentSpan> {
+        let h = self.stored_header(seq)?;
+        let (start, end) = (lo * SECTOR, hi * SECTOR);
+        if end > h.data_len || start > end {
+            return Err(err!(
+                Corruption,
+                "segment {seq:016x}: extent past the end of its data"
+            ));
+        }
+        let p0 = start / PAGE as u64 * PAGE as u64;
+        let p1 = end.div_ceil(PAGE as u64) * PAGE as u64;
+        let bytes = self.fetch_unchecked(seq, &h, p0, p1)?;
+        Ok(SegmentSpan {
+            key: seg_key(&self.prefix, seq),
+            checked: vec![false; ((p1 - p0) / PAGE as u64) as usize],
+            h,
+            p0,
+            bytes,
+        })
+    }
+
+    fn read_stored(
+        &self,
+        seq: u64,
+        off_sectors: u32,
+        lba: u64,
+        dst: &mut [u8],
+        admit: bool,
+    ) -> Result<()> {
+        let h = self.stored_header(seq)?;
         let start = off_sectors as u64 * SECTOR;
         let end = start + dst.len() as u64;
         if end > h.data_len {
@@ -234,23 +330,7 @@ impl Shared {
                 "segment {seq:016x}: extent past the end of its data"
             ));
         }
-        let key = seg_key(&self.prefix, seq);
-        let fetch = |a: u64, z: u64| -> Result<bytes::Bytes> {
-            let b = self
-                .store
-                .get_range(&key, h.header_len + a..h.header_len + z)?;
-            lock(&self.inner).stats.store_reads += 1;
-            if b.len() as u64 != z - a {
-                return Err(shale_error::Error::corruption(format!(
-                    "{key}: segment object is truncated ({} of {} bytes at data offset {a}); \
-                     run `shale check` on the image",
-                    b.len(),
-                    z - a
-                )));
-            }
-            segment::verify_pages(&h, (a / PAGE as u64) as u32, &b).map_err(|e| e.context(&key))?;
-            Ok(b)
-        };
+        let fetch = |a: u64, z: u64| -> Result<bytes::Bytes> { self.fetch_pages(seq, &h, a, z) };
         let large = dst.len() >= 1 << 20;
         let cache = self.cfg.cache.as_ref().filter(|_| !large);
         let Some((cache, owner)) = cache else {

@@ -184,6 +184,69 @@ fn flipped_byte_in_segment_is_an_error() {
     assert_eq!(buf, vec![0xab; 4096]);
 }
 
+/// GC reads each victim in one request but checks only the pages of live data: damaged dead
+/// data does not stop it, damaged live data does (and nothing is deleted).
+#[test]
+fn gc_checks_the_live_pages_of_a_victim_and_only_those() {
+    for damage_live in [false, true] {
+        let store: Arc<dyn ObjectStore> = Arc::new(MemoryStore::new());
+        let prefix = "p/images/g/";
+        let vol = Volume::open(store.clone(), prefix, 1 << 20, 1, cfg(), false).unwrap();
+        // One segment: pages 0..8 of the image, then pages 0..6 overwritten in another.
+        vol.write(0, &vec![0x11; 8 * 4096]).unwrap();
+        vol.close().unwrap();
+        let vol = Volume::open(store.clone(), prefix, 1 << 20, 1, cfg(), false).unwrap();
+        vol.write(0, &vec![0x22; 6 * 4096]).unwrap();
+        vol.close().unwrap();
+        let keys: Vec<String> = store
+            .list(&format!("{prefix}seg/"))
+            .unwrap()
+            .into_iter()
+            .map(|o| o.key)
+            .collect();
+        let first = keys.iter().min().unwrap().clone();
+        let (bytes, _) = store.get(&first).unwrap();
+        let hl = shale_format::segment::header_len(&bytes).unwrap() as usize;
+        let h = shale_format::segment::decode_header(&bytes).unwrap();
+        let data_off = h.entries[0].off as usize * 512;
+        // Image page 1 is dead (overwritten), image page 7 is live.
+        let page = if damage_live { 7 } else { 1 };
+        let mut bad = bytes.to_vec();
+        bad[hl + data_off + page * 4096 + 10] ^= 0x40;
+        store
+            .put(&first, bad.into(), shale_store::PutMode::Overwrite)
+            .unwrap();
+        let vol = Volume::open(store.clone(), prefix, 1 << 20, 1, cfg(), false).unwrap();
+        let r = vol.gc(0.99);
+        let mut buf = vec![0u8; 8 * 4096];
+        if damage_live {
+            let e = r.unwrap_err();
+            assert_eq!(e.kind(), shale_error::ErrorKind::Corruption, "{e}");
+            assert!(store
+                .list(&format!("{prefix}seg/"))
+                .unwrap()
+                .iter()
+                .any(|o| o.key == first));
+            assert!(
+                vol.read(0, &mut buf).is_err(),
+                "the damaged page still reads as damaged"
+            );
+        } else {
+            let rep = r.unwrap();
+            assert!(rep.bytes_relocated >= 2 * 4096, "{rep:?}");
+            vol.read(0, &mut buf).unwrap();
+            assert_eq!(&buf[..6 * 4096], &vec![0x22; 6 * 4096][..]);
+            assert_eq!(&buf[6 * 4096..], &vec![0x11; 2 * 4096][..]);
+            assert!(!store
+                .list(&format!("{prefix}seg/"))
+                .unwrap()
+                .iter()
+                .any(|o| o.key == first));
+        }
+        vol.close().unwrap();
+    }
+}
+
 #[test]
 fn gap_in_log_ends_the_prefix_and_orphans_are_skipped_not_deleted() {
     let store: Arc<dyn ObjectStore> = Arc::new(MemoryStore::new());
