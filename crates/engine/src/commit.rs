@@ -73,7 +73,7 @@ struct Batch {
 fn run(sh: &Shared) {
     let max_rec = max_record(sh);
     loop {
-        let reqs: Vec<Pending> = {
+        {
             let mut q = sh.queue.lock().unwrap_or_else(|p| p.into_inner());
             while q.reqs.is_empty() && !q.stop {
                 let (g, t) = sh
@@ -85,11 +85,26 @@ fn run(sh: &Shared) {
                     .unwrap_or_else(|p| p.into_inner());
                 q = g;
                 if t.timed_out() {
-                    seal_if_old(sh);
+                    // Lock order: the commit lock before the queue (see `write_now`).
+                    drop(q);
+                    {
+                        let _c = sh.commit_lock.lock().unwrap_or_else(|p| p.into_inner());
+                        seal_if_old(sh);
+                    }
+                    q = sh.queue.lock().unwrap_or_else(|p| p.into_inner());
                 }
             }
+        }
+        // Requests are taken with the commit lock held, so that a write committed by its own
+        // submitter (`write_now`) never overtakes one queued before it.
+        let _commit = sh.commit_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let reqs: Vec<Pending> = {
+            let mut q = sh.queue.lock().unwrap_or_else(|p| p.into_inner());
             if q.reqs.is_empty() {
-                return;
+                if q.stop {
+                    return;
+                }
+                continue;
             }
             q.reqs.drain(..).collect()
         };
@@ -256,6 +271,29 @@ impl Batch {
         self.len += data.len();
         self.data.push(data);
     }
+}
+
+/// Commit one aligned write on the submitter's own thread, with the commit lock held by the
+/// caller and nothing queued (see `Shared::submit`): at queue depth 1 this saves the
+/// hand-off to the committer and back. The caller answers the request after releasing the
+/// commit lock (an answer may submit again, even synchronously).
+pub(crate) fn write_now(sh: &Shared, off: u64, data: Vec<u8>) -> Result<()> {
+    let ops = [Op {
+        lba: off / SECTOR,
+        len: (data.len() as u64 / SECTOR) as u32,
+        kind: EntryKind::Data,
+    }];
+    let len = data.len();
+    write_and_apply(sh, &ops, &[data], len)
+}
+
+/// Whether a write can be committed by its submitter (`write_now`): aligned, not empty, one
+/// record.
+pub(crate) fn fits_one_record(sh: &Shared, off: u64, len: usize) -> bool {
+    off.is_multiple_of(SECTOR)
+        && (len as u64).is_multiple_of(SECTOR)
+        && len > 0
+        && len <= max_record(sh)
 }
 
 /// [`add_write`] for a request's own buffer: an aligned write that fits a record joins the

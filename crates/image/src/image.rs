@@ -624,6 +624,16 @@ impl Image {
             Err(e) => done(Err(e)),
         }
     }
+    /// [`submit_write`](Self::submit_write) from a caller with nothing else in flight on this
+    /// image: committed on this thread when the engine is idle (see
+    /// `shale_engine::Volume::submit_write_alone`).
+    pub fn submit_write_alone(&self, off: u64, data: Vec<u8>, done: shale_engine::Done) {
+        let done = self.counted(IoKind::Write, data.len() as u64, done);
+        match self.writer() {
+            Ok(v) => v.submit_write_alone(off, data, done),
+            Err(e) => done(Err(e)),
+        }
+    }
     /// Asynchronous discard / write-zeroes.
     pub fn submit_zero(&self, off: u64, len: u64, done: shale_engine::Done) {
         let done = self.counted(IoKind::Discard, len, done);

@@ -28,6 +28,6 @@ pub use locations::{ImageLocation, LocationEntry, LocationProbe, HOME};
 pub use lock::Locker;
 pub use names::{validate_image_name, validate_pool_name, ImageSpec};
 pub use settings::{JournalMode, Settings};
-pub use shale_engine::Stats;
+pub use shale_engine::{Done, Stats};
 pub use shale_error::{Error, ErrorKind, Result};
 pub use shale_locations::{LocationReport, Mode as LocationMode};

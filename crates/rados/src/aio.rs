@@ -399,13 +399,15 @@ fn async_write(
             break;
         }
     }
-    let seq = img.shared.begin();
+    let (seq, alone) = img.shared.begin_alone();
     let (img2, comp) = (img.clone(), comp.clone());
-    image.submit_write(
-        off,
-        data,
-        Box::new(move |r| complete_on_pool(img2, comp, seq, r, notify)),
-    );
+    let done: shale_image::Done = Box::new(move |r| complete_on_pool(img2, comp, seq, r, notify));
+    if alone {
+        // Nothing else in flight (queue depth 1): the engine may commit it on this thread.
+        image.submit_write_alone(off, data, done);
+    } else {
+        image.submit_write(off, data, done);
+    }
     Ok(())
 }
 

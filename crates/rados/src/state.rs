@@ -144,11 +144,17 @@ impl SharedImage {
 
     /// Register an operation; returns its sequence number for [`Self::end`].
     pub(crate) fn begin(&self) -> u64 {
+        self.begin_alone().0
+    }
+
+    /// [`begin`](Self::begin), and whether no other operation was in flight.
+    pub(crate) fn begin_alone(&self) -> (u64, bool) {
         let mut g = lock(&self.inflight);
         let seq = g.next;
         g.next += 1;
+        let alone = g.pending.is_empty();
         g.pending.insert(seq);
-        seq
+        (seq, alone)
     }
 
     /// Operation `seq` has ended: wake the waiters and run the deferred jobs it released (on

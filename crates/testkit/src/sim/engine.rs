@@ -820,6 +820,11 @@ impl Sim {
         });
         let d = self.tr.done(id, true);
         match op {
+            // A third of the writes may be committed on this thread (the engine's depth-1
+            // path); chosen from the write's own seed so the random stream stays as it was.
+            Op::Write { off, len, seed } if seed % 3 == 0 => {
+                vol.submit_write_alone(off, model::data(seed, off, len), d)
+            }
             Op::Write { off, len, seed } => vol.submit_write(off, model::data(seed, off, len), d),
             Op::Zero { off, len } => vol.submit_zero(off, len, d),
             Op::Resize { .. } => unreachable!(),

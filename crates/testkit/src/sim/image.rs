@@ -632,6 +632,9 @@ impl ImgSim {
             let op = self.gen_io(size);
             let d = self.tr.done(id, true);
             match op {
+                Op::Write { off, len, seed } if seed % 3 == 0 => {
+                    h.submit_write_alone(off, model::data(seed, off, len), d)
+                }
                 Op::Write { off, len, seed } => h.submit_write(off, model::data(seed, off, len), d),
                 Op::Zero { off, len } => h.submit_zero(off, len, d),
                 Op::Resize { .. } => unreachable!(),
