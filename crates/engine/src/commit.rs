@@ -244,23 +244,11 @@ fn run(sh: &Shared) {
         seal_if_old(sh);
         if !flushes.is_empty() {
             // One device sync answers every flush of the batch.
-            let mut r = sh.log.sync();
-            {
-                // Fenced or failed: what this flush covers may never reach the store.
-                let g = lock(&sh.inner);
-                if g.fenced {
-                    r = Err(err!(
-                        Fenced,
-                        "flush: another client has taken this image over"
-                    ));
-                } else if let Some(f) = &g.failed {
-                    r = Err(crate::volume::failed_error(f));
-                }
-            }
+            let r = sync_log(sh);
             for d in flushes {
                 d(r.as_ref()
                     .map(|_| ())
-                    .map_err(|e| Error::new(e.kind(), format!("flush: {e}"))));
+                    .map_err(|e| Error::new(e.kind(), e.to_string())));
             }
         }
     }
@@ -285,6 +273,25 @@ pub(crate) fn write_now(sh: &Shared, off: u64, data: Vec<u8>) -> Result<()> {
     }];
     let len = data.len();
     write_and_apply(sh, &ops, &[data], len)
+}
+
+/// A flush with `durability = journal`: one device sync, refused when fenced or failed (what
+/// it covers may never reach the store). Committer thread or `flush_now`.
+fn sync_log(sh: &Shared) -> Result<()> {
+    let mut r = sh.log.sync();
+    let g = lock(&sh.inner);
+    if g.fenced {
+        r = Err(err!(Fenced, "another client has taken this image over"));
+    } else if let Some(f) = &g.failed {
+        r = Err(crate::volume::failed_error(f));
+    }
+    r.map_err(|e| Error::new(e.kind(), format!("flush: {e}")))
+}
+
+/// A flush (`durability = journal`) answered on the submitter's thread: the caller holds the
+/// commit lock and nothing is queued, so every write acknowledged before it is in the log.
+pub(crate) fn flush_now(sh: &Shared) -> Result<()> {
+    sync_log(sh)
 }
 
 /// Whether a write can be committed by its submitter (`write_now`): aligned, not empty, one

@@ -266,7 +266,14 @@ pub(crate) fn spawn(
                 }
                 last = written;
                 if let Err(e) = run(&sh, threshold) {
-                    tracing::warn!("garbage collection of {:?}: {e}", sh);
+                    let closing = lock(&sh.inner).closing
+                        || sh.queue.lock().unwrap_or_else(|p| p.into_inner()).stop;
+                    if closing {
+                        // Cut short by close: the next run picks it up.
+                        tracing::debug!("garbage collection of {:?} stopped by close: {e}", sh);
+                    } else {
+                        tracing::warn!("garbage collection of {:?}: {e}", sh);
+                    }
                 }
             }
         })

@@ -765,6 +765,15 @@ impl Volume {
         self.submit(Req::Flush, None, done)
     }
 
+    /// [`submit_flush`](Self::submit_flush) from a submitter with nothing else in flight: with
+    /// `durability = journal` and the committer idle, the log is synced on this thread.
+    pub fn submit_flush_alone(&self, done: Done) {
+        if self.sh.read_only {
+            return done(Ok(()));
+        }
+        self.sh.submit(Req::Flush, None, done, true)
+    }
+
     pub fn write(&self, off: u64, data: &[u8]) -> Result<()> {
         let (d, rx) = waiter();
         self.submit_write_alone(off, data.to_vec(), d);
@@ -779,7 +788,7 @@ impl Volume {
 
     pub fn flush(&self) -> Result<()> {
         let (d, rx) = waiter();
-        self.submit_flush(d);
+        self.submit_flush_alone(d);
         wait(rx)
     }
 
@@ -1033,6 +1042,9 @@ impl Shared {
             {
                 self.commit_lock.try_lock().ok()
             }
+            Req::Flush if now && self.durability() == Durability::Journal => {
+                self.commit_lock.try_lock().ok()
+            }
             _ => None,
         };
         let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
@@ -1045,6 +1057,12 @@ impl Shared {
                 drop(q);
                 let r = crate::commit::write_now(self, off, data);
                 // Answered without the commit lock: an answer may submit again.
+                drop(commit);
+                return done(r);
+            }
+            (true, Req::Flush) => {
+                drop(q);
+                let r = crate::commit::flush_now(self);
                 drop(commit);
                 return done(r);
             }

@@ -653,6 +653,18 @@ impl Image {
             Err(e) => done(Err(e)),
         }
     }
+    /// [`submit_flush`](Self::submit_flush) from a caller with nothing else in flight: the
+    /// log is synced on this thread when the engine is idle.
+    pub fn submit_flush_alone(&self, done: shale_engine::Done) {
+        let done = self.counted(IoKind::Flush, 0, done);
+        if self.idle_without_lock() {
+            return done(Ok(()));
+        }
+        match self.writer() {
+            Ok(v) => v.submit_flush_alone(done),
+            Err(e) => done(Err(e)),
+        }
+    }
     /// Collect garbage now (segments less live than `threshold`).
     pub fn gc(&self, threshold: f64) -> Result<shale_engine::GcReport> {
         self.writer()?.gc(threshold)

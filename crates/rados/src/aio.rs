@@ -343,30 +343,50 @@ fn async_flush(
     barrier: u64,
     notify: bool,
 ) {
-    let seq = img.shared.begin();
+    let (seq, alone) = img.shared.begin_alone();
+    if alone {
+        // Nothing in flight before it (queue depth 1): flushed from this thread; the engine
+        // syncs here when its committer is idle. The completion still runs on the pool.
+        run_flush(img, comp, seq, notify, true);
+        return;
+    }
     let shared = img.shared.clone();
     shared.after(
         barrier,
-        Box::new(move || {
-            spawn(Box::new(move || {
-                // As a synchronous flush: a writable head handle takes the lock first.
-                if img.writable().is_ok() {
-                    if let Err(e) = img.claim_for_io() {
-                        img.shared.end(seq);
-                        comp.finish(e as isize, notify.then_some(&img.events));
-                        return;
-                    }
-                }
-                let image = img.image();
-                image.submit_flush(Box::new(move |r| {
-                    if let Err(e) = &r {
-                        tracing::warn!(error = %e, "rbd_aio_flush failed");
-                    }
-                    complete_on_pool(img, comp, seq, r, notify)
-                }));
-            }))
-        }),
+        Box::new(move || spawn(Box::new(move || run_flush(img, comp, seq, notify, false)))),
     );
+}
+
+/// Start an `rbd_aio_flush` whose earlier requests have all ended (see [`async_flush`]).
+fn run_flush(
+    img: Arc<RbdImage>,
+    comp: Arc<crate::completion::RbdCompletion>,
+    seq: u64,
+    notify: bool,
+    alone: bool,
+) {
+    // As a synchronous flush: a writable head handle takes the lock first.
+    if img.writable().is_ok() {
+        if let Err(e) = img.claim_for_io() {
+            spawn_completion(Box::new(move || {
+                img.shared.end(seq);
+                comp.finish(e as isize, notify.then_some(&img.events));
+            }));
+            return;
+        }
+    }
+    let image = img.image();
+    let done: shale_image::Done = Box::new(move |r| {
+        if let Err(e) = &r {
+            tracing::warn!(error = %e, "rbd_aio_flush failed");
+        }
+        complete_on_pool(img, comp, seq, r, notify)
+    });
+    if alone {
+        image.submit_flush_alone(done);
+    } else {
+        image.submit_flush(done);
+    }
 }
 
 /// Writes go to the engine's asynchronous path: no pool thread waits for the commit, and

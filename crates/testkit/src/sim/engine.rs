@@ -836,7 +836,12 @@ impl Sim {
         let id = self.id();
         let fl = self.tr.lock().max_ok.map(|m| m + 1);
         self.flushes.push((id, fl));
-        vol.submit_flush(self.tr.done(id, false));
+        // One flush in three may sync on this thread (the engine's depth-1 path).
+        if id % 3 == 0 {
+            vol.submit_flush_alone(self.tr.done(id, false));
+        } else {
+            vol.submit_flush(self.tr.done(id, false));
+        }
         self.f.flushes += 1;
     }
 

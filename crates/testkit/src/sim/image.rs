@@ -624,7 +624,11 @@ impl ImgSim {
             let id = self.next_id;
             self.next_id += 1;
             if self.rng.below(100) < 8 {
-                h.submit_flush(self.tr.done(id, false));
+                if id % 3 == 0 {
+                    h.submit_flush_alone(self.tr.done(id, false));
+                } else {
+                    h.submit_flush(self.tr.done(id, false));
+                }
                 ids.push(id);
                 self.f.flushes += 1;
                 continue;
