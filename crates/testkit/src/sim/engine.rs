@@ -822,7 +822,7 @@ impl Sim {
         match op {
             // A third of the writes may be committed on this thread (the engine's depth-1
             // path); chosen from the write's own seed so the random stream stays as it was.
-            Op::Write { off, len, seed } if seed % 3 == 0 => {
+            Op::Write { off, len, seed } if seed.is_multiple_of(3) => {
                 vol.submit_write_alone(off, model::data(seed, off, len), d)
             }
             Op::Write { off, len, seed } => vol.submit_write(off, model::data(seed, off, len), d),
@@ -837,7 +837,7 @@ impl Sim {
         let fl = self.tr.lock().max_ok.map(|m| m + 1);
         self.flushes.push((id, fl));
         // One flush in three may sync on this thread (the engine's depth-1 path).
-        if id % 3 == 0 {
+        if id.is_multiple_of(3) {
             vol.submit_flush_alone(self.tr.done(id, false));
         } else {
             vol.submit_flush(self.tr.done(id, false));

@@ -624,7 +624,7 @@ impl ImgSim {
             let id = self.next_id;
             self.next_id += 1;
             if self.rng.below(100) < 8 {
-                if id % 3 == 0 {
+                if id.is_multiple_of(3) {
                     h.submit_flush_alone(self.tr.done(id, false));
                 } else {
                     h.submit_flush(self.tr.done(id, false));
@@ -636,7 +636,7 @@ impl ImgSim {
             let op = self.gen_io(size);
             let d = self.tr.done(id, true);
             match op {
-                Op::Write { off, len, seed } if seed % 3 == 0 => {
+                Op::Write { off, len, seed } if seed.is_multiple_of(3) => {
                     h.submit_write_alone(off, model::data(seed, off, len), d)
                 }
                 Op::Write { off, len, seed } => h.submit_write(off, model::data(seed, off, len), d),
