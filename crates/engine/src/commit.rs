@@ -266,6 +266,8 @@ impl Batch {
 /// hand-off to the committer and back. The caller answers the request after releasing the
 /// commit lock (an answer may submit again, even synchronously).
 pub(crate) fn write_now(sh: &Shared, off: u64, data: Vec<u8>) -> Result<()> {
+    // Checked again under the commit lock, as the committer does: a shrink may have come.
+    in_range(sh, off, data.len() as u64)?;
     let ops = [Op {
         lba: off / SECTOR,
         len: (data.len() as u64 / SECTOR) as u32,

@@ -57,7 +57,8 @@ struct PoolShared {
 
 #[derive(Default)]
 struct PoolState {
-    jobs: VecDeque<Job>,
+    /// Queued jobs, each with whether it may block (see [`WorkerPool::submit`]).
+    jobs: VecDeque<(Job, bool)>,
     /// Live pool threads.
     threads: usize,
     /// Pool threads inside [`blocking`].
@@ -66,12 +67,20 @@ struct PoolState {
     idle: usize,
     /// Wake-ups sent and not yet taken by a waiting thread.
     wakes: usize,
+    /// Threads running a job that may block (a store read): they may not come back soon.
+    in_eager: usize,
 }
 
 impl PoolState {
     /// Threads taking jobs now, or about to (woken): neither idle nor blocked.
     fn running(&self) -> usize {
         self.threads.saturating_sub(self.idle + self.blocked)
+    }
+
+    /// Running threads that will come back for the queue soon (not inside a job that may
+    /// block).
+    fn free(&self) -> usize {
+        self.running().saturating_sub(self.in_eager)
     }
 
     /// Claim one idle thread for the queued jobs; whether one was (then notify one).
@@ -126,8 +135,8 @@ impl WorkerPool {
     fn submit(&self, job: Job, eager: bool) {
         let wake = {
             let mut st = lock(&self.shared.state);
-            st.jobs.push_back(job);
-            (eager || st.jobs.len() > 8 * st.running()) && st.claim()
+            st.jobs.push_back((job, eager));
+            (eager || st.jobs.len() > 8 * st.free()) && st.claim()
         };
         if wake {
             self.shared.work.notify_one();
@@ -156,10 +165,12 @@ impl PoolShared {
         IN_POOL.with(|f| f.set(true));
         let mut st = lock(&self.state);
         loop {
-            if let Some(job) = st.jobs.pop_front() {
+            if let Some((job, eager)) = st.jobs.pop_front() {
+                st.in_eager += eager as usize;
                 drop(st);
                 ffi("rbd aio worker", (), job);
                 st = lock(&self.state);
+                st.in_eager -= eager as usize;
                 continue;
             }
             // A thread started for a blocked one leaves once that one is running again.
@@ -205,7 +216,7 @@ pub(crate) fn blocking<R>(f: impl FnOnce() -> R) -> R {
         let mut st = lock(&shared.state);
         st.blocked += 1;
         // Jobs queued behind this one (completions wake nobody while it ran) get a thread.
-        let wake = st.running() == 0 && st.claim();
+        let wake = st.free() == 0 && st.claim();
         (
             st.threads < shared.core + st.blocked && st.threads < MAX_THREADS,
             wake,
