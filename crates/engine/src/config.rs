@@ -100,7 +100,9 @@ pub struct EngineConfig {
     pub seal_after: Duration,
     /// Segments whose live fraction is below this are collected (0 disables automatic GC).
     pub gc_threshold: f64,
-    /// Run GC automatically after this many stored segments.
+    /// Run GC automatically after this many stored segments. An automatic run relocates at
+    /// most the bytes stored since the previous one, emptiest victims first (an explicit
+    /// `Volume::gc` takes every victim).
     pub gc_every: u64,
     /// The exclusive-lock lease, for writers that hold one (None: no lock, always owner).
     pub lease: Option<LeaseCheck>,

@@ -599,7 +599,7 @@ impl Volume {
     /// Collect garbage now: relocate the live data of segments less than `threshold` live,
     /// then delete what no map needs.
     pub fn gc(&self, threshold: f64) -> Result<crate::gc::GcReport> {
-        crate::gc::run(&self.sh, threshold)
+        crate::gc::run(&self.sh, threshold, None)
     }
 
     pub fn stats(&self) -> Stats {
