@@ -120,16 +120,21 @@ fn worker(sh: Arc<Shared>, rx: Arc<Mutex<Receiver<Job>>>) {
 }
 
 fn store_segment(sh: &Shared, s: &Sealed) -> Result<u64> {
+    // An in-place segment's header fills the region reserved before its records.
+    let reserved = match &sh.cfg.log {
+        LogConfig::InPlace(_) => Some(sh.cfg.header_reserve as usize),
+        _ => None,
+    };
+    let header = segment::encode_header_with_crcs(
+        s.seq,
+        sh.epoch,
+        s.mark,
+        &s.entries,
+        s.data.len(),
+        &s.data.page_crcs(s.seq),
+        reserved,
+    )?;
     if let LogConfig::InPlace(staging) = &sh.cfg.log {
-        let header = segment::encode_header_with_crcs(
-            s.seq,
-            sh.epoch,
-            s.mark,
-            &s.entries,
-            s.data.len(),
-            &s.data.page_crcs(s.seq),
-            Some(sh.cfg.header_reserve as usize),
-        )?;
         let key = seg_key(&sh.prefix, s.seq);
         let staged = shale_journal::StagedFile {
             epoch: sh.epoch,
@@ -141,15 +146,7 @@ fn store_segment(sh: &Shared, s: &Sealed) -> Result<u64> {
         })?;
         return Ok(header.len() as u64 + s.data.len() as u64);
     }
-    let mut obj = segment::encode_header_with_crcs(
-        s.seq,
-        sh.epoch,
-        s.mark,
-        &s.entries,
-        s.data.len(),
-        &s.data.page_crcs(s.seq),
-        None,
-    )?;
+    let mut obj = header;
     let header_len = obj.len();
     s.data.append_to(&mut obj);
     obj.resize(
