@@ -10,6 +10,7 @@
 # CPU per I/O: fio's own usr+sys (Shale runs inside fio) plus, for Ceph, its daemons'.
 #
 # usage: bench/compare.sh [OUT.md]   env: RUNTIME=10 SIZE=1G TARGETS="raw local s3 ceph" DIR=/tmp/shale-cmp
+#        LOCAL_CONF='shale_free_segments = 0\n'
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 SHARED=${SHARED:-$root/../shared}
@@ -18,6 +19,7 @@ RUNTIME=${RUNTIME:-10}
 SIZE=${SIZE:-1G}
 DIR=${DIR:-/tmp/shale-cmp}
 TARGETS=${TARGETS:-raw local s3 ceph}
+LOCAL_CONF=${LOCAL_CONF:-}  # extra ceph.conf lines for the local target (A/B of a setting)
 out=${1:-}
 (cd "$root" && cargo build -q --release -p shale-rados -p shale-rbd)
 "$root/scripts/stage-libs.sh" "" release >/dev/null
@@ -39,7 +41,7 @@ randwrite-4k-qd1-fdatasync randwrite 4k 1 1"
 
 conf_for() { # target -> ceph.conf path
   case $1 in
-    local) printf '[global]\nshale_store = file://%s/store\nshale_cache_dir = %s/cache\n' "$DIR" "$DIR" > "$DIR/local.conf"; echo "$DIR/local.conf" ;;
+    local) printf '[global]\nshale_store = file://%s/store\nshale_cache_dir = %s/cache\n%b' "$DIR" "$DIR" "$LOCAL_CONF" > "$DIR/local.conf"; echo "$DIR/local.conf" ;;
     s3) printf '[global]\nshale_store = s3://shale-bench/%s\nshale_cache_dir = %s/cache\n' "$$" "$DIR" > "$DIR/s3.conf"; echo "$DIR/s3.conf" ;;
     ceph) echo /tmp/cephmini/ceph.conf ;;
   esac

@@ -245,7 +245,14 @@ pub(crate) fn run(sh: &Arc<Shared>, threshold: f64, budget: Option<u64>) -> Resu
     let _quiet = sh.gc_guard.write().unwrap_or_else(|p| p.into_inner());
     for seq in doomed {
         sh.check_lease("deleting collected segments")?;
-        sh.store.delete(&crate::upload::seg_key(&sh.prefix, seq))?;
+        // On a local store the file is kept to be written over by a later open segment.
+        let kept = match &sh.cfg.log {
+            crate::config::LogConfig::InPlace(staging) => staging.0.retire(seq)?,
+            _ => false,
+        };
+        if !kept {
+            sh.store.delete(&crate::upload::seg_key(&sh.prefix, seq))?;
+        }
         rep.segments_deleted += 1;
         rep.bytes_deleted += sizes.get(&seq).copied().unwrap_or(0);
     }

@@ -111,6 +111,12 @@ pub fn adopt_dir(prefix: &str) -> String {
     format!("{prefix}adopt/")
 }
 
+/// Where the files of collected segments wait to be written over as staging files (in-place
+/// log on a local-directory store).
+pub fn free_dir(prefix: &str) -> String {
+    format!("{prefix}free/")
+}
+
 /// Key of the staging file of an open segment written in place by a writer of `epoch`.
 pub fn staging(prefix: &str, epoch: u64, seq: u64) -> String {
     format!("{prefix}open/{epoch:016x}-{seq:016x}")

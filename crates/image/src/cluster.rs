@@ -580,8 +580,10 @@ impl Cluster {
     /// segments, on a local-directory store (None elsewhere).
     pub(crate) fn staging(&self, pool: &str, id: &str) -> Option<Arc<dyn shale_journal::Staging>> {
         let prefix = shale_format::keys::image_prefix(pool, id);
-        shale_journal::DirStaging::new(self.store.clone(), &prefix)
-            .map(|d| Arc::new(d) as Arc<dyn shale_journal::Staging>)
+        shale_journal::DirStaging::new(self.store.clone(), &prefix).map(|d| {
+            Arc::new(d.with_free_files(self.settings.free_segments))
+                as Arc<dyn shale_journal::Staging>
+        })
     }
 
     /// The engine configuration of an image with this header: an image at several locations

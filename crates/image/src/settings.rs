@@ -46,6 +46,9 @@ pub struct Settings {
     pub read_cache_size: u64,
     /// Garbage collection rewrites segments less live than this fraction (0 disables it).
     pub gc_threshold: f64,
+    /// Files of collected segments an image keeps on a local store for new segments to be
+    /// written over instead of allocated (0: delete them).
+    pub free_segments: usize,
     /// Locations to read from first, nearest first (`dc2,home`).
     pub location_preference: Vec<String>,
     /// What a write does when a `sync` location fails: `degrade` (go on without it, resync
@@ -172,6 +175,7 @@ pub const NAMES: &[&str] = &[
     "journal",
     "read_cache_size",
     "gc_threshold",
+    "free_segments",
     "location_preference",
     "on_location_failure",
     "resync_rate",
@@ -192,6 +196,7 @@ impl Default for Settings {
             journal: JournalMode::Auto,
             read_cache_size: 1 << 30,
             gc_threshold: 0.7,
+            free_segments: shale_journal::FREE_FILES,
             location_preference: Vec::new(),
             on_location_failure: shale_locations::OnFailure::Degrade,
             resync_rate: 0,
@@ -354,6 +359,17 @@ impl Settings {
                         return Err(err!(
                             Invalid,
                             "upload_threads {v:?} must be a number from 1 to 64"
+                        ))
+                    }
+                }
+            }
+            "free_segments" => {
+                self.free_segments = match v.parse::<usize>() {
+                    Ok(n @ 0..=4096) => n,
+                    _ => {
+                        return Err(err!(
+                            Invalid,
+                            "free_segments {v:?} must be a number from 0 (off) to 4096"
                         ))
                     }
                 }

@@ -97,7 +97,7 @@ impl InPlaceLog {
                 return Ok(f.clone());
             }
         }
-        let f = self.staging.open(self.epoch, seg)?;
+        let f = self.staging.open(self.epoch, seg, self.header_reserve)?;
         if let Some((_, old)) = g.cur.replace((seg, f.clone())) {
             g.dirty.push(old);
         }

@@ -53,7 +53,7 @@ pub(crate) fn keep(rec: AlignedBuf) -> RecordBytes {
 pub use file::{CrashFile, CrashMode, DirectFile, DirectPlace, FixedPlace, LogFile, LogPlace};
 pub use inplace::{InPlaceLog, StagedRecord};
 pub use ring::{Replayed, RingEnv, RingJournal, RingStats};
-pub use staging::{DirStaging, SimStaging, StagedFile, Staging};
+pub use staging::{DirStaging, SimStaging, StagedFile, Staging, FREE_FILES};
 
 /// Counters of a log device.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

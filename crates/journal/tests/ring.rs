@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use shale_format::record::{self, Op};
 use shale_format::segment::{EntryKind, JournalMark};
 use shale_journal::{InPlaceLog, LogDevice, RingJournal};
+use shale_store::PutMode;
 
 const SIZE: u64 = (1 << 20) + 16384 + 8192;
 
@@ -435,4 +436,150 @@ fn a_record_an_earlier_life_left_behind_never_comes_back() {
     assert_eq!(seqs, [s1, s2], "replay after the second power loss");
     let h = record::decode_header_any(&rep[1].bytes).unwrap();
     assert_eq!(h.ops[0].lba, 24, "record {s2} is the second life's");
+}
+
+/// A collected segment's file is kept and written over by a later staging file: the store no
+/// longer shows it, the old records never read back as the new file's (not the first one,
+/// zeroed before the file takes its staging name, nor one further on, from another log), and
+/// the published segment holds exactly the new records.
+#[test]
+fn in_place_staging_writes_over_collected_segment_files() {
+    use shale_journal::{DirStaging, StagedFile, Staging};
+    let dir = tempfile::tempdir().unwrap();
+    let store: std::sync::Arc<dyn shale_store::ObjectStore> =
+        std::sync::Arc::new(shale_store::LocalStore::open(dir.path()).unwrap());
+    let prefix = "p/images/i/";
+    let staging = std::sync::Arc::new(DirStaging::new(store.clone(), prefix).unwrap());
+    let write = |log: &InPlaceLog, seg: u64, n: u32, fill: u8| {
+        let mut seg_data = Vec::new();
+        for i in 0..n {
+            let mut out = Vec::new();
+            let at = seg_data.len() as u64;
+            log.append(&[op(i as u64 * 8, 8)], &data(fill, 8), &mut out, (seg, at))
+                .unwrap();
+            seg_data.extend_from_slice(&out);
+        }
+        log.sync().unwrap();
+        seg_data
+    };
+    // Segment 5: records 1..=3 of log 99.
+    let old = InPlaceLog::new(99, 1, 65536, staging.clone(), 3);
+    let old_data = write(&old, 5, 3, 1);
+    let f5 = StagedFile {
+        epoch: 3,
+        seq: 5,
+        adopted: false,
+    };
+    staging
+        .publish(&f5, &[0xAB; 65536], old_data.len() as u64)
+        .unwrap();
+    let seg5 = "p/images/i/seg/0000000000000005";
+    // Read once: the store keeps a handle to it.
+    store.get_range(seg5, 0..4096).unwrap();
+    assert!(staging.retire(5).unwrap());
+    assert_eq!(
+        store.get_range(seg5, 0..4096).unwrap_err().kind(),
+        shale_error::ErrorKind::NotFound
+    );
+    assert!(store.list("p/images/i/seg/").unwrap().is_empty());
+    assert_eq!(store.list("p/images/i/free/").unwrap().len(), 1);
+    // Retiring what is gone already is done.
+    assert!(staging.retire(5).unwrap());
+
+    // A new writer (log 77, record 1 first) opens segment 9: the kept file, with nothing in
+    // it a scan accepts.
+    let new = InPlaceLog::new(77, 1, 65536, staging.clone(), 4);
+    let f9 = StagedFile {
+        epoch: 4,
+        seq: 9,
+        adopted: false,
+    };
+    let file = staging.open(4, 9, 65536).unwrap();
+    assert!(store.list("p/images/i/free/").unwrap().is_empty());
+    let (_, len) = staging.read(&f9).unwrap();
+    assert!(
+        len >= 65536 + old_data.len() as u64,
+        "the old blocks are there"
+    );
+    assert!(
+        InPlaceLog::scan(file.as_ref(), len, 65536, None)
+            .unwrap()
+            .is_empty(),
+        "the old first record must not read back"
+    );
+    // One record of the new log, the same size as the old ones: old record 2 of log 99
+    // follows it, and is not taken for the new log's record 2.
+    let new_data = write(&new, 9, 1, 9);
+    let (file, len) = staging.read(&f9).unwrap();
+    let recs = InPlaceLog::scan(file.as_ref(), len, 65536, None).unwrap();
+    assert_eq!(recs.len(), 1);
+    assert_eq!((recs[0].journal_id, recs[0].seq), (77, 1));
+    staging
+        .publish(&f9, &[0xCD; 65536], new_data.len() as u64)
+        .unwrap();
+    let (bytes, _) = store.get("p/images/i/seg/0000000000000009").unwrap();
+    assert_eq!(bytes.len(), 65536 + new_data.len().div_ceil(4096) * 4096);
+    assert_eq!(&bytes[65536..65536 + new_data.len()], &new_data[..]);
+    assert!(bytes[65536 + new_data.len()..].iter().all(|b| *b == 0));
+}
+
+/// Free files are taken one writer at a time: a claim (`free/<seq>-<epoch>`) left by this or
+/// an older epoch is stale and removed; a newer writer's claim is left alone; with no room
+/// kept (`with_free_files(0)`, or the pool full) the caller deletes the segment.
+#[test]
+fn in_place_staging_free_files_claims_and_limits() {
+    use shale_journal::{DirStaging, Staging};
+    let dir = tempfile::tempdir().unwrap();
+    let store: std::sync::Arc<dyn shale_store::ObjectStore> =
+        std::sync::Arc::new(shale_store::LocalStore::open(dir.path()).unwrap());
+    let prefix = "p/images/i/";
+    let put = |k: &str| {
+        store
+            .put(
+                k,
+                bytes::Bytes::from(vec![7u8; 65536 + 8192]),
+                PutMode::Overwrite,
+            )
+            .unwrap();
+    };
+    put("p/images/i/seg/0000000000000001");
+    put("p/images/i/seg/0000000000000002");
+    let off = DirStaging::new(store.clone(), prefix)
+        .unwrap()
+        .with_free_files(0);
+    assert!(!off.retire(1).unwrap());
+    assert!(store.get("p/images/i/seg/0000000000000001").is_ok());
+    let one = DirStaging::new(store.clone(), prefix)
+        .unwrap()
+        .with_free_files(1);
+    assert!(one.retire(1).unwrap());
+    assert!(!one.retire(2).unwrap(), "the pool is full");
+    assert!(store.get("p/images/i/seg/0000000000000002").is_ok());
+    // Claims: epoch 3's is stale for a writer of epoch 5, epoch 8's is not.
+    put("p/images/i/free/0000000000000003-0000000000000003");
+    put("p/images/i/free/0000000000000004-0000000000000008");
+    let st = DirStaging::new(store.clone(), prefix).unwrap();
+    st.open(5, 10, 65536).unwrap();
+    let left: Vec<String> = store
+        .list("p/images/i/free/")
+        .unwrap()
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
+    assert_eq!(
+        left,
+        vec!["p/images/i/free/0000000000000004-0000000000000008"]
+    );
+    // The free file (segment 1's) became the staging file, its first record place zeroed.
+    let (f, len) = st
+        .read(&shale_journal::StagedFile {
+            epoch: 5,
+            seq: 10,
+            adopted: false,
+        })
+        .unwrap();
+    assert_eq!(len, 65536 + 8192);
+    let mut b = vec![0u8; 8192];
+    f.read_at(&mut b, 65536).unwrap();
+    assert!(b[..4096].iter().all(|x| *x == 0) && b[4096..].iter().all(|x| *x == 7));
 }

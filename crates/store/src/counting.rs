@@ -72,6 +72,9 @@ impl ObjectStore for CountingStore {
     fn local_path(&self, key: &str) -> Option<std::path::PathBuf> {
         self.inner.local_path(key)
     }
+    fn rename_local(&self, key: &str, to: &str) -> Result<bool> {
+        self.count(self.inner.rename_local(key, to))
+    }
     fn url(&self) -> String {
         self.inner.url()
     }

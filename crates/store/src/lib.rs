@@ -102,6 +102,14 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
     fn local_path(&self, _key: &str) -> Option<std::path::PathBuf> {
         None
     }
+    /// Move object `key` to key `to` of the same store without copying its bytes, for stores
+    /// that keep objects as local files (`to` must be free: `Exists` otherwise). Once this
+    /// returns `Ok(true)` nothing reads `key` any more, not even through a handle the store
+    /// kept open, provided no read of `key` is in flight. `Ok(false)`: the store cannot
+    /// (nothing changed); `NotFound`: no `key`.
+    fn rename_local(&self, _key: &str, _to: &str) -> Result<bool> {
+        Ok(false)
+    }
     /// A short description for messages (`file:///var/lib/shale`).
     fn url(&self) -> String;
 }

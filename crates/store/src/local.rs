@@ -322,6 +322,43 @@ impl ObjectStore for LocalStore {
         self.path_of(key).ok()
     }
 
+    fn rename_local(&self, key: &str, to: &str) -> Result<bool> {
+        let from = self.path_of(key)?;
+        let dest = self.path_of(to)?;
+        let dir = from.parent().unwrap_or(&self.root).to_path_buf();
+        let dest_dir = dest.parent().unwrap_or(&self.root).to_path_buf();
+        let left = {
+            let _lock = self.lock()?;
+            // A handle kept for `key` would read the file's new bytes once it is written
+            // over. (The caller makes sure no read of `key` is in flight: one that opened it
+            // before the rename could keep its handle afterwards.)
+            self.fds
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(key);
+            match fs::symlink_metadata(&from) {
+                Ok(m) if m.is_file() => {}
+                Ok(_) => return Err(self.not_found(key)),
+                Err(e) if is_missing(&e) => return Err(self.not_found(key)),
+                Err(e) => return Err(self.key_err(key, "cannot stat", e)),
+            }
+            self.make_dirs(to, &dest_dir)?;
+            if fs::symlink_metadata(&dest).is_ok() {
+                return Err(shale_error::err!(
+                    Exists,
+                    "object {to:?} already exists in {}",
+                    self.url
+                ));
+            }
+            fs::rename(&from, &dest).map_err(|e| self.key_err(key, "cannot rename", e))?;
+            self.prune_empty_dirs(dir)
+        };
+        sync_dir(&dest_dir)
+            .and_then(|_| sync_dir(&left))
+            .map_err(|e| self.key_err(key, "cannot sync directory after renaming", e))?;
+        Ok(true)
+    }
+
     fn get(&self, key: &str) -> Result<(Bytes, Version)> {
         let (mut file, meta) = self.open_object(key)?;
         let mut buf = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));

@@ -117,6 +117,9 @@ impl ObjectStore for RetryStore {
     fn local_path(&self, key: &str) -> Option<std::path::PathBuf> {
         self.inner.local_path(key)
     }
+    fn rename_local(&self, key: &str, to: &str) -> Result<bool> {
+        self.inner.rename_local(key, to)
+    }
     fn url(&self) -> String {
         self.inner.url()
     }

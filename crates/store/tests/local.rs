@@ -212,3 +212,49 @@ fn create_race_between_processes() {
         );
     }
 }
+
+/// `rename_local` moves an object's file to another key without copying it: the old key is
+/// gone (even for a handle the store kept from an earlier ranged read), the bytes are under
+/// the new key, a taken destination or a missing source is an error that changes nothing, and
+/// an emptied directory goes away. Stores that are not local directories decline.
+#[test]
+fn rename_local_moves_the_file_and_forgets_its_handle() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LocalStore::open(dir.path()).unwrap();
+    let body = Bytes::from(vec![5u8; 10_000]);
+    store.put("p/seg/1", body.clone(), PutMode::Create).unwrap();
+    store
+        .put("p/free/2", Bytes::from_static(b"x"), PutMode::Create)
+        .unwrap();
+    assert_eq!(
+        store.get_range("p/seg/1", 0..10).unwrap(),
+        body.slice(0..10)
+    );
+    let ino = |p: &str| {
+        std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(dir.path().join(p)).unwrap())
+    };
+    let before = ino("p/seg/1");
+    // Destination taken: nothing moves.
+    let e = store.rename_local("p/seg/1", "p/free/2").unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Exists, "{e}");
+    assert_eq!(store.get("p/seg/1").unwrap().0, body);
+    assert!(store.rename_local("p/seg/1", "p/free/1").unwrap());
+    assert_eq!(ino("p/free/1"), before, "the same file, not a copy");
+    assert_eq!(store.get("p/free/1").unwrap().0, body);
+    for r in [
+        store.get_range("p/seg/1", 0..10).map(|_| ()),
+        store.get("p/seg/1").map(|_| ()),
+    ] {
+        assert_eq!(r.unwrap_err().kind(), ErrorKind::NotFound);
+    }
+    assert!(
+        !dir.path().join("p/seg").exists(),
+        "the empty directory is pruned"
+    );
+    let e = store.rename_local("p/seg/1", "p/free/3").unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+    let mem = shale_store::MemoryStore::new();
+    mem.put("a", body, PutMode::Create).unwrap();
+    assert!(!mem.rename_local("a", "b").unwrap());
+    assert!(mem.get("a").is_ok());
+}

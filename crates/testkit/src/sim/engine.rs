@@ -348,6 +348,12 @@ fn abandon(v: Arc<Volume>) {
         .spawn(move || drop(v));
 }
 
+/// How many collected segments' files the simulated staging keeps to write over: none, one or
+/// four, from the seed (the random streams stay as they were).
+fn free_files(seed: u64) -> usize {
+    [0, 1, 4][(seed >> 7) as usize % 3]
+}
+
 impl Sim {
     pub(crate) fn new(seed: u64, opts: Options) -> Sim {
         let mut rng = Rng::new(seed);
@@ -374,7 +380,9 @@ impl Sim {
             // No file: the staging files are the journal (the path only marks "has one").
             Log::InPlace => Some(dir.join("staging")),
         };
-        let staging = Arc::new(shale_journal::SimStaging::new(store.clone(), PREFIX));
+        let staging = Arc::new(
+            shale_journal::SimStaging::new(store.clone(), PREFIX).with_free_files(free_files(seed)),
+        );
         let size = p.size;
         Sim {
             seed,
@@ -1483,7 +1491,10 @@ impl Sim {
             }
             self.cfile = Arc::new(shale_journal::CrashFile::new());
             if self.p.log == Log::InPlace {
-                self.staging = Arc::new(shale_journal::SimStaging::new(self.store.clone(), PREFIX));
+                self.staging = Arc::new(
+                    shale_journal::SimStaging::new(self.store.clone(), PREFIX)
+                        .with_free_files(free_files(self.seed)),
+                );
             }
             self.f.journal_losses += 1;
         }
