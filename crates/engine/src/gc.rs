@@ -241,8 +241,10 @@ pub(crate) fn run(sh: &Arc<Shared>, threshold: f64, budget: Option<u64>) -> Resu
         .map(|s| s.0)
         .filter(|s| *s < bound && !needed.contains(s))
         .collect();
-    // Wait for reads planned before the relocation; new reads cannot reach a doomed segment.
-    let _quiet = sh.gc_guard.write().unwrap_or_else(|p| p.into_inner());
+    // Wait for reads planned before the relocation (a barrier: taken and released). Reads
+    // that start after it plan from a map that names no doomed segment (see `needed`), so
+    // they need not wait for the deletions.
+    drop(sh.gc_guard.write().unwrap_or_else(|p| p.into_inner()));
     for seq in doomed {
         sh.check_lease("deleting collected segments")?;
         // On a local store the file is kept to be written over by a later open segment.
