@@ -573,5 +573,16 @@ mod tests {
             .apply_toml("upload_threads = 3\ngc_threshold = 1.5")
             .is_err());
         assert_eq!(s.upload_threads, 2);
+        // Freed segment files kept per image: a count, 0 turns it off.
+        assert_eq!(s.free_segments, shale_journal::FREE_FILES);
+        s.set("free_segments", "0").unwrap();
+        assert_eq!(s.free_segments, 0);
+        s.apply_toml("free_segments = 64").unwrap();
+        assert_eq!(s.free_segments, 64);
+        for bad in ["-1", "x", "1.5", "5000"] {
+            let e = s.set("free_segments", bad).unwrap_err();
+            assert!(e.to_string().contains("free_segments"), "{e}");
+        }
+        assert_eq!(s.free_segments, 64);
     }
 }
