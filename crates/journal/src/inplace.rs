@@ -31,7 +31,6 @@ struct St {
     next_seq: u64,
     cur: Option<(u64, Arc<dyn LogFile>)>,
     dirty: Vec<Arc<dyn LogFile>>,
-    buf: AlignedBuf,
     stats: LogStats,
 }
 
@@ -80,7 +79,6 @@ impl InPlaceLog {
                 next_seq,
                 cur: None,
                 dirty: Vec::new(),
-                buf: AlignedBuf::with_capacity(1 << 20),
                 stats: LogStats::default(),
             }),
         }
@@ -194,22 +192,6 @@ pub(crate) fn publish_file(
 impl LogDevice for InPlaceLog {
     fn id(&self) -> u64 {
         self.id
-    }
-
-    fn append(&self, ops: &[Op], data: &[u8], out: &mut Vec<u8>, place: (u64, u64)) -> Result<u64> {
-        let mut g = self.st.lock().unwrap_or_else(|p| p.into_inner());
-        let file = self.file_for(&mut g, place.0)?;
-        let seq = g.next_seq;
-        let start = out.len();
-        record::encode_into(out, self.id, seq, RecordKind::Ops, ops, data);
-        let rec = &out[start..];
-        g.buf.fill(rec, rec.len());
-        file.write_at(g.buf.as_slice(), self.header_reserve + place.1)
-            .map_err(|e| e.context("writing a segment record"))?;
-        g.next_seq += 1;
-        g.stats.records += 1;
-        g.stats.bytes += rec.len() as u64;
-        Ok(seq)
     }
 
     fn append_record(

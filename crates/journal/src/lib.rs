@@ -73,24 +73,24 @@ pub struct LogStats {
 pub trait LogDevice: Send + Sync + std::fmt::Debug {
     /// The random id that salts this log's records (0 for [`MemoryLog`]).
     fn id(&self) -> u64;
-    /// Encode one record of `ops` (with `data`, the Data ops' sectors in order), append its
-    /// bytes to `out`, and write it to the device. `place` is (segment, byte offset in its data
-    /// area) where the engine will put the record. Returns the record number. Returns once the
-    /// record is on the device (not necessarily durable against power loss: see `sync`).
-    fn append(&self, ops: &[Op], data: &[u8], out: &mut Vec<u8>, place: (u64, u64)) -> Result<u64>;
-    /// [`append`](Self::append) with the data in pieces (concatenated in order), returning
-    /// the record number and the encoded record. Devices that write from an aligned buffer
-    /// encode straight into it: each byte is copied once on its way to the device.
+    /// Encode one record of `ops` (with its data in pieces, the Data ops' sectors in order,
+    /// concatenated) and write it to the device. `place` is (segment, byte offset in its data
+    /// area) where the engine will put the record. Returns the record number and the encoded
+    /// record, once the record is on the device (not necessarily durable against power loss:
+    /// see `sync`). Devices that write from an aligned buffer encode straight into it: each
+    /// byte is copied once on its way to the device.
     fn append_record(
         &self,
         ops: &[Op],
         parts: &[&[u8]],
         place: (u64, u64),
-    ) -> Result<(u64, RecordBytes)> {
-        let data = parts.concat();
-        let mut out = Vec::new();
-        let seq = self.append(ops, &data, &mut out, place)?;
-        Ok((seq, Box::new(out)))
+    ) -> Result<(u64, RecordBytes)>;
+    /// [`append_record`](Self::append_record) with the data in one piece, appending the
+    /// record's bytes to `out`.
+    fn append(&self, ops: &[Op], data: &[u8], out: &mut Vec<u8>, place: (u64, u64)) -> Result<u64> {
+        let (seq, rec) = self.append_record(ops, &[data], place)?;
+        out.extend_from_slice((*rec).as_ref());
+        Ok(seq)
     }
     /// Make every appended record durable.
     fn sync(&self) -> Result<()>;
@@ -108,24 +108,6 @@ pub struct MemoryLog {
 impl LogDevice for MemoryLog {
     fn id(&self) -> u64 {
         0
-    }
-    fn append(
-        &self,
-        ops: &[Op],
-        data: &[u8],
-        out: &mut Vec<u8>,
-        _place: (u64, u64),
-    ) -> Result<u64> {
-        let seq = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-        shale_format::record::encode_into(
-            out,
-            0,
-            seq,
-            shale_format::record::RecordKind::Ops,
-            ops,
-            data,
-        );
-        Ok(seq)
     }
     fn append_record(
         &self,

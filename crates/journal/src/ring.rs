@@ -574,28 +574,6 @@ impl LogDevice for RingJournal {
         self.id
     }
 
-    fn append(
-        &self,
-        ops: &[Op],
-        data: &[u8],
-        out: &mut Vec<u8>,
-        _place: (u64, u64),
-    ) -> Result<u64> {
-        let len = (record::header_sectors(ops.len()) as u64 + data.len() as u64 / SECTOR) * SECTOR;
-        let mut g = self.reserve(self.lock(), len)?;
-        let seq = g.next_seq;
-        let start = out.len();
-        record::encode_into(out, g.rec_id, seq, RecordKind::Ops, ops, data);
-        let rec = &out[start..];
-        g.buf.fill(rec, rec.len());
-        let head = g.head;
-        self.file
-            .write_at(g.buf.as_slice(), head)
-            .map_err(|e| e.context("writing the journal"))?;
-        self.appended(&mut g, seq, len);
-        Ok(seq)
-    }
-
     fn append_record(
         &self,
         ops: &[Op],
