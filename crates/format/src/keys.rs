@@ -117,6 +117,11 @@ pub fn free_dir(prefix: &str) -> String {
     format!("{prefix}free/")
 }
 
+/// Key of the kept file of collected segment `seq`.
+pub fn free(prefix: &str, seq: u64) -> String {
+    format!("{prefix}free/{seq:016x}")
+}
+
 /// Key of the staging file of an open segment written in place by a writer of `epoch`.
 pub fn staging(prefix: &str, epoch: u64, seq: u64) -> String {
     format!("{prefix}open/{epoch:016x}-{seq:016x}")
@@ -129,7 +134,7 @@ pub fn parse_staging(dir: &str, key: &str) -> Option<(u64, u64)> {
 }
 
 /// A 16-digit lower-case hex number.
-fn hex16(s: &str) -> Option<u64> {
+pub fn hex16(s: &str) -> Option<u64> {
     (s.len() == 16 && s.bytes().all(|b| b.is_ascii_hexdigit()))
         .then(|| u64::from_str_radix(s, 16).ok())
         .flatten()

@@ -193,14 +193,9 @@ impl DirStaging {
 
 /// A name in `free/`: `<seq>` (free) or `<seq>-<epoch>` (claimed by a writer of `epoch`).
 fn parse_free(name: &str) -> Option<(u64, Option<u64>)> {
-    let hex = |s: &str| {
-        (s.len() == 16)
-            .then(|| u64::from_str_radix(s, 16).ok())
-            .flatten()
-    };
     match name.split_once('-') {
-        Some((s, e)) => Some((hex(s)?, Some(hex(e)?))),
-        None => Some((hex(name)?, None)),
+        Some((s, e)) => Some((keys::hex16(s)?, Some(keys::hex16(e)?))),
+        None => Some((keys::hex16(name)?, None)),
     }
 }
 
@@ -220,7 +215,7 @@ impl Staging for DirStaging {
             tracing::debug!("segment {seq:016x} freed: deleted (enough files kept)");
             return Ok(false);
         }
-        let to = keys::free_dir(&self.prefix) + &format!("{seq:016x}");
+        let to = keys::free(&self.prefix, seq);
         match self.store.rename_local(&keys::seg(&self.prefix, seq), &to) {
             Ok(kept) => {
                 tracing::debug!("segment {seq:016x} freed: file kept to write over");
