@@ -17,7 +17,10 @@
 //! - `SHALE_SIM_MUTATE=drop-newest-segment|corrupt-segment|ignore-journal-loss`  checker
 //!   self-test: damage the store at every crash (or check too strictly); violations must appear;
 //! - `SHALE_SIM_ALLOW_KNOWN=kind,kind`  violations of these kinds are reported but do not fail
-//!   (`prefix*` matches a family, e.g. `stale-writer*`).
+//!   (`prefix*` matches a family, e.g. `stale-writer*`);
+//! - `SHALE_SIM_REPORT=<file>`  where every violation is appended in full (seed, replay command,
+//!   parameters, the scenario's last steps), so a rare one is never lost with a console's
+//!   scrollback (default: sim-violations.log in cargo's target tmp dir).
 #![allow(clippy::disallowed_methods)] // tests and tools may use real time
 
 use std::time::Duration;
@@ -70,6 +73,53 @@ fn print_outcome(o: &Outcome, trace: bool, env: &str) {
             println!("    {t}");
         }
     }
+}
+
+/// Where each violation is kept in full.
+fn report_file() -> std::path::PathBuf {
+    std::env::var_os("SHALE_SIM_REPORT")
+        .map(Into::into)
+        .unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("sim-violations.log")
+        })
+}
+
+/// Append a failed scenario, with its last steps, to the report file.
+fn keep_outcome(o: &Outcome, env: &str, master: Option<u64>) {
+    use std::io::Write;
+    let mut t = format!(
+        "==== {} master {master:?} scenario seed {} params {}\n",
+        now_stamp(),
+        o.seed,
+        o.params
+    );
+    for v in &o.violations {
+        t += &format!(
+            "VIOLATION {} at step {}: {}\n  replay: {env}SHALE_SIM_SEED={} cargo test -p shale-testkit --release --test sim -- --nocapture\n",
+            v.kind, v.step, v.detail, v.seed
+        );
+    }
+    for line in &o.trace {
+        t += &format!("    {line}\n");
+    }
+    let path = report_file();
+    let written = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .and_then(|mut f| f.write_all(t.as_bytes()));
+    match written {
+        Ok(()) => println!("  (kept in full in {})", path.display()),
+        Err(e) => println!("  (could not keep it in {}: {e})", path.display()),
+    }
+}
+
+/// Seconds since the epoch: enough to tell runs apart in the report file.
+fn now_stamp() -> String {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| format!("t={}", d.as_secs()))
+        .unwrap_or_default()
 }
 
 fn report(s: &Summary, master: Option<u64>) {
@@ -196,6 +246,7 @@ fn simulation() {
         let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
         if !o.violations.is_empty() {
             print_outcome(o, replay, &env);
+            keep_outcome(o, &env, master);
         }
         if n.is_multiple_of(1000) || (replay && n == total) {
             println!("  {n}/{total} scenarios done");
