@@ -7,7 +7,10 @@
 #   ceph   fio rbd engine on real Ceph RBD (../shared/peers/ceph-mini), when it is installed
 # Jobs: 4k randwrite QD32, 4k randread QD32 (cached), 1M seq write QD8, 1M seq read QD8,
 # 4k randwrite QD1 (p50/p99), 4k randwrite QD1 with fdatasync after each write.
-# CPU per I/O: fio's own usr+sys (Shale runs inside fio) plus, for Ceph, its daemons'.
+# CPU per I/O: the user+sys time of the whole fio process tree (every thread: Shale's committer,
+# store worker and GC run inside fio) plus, for Ceph, its daemons', over the I/Os of the ramp and
+# the measured time (fio counts only the latter: scaled by (ramp+runtime)/runtime). fio's own
+# usr_cpu/sys_cpu count only the job's thread, which left Shale's background threads out.
 #
 # usage: bench/compare.sh [OUT.md]   env: RUNTIME=10 SIZE=1G TARGETS="raw local s3 ceph" DIR=/tmp/shale-cmp
 #        LOCAL_CONF='shale_free_segments = 0\n'
@@ -114,20 +117,22 @@ for t in $TARGETS; do
       fio_target "$t" --name=warm --rw=read --bs=64k --iodepth=8 --output=/dev/null
     fi
     d0=$(daemon_ticks)
-    fio_target "$t" --name="$name" --rw="$rw" --bs="$bs" --iodepth="$qd" --time_based --runtime="$RUNTIME" \
+    # bash's `time` reports the user and system time of the whole process tree it waited for.
+    { TIMEFORMAT='%U %S'; time fio_target "$t" --name="$name" --rw="$rw" --bs="$bs" --iodepth="$qd" --time_based --runtime="$RUNTIME" \
         --ramp_time=2 --randrepeat=0 --norandommap --lat_percentiles=1 "${extra[@]}" \
-        --output-format=json --output="$f"
+        --output-format=json --output="$f"; } 2> "$f.cpu"
     d1=$(daemon_ticks)
     [ "$t" = ceph ] || { d0=0; d1=0; }
     R[$t,$name]=$(/usr/bin/python3 - "$f" "$rw" "$RUNTIME" "$((d1 - d0))" "$(getconf CLK_TCK)" <<'PY'
 import json, sys
 f, rw, runtime, dt, hz = sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+proc = sum(float(x) for x in open(f + ".cpu").read().split()[-2:])
 job = json.load(open(f))["jobs"][0]
 kind = "read" if "read" in rw else "write"
 j = job[kind]
 pct = j.get("lat_ns", {}).get("percentile", {}) or {}
-ios = max(j["total_ios"], 1)
-cpu = (job["usr_cpu"] + job["sys_cpu"]) / 100.0 * runtime + dt / hz
+ios = max(j["total_ios"], 1) * (runtime + 2) / runtime  # the 2 s ramp's I/Os too
+cpu = proc + dt / hz
 print("%.0f %.1f %.1f %.1f %.1f" % (j["iops"], j["bw_bytes"] / 2**20, pct.get("50.000000", 0) / 1e3, pct.get("99.000000", 0) / 1e3, cpu / ios * 1e6))
 PY
 )
