@@ -19,6 +19,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 SHARED=${SHARED:-$root/../shared}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$root/target}
 RUNTIME=${RUNTIME:-10}
+RAMP=2  # seconds of each job before fio starts counting
 SIZE=${SIZE:-1G}
 DIR=${DIR:-/tmp/shale-cmp}
 TARGETS=${TARGETS:-raw local s3 ceph}
@@ -119,19 +120,19 @@ for t in $TARGETS; do
     d0=$(daemon_ticks)
     # bash's `time` reports the user and system time of the whole process tree it waited for.
     { TIMEFORMAT='%U %S'; time fio_target "$t" --name="$name" --rw="$rw" --bs="$bs" --iodepth="$qd" --time_based --runtime="$RUNTIME" \
-        --ramp_time=2 --randrepeat=0 --norandommap --lat_percentiles=1 "${extra[@]}" \
+        --ramp_time="$RAMP" --randrepeat=0 --norandommap --lat_percentiles=1 "${extra[@]}" \
         --output-format=json --output="$f"; } 2> "$f.cpu"
     d1=$(daemon_ticks)
     [ "$t" = ceph ] || { d0=0; d1=0; }
-    R[$t,$name]=$(/usr/bin/python3 - "$f" "$rw" "$RUNTIME" "$((d1 - d0))" "$(getconf CLK_TCK)" <<'PY'
+    R[$t,$name]=$(/usr/bin/python3 - "$f" "$rw" "$RUNTIME" "$((d1 - d0))" "$(getconf CLK_TCK)" "$RAMP" <<'PY'
 import json, sys
-f, rw, runtime, dt, hz = sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+f, rw, runtime, dt, hz, ramp = sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), float(sys.argv[6])
 proc = sum(float(x) for x in open(f + ".cpu").read().split()[-2:])
 job = json.load(open(f))["jobs"][0]
 kind = "read" if "read" in rw else "write"
 j = job[kind]
 pct = j.get("lat_ns", {}).get("percentile", {}) or {}
-ios = max(j["total_ios"], 1) * (runtime + 2) / runtime  # the 2 s ramp's I/Os too
+ios = max(j["total_ios"], 1) * (runtime + ramp) / runtime  # the ramp's I/Os too
 cpu = proc + dt / hz
 print("%.0f %.1f %.1f %.1f %.1f" % (j["iops"], j["bw_bytes"] / 2**20, pct.get("50.000000", 0) / 1e3, pct.get("99.000000", 0) / 1e3, cpu / ios * 1e6))
 PY
@@ -142,7 +143,7 @@ done
 {
   echo "# Shale vs raw file vs Ceph RBD: fio, one run"
   echo
-  echo "Run $(date -u +%Y-%m-%dT%H:%MZ) by bench/compare.sh (RUNTIME=${RUNTIME}s per job after 2 s ramp, ${SIZE}); $(nproc) cores, $(uname -r)."
+  echo "Run $(date -u +%Y-%m-%dT%H:%MZ) by bench/compare.sh (RUNTIME=${RUNTIME}s per job after ${RAMP} s ramp, ${SIZE}); $(nproc) cores, $(uname -r)."
   [ -n "$devlimit" ] && echo "Device sequential O_DIRECT write limit (4 MiB writes, QD16, raw file): $devlimit." && echo
   echo "Load while running (1/5/15 min): $(cut -d' ' -f1-3 /proc/loadavg)."
   echo "Cells: IOPS (MiB/s) · p50/p99 latency µs · CPU µs per I/O. Ratios against the raw file (and Ceph)."

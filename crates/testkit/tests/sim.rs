@@ -60,13 +60,21 @@ fn replay_env(opts: &Options) -> String {
     e
 }
 
+/// Each violation of a scenario: kind, seed, step, detail, the replay command and parameters.
+fn violations_text(o: &Outcome, env: &str) -> String {
+    o.violations
+        .iter()
+        .map(|v| {
+            format!(
+                "VIOLATION {} in scenario seed {} at step {}: {}\n  replay: {env}SHALE_SIM_SEED={} cargo test -p shale-testkit --release --test sim -- --nocapture\n  params: {}\n",
+                v.kind, v.seed, v.step, v.detail, v.seed, o.params
+            )
+        })
+        .collect()
+}
+
 fn print_outcome(o: &Outcome, trace: bool, env: &str) {
-    for v in &o.violations {
-        println!(
-            "VIOLATION {} in scenario seed {} at step {}: {}\n  replay: {env}SHALE_SIM_SEED={} cargo test -p shale-testkit --release --test sim -- --nocapture\n  params: {}",
-            v.kind, v.seed, v.step, v.detail, v.seed, o.params
-        );
-    }
+    print!("{}", violations_text(o, env));
     if trace {
         let n = o.trace.len();
         for t in &o.trace[n.saturating_sub(40)..] {
@@ -87,18 +95,8 @@ fn report_file() -> std::path::PathBuf {
 /// Append a failed scenario, with its last steps, to the report file.
 fn keep_outcome(o: &Outcome, env: &str, master: Option<u64>) {
     use std::io::Write;
-    let mut t = format!(
-        "==== {} master {master:?} scenario seed {} params {}\n",
-        now_stamp(),
-        o.seed,
-        o.params
-    );
-    for v in &o.violations {
-        t += &format!(
-            "VIOLATION {} at step {}: {}\n  replay: {env}SHALE_SIM_SEED={} cargo test -p shale-testkit --release --test sim -- --nocapture\n",
-            v.kind, v.step, v.detail, v.seed
-        );
-    }
+    let mut t = format!("==== {} master {master:?}\n", now_stamp());
+    t += &violations_text(o, env);
     for line in &o.trace {
         t += &format!("    {line}\n");
     }
