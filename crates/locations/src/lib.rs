@@ -23,7 +23,10 @@
 //! A location that is behind receives objects in sequence order (segments by number, a
 //! checkpoint after the segments it covers) and, while behind, deletes nothing (a segment GC
 //! deleted elsewhere stays until the location holds the segments its data moved to): its copy
-//! is always a prefix of the image's history.
+//! is always a prefix of the image's history. An object the image deletes while some location
+//! still lacks it (or an object before it) stays at every location and is still sent, in
+//! order, to those that lack it: the history a location has yet to receive is never torn out
+//! from under it. It is deleted once every location holds everything up to it.
 #![forbid(unsafe_code)]
 
 mod record;
@@ -113,6 +116,9 @@ pub struct Options {
     pub fence: Option<(u64, u64)>,
     /// Run the copier thread and persist status records (a writer, or `shale sync`).
     pub active: bool,
+    /// Keep the last `history` decisions (puts, copies, deletes) for
+    /// [`Replicated::history`] (the simulator's reports); 0 keeps none.
+    pub history: usize,
 }
 
 impl Default for Options {
@@ -125,6 +131,7 @@ impl Default for Options {
             epoch: 0,
             fence: None,
             active: true,
+            history: 0,
         }
     }
 }

@@ -55,6 +55,20 @@ struct ObjState {
     trusted: u64,
     /// Bit i: listed at location i (maybe a stale copy).
     present: u64,
+    /// The image deleted it, but some location lacks it or an object before it: it stays
+    /// (hidden from the image, still copied in order) until every location holds everything up
+    /// to it, so that no location's copy stops being a prefix of the history.
+    deleted: bool,
+    /// Bit i (deleted objects only): location i is past it — it held the object and deleted
+    /// it already — so it needs no copy.
+    passed: u64,
+}
+
+impl ObjState {
+    /// Bit i: location i needs nothing more of this object (an in-sync copy, or past it).
+    fn held(&self) -> u64 {
+        self.trusted | self.passed
+    }
 }
 
 #[derive(Debug, Default, Clone)]
@@ -99,6 +113,8 @@ struct Inner {
     clock: Arc<dyn Clock>,
     state: Mutex<State>,
     wake: Condvar,
+    /// The last `opts.history` decisions (puts, copies, deletes), for diagnosis.
+    hist: Mutex<std::collections::VecDeque<String>>,
 }
 
 /// An image's data at its locations, as one [`ObjectStore`]. See the crate documentation.
@@ -128,10 +144,30 @@ pub struct LocationReport {
     pub lag_seconds: f64,
     pub bytes_written: u64,
     pub bytes_read: u64,
+    /// Objects the image deleted that this location still holds: deleted there once it is
+    /// current and no other location needs them for its copy (they wait while one is behind).
+    pub deletes_held: u64,
 }
 
 fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Bits 0..n set.
+fn all_mask(n: usize) -> u64 {
+    if n >= 64 {
+        u64::MAX
+    } else {
+        (1u64 << n) - 1
+    }
+}
+
+/// Keys whose deletes some location holds back: deleted objects of the image.
+fn pending_union(st: &State) -> std::collections::HashSet<String> {
+    st.locs
+        .iter()
+        .flat_map(|l| l.pending_deletes.iter().cloned())
+        .collect()
 }
 
 impl Replicated {
@@ -176,6 +212,7 @@ impl Replicated {
             clock,
             state: Mutex::new(State::default()),
             wake: Condvar::new(),
+            hist: Default::default(),
             locs,
         });
         inner.scan_all()?;
@@ -226,7 +263,7 @@ impl Replicated {
         Ok(st
             .objects
             .iter()
-            .filter(|(_, s)| s.trusted & !(1u64 << i) == 0)
+            .filter(|(_, s)| !s.deleted && s.trusted & !(1u64 << i) == 0)
             .map(|(o, _)| o.key.clone())
             .collect())
     }
@@ -257,6 +294,18 @@ impl Replicated {
         if self.inner.opts.active && !self.crashed.load(std::sync::atomic::Ordering::SeqCst) {
             self.inner.persist(true);
         }
+    }
+
+    /// The last decisions taken (puts and their targets, copies, deletes held back or done,
+    /// status records), oldest first, when [`Options::history`] keeps them.
+    pub fn history(&self) -> Vec<String> {
+        self.inner
+            .hist
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .cloned()
+            .collect()
     }
 
     /// Location names in the image's order.
@@ -295,6 +344,24 @@ fn classify(prefix: &str, key: &str) -> Option<(ObjectKind, u64)> {
 }
 
 impl Inner {
+    /// Record a decision in the history (when it is kept).
+    fn ev(&self, what: impl FnOnce() -> String) {
+        if self.opts.history == 0 {
+            return;
+        }
+        let line = format!(
+            "{} [{}] {}",
+            self.now_ms(),
+            std::thread::current().name().unwrap_or("-"),
+            what()
+        );
+        let mut h = self.hist.lock().unwrap_or_else(|p| p.into_inner());
+        if h.len() >= self.opts.history {
+            h.pop_front();
+        }
+        h.push_back(line);
+    }
+
     fn now_ms(&self) -> u64 {
         self.clock.unix_ms()
     }
@@ -346,17 +413,27 @@ impl Inner {
             }
         }
         let mut ok = 0;
+        // Deletes held back somewhere: deleted objects of the image, wherever they still are.
+        let gone = pending_union(&st);
         for (i, listing) in listings.into_iter().enumerate() {
             match listing {
                 Ok(objs) => {
                     ok += 1;
                     let below = st.locs[i].rec.trusted_below;
-                    let gone = st.locs[i].pending_deletes.clone();
+                    self.ev(|| {
+                        format!(
+                            "scan {}: {} objects, trusted below {below}, deletes held {:?}",
+                            self.locs[i].name,
+                            objs.len(),
+                            st.locs[i].pending_deletes
+                        )
+                    });
                     for m in objs {
-                        if gone.contains(&m.key) {
-                            continue;
-                        }
                         let Some(o) = self.obj(&m.key) else { continue };
+                        let deleted = gone.contains(&m.key);
+                        if deleted && !st.locs[i].pending_deletes.contains(&m.key) {
+                            st.locs[i].pending_deletes.push(m.key.clone());
+                        }
                         let trusted = match o.kind {
                             ObjectKind::Segment => o.order < below && !self.past_fence(o.order),
                             _ => true,
@@ -366,6 +443,7 @@ impl Inner {
                         }
                         let e = st.objects.entry(o).or_default();
                         e.present |= 1 << i;
+                        e.deleted |= deleted;
                         if trusted {
                             e.trusted |= 1 << i;
                             e.size = m.size;
@@ -400,6 +478,9 @@ impl Inner {
                     .join(", ")
             ));
         }
+        for i in 0..n {
+            self.mark_passed(&mut st, i);
+        }
         drop(st);
         // Objects nobody trusts yet (every copy past its watermark): the newest writer's copy.
         let untrusted: Vec<Obj> = lock(&self.state)
@@ -414,6 +495,7 @@ impl Inner {
             }
         }
         let mut st = lock(&self.state);
+        self.retire(&mut st);
         for i in 0..n {
             if self.behind(&st, i) && st.locs[i].behind_since_ms == 0 {
                 st.locs[i].behind_since_ms = if st.locs[i].rec.behind_since_ms != 0 {
@@ -435,7 +517,9 @@ impl Inner {
     }
 
     /// Decide which copies of an object nobody trusts are current: for a segment, the copy of
-    /// the newest epoch (a fenced writer's is older); other objects are written once.
+    /// the newest epoch (a fenced writer's is older); other objects are written once. Ok(false)
+    /// when no location has it any more (it is forgotten); an error when the copies cannot be
+    /// read now.
     fn resolve(&self, o: &Obj) -> Result<bool> {
         let present = lock(&self.state)
             .objects
@@ -444,32 +528,47 @@ impl Inner {
             .unwrap_or(0);
         let mut best: Option<(u64, usize, u64)> = None; // (epoch, loc, size)
         let mut found = Vec::new();
+        let mut unreadable = None;
         for &i in &self.order {
             if present & (1 << i) == 0 {
                 continue;
             }
             let store = &self.locs[i].store;
-            let (epoch, size) = match o.kind {
-                ObjectKind::Segment => match segment_epoch(store.as_ref(), &o.key) {
-                    Ok(x) => x,
-                    Err(e) if e.kind() == ErrorKind::NotFound => continue,
-                    Err(e) => {
-                        self.fail(i, &e);
-                        continue;
-                    }
-                },
-                _ => match store.get(&o.key) {
-                    Ok((b, _)) => (0, b.len() as u64),
-                    Err(_) => continue,
-                },
+            let r = match o.kind {
+                ObjectKind::Segment => segment_epoch(store.as_ref(), &o.key),
+                _ => store.get(&o.key).map(|(b, _)| (0, b.len() as u64)),
+            };
+            let (epoch, size) = match r {
+                Ok(x) => x,
+                Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                Err(e) => {
+                    self.fail(i, &e);
+                    unreadable.get_or_insert(e);
+                    continue;
+                }
             };
             found.push((i, epoch));
             if best.is_none_or(|(be, _, _)| epoch > be) {
                 best = Some((epoch, i, size));
             }
         }
+        self.ev(|| format!("resolve {}: (location, epoch) {found:?}", o.key));
         let Some((be, _, size)) = best else {
-            return Ok(false);
+            // Unreadable now, which decides nothing; or gone everywhere it was listed — then
+            // forgotten, unless a copy was found or made meanwhile (a put or a discovery
+            // racing with this one: the entry is current again).
+            if let Some(e) = unreadable {
+                return Err(e);
+            }
+            let mut st = lock(&self.state);
+            return Ok(match st.objects.get(o) {
+                Some(s) if s.trusted == 0 && s.present & !present == 0 => {
+                    st.objects.remove(o);
+                    false
+                }
+                Some(_) => true,
+                None => false,
+            });
         };
         let mut st = lock(&self.state);
         if let Some(s) = st.objects.get_mut(o) {
@@ -487,7 +586,66 @@ impl Inner {
 
     /// Location i lacks an in-sync copy of some object.
     fn behind(&self, st: &State, i: usize) -> bool {
-        st.locs[i].unscanned || st.objects.values().any(|s| s.trusted & (1 << i) == 0)
+        st.locs[i].unscanned || st.objects.values().any(|s| s.held() & (1 << i) == 0)
+    }
+
+    /// Every location holds an in-sync copy of every object ordered up to `o` (inclusive):
+    /// no location's copy needs `o` any more to stay a prefix.
+    fn held_everywhere(&self, st: &State, o: &Obj) -> bool {
+        let all = all_mask(self.locs.len());
+        !st.locs.iter().any(|l| l.unscanned)
+            && st
+                .objects
+                .range(..=o.clone())
+                .all(|(_, s)| s.held() & all == all)
+    }
+
+    /// Deleted objects location i does not hold (after a listing): it is past those whose
+    /// deletes it does not hold back and that lie below its watermark (it had them — a copy is
+    /// sent in order — and deleted them); the others it still lacks, and is sent.
+    fn mark_passed(&self, st: &mut State, i: usize) {
+        if st.locs[i].unscanned {
+            return;
+        }
+        let below = st.locs[i].rec.trusted_below;
+        let ls = &st.locs[i];
+        let passed: Vec<Obj> = st
+            .objects
+            .iter()
+            .filter(|(o, s)| {
+                s.deleted
+                    && s.present & (1 << i) == 0
+                    && o.order < below
+                    && !ls.pending_deletes.contains(&o.key)
+            })
+            .map(|(o, _)| o.clone())
+            .collect();
+        for o in passed {
+            if let Some(s) = st.objects.get_mut(&o) {
+                s.passed |= 1 << i;
+            }
+        }
+    }
+
+    /// Forget deleted objects every location holds everything up to: what is left of them is
+    /// in the locations' held-back deletes, done once each location is current.
+    fn retire(&self, st: &mut State) {
+        if st.locs.iter().any(|l| l.unscanned) {
+            return;
+        }
+        let all = all_mask(self.locs.len());
+        let mut done = Vec::new();
+        for (o, s) in &st.objects {
+            if s.held() & all != all {
+                break;
+            }
+            if s.deleted {
+                done.push(o.clone());
+            }
+        }
+        for o in done {
+            st.objects.remove(&o);
+        }
     }
 
     /// Location i holds in-sync copies of every object ordered before `o`.
@@ -496,7 +654,7 @@ impl Inner {
             && st
                 .objects
                 .range(..o.clone())
-                .all(|(_, s)| s.trusted & (1 << i) != 0 || s.trusted == 0)
+                .all(|(_, s)| s.held() & (1 << i) != 0 || s.trusted == 0)
     }
 
     fn failing(&self, st: &State, i: usize) -> bool {
@@ -541,6 +699,7 @@ impl Inner {
 
     fn put_data(&self, o: Obj, data: Bytes, mode: PutMode) -> Result<Version> {
         let now = self.now_ms();
+        self.undelete(&o)?;
         // Inline targets: sync locations that are current (hold everything ordered before
         // this object) and not failing. If there are none: the current locations of any mode
         // that are not failing; then the current ones even if failing (retried). A location
@@ -591,6 +750,7 @@ impl Inner {
         } else {
             targets
         };
+        self.ev(|| format!("put {} targets {:?}", o.key, targets));
         let results: Vec<(usize, Result<Version>)> = if targets.len() == 1 {
             let i = targets[0];
             vec![(i, self.put_one(i, &o, &data, &mode))]
@@ -616,6 +776,7 @@ impl Inner {
         };
         let mut version = None;
         let mut exists = None;
+        let mut taken = 0u64;
         let mut error = None;
         let mut done = 0u64;
         for (i, r) in results {
@@ -628,6 +789,7 @@ impl Inner {
                 // would give it (the engine handles a number already taken). What the other
                 // locations took is not trusted: the copier checks it against the winner.
                 Err(e) if e.kind() == ErrorKind::Exists => {
+                    taken |= 1 << i;
                     exists.get_or_insert(e);
                 }
                 Err(e) => {
@@ -635,10 +797,17 @@ impl Inner {
                 }
             }
         }
+        self.ev(|| {
+            format!(
+                "put {}: took {done:b}, exists {taken:b}, error {:?}",
+                o.key,
+                error.as_ref().map(|e| e.to_string())
+            )
+        });
         if let Some(e) = exists {
             let mut st = lock(&self.state);
             let s = st.objects.entry(o).or_default();
-            s.present |= done;
+            s.present |= done | taken;
             drop(st);
             self.wake.notify_all();
             return Err(e);
@@ -661,6 +830,7 @@ impl Inner {
             let s = st.objects.entry(o).or_default();
             s.trusted = done;
             s.present |= done;
+            s.deleted = false;
             s.size = data.len() as u64;
             for i in 0..self.locs.len() {
                 if done & (1 << i) == 0 && st.locs[i].behind_since_ms == 0 {
@@ -670,6 +840,51 @@ impl Inner {
         }
         self.wake.notify_all();
         res
+    }
+
+    /// A key the image deleted is written again (a fenced writer's segment number, taken over):
+    /// the records must stop calling it deleted before the new copy exists, or a restart would
+    /// hide it. Fails (Unavailable, the engine retries) when they cannot be written.
+    fn undelete(&self, o: &Obj) -> Result<()> {
+        let had: Vec<usize> = {
+            let mut st = lock(&self.state);
+            let had: Vec<usize> = (0..self.locs.len())
+                .filter(|&i| st.locs[i].pending_deletes.contains(&o.key))
+                .collect();
+            if had.is_empty() {
+                return Ok(());
+            }
+            for &i in &had {
+                st.locs[i].pending_deletes.retain(|k| k != &o.key);
+            }
+            // Until the put lands, the old copies are neither the image's nor to be copied.
+            st.objects.remove(o);
+            had
+        };
+        if !self.opts.active {
+            return Ok(());
+        }
+        let written = self.persist_records(true);
+        let mut st = lock(&self.state);
+        let missing: Vec<&str> = (0..self.locs.len())
+            .filter(|i| !st.locs[*i].superseded && !written.contains(i))
+            .map(|i| self.locs[i].name.as_str())
+            .collect();
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            // Still deleted as far as the records go: so in memory too, until a retry.
+            for &i in &had {
+                st.locs[i].pending_deletes.push(o.key.clone());
+            }
+            Err(err!(
+                Unavailable,
+                "{}: written again after a delete, but the status records of {} cannot be \
+                 updated (home store unreachable?); retrying",
+                o.key,
+                missing.join(", ")
+            ))
+        }
     }
 
     /// One location's put, with the failure policy. `Exists` at a location other than the
@@ -721,7 +936,7 @@ impl Inner {
                 let mut v = Vec::new();
                 let mut ok = true;
                 for (x, s) in st.objects.range(..o.clone()) {
-                    if s.trusted & (1 << i) != 0 || s.trusted == 0 {
+                    if s.held() & (1 << i) != 0 || s.trusted == 0 {
                         continue;
                     }
                     match self
@@ -761,9 +976,23 @@ impl Inner {
     fn delete_data(&self, o: Obj) -> Result<()> {
         let (now_targets, later): (Vec<usize>, Vec<usize>) = {
             let mut st = lock(&self.state);
-            st.objects.remove(&o);
-            (0..self.locs.len()).partition(|&i| !self.behind(&st, i) || !self.opts.active)
+            let needed =
+                self.opts.active && st.objects.contains_key(&o) && !self.held_everywhere(&st, &o);
+            match st.objects.get_mut(&o) {
+                // A location lacks it (or an object before it): it is still a source for
+                // that location's copy, so every location holds the delete back until
+                // `retire` (a location deleting it first would leave a gap in that copy).
+                Some(s) if needed => {
+                    s.deleted = true;
+                    (Vec::new(), (0..self.locs.len()).collect())
+                }
+                _ => {
+                    st.objects.remove(&o);
+                    (0..self.locs.len()).partition(|&i| !self.behind(&st, i) || !self.opts.active)
+                }
+            }
         };
+        self.ev(|| format!("delete {} now {:?} later {:?}", o.key, now_targets, later));
         if !later.is_empty() {
             {
                 let mut st = lock(&self.state);
@@ -811,6 +1040,9 @@ impl Inner {
         let Some(s) = st.objects.get(o) else {
             return Vec::new();
         };
+        if s.deleted {
+            return Vec::new();
+        }
         let mut v: Vec<usize> = self
             .order
             .iter()
@@ -824,6 +1056,14 @@ impl Inner {
 
     /// An object this process has not seen (written by another process since): find it.
     fn discover(&self, o: &Obj) -> Result<()> {
+        {
+            let st = lock(&self.state);
+            let deleted = st.objects.get(o).is_some_and(|s| s.deleted)
+                || st.locs.iter().any(|l| l.pending_deletes.contains(&o.key));
+            if deleted {
+                return Err(err!(NotFound, "object {} was deleted", o.key));
+            }
+        }
         let mut present = 0u64;
         let mut size = 0;
         for &i in &self.order {
@@ -837,6 +1077,7 @@ impl Inner {
                 Err(e) => self.fail(i, &e),
             }
         }
+        self.ev(|| format!("discover {} present {present:b}", o.key));
         if present == 0 {
             return Err(err!(NotFound, "object {} not found at any location", o.key));
         }
@@ -886,6 +1127,8 @@ impl Inner {
                             s.trusted &= !(1 << i);
                             s.present &= !(1 << i);
                         }
+                        drop(st);
+                        self.ev(|| format!("read {key} at {}: not found", self.locs[i].name));
                     } else {
                         self.fail(i, &e);
                         tracing::warn!(
@@ -905,7 +1148,7 @@ impl Inner {
     /// The next object location i should receive: the first (in order) it lacks, with a source.
     fn next_missing(&self, st: &State, i: usize) -> Next {
         for (o, s) in &st.objects {
-            if s.trusted & (1 << i) != 0 {
+            if s.held() & (1 << i) != 0 {
                 continue;
             }
             if s.trusted == 0 {
@@ -932,6 +1175,7 @@ impl Inner {
         let (data, _) = match self.locs[src].store.get(&o.key) {
             Ok(x) => x,
             Err(e) if e.kind() == ErrorKind::NotFound => {
+                self.ev(|| format!("copy {} from {src}: not found", o.key));
                 // Deleted at the source meanwhile: forget that copy; nothing to send.
                 let mut st = lock(&self.state);
                 if let Some(s) = st.objects.get_mut(o) {
@@ -950,32 +1194,58 @@ impl Inner {
             Err(e) => return Err(e),
         };
         if !same {
-            dst.put(&o.key, data.clone(), PutMode::Overwrite)?;
+            if let Err(e) = dst.put(&o.key, data.clone(), PutMode::Overwrite) {
+                self.ev(|| format!("copy {} to {i} from {src}: {e}", o.key));
+                return Err(e);
+            }
         }
+        self.ev(|| format!("copy {} to {i} from {src} (already there: {same})", o.key));
         let mut st = lock(&self.state);
         self.succeed(&mut st, i);
-        st.locs[i].pending_deletes.retain(|k| k != &o.key);
         st.locs[i].bytes_written += if same { 0 } else { data.len() as u64 };
         st.locs[i].objects_copied += 1;
-        if let Some(s) = st.objects.get_mut(o) {
-            // Unless it was deleted or rewritten meanwhile (then `trusted` was reset).
-            if s.trusted & (1 << src) != 0 {
-                s.trusted |= 1 << i;
-                s.present |= 1 << i;
+        let live = match st.objects.get_mut(o) {
+            Some(s) => {
+                // Unless it was rewritten meanwhile (then `trusted` was reset).
+                if s.trusted & (1 << src) != 0 {
+                    s.trusted |= 1 << i;
+                    s.present |= 1 << i;
+                }
+                !s.deleted
             }
+            // Deleted and let go meanwhile: what was just put there is garbage.
+            None => false,
+        };
+        // A deleted object copied for the prefix is deleted there too, later.
+        let pending = &mut st.locs[i].pending_deletes;
+        if live {
+            pending.retain(|k| k != &o.key);
+        } else if !pending.contains(&o.key) {
+            pending.push(o.key.clone());
         }
         Ok(data.len() as u64)
     }
 
-    /// Deletes held back at location i, once it is current.
+    /// Deletes held back at location i, once it is current: those of objects no location
+    /// needs any more (deleted objects still in the map are a source for another location).
     fn flush_deletes(&self, i: usize) {
         let keys: Vec<String> = {
             let mut st = lock(&self.state);
+            self.retire(&mut st);
             if self.behind(&st, i) || self.failing(&st, i) {
                 return;
             }
-            std::mem::take(&mut st.locs[i].pending_deletes)
+            let all = std::mem::take(&mut st.locs[i].pending_deletes);
+            let (keep, go): (Vec<String>, Vec<String>) = all.into_iter().partition(|k| {
+                self.obj(k)
+                    .is_some_and(|o| st.objects.get(&o).is_some_and(|s| s.deleted))
+            });
+            st.locs[i].pending_deletes = keep;
+            go
         };
+        if !keys.is_empty() {
+            self.ev(|| format!("deletes at {i}: {keys:?}"));
+        }
         for (n, k) in keys.iter().enumerate() {
             if let Err(e) = self.locs[i].store.delete(k) {
                 self.fail(i, &e);
@@ -991,11 +1261,19 @@ impl Inner {
         let objs = self.list_data(self.locs[i].store.as_ref())?;
         let mut st = lock(&self.state);
         let below = st.locs[i].rec.trusted_below;
+        let gone = pending_union(&st);
         for m in objs {
-            if st.locs[i].pending_deletes.contains(&m.key) {
-                continue;
-            }
             let Some(o) = self.obj(&m.key) else { continue };
+            let known = st.objects.get(&o).map(|s| s.deleted);
+            if known == Some(true) || (known.is_none() && gone.contains(&m.key)) {
+                // Deleted by the image: deleted here too once nobody needs it.
+                if !st.locs[i].pending_deletes.contains(&m.key) {
+                    st.locs[i].pending_deletes.push(m.key.clone());
+                }
+                if known.is_none() {
+                    continue;
+                }
+            }
             let seg = o.kind == ObjectKind::Segment;
             let trusted = !seg || (o.order < below && !self.past_fence(o.order));
             let e = st.objects.entry(o).or_insert_with(|| ObjState {
@@ -1008,6 +1286,7 @@ impl Inner {
             }
         }
         st.locs[i].unscanned = false;
+        self.mark_passed(&mut st, i);
         self.succeed(&mut st, i);
         Ok(())
     }
@@ -1041,8 +1320,8 @@ impl Inner {
             Next::Resolve(o) => {
                 // Only the newest writer's copy becomes a source: a fenced writer's never is.
                 if !self.resolve(&o)? {
-                    // No copy left anywhere (deleted meanwhile): forget it.
-                    lock(&self.state).objects.remove(&o);
+                    // No copy left anywhere (deleted meanwhile): forgotten.
+                    self.ev(|| format!("forget {}", o.key));
                 }
                 return Ok(Some(0));
             }
@@ -1127,7 +1406,7 @@ impl Inner {
                 .map(|(_, s)| {
                     targets
                         .iter()
-                        .filter(|&&i| s.trusted & (1 << i) == 0)
+                        .filter(|&&i| s.held() & (1 << i) == 0)
                         .count() as u64
                         * s.size
                 })
@@ -1141,7 +1420,7 @@ impl Inner {
                     let st = lock(&self.state);
                     st.objects
                         .iter()
-                        .filter(|(o, s)| s.trusted & (1 << i) == 0 && wanted(o.kind, &o.key))
+                        .filter(|(o, s)| s.held() & (1 << i) == 0 && wanted(o.kind, &o.key))
                         .map(|(o, s)| (o.clone(), s.trusted))
                         .next()
                 };
@@ -1195,7 +1474,7 @@ impl Inner {
         st.objects
             .iter()
             .filter(|(o, _)| o.kind == ObjectKind::Segment)
-            .find(|(_, s)| s.trusted & (1 << i) == 0)
+            .find(|(_, s)| s.held() & (1 << i) == 0)
             .map(|(o, _)| o.order)
             .unwrap_or(st.max_seg + 1)
     }
@@ -1272,6 +1551,12 @@ impl Inner {
             let name = &self.locs[i].name;
             match record::store(self.home.as_ref(), &self.prefix, name, &r, ver) {
                 Ok(v) => {
+                    self.ev(|| {
+                        format!(
+                            "record {i}: trusted below {}, deletes held {:?}",
+                            r.trusted_below, r.pending_deletes
+                        )
+                    });
                     let mut st = lock(&self.state);
                     st.locs[i].rec = r;
                     st.locs[i].ver = Some(v);
@@ -1313,9 +1598,11 @@ impl Inner {
                 let ls = &st.locs[i];
                 let (mut oi, mut bi, mut ob, mut bb) = (0, 0, 0, 0);
                 for s in st.objects.values() {
-                    if s.trusted & (1 << i) != 0 {
-                        oi += 1;
-                        bi += s.size;
+                    if s.held() & (1 << i) != 0 {
+                        if !s.deleted {
+                            oi += 1;
+                            bi += s.size;
+                        }
                     } else {
                         ob += 1;
                         bb += s.size;
@@ -1355,6 +1642,7 @@ impl Inner {
                     },
                     bytes_written: ls.bytes_written.max(ls.rec.bytes_written),
                     bytes_read: ls.bytes_read.max(ls.rec.bytes_read),
+                    deletes_held: ls.pending_deletes.len() as u64,
                 }
             })
             .collect()
@@ -1437,6 +1725,18 @@ impl ObjectStore for Replicated {
             if ok == 0 {
                 return Err(last.unwrap_or_else(|| err!(Io, "no location can be listed")));
             }
+            // Deleted objects the locations still hold (held back for a copy's prefix) are
+            // gone for the image.
+            let st = lock(&inner.state);
+            let mut hidden = pending_union(&st);
+            hidden.extend(
+                st.objects
+                    .iter()
+                    .filter(|(_, s)| s.deleted)
+                    .map(|(o, _)| o.key.clone()),
+            );
+            drop(st);
+            out.retain(|k, _| !hidden.contains(k));
         }
         Ok(out
             .into_iter()

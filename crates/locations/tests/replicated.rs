@@ -345,3 +345,104 @@ fn sync_now_copies_a_selection_with_progress() {
     assert!(!has(w.dc2.as_ref(), &keys::seg(PREFIX, 3)));
     assert!(!has(w.dc3.as_ref(), &keys::seg(PREFIX, 1)));
 }
+
+/// A store that remembers the order of the puts it took (the copy of a location).
+#[derive(Debug, Default)]
+struct Recorder {
+    inner: MemoryStore,
+    puts: std::sync::Mutex<Vec<String>>,
+}
+
+impl ObjectStore for Recorder {
+    fn get(&self, key: &str) -> shale_error::Result<(Bytes, shale_store::Version)> {
+        self.inner.get(key)
+    }
+    fn get_range(&self, key: &str, range: std::ops::Range<u64>) -> shale_error::Result<Bytes> {
+        self.inner.get_range(key, range)
+    }
+    fn put(
+        &self,
+        key: &str,
+        data: Bytes,
+        mode: PutMode,
+    ) -> shale_error::Result<shale_store::Version> {
+        let v = self.inner.put(key, data, mode)?;
+        self.puts.lock().unwrap().push(key.to_string());
+        Ok(v)
+    }
+    fn delete(&self, key: &str) -> shale_error::Result<()> {
+        self.inner.delete(key)
+    }
+    fn list(&self, prefix: &str) -> shale_error::Result<Vec<shale_store::ObjectMeta>> {
+        self.inner.list(prefix)
+    }
+    fn url(&self) -> String {
+        "recorder://".into()
+    }
+}
+
+#[test]
+fn objects_deleted_while_a_location_is_behind_still_reach_it_in_order() {
+    // dc2 is down from the start: it misses the first checkpoint, and the image deletes that
+    // checkpoint (rotation) and segment 1 (GC) before dc2 comes back. Handed only what is
+    // left (segment 2, then the new checkpoint), dc2's copy would hold segments and no
+    // checkpoint — unreadable alone. They stay at home until dc2 has them.
+    let rec = Arc::new(Recorder::default());
+    let w = World {
+        home: Arc::new(MemoryStore::new()),
+        dc2: Arc::new(FaultStore::new(rec.clone(), 1)),
+        dc3: Arc::new(FaultStore::new(Arc::new(MemoryStore::new()), 2)),
+    };
+    w.dc2.set_offline(true);
+    let r = open(
+        &w,
+        [Mode::Sync, Mode::Async, Mode::Async],
+        Options::default(),
+    );
+    let c1 = keys::ckpt(PREFIX, 1, 1);
+    let c3 = keys::ckpt(PREFIX, 1, 3);
+    let (s1, s2) = (keys::seg(PREFIX, 1), keys::seg(PREFIX, 2));
+    r.put(&c1, Bytes::from_static(b"c1"), PutMode::Overwrite)
+        .unwrap();
+    r.put(&s1, seg(1, 1, 1), PutMode::Create).unwrap();
+    r.put(&s2, seg(2, 1, 2), PutMode::Create).unwrap();
+    r.put(&c3, Bytes::from_static(b"c3"), PutMode::Overwrite)
+        .unwrap();
+    r.delete(&c1).unwrap();
+    r.delete(&s1).unwrap();
+    // Gone for the image, kept where they are for dc2.
+    assert_eq!(r.get(&c1).unwrap_err().kind(), ErrorKind::NotFound);
+    assert_eq!(r.get(&s1).unwrap_err().kind(), ErrorKind::NotFound);
+    let listed: Vec<String> = r.list(PREFIX).unwrap().into_iter().map(|m| m.key).collect();
+    assert!(!listed.contains(&c1) && !listed.contains(&s1), "{listed:?}");
+    assert!(listed.contains(&s2) && listed.contains(&c3), "{listed:?}");
+    assert!(has(w.home.as_ref(), &c1) && has(w.home.as_ref(), &s1));
+    // A restart in between keeps them too (the held-back deletes are recorded).
+    r.crash();
+    drop(r);
+    let r = open(
+        &w,
+        [Mode::Sync, Mode::Async, Mode::Async],
+        Options::default(),
+    );
+    assert_eq!(r.get(&c1).unwrap_err().kind(), ErrorKind::NotFound);
+    assert!(has(w.home.as_ref(), &c1) && has(w.home.as_ref(), &s1));
+    w.dc2.set_offline(false);
+    wait_for("dc2 to catch up and every location to delete", || {
+        let inner = w.dc2.inner();
+        has(inner.as_ref(), &c3)
+            && !has(inner.as_ref(), &c1)
+            && !has(inner.as_ref(), &s1)
+            && !has(w.home.as_ref(), &c1)
+            && !has(w.home.as_ref(), &s1)
+            && !has(w.dc3.inner().as_ref(), &s1)
+    });
+    assert_eq!(
+        *rec.puts.lock().unwrap(),
+        vec![c1.clone(), s1.clone(), s2.clone(), c3.clone()],
+        "dc2 received the history in order"
+    );
+    let rep = r.report();
+    assert!(rep.iter().all(|l| l.deletes_held == 0), "{rep:?}");
+    assert!(rep.iter().all(|l| l.objects_behind == 0), "{rep:?}");
+}

@@ -23,6 +23,8 @@ use crate::Rng;
 
 const PREFIX: &str = "rbd/images/locsim/";
 const SECTOR: u64 = 512;
+/// Replication decisions kept for a violation's report.
+const HISTORY_KEPT: usize = 1500;
 
 struct W {
     off: u64,
@@ -53,6 +55,10 @@ pub(crate) struct LocSim {
     journal_lost: bool,
     step: usize,
     trace: Vec<String>,
+    /// The replication decisions of the instances so far (the last `HISTORY_KEPT`).
+    hist: Vec<String>,
+    /// What the locations held and decided, for the report of a copy violation.
+    explain: Vec<String>,
     f: Figures,
     v: Vec<Violation>,
 }
@@ -125,6 +131,8 @@ impl LocSim {
             journal_lost: false,
             step: 0,
             trace: Vec::new(),
+            hist: Vec::new(),
+            explain: Vec::new(),
             f: Figures::default(),
             v: Vec::new(),
         }
@@ -215,6 +223,7 @@ impl LocSim {
                 epoch: self.epoch,
                 fence: self.fence,
                 active,
+                history: HISTORY_KEPT,
             },
             shale_clock::system(),
         )
@@ -382,6 +391,13 @@ impl LocSim {
         vol.crash();
         if let Some(r) = self.repl.take() {
             r.crash();
+            self.hist.push(format!(
+                "-- replication decisions up to crash {}",
+                self.f.crashes + 1
+            ));
+            self.hist.extend(r.history());
+            let n = self.hist.len();
+            self.hist.drain(..n.saturating_sub(HISTORY_KEPT));
         }
         self.f.crashes += 1;
         self.heal_all();
@@ -457,6 +473,7 @@ impl LocSim {
 
     /// Every location's copy, opened alone, is a prefix of the acknowledged writes.
     fn check_copies(&mut self, when: &str) {
+        let found = self.v.len();
         for i in 0..self.stores.len() {
             let (name, _, s) = self.stores[i].clone();
             let store: Arc<dyn ObjectStore> = s.inner().clone();
@@ -483,8 +500,24 @@ impl LocSim {
                         );
                     }
                 }
-                Err(e) => self.violation("loc/copy-unreadable", format!("{when}: {name}: {e}")),
+                Err(e) => {
+                    self.violation("loc/copy-unreadable", format!("{when}: {name}: {e}"));
+                }
             }
+        }
+        if self.v.len() > found && self.explain.is_empty() {
+            // What each location holds and how the copies got there, for the report.
+            for (name, _, s) in &self.stores {
+                let keys: Vec<String> = s
+                    .inner()
+                    .list(PREFIX)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|m| m.key.trim_start_matches(PREFIX).to_string())
+                    .collect();
+                self.explain.push(format!("{name} holds {keys:?}"));
+            }
+            self.explain.extend(self.hist.iter().cloned());
         }
     }
 
@@ -541,7 +574,14 @@ impl LocSim {
             violations: std::mem::take(&mut self.v),
             elapsed: t0.elapsed(),
             params,
-            trace: std::mem::take(&mut self.trace),
+            trace: {
+                let mut t = std::mem::take(&mut self.trace);
+                if !self.explain.is_empty() {
+                    t.push("-- at the first copy violation:".into());
+                    t.append(&mut self.explain);
+                }
+                t
+            },
         }
     }
 }
