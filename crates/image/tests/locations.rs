@@ -325,3 +325,54 @@ fn c_ok(c: &Cluster) -> bool {
         .map(|r| r.problems.is_empty())
         .unwrap_or(false)
 }
+
+fn deletes_held(img: &Image, loc: &str) -> u64 {
+    img.location_report()
+        .unwrap()
+        .iter()
+        .find(|r| r.name == loc)
+        .map(|r| r.deletes_held)
+        .unwrap()
+}
+
+#[test]
+fn deletes_held_for_a_location_that_is_down_are_released_when_it_is_removed() {
+    let h = hosts();
+    let c = host(&h, &[("checkpoint_interval", "1")]);
+    register(&c);
+    c.create_image("rbd", "vm", 16 * MB, 22).unwrap();
+    let img = c.open_image("rbd", "vm", false).unwrap();
+    img.location_add("dc2", LocationMode::Sync).unwrap();
+    img.location_add("dc3", LocationMode::Async).unwrap();
+    write_range(&img, 0, 8);
+    img.flush().unwrap();
+    wait_for("dc3 to catch up", || behind(&img, "dc3") == 0);
+    // dc3 goes away for good. Overwrites and GC delete objects dc3 never received: they are
+    // kept at home (dc3's copy would need them to stay a prefix), hidden from the image.
+    h.dc3.set_offline(true);
+    for _ in 0..4 {
+        write_range(&img, 0, 8);
+        img.flush().unwrap();
+    }
+    img.gc(0.9).unwrap();
+    assert!(deletes_held(&img, "home") > 0, "{:?}", img.location_report());
+    let held_segments = data_keys(h.home.as_ref(), &img);
+    verify(&img, 8);
+    // Removing it (it cannot be reached: --force) lets them go.
+    img.location_rm("dc3", true).unwrap();
+    wait_for("home to delete what it held for dc3", || {
+        deletes_held(&img, "home") == 0
+    });
+    assert!(
+        data_keys(h.home.as_ref(), &img) < held_segments,
+        "segments at home: {} before the removal, {} after",
+        held_segments,
+        data_keys(h.home.as_ref(), &img)
+    );
+    verify(&img, 8);
+    img.close().unwrap();
+    drop(img);
+    let img = c.open_image("rbd", "vm", false).unwrap();
+    verify(&img, 8);
+    img.close().unwrap();
+}
