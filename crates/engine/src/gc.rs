@@ -66,10 +66,15 @@ pub(crate) fn run(sh: &Arc<Shared>, threshold: f64, budget: Option<u64>) -> Resu
         .iter()
         .filter_map(|o| shale_format::keys::parse_seg(&sh.prefix, &o.key).map(|s| (s, o.size)))
         .collect();
-    let (live, durable) = {
+    // A copy of the map, taken under the engine lock (a copy of its chunks), walked without
+    // it: writes wait for that lock, and the walks below hash every entry. What the copy
+    // misses (writes after it) only makes a victim look fuller, or names extents that are no
+    // longer live: relocation writes a sector only where the map still points at the victim.
+    let (map, durable) = {
         let g = lock(&sh.inner);
-        (g.map.live_sectors_by_segment(), g.durable)
+        (g.map.clone(), g.durable)
     };
+    let live = map.live_sectors_by_segment();
     // Victims: stored, durable segments mostly dead.
     let mut candidates: Vec<(f64, u64, u64)> = Vec::new();
     for &(seq, _) in stored.iter().filter(|s| s.0 <= durable) {
@@ -111,16 +116,14 @@ pub(crate) fn run(sh: &Arc<Shared>, threshold: f64, budget: Option<u64>) -> Resu
         return Ok(rep);
     }
     // Their live extents, in LBA order.
-    let extents: Vec<(u64, u64, u64, u32)> = {
-        let g = lock(&sh.inner);
-        g.map
-            .iter()
-            .filter_map(|(lba, len, t)| match t {
-                Target::Data { seg, off } if victims.contains(&seg) => Some((lba, len, seg, off)),
-                _ => None,
-            })
-            .collect()
-    };
+    let extents: Vec<(u64, u64, u64, u32)> = map
+        .iter()
+        .filter_map(|(lba, len, t)| match t {
+            Target::Data { seg, off } if victims.contains(&seg) => Some((lba, len, seg, off)),
+            _ => None,
+        })
+        .collect();
+    drop(map);
     // Victims are read whole (the span of their live data, one request each) a group at a
     // time, and each group's extents relocated in LBA order: live data scattered by random
     // writes would otherwise cost one small read per extent. The pages of live data are
@@ -194,7 +197,9 @@ pub(crate) fn run(sh: &Arc<Shared>, threshold: f64, budget: Option<u64>) -> Resu
     // The head's map first: a checkpoint captured after this names only segments live now
     // or newer ones (which lie past the bound below), so none of them is doomed.
     let mut needed = HashSet::new();
-    segs_of(&lock(&sh.inner).map, &mut needed);
+    let head = lock(&sh.inner).map.clone();
+    segs_of(&head, &mut needed);
+    drop(head);
     // Snapshot and regular checkpoints still being stored were captured before the
     // relocation and may name victims: wait for them to land so the listing below sees them.
     {

@@ -355,7 +355,11 @@ fn deletes_held_for_a_location_that_is_down_are_released_when_it_is_removed() {
         img.flush().unwrap();
     }
     img.gc(0.9).unwrap();
-    assert!(deletes_held(&img, "home") > 0, "{:?}", img.location_report());
+    assert!(
+        deletes_held(&img, "home") > 0,
+        "{:?}",
+        img.location_report()
+    );
     let held_segments = data_keys(h.home.as_ref(), &img);
     verify(&img, 8);
     // Removing it (it cannot be reached: --force) lets them go.
