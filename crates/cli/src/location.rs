@@ -111,7 +111,7 @@ pub fn location(c: &Cluster, dp: &str, cmd: &LocationCmd, json_out: bool) -> Res
                 crate::print_json(serde_json::to_value(&rep).unwrap_or_default());
             } else {
                 outln!(
-                    "{:<12} {:<6} {:<9} {:>9} {:>10} {:>9} {:>10} {:>8}  LAST ERROR",
+                    "{:<12} {:<6} {:<9} {:>9} {:>10} {:>9} {:>10} {:>8} {:>6}  LAST ERROR",
                     "LOCATION",
                     "MODE",
                     "STATE",
@@ -119,11 +119,12 @@ pub fn location(c: &Cluster, dp: &str, cmd: &LocationCmd, json_out: bool) -> Res
                     "BYTES",
                     "BEHIND",
                     "BYTES",
-                    "LAG"
+                    "LAG",
+                    "HELD"
                 );
                 for r in rep {
                     outln!(
-                        "{:<12} {:<6} {:<9} {:>9} {:>10} {:>9} {:>10} {:>7.1}s  {}",
+                        "{:<12} {:<6} {:<9} {:>9} {:>10} {:>9} {:>10} {:>7.1}s {:>6}  {}",
                         r.name,
                         r.mode.as_str(),
                         r.state,
@@ -132,6 +133,7 @@ pub fn location(c: &Cluster, dp: &str, cmd: &LocationCmd, json_out: bool) -> Res
                         r.objects_behind,
                         format_size(r.bytes_behind),
                         r.lag_seconds,
+                        r.deletes_held,
                         r.last_error.unwrap_or_default()
                     );
                 }

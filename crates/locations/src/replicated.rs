@@ -1235,11 +1235,21 @@ impl Inner {
             if self.behind(&st, i) || self.failing(&st, i) {
                 return;
             }
-            let all = std::mem::take(&mut st.locs[i].pending_deletes);
-            let (keep, go): (Vec<String>, Vec<String>) = all.into_iter().partition(|k| {
-                self.obj(k)
-                    .is_some_and(|o| st.objects.get(&o).is_some_and(|s| s.deleted))
-            });
+            let mut keep = Vec::new();
+            let mut go = Vec::new();
+            for k in std::mem::take(&mut st.locs[i].pending_deletes) {
+                match self
+                    .obj(&k)
+                    .and_then(|o| st.objects.get(&o))
+                    .map(|s| s.deleted)
+                {
+                    // Still a source for a location that lacks it.
+                    Some(true) => keep.push(k),
+                    // Written again since: an object of the image, not to be deleted.
+                    Some(false) => {}
+                    None => go.push(k),
+                }
+            }
             st.locs[i].pending_deletes = keep;
             go
         };
