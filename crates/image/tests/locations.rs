@@ -85,13 +85,17 @@ fn wait_for(what: &str, f: impl Fn() -> bool) {
     }
 }
 
-fn behind(img: &Image, loc: &str) -> u64 {
+/// The sync status of one location of the image.
+fn report(img: &Image, loc: &str) -> shale_locations::LocationReport {
     img.location_report()
         .unwrap()
-        .iter()
+        .into_iter()
         .find(|r| r.name == loc)
-        .map(|r| r.objects_behind)
         .unwrap()
+}
+
+fn behind(img: &Image, loc: &str) -> u64 {
+    report(img, loc).objects_behind
 }
 
 fn data_keys(s: &dyn ObjectStore, img: &Image) -> usize {
@@ -327,12 +331,7 @@ fn c_ok(c: &Cluster) -> bool {
 }
 
 fn deletes_held(img: &Image, loc: &str) -> u64 {
-    img.location_report()
-        .unwrap()
-        .iter()
-        .find(|r| r.name == loc)
-        .map(|r| r.deletes_held)
-        .unwrap()
+    report(img, loc).deletes_held
 }
 
 #[test]
