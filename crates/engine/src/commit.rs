@@ -10,6 +10,8 @@
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
+use bytes::Bytes;
+
 use shale_error::{err, Error, ErrorKind, Result};
 use shale_extmap::Target;
 use shale_format::record::{self, Op};
@@ -62,12 +64,14 @@ struct Batch {
     ops: Vec<Op>,
     /// The Data ops' sectors, in order, in the buffers they came in (a request's own buffer
     /// is never copied here: the log device copies each byte once, into the record).
-    data: Vec<Vec<u8>>,
+    data: Vec<Bytes>,
     /// Bytes in `data`.
     len: usize,
     done: Vec<Done>,
     /// [`max_record`] of the log device (fixed for its lifetime).
     max_record: usize,
+    /// Bytes the open segment had left when this record started (looked up once per record).
+    seg_room: Option<usize>,
 }
 
 fn run(sh: &Shared) {
@@ -182,21 +186,20 @@ fn run(sh: &Shared) {
                         }
                     }
                     // In records no bigger than the log device takes.
+                    let mut failed = None;
                     for (lba, data) in runs {
-                        for (i, chunk) in data.chunks(b.max_record).enumerate() {
-                            if b.len + chunk.len() > b.max_record || b.ops.len() >= MAX_RECORD_OPS {
-                                commit(sh, &mut b);
-                            }
-                            b.ops.push(Op {
-                                lba: lba + (i * b.max_record) as u64 / SECTOR,
-                                len: (chunk.len() as u64 / SECTOR) as u32,
-                                kind: EntryKind::Data,
-                            });
-                            b.push(chunk.to_vec());
+                        if let Err(e) = add_data(sh, &mut b, lba, Bytes::copy_from_slice(data)) {
+                            failed = Some(e);
+                            break;
                         }
                     }
-                    b.done.push(p.done);
-                    commit(sh, &mut b);
+                    match failed {
+                        Some(e) => (p.done)(Err(e)),
+                        None => {
+                            b.done.push(p.done);
+                            commit(sh, &mut b);
+                        }
+                    }
                 }
                 Req::Snapshot { key, out } => {
                     commit(sh, &mut b);
@@ -255,10 +258,63 @@ fn run(sh: &Shared) {
 }
 
 impl Batch {
-    fn push(&mut self, data: Vec<u8>) {
+    fn push(&mut self, data: Bytes) {
         self.len += data.len();
         self.data.push(data);
     }
+
+    /// Data bytes one more operation may bring to this record, in whole sectors: what is left
+    /// of the record's limits and of the open segment (with the record's header).
+    fn room(&mut self, sh: &Shared) -> usize {
+        if self.ops.len() >= MAX_RECORD_OPS {
+            return 0;
+        }
+        let seg_room = *self.seg_room.get_or_insert_with(|| {
+            let g = lock(&sh.inner);
+            if g.open.entries.is_empty() {
+                sh.cfg.segment_size as usize
+            } else {
+                (sh.cfg.segment_size as usize).saturating_sub(g.open.data.len())
+            }
+        });
+        let header = record::header_sectors(self.ops.len() + 1) as usize * SECTOR as usize;
+        let left = seg_room
+            .saturating_sub(header + self.len)
+            .min(self.max_record.saturating_sub(self.len));
+        left / SECTOR as usize * SECTOR as usize
+    }
+}
+
+/// Add aligned `data` (whole sectors) at sector `lba` as Data operations, committing records
+/// as they fill. A record ends before a write that would take it past the record's limits or
+/// past the end of the open segment: segments fill to within one write of their size, so
+/// fewer are published per byte written and the files of collected ones are reused at the
+/// size they had. A write is never split for that: one that fits a record stays atomic
+/// across a crash. Only a write larger than a record is split, at multiples of the record
+/// size. The caller answers its request afterwards; an error is that of a record holding
+/// part of `data`, which then must not be acknowledged.
+fn add_data(sh: &Shared, b: &mut Batch, mut lba: u64, mut data: Bytes) -> Result<()> {
+    while !data.is_empty() {
+        let room = b.room(sh);
+        let n = if data.len() <= room {
+            data.len()
+        } else if b.ops.is_empty() {
+            // A record of its own (it starts the next segment if the open one is too full).
+            data.len().min(b.max_record)
+        } else {
+            commit_checked(sh, b)?;
+            continue;
+        };
+        let part = data.split_to(n);
+        b.ops.push(Op {
+            lba,
+            len: (n as u64 / SECTOR) as u32,
+            kind: EntryKind::Data,
+        });
+        b.push(part);
+        lba += n as u64 / SECTOR;
+    }
+    Ok(())
 }
 
 /// Commit one aligned write on the submitter's own thread, with the commit lock held by the
@@ -274,7 +330,7 @@ pub(crate) fn write_now(sh: &Shared, off: u64, data: Vec<u8>) -> Result<()> {
         kind: EntryKind::Data,
     }];
     let len = data.len();
-    write_and_apply(sh, &ops, &[data], len)
+    write_and_apply(sh, &ops, &[Bytes::from(data)], len)
 }
 
 /// A flush with `durability = journal`: one device sync, refused when fenced or failed (what
@@ -305,46 +361,23 @@ pub(crate) fn fits_one_record(sh: &Shared, off: u64, len: usize) -> bool {
         && len <= max_record(sh)
 }
 
-/// [`add_write`] for a request's own buffer: an aligned write that fits a record joins the
-/// batch as it is (no copy here; the log device copies it once, into the record).
+/// Add a write in the request's own buffer: aligned, it joins the batch as it is (no copy
+/// here; the log device copies it once, into the record), split only where a record or the
+/// open segment ends.
 fn add_owned_write(sh: &Shared, b: &mut Batch, off: u64, data: Vec<u8>, done: Done) {
-    let aligned = off.is_multiple_of(SECTOR) && (data.len() as u64).is_multiple_of(SECTOR);
-    // (An empty write adds no operation: a zero-length entry is invalid.)
-    if aligned && !data.is_empty() && data.len() <= b.max_record {
-        if b.len + data.len() > b.max_record || b.ops.len() >= MAX_RECORD_OPS {
-            commit(sh, b);
+    if off.is_multiple_of(SECTOR) && (data.len() as u64).is_multiple_of(SECTOR) {
+        // (An empty write adds no operation: a zero-length entry is invalid.)
+        match add_data(sh, b, off / SECTOR, Bytes::from(data)) {
+            Ok(()) => b.done.push(done),
+            Err(e) => done(Err(e)),
         }
-        b.ops.push(Op {
-            lba: off / SECTOR,
-            len: (data.len() as u64 / SECTOR) as u32,
-            kind: EntryKind::Data,
-        });
-        b.push(data);
-        b.done.push(done);
         return;
     }
-    add_write(sh, b, off, &data, done)
+    add_unaligned_write(sh, b, off, &data, done)
 }
 
-fn add_write(sh: &Shared, b: &mut Batch, off: u64, data: &[u8], done: Done) {
-    if off.is_multiple_of(SECTOR) && (data.len() as u64).is_multiple_of(SECTOR) {
-        let max = b.max_record;
-        for (i, chunk) in data.chunks(max).enumerate() {
-            if b.len + chunk.len() > max || b.ops.len() >= MAX_RECORD_OPS {
-                commit(sh, b);
-            }
-            let lba = off / SECTOR + (i * max) as u64 / SECTOR;
-            b.ops.push(Op {
-                lba,
-                len: (chunk.len() as u64 / SECTOR) as u32,
-                kind: EntryKind::Data,
-            });
-            b.push(chunk.to_vec());
-        }
-        b.done.push(done);
-        return;
-    }
-    // Partial sectors: read-modify-write against everything before it.
+/// A write with partial sectors: read-modify-write against everything before it.
+fn add_unaligned_write(sh: &Shared, b: &mut Batch, off: u64, data: &[u8], done: Done) {
     commit(sh, b);
     let first = off / SECTOR;
     let end = (off + data.len() as u64).div_ceil(SECTOR);
@@ -407,7 +440,7 @@ fn add_zero(sh: &Shared, b: &mut Batch, off: u64, len: u64, trim: bool, done: Do
             len: 1,
             kind: EntryKind::Data,
         });
-        b.push(s);
+        b.push(Bytes::from(s));
     }
     let mut lba = first_full;
     while lba < end_full {
@@ -427,11 +460,18 @@ fn add_zero(sh: &Shared, b: &mut Batch, off: u64, len: u64, trim: bool, done: Do
 
 /// Write the batch as one record and apply it; answer its requests.
 fn commit(sh: &Shared, b: &mut Batch) {
+    // The outcome went to the requests of the record.
+    let _ = commit_checked(sh, b);
+}
+
+/// [`commit`], also returning the record's outcome.
+fn commit_checked(sh: &Shared, b: &mut Batch) -> Result<()> {
+    b.seg_room = None;
     if b.ops.is_empty() {
         for d in b.done.drain(..) {
             d(Ok(()));
         }
-        return;
+        return Ok(());
     }
     let res = write_and_apply(sh, &b.ops, &b.data, b.len);
     b.ops.clear();
@@ -443,16 +483,17 @@ fn commit(sh: &Shared, b: &mut Batch) {
             .map(|_| ())
             .map_err(|e| Error::new(e.kind(), e.to_string())));
     }
+    res
 }
 
-fn write_and_apply(sh: &Shared, ops: &[Op], data: &[Vec<u8>], len: usize) -> Result<()> {
+fn write_and_apply(sh: &Shared, ops: &[Op], data: &[Bytes], len: usize) -> Result<()> {
     let rec_len = record::header_sectors(ops.len()) as usize * SECTOR as usize + len;
     let place = {
         let mut g = wait_for_room(sh)?;
         make_room(sh, &mut g, ops.len(), rec_len);
         (g.open.seq, g.open.data.len() as u64)
     };
-    let parts: Vec<&[u8]> = data.iter().map(Vec::as_slice).collect();
+    let parts: Vec<&[u8]> = data.iter().map(|d| &d[..]).collect();
     let (seq, rec) = match sh.log.append_record(ops, &parts, place) {
         Ok(s) => s,
         Err(e) => {

@@ -92,6 +92,9 @@ pub struct EngineConfig {
     pub full_wait: Duration,
     /// Bytes reserved for the segment header in in-place segment files.
     pub header_reserve: u64,
+    /// Which records the in-place log writes in pieces, overlapping the device with the
+    /// encoding of the rest (see `shale_journal::RecordPieces`).
+    pub record_pieces: shale_journal::RecordPieces,
     pub log: LogConfig,
     /// (epoch, first segment number) of the newest writer epoch: segments from that number on
     /// written under an older epoch belong to a writer that lost the image and are ignored.
@@ -127,6 +130,7 @@ impl Default for EngineConfig {
             durability: Durability::Journal,
             full_wait: Duration::from_secs(60),
             header_reserve: 64 << 10,
+            record_pieces: shale_journal::RecordPieces::default(),
             log: LogConfig::Memory,
             cache: None,
             fence: None,

@@ -347,13 +347,16 @@ impl Volume {
                 )?;
                 let id = cfg.entropy.next_u64() | 1;
                 (
-                    Arc::new(shale_journal::InPlaceLog::new(
-                        id,
-                        1,
-                        cfg.header_reserve,
-                        staging.0.clone(),
-                        epoch,
-                    )),
+                    Arc::new(
+                        shale_journal::InPlaceLog::new(
+                            id,
+                            1,
+                            cfg.header_reserve,
+                            staging.0.clone(),
+                            epoch,
+                        )
+                        .with_pieces(cfg.record_pieces),
+                    ),
                     Vec::new(),
                 )
             }

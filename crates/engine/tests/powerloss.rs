@@ -68,6 +68,13 @@ fn run(seed: u64, in_place: bool) -> Result<(), String> {
     };
     if in_place {
         cfg.log = LogConfig::InPlace(StagingRef(staging.clone()));
+        // Records written in pieces (header last) as well as whole.
+        if rng.below(2) == 0 {
+            cfg.record_pieces = shale_journal::RecordPieces {
+                from: 512 * (1 + rng.below(8) as usize),
+                piece: 512 * (1 + rng.below(16) as usize),
+            };
+        }
     }
     let mut model = vec![0u8; SIZE as usize];
     for round in 0..3 {

@@ -95,27 +95,10 @@ pub fn encode_parts_into(
     parts: &[&[u8]],
 ) -> usize {
     let data_len: usize = parts.iter().map(|p| p.len()).sum();
-    debug_assert_eq!(data_len as u64 % SECTOR, 0);
     let start = out.len();
-    let hs = header_sectors(ops.len());
-    out.reserve(hs as usize * SECTOR as usize + data_len);
-    out.extend_from_slice(MAGIC);
-    put_u32(out, VERSION);
-    put_u32(out, hs);
-    put_u64(out, journal_id);
-    put_u64(out, seq);
-    put_u32(out, kind as u32);
-    put_u32(out, ops.len() as u32);
-    put_u32(out, (data_len as u64 / SECTOR) as u32);
-    put_u32(out, 0); // crc, filled below
-    for op in ops {
-        put_u64(out, op.lba);
-        put_u32(out, op.len);
-        put_u32(out, op.kind as u32);
-    }
-    out.resize(start + hs as usize * SECTOR as usize, 0);
+    out.reserve(header_sectors(ops.len()) as usize * SECTOR as usize + data_len);
+    let mut crc = encode_header_into(out, journal_id, seq, kind, ops, data_len);
     let data_at = out.len();
-    let mut crc = crc32c::crc32c(&out[start..]);
     // In slices small enough to be checksummed from the cache right after the copy.
     const SLICE: usize = 64 << 10;
     for part in parts {
@@ -125,8 +108,46 @@ pub fn encode_parts_into(
             crc = crc32c::crc32c_append(crc, &out[at..]);
         }
     }
-    out[start + 44..start + 48].copy_from_slice(&crc.to_le_bytes());
+    set_crc(&mut out[start..], crc);
     data_at - start
+}
+
+/// A record's header alone, appended to `out` (its sectors, the CRC field zero), for a writer
+/// that copies the data itself: returns the CRC so far, to be continued over the data with
+/// `crc32c::crc32c_append` in order and stored with [`set_crc`]. `data_len` is the data's
+/// length in bytes (whole sectors).
+pub fn encode_header_into(
+    out: &mut Vec<u8>,
+    journal_id: u64,
+    seq: u64,
+    kind: RecordKind,
+    ops: &[Op],
+    data_len: usize,
+) -> u32 {
+    debug_assert_eq!(data_len as u64 % SECTOR, 0);
+    let start = out.len();
+    let hs = header_sectors(ops.len());
+    out.extend_from_slice(MAGIC);
+    put_u32(out, VERSION);
+    put_u32(out, hs);
+    put_u64(out, journal_id);
+    put_u64(out, seq);
+    put_u32(out, kind as u32);
+    put_u32(out, ops.len() as u32);
+    put_u32(out, (data_len as u64 / SECTOR) as u32);
+    put_u32(out, 0); // crc, filled by set_crc
+    for op in ops {
+        put_u64(out, op.lba);
+        put_u32(out, op.len);
+        put_u32(out, op.kind as u32);
+    }
+    out.resize(start + hs as usize * SECTOR as usize, 0);
+    crc32c::crc32c(&out[start..])
+}
+
+/// Store a record's CRC in its header (`header` starts at the record's first byte).
+pub fn set_crc(header: &mut [u8], crc: u32) {
+    header[44..48].copy_from_slice(&crc.to_le_bytes());
 }
 
 /// Decode the header of a record from its first sector(s); `None` when the bytes are not a

@@ -10,21 +10,87 @@
 //! Segment entries point at the data sectors inside the records; the record headers are
 //! unreferenced sectors of the data area. After a crash, a staging file's valid record prefix
 //! is exactly the segment's content: recovery publishes it.
+//!
+//! A big record (at least [`RecordPieces::from`] bytes) is written in pieces while it is
+//! encoded: a writer thread writes each piece of data as soon as it is copied and checksummed,
+//! so the device works while the next piece is encoded. The header, which carries the CRC of
+//! the whole record, is written last, once every piece has landed: until then the record does
+//! not verify, exactly as if it were torn, and a scan stops before it.
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex};
 
+use bytes::BytesMut;
 use shale_error::{err, Error, Result};
 use shale_format::record::{self, Op, RecordKind};
 
-use crate::aligned::AlignedBuf;
+use crate::aligned::{AlignedBuf, ALIGN};
 use crate::file::LogFile;
 use crate::staging::Staging;
 use crate::{LogDevice, LogStats, RecordBytes};
 
 const SECTOR: u64 = 512;
+
+/// Which records are written in pieces, and how big the pieces are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordPieces {
+    /// Records of at least this many bytes are written in pieces (`usize::MAX`: none).
+    pub from: usize,
+    /// Bytes of data per piece (each ends on a page of the file where it can).
+    pub piece: usize,
+}
+
+impl Default for RecordPieces {
+    /// Measured on ext4 over kept files (bench/results-compare.md): 1 MiB client writes
+    /// make records of 1-4 MiB.
+    fn default() -> Self {
+        RecordPieces {
+            from: 1 << 20,
+            piece: 512 << 10,
+        }
+    }
+}
+
+/// A piece of a record on its way to the writer thread.
+struct Piece {
+    file: Arc<dyn LogFile>,
+    buf: BytesMut,
+    off: u64,
+}
+
+/// The writer thread of the pieces, started on the first big record.
+struct Writer {
+    tx: mpsc::Sender<Piece>,
+    /// Each piece comes back, in the order sent, with the outcome of its write.
+    rx: mpsc::Receiver<(BytesMut, Result<()>)>,
+}
+
+impl std::fmt::Debug for Writer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Writer")
+    }
+}
+
+impl Writer {
+    fn start() -> Result<Writer> {
+        let (tx, jobs) = mpsc::channel::<Piece>();
+        let (done, rx) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("shale-logw".into())
+            .spawn(move || {
+                for p in jobs {
+                    let r = p.file.write_at(&p.buf, p.off);
+                    if done.send((p.buf, r)).is_err() {
+                        break;
+                    }
+                }
+            })
+            .map_err(|e| Error::io("cannot start the record writer thread", e))?;
+        Ok(Writer { tx, rx })
+    }
+}
 
 #[derive(Debug)]
 struct St {
@@ -32,6 +98,7 @@ struct St {
     cur: Option<(u64, Arc<dyn LogFile>)>,
     dirty: Vec<Arc<dyn LogFile>>,
     stats: LogStats,
+    writer: Option<Writer>,
 }
 
 /// Records written into staging files of a local store.
@@ -41,6 +108,7 @@ pub struct InPlaceLog {
     staging: Arc<dyn Staging>,
     /// The writer epoch whose staging files this log writes.
     epoch: u64,
+    pieces: RecordPieces,
     st: Mutex<St>,
 }
 
@@ -75,13 +143,125 @@ impl InPlaceLog {
             header_reserve,
             staging,
             epoch,
+            pieces: RecordPieces::default(),
             st: Mutex::new(St {
                 next_seq,
                 cur: None,
                 dirty: Vec::new(),
                 stats: LogStats::default(),
+                writer: None,
             }),
         }
+    }
+
+    /// Write big records in pieces as given (see [`RecordPieces`]).
+    pub fn with_pieces(mut self, pieces: RecordPieces) -> Self {
+        self.pieces = RecordPieces {
+            from: pieces.from,
+            piece: pieces.piece.max(SECTOR as usize) / SECTOR as usize * SECTOR as usize,
+        };
+        self
+    }
+
+    /// Encode record `seq` and write it at byte `at` of `file` in pieces: each piece of data
+    /// goes to the writer thread as soon as it is copied and checksummed, and the header (with
+    /// the CRC of the whole record) is written once every piece has landed. The buffer starts
+    /// at the same place in a page as the record in the file, so a piece that starts on a page
+    /// of the file starts on one in memory too.
+    fn write_in_pieces(
+        &self,
+        g: &mut St,
+        file: &Arc<dyn LogFile>,
+        ops: &[Op],
+        parts: &[&[u8]],
+        seq: u64,
+        at: u64,
+    ) -> Result<RecordBytes> {
+        let data_len: usize = parts.iter().map(|p| p.len()).sum();
+        let hs = record::header_sectors(ops.len()) as usize * SECTOR as usize;
+        let len = hs + data_len;
+        let mut raw = BytesMut::with_capacity(len + ALIGN);
+        let pad = ((at as usize % ALIGN) + ALIGN - raw.as_ptr() as usize % ALIGN) % ALIGN;
+        raw.resize(pad, 0);
+        drop(raw.split_to(pad));
+        let mut hdr = Vec::with_capacity(hs);
+        let mut crc =
+            record::encode_header_into(&mut hdr, self.id, seq, RecordKind::Ops, ops, data_len);
+        raw.extend_from_slice(&hdr);
+        let mut head = raw.split();
+        if g.writer.is_none() {
+            g.writer = Some(Writer::start()?);
+        }
+        let w = g.writer.as_ref().expect("started above");
+        // Where the piece being filled ends (record offsets): a page boundary of the file
+        // about `piece` bytes on, or the record's end.
+        let end_after = |pos: usize| -> usize {
+            let file_end = (at as usize + pos + self.pieces.piece).next_multiple_of(ALIGN);
+            (file_end - at as usize).min(len)
+        };
+        let mut pos = hs;
+        let mut piece_at = pos;
+        let mut end = end_after(pos);
+        let mut sent = 0usize;
+        let mut failed: Option<Error> = None;
+        let mut send = |buf: BytesMut, off: usize, sent: &mut usize| {
+            let p = Piece {
+                file: file.clone(),
+                buf,
+                off: at + off as u64,
+            };
+            if w.tx.send(p).is_err() {
+                failed.get_or_insert_with(|| err!(Io, "the record writer thread is gone"));
+            } else {
+                *sent += 1;
+            }
+        };
+        // In slices small enough to be checksummed from the cache right after the copy.
+        const SLICE: usize = 64 << 10;
+        for part in parts {
+            for mut s in part.chunks(SLICE) {
+                while !s.is_empty() {
+                    let n = s.len().min(end - pos);
+                    let from = raw.len();
+                    raw.extend_from_slice(&s[..n]);
+                    crc = crc32c::crc32c_append(crc, &raw[from..]);
+                    pos += n;
+                    s = &s[n..];
+                    if pos == end {
+                        send(raw.split(), piece_at, &mut sent);
+                        piece_at = pos;
+                        end = end_after(pos);
+                    }
+                }
+            }
+        }
+        debug_assert!(raw.is_empty() && pos == len);
+        // Every piece comes back, in order, whatever happened to the others.
+        let mut pieces = Vec::with_capacity(sent);
+        for _ in 0..sent {
+            match w.rx.recv() {
+                Ok((buf, r)) => {
+                    if let Err(e) = r {
+                        failed.get_or_insert(e);
+                    }
+                    pieces.push(buf);
+                }
+                Err(_) => {
+                    g.writer = None;
+                    return Err(err!(Io, "the record writer thread is gone"));
+                }
+            }
+        }
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        record::set_crc(&mut head, crc);
+        file.write_at(&head, at)?;
+        for p in pieces {
+            head.unsplit(p);
+        }
+        debug_assert_eq!(head.len(), len);
+        Ok(Box::new(head))
     }
 
     pub fn header_reserve(&self) -> u64 {
@@ -205,15 +385,22 @@ impl LogDevice for InPlaceLog {
         let seq = g.next_seq;
         let len = record::header_sectors(ops.len()) as usize * SECTOR as usize
             + parts.iter().map(|p| p.len()).sum::<usize>();
-        let rec = AlignedBuf::build(len, |v| {
-            record::encode_parts_into(v, self.id, seq, RecordKind::Ops, ops, parts);
-        });
-        file.write_at(rec.as_slice(), self.header_reserve + place.1)
-            .map_err(|e| e.context("writing a segment record"))?;
+        let at = self.header_reserve + place.1;
+        let rec = if len >= self.pieces.from {
+            self.write_in_pieces(&mut g, &file, ops, parts, seq, at)
+                .map_err(|e| e.context("writing a segment record"))?
+        } else {
+            let rec = AlignedBuf::build(len, |v| {
+                record::encode_parts_into(v, self.id, seq, RecordKind::Ops, ops, parts);
+            });
+            file.write_at(rec.as_slice(), at)
+                .map_err(|e| e.context("writing a segment record"))?;
+            crate::keep(rec)
+        };
         g.next_seq += 1;
         g.stats.records += 1;
         g.stats.bytes += len as u64;
-        Ok((seq, crate::keep(rec)))
+        Ok((seq, rec))
     }
 
     fn sync(&self) -> Result<()> {

@@ -51,7 +51,7 @@ pub(crate) fn keep(rec: AlignedBuf) -> RecordBytes {
     }
 }
 pub use file::{CrashFile, CrashMode, DirectFile, DirectPlace, FixedPlace, LogFile, LogPlace};
-pub use inplace::{InPlaceLog, StagedRecord};
+pub use inplace::{InPlaceLog, RecordPieces, StagedRecord};
 pub use ring::{Replayed, RingEnv, RingJournal, RingStats};
 pub use staging::{DirStaging, SimStaging, StagedFile, Staging, FREE_FILES};
 

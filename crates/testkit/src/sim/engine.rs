@@ -103,6 +103,16 @@ impl Params {
                 0.3 + rng.below(65) as f64 / 100.0
             },
             gc_every: 1 + rng.below(4),
+            // The in-place log writes big records in pieces, header last: make small records
+            // big enough for that in half the scenarios.
+            record_pieces: if rng.below(2) == 0 {
+                shale_journal::RecordPieces {
+                    from: 512 * (1 + rng.below(16) as usize),
+                    piece: 512 * (1 + rng.below(32) as usize),
+                }
+            } else {
+                shale_journal::RecordPieces::default()
+            },
             ..EngineConfig::default()
         };
         let mut size = (64 << 10) + rng.below(704 << 10) / 512 * 512;
@@ -130,6 +140,7 @@ impl Params {
         format!(
             "log {:?}, durability {:?}, size {}, segment {} KiB, {} upload threads, checkpoint every {}, \
              max_pending {}, upload_attempts {}, full_wait {:?}, seal_after {:?}, auto-gc {} every {}, \
+             records in pieces from {} bytes ({} each), \
                           {} steps, qd {}, faults level {}, clock x{}",
             self.log,
             c.durability,
@@ -143,6 +154,8 @@ impl Params {
             c.seal_after,
             c.gc_threshold,
             c.gc_every,
+            c.record_pieces.from,
+            c.record_pieces.piece,
             self.steps,
                         self.qd,
             self.faults,
