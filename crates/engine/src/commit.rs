@@ -31,6 +31,15 @@ const MAX_RECORD: usize = 4 << 20;
 /// segment's reserved header space).
 const MAX_RECORD_OPS: usize = 1024;
 
+/// Most bytes a segment may hold before a record is placed in it: its size, plus room for
+/// the headers of the records in it (1/128 of the size: a 512-byte header per 64 KiB
+/// record), so that client data that adds up to the segment size fills one segment. A
+/// segment is sealed as soon as it holds its size.
+fn segment_limit(sh: &Shared) -> usize {
+    let size = sh.cfg.segment_size as usize;
+    size + size / 128
+}
+
 /// Largest record for this log device: a quarter of a bounded device at most, so one record
 /// always fits in a ring journal however small it was configured.
 fn max_record(sh: &Shared) -> usize {
@@ -272,9 +281,9 @@ impl Batch {
         let seg_room = *self.seg_room.get_or_insert_with(|| {
             let g = lock(&sh.inner);
             if g.open.entries.is_empty() {
-                sh.cfg.segment_size as usize
+                segment_limit(sh)
             } else {
-                (sh.cfg.segment_size as usize).saturating_sub(g.open.data.len())
+                segment_limit(sh).saturating_sub(g.open.data.len())
             }
         });
         let header = record::header_sectors(self.ops.len() + 1) as usize * SECTOR as usize;
@@ -549,7 +558,7 @@ fn make_room(sh: &Shared, g: &mut Inner, n_ops: usize, rec_len: usize) {
         return;
     }
     let data_after = g.open.data.len() + rec_len;
-    let too_big = data_after as u64 > sh.cfg.segment_size;
+    let too_big = data_after > segment_limit(sh);
     let header_full = matches!(sh.cfg.log, LogConfig::InPlace(_))
         && segment::raw_header_len(g.open.entries.len() + n_ops, data_after) as u64
             > sh.cfg.header_reserve;

@@ -98,10 +98,12 @@ fn batched_writes_fill_segments_without_splitting_a_write() {
             .map(|e| (e.off as u64 + e.len as u64) * 512)
             .max()
             .unwrap_or(0);
-        assert!(used <= seg, "{key} holds {used} bytes");
+        // A segment may hold its size plus 1/128 of it for record headers.
+        let limit = seg + seg / 128;
+        assert!(used <= limit, "{key} holds {used} bytes");
         if k + 1 < segs.len() {
             assert!(
-                used + wlen as u64 + 512 > seg,
+                used + wlen as u64 + 512 > limit,
                 "{key} is not full: {used} of {seg} bytes"
             );
         }
