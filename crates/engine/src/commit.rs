@@ -371,8 +371,7 @@ pub(crate) fn fits_one_record(sh: &Shared, off: u64, len: usize) -> bool {
 }
 
 /// Add a write in the request's own buffer: aligned, it joins the batch as it is (no copy
-/// here; the log device copies it once, into the record), split only where a record or the
-/// open segment ends.
+/// here; the log device copies it once, into the record; see [`add_data`]).
 fn add_owned_write(sh: &Shared, b: &mut Batch, off: u64, data: Vec<u8>, done: Done) {
     if off.is_multiple_of(SECTOR) && (data.len() as u64).is_multiple_of(SECTOR) {
         // (An empty write adds no operation: a zero-length entry is invalid.)
