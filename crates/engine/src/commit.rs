@@ -173,7 +173,7 @@ fn run(sh: &Shared) {
                     commit(sh, &mut b);
                     // The runs still where GC read them (only this thread changes the map, so
                     // they stay so while the records below are written).
-                    let mut runs: Vec<(u64, &[u8])> = Vec::new();
+                    let mut runs: Vec<(u64, Bytes)> = Vec::new();
                     {
                         let g = lock(&sh.inner);
                         for it in &items {
@@ -188,7 +188,7 @@ fn run(sh: &Shared) {
                                     let at = (k * SECTOR) as usize;
                                     runs.push((
                                         m.lba,
-                                        &it.data[at..at + (m.len * SECTOR) as usize],
+                                        it.data.slice(at..at + (m.len * SECTOR) as usize),
                                     ));
                                 }
                             });
@@ -197,7 +197,7 @@ fn run(sh: &Shared) {
                     // In records no bigger than the log device takes.
                     let mut failed = None;
                     for (lba, data) in runs {
-                        if let Err(e) = add_data(sh, &mut b, lba, Bytes::copy_from_slice(data)) {
+                        if let Err(e) = add_data(sh, &mut b, lba, data) {
                             failed = Some(e);
                             break;
                         }
@@ -300,15 +300,18 @@ impl Batch {
 /// fewer are published per byte written and the files of collected ones are reused at the
 /// size they had. A write is never split for that: one that fits a record stays atomic
 /// across a crash. Only a write larger than a record is split, at multiples of the record
-/// size. The caller answers its request afterwards; an error is that of a record holding
-/// part of `data`, which then must not be acknowledged.
+/// size. The caller answers its request afterwards. An error is that of a record committed
+/// here (one holding part of `data`, or the batch before it): the write must then not be
+/// acknowledged.
 fn add_data(sh: &Shared, b: &mut Batch, mut lba: u64, mut data: Bytes) -> Result<()> {
     while !data.is_empty() {
         let room = b.room(sh);
         let n = if data.len() <= room {
             data.len()
         } else if b.ops.is_empty() {
-            // A record of its own (it starts the next segment if the open one is too full).
+            // A record of its own: it starts the next segment (the open one is too full), and
+            // what follows it in the batch is measured against that one.
+            b.seg_room = Some(segment_limit(sh));
             data.len().min(b.max_record)
         } else {
             commit_checked(sh, b)?;

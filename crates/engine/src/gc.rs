@@ -48,6 +48,10 @@ fn segs_of(map: &shale_extmap::ExtentMap, into: &mut HashSet<u64>) {
 /// Victims read into memory at once (each at most a segment: bounds what a run holds).
 const GC_READ_GROUP: usize = 4;
 
+/// Bytes of victims' spans a batch of relocations may keep in memory through its views, past
+/// the group being read: the batch is relocated at the end of a group that reaches it.
+const GC_HELD_MAX: usize = 64 << 20;
+
 /// One collection. `budget`: the most live bytes to relocate (automatic runs); victims are
 /// then taken emptiest first, and the rest wait for a later run. `None`: every victim.
 pub(crate) fn run(sh: &Arc<Shared>, threshold: f64, budget: Option<u64>) -> Result<GcReport> {
@@ -142,6 +146,9 @@ pub(crate) fn run(sh: &Arc<Shared>, threshold: f64, budget: Option<u64>) -> Resu
     }
     let mut batch = Vec::new();
     let mut bytes = 0usize;
+    // Bytes of the spans read for the groups the batch has views into: a batch of little live
+    // data from nearly empty victims would otherwise keep many whole spans in memory.
+    let mut held = 0usize;
     for extents in groups {
         let mut spans: HashMap<u64, (u64, u64)> = HashMap::new();
         for &(_, len, seg, off) in &extents {
@@ -152,14 +159,16 @@ pub(crate) fn run(sh: &Arc<Shared>, threshold: f64, budget: Option<u64>) -> Resu
         }
         let mut read: HashMap<u64, crate::read::SegmentSpan> = HashMap::new();
         for (&seg, &(lo, hi)) in &spans {
-            read.insert(seg, sh.read_segment_span(seg, lo, hi)?);
+            let span = sh.read_segment_span(seg, lo, hi)?;
+            held += span.len();
+            read.insert(seg, span);
         }
         for &(lba, len, seg, off) in &extents {
             let Some(span) = read.get_mut(&seg) else {
                 continue;
             };
             // Only the pages of live data are checked (dead data may be anything).
-            let data = span.check(off as u64, len)?.to_vec();
+            let data = span.check(off as u64, len)?;
             bytes += data.len();
             rep.bytes_relocated += data.len() as u64;
             batch.push(Relocation {
@@ -173,7 +182,18 @@ pub(crate) fn run(sh: &Arc<Shared>, threshold: f64, budget: Option<u64>) -> Resu
                     items: std::mem::take(&mut batch),
                 })?;
                 bytes = 0;
+                // What is left held: the current group's spans.
+                held = read.values().map(|s| s.len()).sum();
             }
+        }
+        if batch.is_empty() {
+            held = 0;
+        } else if held >= GC_HELD_MAX {
+            sh.call(Req::Relocate {
+                items: std::mem::take(&mut batch),
+            })?;
+            bytes = 0;
+            held = 0;
         }
     }
     if !batch.is_empty() {

@@ -108,8 +108,14 @@ pub(crate) struct SegmentSpan {
 }
 
 impl SegmentSpan {
+    /// Bytes read (held in memory while any view of them lives).
+    pub(crate) fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
     /// The `len` sectors at sector `off` of the data area, their pages checked (each once).
-    pub(crate) fn check(&mut self, off: u64, len: u64) -> Result<&[u8]> {
+    /// (A view of the span's buffer, no copy.)
+    pub(crate) fn check(&mut self, off: u64, len: u64) -> Result<bytes::Bytes> {
         let (a, z) = (off * SECTOR - self.p0, (off + len) * SECTOR - self.p0);
         if z > self.bytes.len() as u64 {
             return Err(err!(Invalid, "{}: extent outside the span read", self.key));
@@ -123,7 +129,7 @@ impl SegmentSpan {
                 self.checked[p as usize] = true;
             }
         }
-        Ok(&self.bytes[a as usize..z as usize])
+        Ok(self.bytes.slice(a as usize..z as usize))
     }
 }
 

@@ -89,7 +89,8 @@ pub(crate) struct Relocation {
     pub lba: u64,
     pub seg: u64,
     pub off: u32,
-    pub data: Vec<u8>,
+    /// A view of the victim's data as GC read it (not copied on the way to the record).
+    pub data: bytes::Bytes,
 }
 
 /// A clone's parent: reads of never-written sectors below `overlap` bytes come from `vol`

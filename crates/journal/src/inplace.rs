@@ -158,7 +158,8 @@ impl InPlaceLog {
     pub fn with_pieces(mut self, pieces: RecordPieces) -> Self {
         self.pieces = RecordPieces {
             from: pieces.from,
-            piece: pieces.piece.max(SECTOR as usize) / SECTOR as usize * SECTOR as usize,
+            piece: pieces.piece.clamp(SECTOR as usize, 64 << 20) / SECTOR as usize
+                * SECTOR as usize,
         };
         self
     }
@@ -204,6 +205,7 @@ impl InPlaceLog {
         let mut end = end_after(pos);
         let mut sent = 0usize;
         let mut failed: Option<Error> = None;
+        let mut gone = false;
         let mut send = |buf: BytesMut, off: usize, sent: &mut usize| {
             let p = Piece {
                 file: file.clone(),
@@ -211,6 +213,7 @@ impl InPlaceLog {
                 off: at + off as u64,
             };
             if w.tx.send(p).is_err() {
+                gone = true;
                 failed.get_or_insert_with(|| err!(Io, "the record writer thread is gone"));
             } else {
                 *sent += 1;
@@ -251,6 +254,10 @@ impl InPlaceLog {
                     return Err(err!(Io, "the record writer thread is gone"));
                 }
             }
+        }
+        if gone {
+            // Started again for the next record.
+            g.writer = None;
         }
         if let Some(e) = failed {
             return Err(e);
