@@ -195,19 +195,15 @@ fn run(sh: &Shared) {
                         }
                     }
                     // In records no bigger than the log device takes.
-                    let mut failed = None;
-                    for (lba, data) in runs {
-                        if let Err(e) = add_data(sh, &mut b, lba, data) {
-                            failed = Some(e);
-                            break;
-                        }
-                    }
-                    match failed {
-                        Some(e) => (p.done)(Err(e)),
-                        None => {
+                    match runs
+                        .into_iter()
+                        .try_for_each(|(lba, data)| add_data(sh, &mut b, lba, data))
+                    {
+                        Ok(()) => {
                             b.done.push(p.done);
                             commit(sh, &mut b);
                         }
+                        Err(e) => (p.done)(Err(e)),
                     }
                 }
                 Req::Snapshot { key, out } => {

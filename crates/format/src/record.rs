@@ -26,6 +26,9 @@ use crate::wire::{check_magic, put_u32, put_u64, Reader};
 use crate::SECTOR;
 
 pub const MAGIC: &[u8; 8] = b"SHALEREC";
+/// Data is copied into a record and checksummed in slices of this size, each while it is
+/// still in the cache.
+pub const CHECKSUM_SLICE: usize = 64 << 10;
 pub const VERSION: u32 = 1;
 const FIXED_LEN: usize = 48;
 const ENTRY_LEN: usize = 16;
@@ -99,10 +102,8 @@ pub fn encode_parts_into(
     out.reserve(header_sectors(ops.len()) as usize * SECTOR as usize + data_len);
     let mut crc = encode_header_into(out, journal_id, seq, kind, ops, data_len);
     let data_at = out.len();
-    // In slices small enough to be checksummed from the cache right after the copy.
-    const SLICE: usize = 64 << 10;
     for part in parts {
-        for piece in part.chunks(SLICE) {
+        for piece in part.chunks(CHECKSUM_SLICE) {
             let at = out.len();
             out.extend_from_slice(piece);
             crc = crc32c::crc32c_append(crc, &out[at..]);

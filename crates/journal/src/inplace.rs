@@ -219,10 +219,8 @@ impl InPlaceLog {
                 *sent += 1;
             }
         };
-        // In slices small enough to be checksummed from the cache right after the copy.
-        const SLICE: usize = 64 << 10;
         for part in parts {
-            for mut s in part.chunks(SLICE) {
+            for mut s in part.chunks(record::CHECKSUM_SLICE) {
                 while !s.is_empty() {
                     let n = s.len().min(end - pos);
                     let from = raw.len();

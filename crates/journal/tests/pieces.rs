@@ -94,23 +94,21 @@ fn data_op(lba: u64, bytes: usize) -> Op {
     }
 }
 
-fn log_with(file: &Arc<MemFile>, pieces: RecordPieces) -> InPlaceLog {
-    InPlaceLog::new(7, 1, RESERVE, Arc::new(OneFile(file.clone())), 1).with_pieces(pieces)
-}
-
-#[test]
-fn records_in_pieces_land_exactly_as_whole_records_and_the_header_last() {
+/// A log writing records of `from` bytes or more in pieces of `piece`, into a file whose
+/// writes do not fail (until told to).
+fn log_with(from: usize, piece: usize) -> (Arc<MemFile>, InPlaceLog) {
     let file = Arc::new(MemFile {
         fail_from: AtomicUsize::new(usize::MAX),
         ..MemFile::default()
     });
-    let log = log_with(
-        &file,
-        RecordPieces {
-            from: 8192,
-            piece: 8192,
-        },
-    );
+    let log = InPlaceLog::new(7, 1, RESERVE, Arc::new(OneFile(file.clone())), 1)
+        .with_pieces(RecordPieces { from, piece });
+    (file, log)
+}
+
+#[test]
+fn records_in_pieces_land_exactly_as_whole_records_and_the_header_last() {
+    let (file, log) = log_with(8192, 8192);
     // Records small (written whole) and big (in pieces), at offsets that are not on a page,
     // with the data in several parts of odd sizes.
     let shapes: &[&[usize]] = &[&[512], &[40 << 10], &[3 * 512, 20 << 10, 512], &[100 << 10]];
@@ -166,17 +164,7 @@ fn records_in_pieces_land_exactly_as_whole_records_and_the_header_last() {
 #[test]
 fn a_record_whose_pieces_did_not_all_land_is_never_found() {
     for fail_at in 0..4 {
-        let file = Arc::new(MemFile {
-            fail_from: AtomicUsize::new(usize::MAX),
-            ..MemFile::default()
-        });
-        let log = log_with(
-            &file,
-            RecordPieces {
-                from: 4096,
-                piece: 4096,
-            },
-        );
+        let (file, log) = log_with(4096, 4096);
         let small = pattern(1, 1024);
         let (_, first) = log
             .append_record(&[data_op(0, 1024)], &[&small], (1, 0))
